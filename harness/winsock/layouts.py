@@ -1,0 +1,186 @@
+"""Win64 structure layouts (sizes, field offsets, field formats).
+
+Each layout is written once here and read by both providers: the simulator
+marshals caller memory with it, the native provider builds ctypes structures
+from it. tests/test_contract_mingw.py compiles static asserts generated from
+these tables with x86_64-w64-mingw32-gcc, so an offset that drifts from the
+real headers fails the build.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    offset: int
+    fmt: str          # struct format for one item ('<Q', '<I', '16s', ...)
+    c_name: str = ""  # member path in C when it differs (e.g. 'u.Pointer')
+
+    @property
+    def size(self) -> int:
+        return struct.calcsize(self.fmt)
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str               # the C type name
+    size: int
+    fields: tuple[Field, ...]
+    header: str = "winsock2.h"
+    by_name: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self):
+        for f in self.fields:
+            self.by_name[f.name] = f
+
+    def offset(self, name: str) -> int:
+        return self.by_name[name].offset
+
+    def pack(self, **values) -> bytes:
+        buf = bytearray(self.size)
+        for name, value in values.items():
+            f = self.by_name[name]
+            struct.pack_into(f.fmt, buf, f.offset, value)
+        return bytes(buf)
+
+    def unpack(self, data: bytes) -> dict:
+        return {f.name: struct.unpack_from(f.fmt, data, f.offset)[0] for f in self.fields}
+
+    def get(self, data: bytes, name: str):
+        f = self.by_name[name]
+        return struct.unpack_from(f.fmt, data, f.offset)[0]
+
+
+PTR = "<Q"      # pointers, SIZE_T, ULONG_PTR, HANDLE, SOCKET on x64
+U64 = "<Q"
+U32 = "<I"
+I32 = "<i"
+U16 = "<H"
+
+GUID = Layout("GUID", 16, (
+    Field("Data1", 0, U32), Field("Data2", 4, U16), Field("Data3", 6, U16),
+    Field("Data4", 8, "8s"),
+), header="guiddef.h")
+
+WSAOVERLAPPED = Layout("WSAOVERLAPPED", 32, (
+    Field("Internal", 0, PTR), Field("InternalHigh", 8, PTR),
+    Field("Offset", 16, U32, "Offset"), Field("OffsetHigh", 20, U32, "OffsetHigh"),
+    Field("hEvent", 24, PTR),
+))
+
+WSABUF = Layout("WSABUF", 16, (Field("len", 0, U32), Field("buf", 8, PTR)))
+
+WSAMSG = Layout("WSAMSG", 56, (
+    Field("name", 0, PTR), Field("namelen", 8, I32),
+    Field("lpBuffers", 16, PTR), Field("dwBufferCount", 24, U32),
+    Field("Control_len", 32, U32, "Control.len"), Field("Control_buf", 40, PTR, "Control.buf"),
+    Field("dwFlags", 48, U32),
+), header="ws2def.h")
+
+WSACMSGHDR = Layout("WSACMSGHDR", 16, (
+    Field("cmsg_len", 0, PTR), Field("cmsg_level", 8, I32), Field("cmsg_type", 12, I32),
+), header="ws2def.h")
+
+SOCKADDR = Layout("SOCKADDR", 16, (Field("sa_family", 0, U16), Field("sa_data", 2, "14s")),
+                  header="ws2def.h")
+
+SOCKADDR_IN = Layout("SOCKADDR_IN", 16, (
+    Field("sin_family", 0, U16), Field("sin_port", 2, ">H"),
+    Field("sin_addr", 4, "4s"), Field("sin_zero", 8, "8s"),
+), header="ws2def.h")
+
+SOCKADDR_IN6 = Layout("SOCKADDR_IN6", 28, (
+    Field("sin6_family", 0, U16), Field("sin6_port", 2, ">H"),
+    Field("sin6_flowinfo", 4, U32), Field("sin6_addr", 8, "16s"),
+    Field("sin6_scope_id", 24, U32),
+), header="ws2ipdef.h")
+
+SOCKADDR_STORAGE = Layout("SOCKADDR_STORAGE", 128, (Field("ss_family", 0, U16),), header="ws2def.h")
+
+IN_PKTINFO = Layout("IN_PKTINFO", 8, (Field("ipi_addr", 0, "4s"), Field("ipi_ifindex", 4, U32)),
+                    header="ws2ipdef.h")
+
+IN6_PKTINFO = Layout("IN6_PKTINFO", 20, (Field("ipi6_addr", 0, "16s"), Field("ipi6_ifindex", 16, U32)),
+                     header="ws2ipdef.h")
+
+WSADATA = Layout("WSADATA", 408, (
+    Field("wVersion", 0, U16), Field("wHighVersion", 2, U16),
+    Field("iMaxSockets", 4, U16), Field("iMaxUdpDg", 6, U16),
+    Field("lpVendorInfo", 8, PTR),
+    Field("szDescription", 16, "257s"), Field("szSystemStatus", 273, "129s"),
+))
+
+WSATHREADID = Layout("WSATHREADID", 16, (Field("ThreadHandle", 0, PTR), Field("Reserved", 8, PTR)),
+                     header="ws2spi.h")
+
+TCP_KEEPALIVE = Layout("struct tcp_keepalive", 12, (
+    Field("onoff", 0, U32), Field("keepalivetime", 4, U32), Field("keepaliveinterval", 8, U32),
+), header="mstcpip.h")
+
+LINGER = Layout("LINGER", 4, (Field("l_onoff", 0, U16), Field("l_linger", 2, U16)))
+
+ALL_LAYOUTS = (GUID, WSAOVERLAPPED, WSABUF, WSAMSG, WSACMSGHDR, SOCKADDR, SOCKADDR_IN,
+               SOCKADDR_IN6, SOCKADDR_STORAGE, IN_PKTINFO, IN6_PKTINFO, WSADATA,
+               WSATHREADID, TCP_KEEPALIVE, LINGER)
+
+POINTER_SIZE = 8
+
+# --- WSA_CMSG_* arithmetic (ws2def.h) ---------------------------------------
+# WSA_CMSGHDR_ALIGN rounds to the alignment of WSACMSGHDR (8 on x64),
+# WSA_CMSGDATA_ALIGN to MAX_NATURAL_ALIGNMENT (8 on x64).
+CMSGHDR_ALIGNMENT = 8
+CMSGDATA_ALIGNMENT = 8
+
+
+def WSA_CMSGHDR_ALIGN(length: int) -> int:
+    return (length + CMSGHDR_ALIGNMENT - 1) & ~(CMSGHDR_ALIGNMENT - 1)
+
+
+def WSA_CMSGDATA_ALIGN(length: int) -> int:
+    return (length + CMSGDATA_ALIGNMENT - 1) & ~(CMSGDATA_ALIGNMENT - 1)
+
+
+def WSA_CMSG_LEN(length: int) -> int:
+    return WSA_CMSGDATA_ALIGN(WSACMSGHDR.size) + length
+
+
+def WSA_CMSG_SPACE(length: int) -> int:
+    return WSA_CMSGDATA_ALIGN(WSACMSGHDR.size + WSA_CMSGHDR_ALIGN(length))
+
+
+def WSA_CMSG_DATA_OFFSET() -> int:
+    """Offset of the data after a cmsg header: WSA_CMSG_DATA(c) - c."""
+    return WSA_CMSGDATA_ALIGN(WSACMSGHDR.size)
+
+
+def guid_bytes(u) -> bytes:
+    """A uuid.UUID as the 16 bytes of a Windows GUID (mixed endian)."""
+    return u.bytes_le
+
+
+def pack_cmsgs(items) -> bytes:
+    """Serialise [(level, type, data), ...] as a WSAMSG control buffer."""
+    out = bytearray()
+    for level, ctype, data in items:
+        start = len(out)
+        out += WSACMSGHDR.pack(cmsg_len=WSA_CMSG_LEN(len(data)), cmsg_level=level, cmsg_type=ctype)
+        out += bytes(WSA_CMSG_DATA_OFFSET() - WSACMSGHDR.size)
+        out += data
+        out += bytes(start + WSA_CMSG_SPACE(len(data)) - len(out))
+    return bytes(out)
+
+
+def iter_cmsgs(control: bytes):
+    """Walk a control buffer like WSA_CMSG_FIRSTHDR/NXTHDR; yields (level, type, data)."""
+    pos = 0
+    while pos + WSACMSGHDR.size <= len(control):
+        hdr = WSACMSGHDR.unpack(control[pos:pos + WSACMSGHDR.size])
+        length = hdr["cmsg_len"]
+        if length < WSACMSGHDR.size or pos + length > len(control):
+            return
+        data = control[pos + WSA_CMSG_DATA_OFFSET(): pos + length]
+        yield hdr["cmsg_level"], hdr["cmsg_type"], data
+        pos += WSA_CMSGHDR_ALIGN(length)
