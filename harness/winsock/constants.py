@@ -253,8 +253,9 @@ WSAEINVALIDPROCTABLE = 10104
 WSAEPROVIDERFAILEDINIT = 10106
 WSASYSCALLFAILURE = 10107
 
-# HRESULT used by WFPSampler as "no redirect context" (winerror.h).
-FWP_E_NOT_FOUND = 0x80320008
+# HRESULT used by WFPSampler as "no redirect context" (winerror.h). HRESULT is a
+# signed LONG, so WSAGetLastError() (an int) returns it negative, as in C.
+FWP_E_NOT_FOUND = 0x80320008 - (1 << 32)
 
 # --- NTSTATUS values written into OVERLAPPED.Internal (ntstatus.h) ----------
 STATUS_SUCCESS = 0x00000000

@@ -60,14 +60,14 @@ def cfunc(signature: str):
         for ctype, name in params:
             bits, signed = C_TYPES[ctype]
             mask = (1 << bits) - 1
-            lines.append(f"    if type({name}) is not int: {name} = _coerce({name}, {ctype!r}, {name!r}, {fn.__name__!r})")
+            lines.append(f"    if _type({name}) is not _int: {name} = _coerce({name}, {ctype!r}, {name!r}, {fn.__name__!r})")
             if signed:
                 lines.append(f"    elif not -{1 << (bits - 1)} <= {name} < {1 << (bits - 1)}: "
                              f"{name} = _coerce({name}, {ctype!r}, {name!r})")
             else:
                 lines.append(f"    elif not 0 <= {name} <= {mask}: {name} = {name} & {mask}")
         lines.append(f"    return _fn(self, {', '.join(names)})")
-        namespace = {"_coerce": coerce, "_fn": fn}
+        namespace = {"_coerce": coerce, "_fn": fn, "_type": type, "_int": int}
         exec("\n".join(lines), namespace)  # noqa: S102 - generated from a fixed grammar
         wrapper = functools.wraps(fn)(namespace[fn.__name__])
         wrapper.__c_signature__ = tuple(params)

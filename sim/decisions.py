@@ -1,0 +1,136 @@
+"""The decision points: every place where the documentation is silent or contradicts itself.
+
+A decision point names a question and its possible answers. A profile
+(sim/profiles/*.toml) answers every one and records where its answer comes
+from (documented, observed, field, assumed). The code asks the active
+profile; it never hard-codes a contested behaviour. `wfp-harness fidelity`
+prints this ledger with each built-in profile's answers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PROVENANCES = ("documented", "observed", "field", "assumed")
+
+
+@dataclass(frozen=True)
+class DecisionPoint:
+    name: str
+    question: str
+    choices: dict          # value -> what it means
+    area: str = "winsock"
+
+
+def _dp(name, area, question, **choices):
+    return DecisionPoint(name, question, choices, area)
+
+
+DECISIONS: dict[str, DecisionPoint] = {d.name: d for d in (
+    # --- generic WSAIoctl -------------------------------------------------
+    _dp("unknown_ioctl_error", "winsock",
+        "Error for a code the provider does not know, called synchronously.",
+        WSAEOPNOTSUPP="fails with WSAEOPNOTSUPP, *lpcbBytesReturned = 0",
+        WSAEINVAL="fails with WSAEINVAL ('not a valid command'), *lpcbBytesReturned = 0"),
+    _dp("unknown_ioctl_overlapped", "winsock",
+        "An unknown code issued with an OVERLAPPED.",
+        pending="returns WSA_IO_PENDING, then completes with STATUS_NOT_SUPPORTED through its mechanism",
+        immediate="fails at once like the synchronous call; nothing is posted"),
+    _dp("sio_flush", "winsock",
+        "What SIO_FLUSH does on a TCP socket.",
+        cancel_pending="supported: completes pending overlapped IOCTLs with WSA_OPERATION_ABORTED",
+        unsupported="unknown code (WSAEOPNOTSUPP / pending with STATUS_NOT_SUPPORTED)"),
+    _dp("inline_ioctl_signals_event", "overlapped",
+        "Whether an overlapped IOCTL that completes inline sets hEvent.",
+        yes="the event is set, as for every posted completion",
+        no="the event is left as it was"),
+    _dp("routine_and_port", "overlapped",
+        "A completion routine on a socket associated with a completion port.",
+        routine_only="the routine is queued as an APC; no packet is posted",
+        both="the routine is queued and a packet is posted"),
+    _dp("bad_event_at_issue", "overlapped",
+        "An overlapped call whose hEvent is not an event handle (and no routine).",
+        WSA_INVALID_HANDLE="fails at once with WSA_INVALID_HANDLE",
+        ignored="the call proceeds; nothing is signalled"),
+    _dp("close_cancel_status", "overlapped",
+        "Status of a pending receive when closesocket cancels it.",
+        cancelled="STATUS_CANCELLED: WSA_OPERATION_ABORTED (995) in both dialects",
+        connection_aborted="STATUS_CONNECTION_ABORTED: WSAECONNABORTED / ERROR_CONNECTION_ABORTED (1236)"),
+    _dp("getoverlappedresult_null_out", "overlapped",
+        "WSAGetOverlappedResult with a NULL lpcbTransfer or lpdwFlags.",
+        WSAEFAULT="returns FALSE with WSAEFAULT (Server 2003 behaviour; Vista+ would crash)"),
+    _dp("wait_satisfaction_order", "kernel",
+        "An alertable wait finds both a signalled object and a queued APC.",
+        objects_first="the object satisfies the wait; APCs wait for a later alertable wait",
+        apcs_first="APCs run and the wait returns WAIT_IO_COMPLETION"),
+    _dp("wait_bad_handle_array", "kernel",
+        "WSAWaitForMultipleEvents with an unreadable lphEvents.",
+        WSA_INVALID_PARAMETER="WSA_WAIT_FAILED with WSA_INVALID_PARAMETER"),
+    _dp("gqcs_bad_out_pointer", "kernel",
+        "GetQueuedCompletionStatus with an unwritable out-pointer.",
+        ERROR_NOACCESS="FALSE with ERROR_NOACCESS; no packet is removed"),
+    _dp("zero_length_probe", "memory",
+        "Is a zero-length buffer at an invalid address a fault?",
+        valid="no: a zero-length range is never probed"),
+    # --- the WFP redirect IOCTL family ------------------------------------
+    _dp("wfp_query_check_order", "wfp",
+        "Order of the query's own checks after the ws2_32 ones.",
+        buffers_then_socket="output range, then size < ULONG, then socket type/state, then records, then size"),
+    _dp("query_size_probe", "wfp",
+        "Query with cbOutBuffer == 0 (the probe the Remarks recommend).",
+        insufficient_buffer="fails, last error ERROR_INSUFFICIENT_BUFFER (122), *lpcbBytesReturned = required size",
+        WSAEFAULT="fails with WSAEFAULT, *lpcbBytesReturned = required size",
+        WSAEINVAL="fails with WSAEINVAL, *lpcbBytesReturned = 0"),
+    _dp("query_tiny_buffer", "wfp",
+        "Query with 0 < cbOutBuffer < sizeof(ULONG).",
+        WSAEINVAL="fails with WSAEINVAL, *lpcbBytesReturned = 0",
+        as_short="treated like any short buffer"),
+    _dp("query_short_buffer", "wfp",
+        "Query with sizeof(ULONG) <= cbOutBuffer < required size.",
+        insufficient_buffer="fails, ERROR_INSUFFICIENT_BUFFER, *lpcbBytesReturned = required, buffer untouched",
+        WSAEFAULT="fails with WSAEFAULT, *lpcbBytesReturned = required, buffer untouched",
+        WSAENOBUFS="fails with WSAENOBUFS, *lpcbBytesReturned = required, buffer untouched",
+        WSAEINVAL="fails with WSAEINVAL, *lpcbBytesReturned = 0"),
+    _dp("query_not_redirected", "wfp",
+        "Records or context query on a connected socket whose flow was not redirected.",
+        FWP_E_NOT_FOUND="fails, last error FWP_E_NOT_FOUND (0x80320008)",
+        WSAEINVAL="fails with WSAEINVAL"),
+    _dp("context_absent", "wfp",
+        "Context query on a redirected socket without a context for the caller.",
+        FWP_E_NOT_FOUND="fails, last error FWP_E_NOT_FOUND (0x80320008)",
+        success_zero="returns 0 with *lpcbBytesReturned = 0"),
+    _dp("query_unconnected", "wfp",
+        "Query on a TCP socket that is not connected (or is listening).",
+        WSAENOTCONN="fails with WSAENOTCONN"),
+    _dp("query_udp_socket", "wfp",
+        "Records/context query on a UDP socket.",
+        WSAEINVAL="fails with WSAEINVAL (UDP gets its record as a cmsg)"),
+    _dp("query_raw_socket", "wfp",
+        "Records/context query on a protocol with no redirect support (raw).",
+        WSAENOPROTOOPT="fails with WSAENOPROTOOPT"),
+    _dp("wfp_query_completion", "wfp",
+        "A records/context query issued overlapped.",
+        inline="completes inline: returns 0, writes the size, and still signals its mechanism",
+        pending="returns WSA_IO_PENDING; the simulated kernel completes it later"),
+    _dp("wfp_completion_bytes", "wfp",
+        "Byte count carried by the completion of an overlapped query (InternalHigh, packet, routine).",
+        actual="the blob's size", zero="0, like the inline user-mode IOCTLs"),
+    _dp("set_bad_blob", "wfp",
+        "SET with an empty input, cbOutBuffer != 0, or bytes that are not a records blob.",
+        WSAEINVAL="fails with WSAEINVAL; the socket is untouched"),
+    _dp("set_requires_elevation", "wfp",
+        "SET by a process that is not elevated.",
+        WSAEACCES="fails with WSAEACCES (after pointers and sizes, before the blob's content)",
+        allowed="succeeds"),
+    _dp("set_after_connect", "wfp",
+        "SET on a socket that is already connected.",
+        WSAEINVAL="fails with WSAEINVAL"),
+    _dp("wfp_sockopt_on_tcp", "wfp",
+        "getsockopt/setsockopt IP_WFP_REDIRECT_RECORDS/CONTEXT on a TCP socket.",
+        WSAEINVAL="fails with WSAEINVAL", WSAENOPROTOOPT="fails with WSAENOPROTOOPT (older Windows)"),
+)}
+
+
+def ledger_rows(profiles):
+    """(decision, question, {profile: (value, provenance, source)}) for reports."""
+    for name, dp in DECISIONS.items():
+        yield dp, {p.name: p.assignments[name] for p in profiles}

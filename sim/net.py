@@ -1,0 +1,413 @@
+"""The simulated network: hosts, addresses, TCP and UDP transport on virtual time.
+
+TCP is modelled at segment level (SYN, SYN-ACK, ACK, data, FIN, RST with
+real sequence numbers) so the packet log can be written as a capture file.
+There is no loss, reordering or flow control: the stacks under test are the
+redirect paths, not TCP itself (assumption, stated in the README).
+Every segment and datagram is delivered by a scheduler timer after the
+link's latency, so a run is deterministic.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import itertools
+from dataclasses import dataclass, field
+
+from harness.winsock.constants import AF_INET, AF_INET6
+from sim.scheduler import NS_PER_US
+
+LOOPBACK_LATENCY_NS = 20 * NS_PER_US
+LINK_LATENCY_NS = 500 * NS_PER_US
+EPHEMERAL_FIRST, EPHEMERAL_LAST = 49152, 65535
+SYN_TIMEOUT_NS = 21_000_000_000     # Windows gives up a connect after ~21 s (3 SYNs)
+
+SYN, ACK, FIN, RST, PSH = 0x02, 0x10, 0x01, 0x04, 0x08
+
+
+def ip_bytes(text: str) -> bytes:
+    return ipaddress.ip_address(text).packed
+
+
+def ip_text(raw: bytes) -> str:
+    return str(ipaddress.ip_address(raw))
+
+
+def family_of(raw: bytes) -> int:
+    return AF_INET if len(raw) == 4 else AF_INET6
+
+
+ANY4, ANY6 = bytes(4), bytes(16)
+LOOP4, LOOP6 = ip_bytes("127.0.0.1"), ip_bytes("::1")
+
+
+def is_loopback(raw: bytes) -> bool:
+    return raw[0] == 127 if len(raw) == 4 else raw == LOOP6 or is_v4_mapped(raw) and raw[12] == 127
+
+
+def is_v4_mapped(raw: bytes) -> bool:
+    return len(raw) == 16 and raw[:12] == b"\0" * 10 + b"\xff\xff"
+
+
+def v4_mapped(raw4: bytes) -> bytes:
+    return b"\0" * 10 + b"\xff\xff" + raw4
+
+
+def unmap(raw: bytes) -> bytes:
+    return raw[12:] if is_v4_mapped(raw) else raw
+
+
+@dataclass
+class Packet:
+    """One segment or datagram as it crossed the simulated wire (for captures)."""
+    time_ns: int
+    proto: str                 # 'tcp' | 'udp' | 'icmp'
+    src: tuple                 # (ip bytes, port)
+    dst: tuple
+    flags: int = 0
+    seq: int = 0
+    ack: int = 0
+    payload: bytes = b""
+    note: str = ""
+
+
+@dataclass
+class Segment:
+    src: tuple
+    dst: tuple
+    flags: int
+    seq: int = 0
+    ack: int = 0
+    payload: bytes = b""
+    meta: dict = field(default_factory=dict)   # kernel-side data travelling with a SYN
+
+
+class TcpConn:
+    """One end of a TCP connection (the transport under a socket)."""
+
+    __slots__ = ("host", "local", "remote", "state", "snd_nxt", "rcv_nxt", "rx", "socket",
+                 "listener", "peer_fin", "reset", "error", "syn_timer", "meta", "sent_fin")
+
+    def __init__(self, host, local, remote, state, iss):
+        self.host = host
+        self.local = local
+        self.remote = remote
+        self.state = state
+        self.snd_nxt = iss
+        self.rcv_nxt = 0
+        self.rx = bytearray()
+        self.socket = None
+        self.listener = None
+        self.peer_fin = False
+        self.reset = False
+        self.error = 0              # WSAE* after a failed connect or a reset
+        self.syn_timer = None
+        self.meta = {}
+        self.sent_fin = False
+
+    def key(self):
+        return self.local + self.remote
+
+
+class TcpListener:
+    __slots__ = ("host", "local", "backlog", "queue", "socket", "v6only")
+
+    def __init__(self, host, local, backlog, socket, v6only):
+        self.host = host
+        self.local = local
+        self.backlog = backlog
+        self.queue = []             # established TcpConns waiting for accept
+        self.socket = socket
+        self.v6only = v6only
+
+
+class UdpEndpoint:
+    __slots__ = ("host", "local", "socket", "queue", "pending_reset", "v6only")
+
+    def __init__(self, host, local, socket, v6only):
+        self.host = host
+        self.local = local
+        self.socket = socket
+        self.queue = []             # (src (ip, port), dst (ip, port), payload, meta)
+        self.pending_reset = False
+        self.v6only = v6only
+
+
+class Host:
+    def __init__(self, network, name: str, addresses):
+        self.network = network
+        self.name = name
+        self.addresses = [ip_bytes(a) if isinstance(a, str) else a for a in addresses]
+        self.up = True
+        self.tcp_conns: dict[tuple, TcpConn] = {}
+        self.tcp_listeners: dict[tuple, TcpListener] = {}
+        self.udp: dict[tuple, UdpEndpoint] = {}
+        self._ephemeral = itertools.cycle(range(EPHEMERAL_FIRST, EPHEMERAL_LAST + 1))
+        self._iss = itertools.count(0x1000_0000, 0x0101_0101)
+        # Hook for the WFP connect-redirect layer (sim.wfp): sees every connect.
+        self.connect_redirect = None
+        self.processes = []
+        # Key of the integrity tag on this host's redirect-records blobs (sim.records).
+        self.records_key = hashlib.sha256(b"wfp-records:" + name.encode()).digest()
+
+    def __repr__(self) -> str:
+        return f"<Host {self.name} {[ip_text(a) for a in self.addresses]}>"
+
+    # -- addresses ---------------------------------------------------------
+    def owns(self, raw: bytes) -> bool:
+        raw = unmap(raw)
+        return is_loopback(raw) or raw in self.addresses
+
+    def source_for(self, dst: bytes, family: int) -> bytes:
+        """Source address selection (simplified RFC 6724): loopback to loopback."""
+        plain = unmap(dst)
+        if is_loopback(plain):
+            src = LOOP4 if len(plain) == 4 else LOOP6
+        elif plain in self.addresses:
+            src = plain
+        else:
+            src = next((a for a in self.addresses if len(a) == len(plain)), None)
+            if src is None:
+                return None
+        if family == AF_INET6 and len(src) == 4:
+            return v4_mapped(src)
+        return src
+
+    def port_in_use(self, proto: str, ip: bytes, port: int) -> bool:
+        table = self.udp if proto == "udp" else None
+        if proto == "tcp":
+            return any(k[1] == port and (k[0] == ip or k[0] in (ANY4, ANY6) or ip in (ANY4, ANY6))
+                       for k in list(self.tcp_listeners) + [c[:2] for c in self.tcp_conns])
+        return any(k[1] == port and (k[0] == ip or k[0] in (ANY4, ANY6) or ip in (ANY4, ANY6))
+                   for k in table)
+
+    def ephemeral_port(self, proto: str, ip: bytes) -> int:
+        for _ in range(EPHEMERAL_LAST - EPHEMERAL_FIRST + 1):
+            port = next(self._ephemeral)
+            if not self.port_in_use(proto, ip, port):
+                return port
+        return 0
+
+    # -- TCP ---------------------------------------------------------------
+    def tcp_connect(self, socket, local, remote, meta) -> TcpConn:
+        conn = TcpConn(self, local, remote, "SYN_SENT", next(self._iss) & 0xFFFFFFFF)
+        conn.socket = socket
+        conn.meta = meta
+        self.tcp_conns[conn.key()] = conn
+        self.network.send_tcp(self, conn, SYN, meta=meta)
+        conn.snd_nxt = (conn.snd_nxt + 1) & 0xFFFFFFFF
+        kernel = self.network.kernel
+        conn.syn_timer = kernel.scheduler.call_later(SYN_TIMEOUT_NS, lambda: self._syn_timeout(conn), "syn-timeout")
+        return conn
+
+    def _syn_timeout(self, conn):
+        if conn.state == "SYN_SENT":
+            self._fail(conn, 10060)   # WSAETIMEDOUT
+
+    def _fail(self, conn, error):
+        conn.state = "CLOSED"
+        conn.error = error
+        self.tcp_conns.pop(conn.key(), None)
+        if conn.socket is not None:
+            conn.socket.on_transport_event()
+        self.network.kernel.poke()
+
+    def _find_listener(self, dst):
+        ip, port = dst
+        lst = self.tcp_listeners.get(dst)
+        if lst is None:
+            plain = unmap(ip)
+            candidates = [(ANY4 if len(plain) == 4 else ANY6, port)]
+            if len(plain) == 4:
+                candidates += [(v4_mapped(plain), port), (ANY6, port)]
+            for cand in candidates:
+                lst = self.tcp_listeners.get(cand)
+                if lst is not None and not (len(cand[0]) == 16 and len(plain) == 4 and lst.v6only):
+                    break
+                lst = None
+        return lst
+
+    def receive_tcp(self, seg: Segment) -> None:
+        if not self.up:
+            return
+        conn = self.tcp_conns.get(seg.dst + seg.src)
+        if conn is None and len(seg.dst[0]) == 4:
+            conn = self.tcp_conns.get((v4_mapped(seg.dst[0]), seg.dst[1], v4_mapped(seg.src[0]), seg.src[1]))
+        if conn is None:
+            if seg.flags & SYN and not seg.flags & ACK:
+                self._on_syn(seg)
+            elif not seg.flags & RST:
+                self.network.send_raw(self, Segment(seg.dst, seg.src, RST | ACK, seg.ack,
+                                                    (seg.seq + len(seg.payload)) & 0xFFFFFFFF))
+            return
+        if seg.flags & RST:
+            if conn.state == "SYN_SENT":
+                self._fail(conn, 10061)          # WSAECONNREFUSED
+            else:
+                conn.reset = True
+                self._fail(conn, 10054)          # WSAECONNRESET
+            return
+        if conn.state == "SYN_SENT" and seg.flags & SYN and seg.flags & ACK:
+            conn.rcv_nxt = (seg.seq + 1) & 0xFFFFFFFF
+            conn.state = "ESTABLISHED"
+            if conn.syn_timer:
+                conn.syn_timer.cancel()
+            self.network.send_tcp(self, conn, ACK)
+        elif conn.state == "SYN_RCVD" and seg.flags & ACK:
+            conn.state = "ESTABLISHED"
+            lst = conn.listener
+            if lst is not None and self.tcp_listeners.get(lst.local) is lst:
+                lst.queue.append(conn)
+                if lst.socket is not None:
+                    lst.socket.on_transport_event()
+            else:   # the listener went away during the handshake
+                self.tcp_abort(conn)
+                return
+        if seg.payload:
+            conn.rx += seg.payload
+            conn.rcv_nxt = (conn.rcv_nxt + len(seg.payload)) & 0xFFFFFFFF
+        if seg.flags & FIN:
+            conn.peer_fin = True
+            conn.rcv_nxt = (conn.rcv_nxt + 1) & 0xFFFFFFFF
+            if conn.sent_fin:
+                self.tcp_conns.pop(conn.key(), None)
+        if conn.socket is not None:
+            conn.socket.on_transport_event()
+        self.network.kernel.poke()
+
+    def _on_syn(self, seg: Segment) -> None:
+        lst = self._find_listener(seg.dst)
+        if lst is None or len(lst.queue) >= lst.backlog:
+            # No listener, or a full backlog (simplified: refused, not retried).
+            self.network.send_raw(self, Segment(seg.dst, seg.src, RST | ACK, 0, (seg.seq + 1) & 0xFFFFFFFF))
+            return
+        local = seg.dst if len(lst.local[0]) == len(seg.dst[0]) else (v4_mapped(seg.dst[0]), seg.dst[1])
+        remote = seg.src if len(local[0]) == len(seg.src[0]) else (v4_mapped(seg.src[0]), seg.src[1])
+        conn = TcpConn(self, local, remote, "SYN_RCVD", next(self._iss) & 0xFFFFFFFF)
+        conn.rcv_nxt = (seg.seq + 1) & 0xFFFFFFFF
+        conn.listener = lst
+        conn.meta = seg.meta
+        self.tcp_conns[conn.key()] = conn
+        self.network.send_tcp(self, conn, SYN | ACK)
+        conn.snd_nxt = (conn.snd_nxt + 1) & 0xFFFFFFFF
+
+    def tcp_send(self, conn: TcpConn, data: bytes) -> None:
+        self.network.send_tcp(self, conn, PSH | ACK, data)
+        conn.snd_nxt = (conn.snd_nxt + len(data)) & 0xFFFFFFFF
+
+    def tcp_fin(self, conn: TcpConn) -> None:
+        if conn.sent_fin or conn.state not in ("ESTABLISHED", "SYN_RCVD"):
+            return
+        conn.sent_fin = True
+        self.network.send_tcp(self, conn, FIN | ACK)
+        conn.snd_nxt = (conn.snd_nxt + 1) & 0xFFFFFFFF
+        if conn.peer_fin:
+            self.tcp_conns.pop(conn.key(), None)
+
+    def tcp_abort(self, conn: TcpConn) -> None:
+        if conn.state in ("ESTABLISHED", "SYN_RCVD", "SYN_SENT") and not conn.reset:
+            self.network.send_tcp(self, conn, RST | ACK)
+        conn.state = "CLOSED"
+        if conn.syn_timer:
+            conn.syn_timer.cancel()
+        self.tcp_conns.pop(conn.key(), None)
+
+    # -- UDP ---------------------------------------------------------------
+    def receive_udp(self, src, dst, payload, meta) -> None:
+        if not self.up:
+            return
+        ep = self.udp.get(dst)
+        if ep is None:
+            ip, port = dst
+            plain = unmap(ip)
+            for cand in ([(ANY4, port), (v4_mapped(plain), port), (ANY6, port)] if len(plain) == 4
+                         else [(ANY6, port)]):
+                ep = self.udp.get(cand)
+                if ep is not None and not (len(cand[0]) == 16 and len(plain) == 4 and ep.v6only):
+                    break
+                ep = None
+        if ep is None:
+            # ICMP port unreachable goes back to the sender (SIO_UDP_CONNRESET default on).
+            self.network.send_icmp_unreachable(self, dst, src)
+            return
+        ep.queue.append((src, dst, payload, meta))
+        if ep.socket is not None:
+            ep.socket.on_transport_event()
+        self.network.kernel.poke()
+
+    def receive_icmp_unreachable(self, src_of_datagram) -> None:
+        ep = self.udp.get(src_of_datagram)
+        if ep is None:
+            return
+        ep.pending_reset = True
+        if ep.socket is not None:
+            ep.socket.on_transport_event()
+        self.network.kernel.poke()
+
+
+class Network:
+    def __init__(self, kernel):
+        self.kernel = kernel
+        self.hosts: list[Host] = []
+        self.by_address: dict[bytes, Host] = {}
+        self.packets: list[Packet] = []
+        self.record = True
+        self.loopback_latency_ns = LOOPBACK_LATENCY_NS
+        self.link_latency_ns = LINK_LATENCY_NS
+
+    def add_host(self, name: str, addresses) -> Host:
+        host = Host(self, name, addresses)
+        for a in host.addresses:
+            if a in self.by_address:
+                raise ValueError(f"address {ip_text(a)} already belongs to {self.by_address[a].name}")
+            self.by_address[a] = host
+        self.hosts.append(host)
+        return host
+
+    def _route(self, src_host: Host, dst_ip: bytes):
+        plain = unmap(dst_ip)
+        if src_host.owns(plain):
+            return src_host, self.loopback_latency_ns
+        host = self.by_address.get(plain)
+        return host, self.link_latency_ns
+
+    def _log(self, proto, src, dst, flags=0, seq=0, ack=0, payload=b"", note=""):
+        if self.record:
+            self.packets.append(Packet(self.kernel.now_ns, proto, (unmap(src[0]), src[1]),
+                                       (unmap(dst[0]), dst[1]), flags, seq, ack, bytes(payload), note))
+
+    def send_tcp(self, host: Host, conn: TcpConn, flags: int, payload: bytes = b"", meta=None) -> None:
+        seg = Segment(conn.local, conn.remote, flags, conn.snd_nxt, conn.rcv_nxt if flags & ACK else 0,
+                      payload, meta or {})
+        self.send_raw(host, seg)
+
+    def send_raw(self, host: Host, seg: Segment) -> None:
+        if not host.up:
+            return
+        src = (unmap(seg.src[0]), seg.src[1])
+        dst = (unmap(seg.dst[0]), seg.dst[1])
+        self._log("tcp", src, dst, seg.flags, seg.seq, seg.ack, seg.payload)
+        target, latency = self._route(host, dst[0])
+        if target is None:
+            return
+        seg = Segment(src, dst, seg.flags, seg.seq, seg.ack, seg.payload, seg.meta)
+        self.kernel.scheduler.call_later(latency, lambda: target.receive_tcp(seg), "tcp")
+
+    def send_udp(self, host: Host, src, dst, payload: bytes, meta=None) -> bool:
+        if not host.up:
+            return False
+        src = (unmap(src[0]), src[1])
+        dst = (unmap(dst[0]), dst[1])
+        self._log("udp", src, dst, payload=payload)
+        target, latency = self._route(host, dst[0])
+        if target is None:
+            return True
+        meta = meta or {}
+        self.kernel.scheduler.call_later(latency, lambda: target.receive_udp(src, dst, payload, meta), "udp")
+        return True
+
+    def send_icmp_unreachable(self, host: Host, unreachable_dst, back_to) -> None:
+        self._log("icmp", unreachable_dst, back_to, note="port unreachable")
+        target, latency = self._route(host, back_to[0])
+        if target is not None:
+            self.kernel.scheduler.call_later(latency, lambda: target.receive_icmp_unreachable(back_to), "icmp")

@@ -1,0 +1,152 @@
+"""Behaviour profiles: data files that answer every decision point.
+
+A profile is a TOML file:
+
+    name = "windows-observed"
+    description = "..."
+    inherit = "documented"          # optional: start from another profile
+
+    [decisions.unknown_ioctl_overlapped]
+    value = "pending"
+    provenance = "observed"         # documented | observed | field | assumed
+    source = "windows-observed.md item 13"
+
+A malformed file raises ProfileError naming the file, the line and the field.
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from sim.decisions import DECISIONS, PROVENANCES
+
+BUILTIN_DIR = Path(__file__).parent
+BUILTIN = ("documented", "windows-observed")
+
+
+class ProfileError(ValueError):
+    def __init__(self, path, line, field, message):
+        self.path, self.line, self.field = str(path), line, field
+        where = f"{path}:{line}" if line else str(path)
+        super().__init__(f"{where}: {field}: {message}")
+
+
+@dataclass(frozen=True)
+class Assignment:
+    value: str
+    provenance: str
+    source: str
+
+
+class Profile:
+    def __init__(self, name: str, description: str, assignments: dict, path: str = ""):
+        self.name = name
+        self.description = description
+        self.assignments: dict[str, Assignment] = assignments
+        self.path = path
+        # Plain attribute per decision: the hot paths read profile.<name>.
+        for key, a in assignments.items():
+            setattr(self, key, a.value)
+
+    def value(self, name: str) -> str:
+        return self.assignments[name].value
+
+    def with_overrides(self, **values) -> "Profile":
+        """A copy with some decisions changed (provenance 'assumed', source 'override')."""
+        assignments = dict(self.assignments)
+        for key, value in values.items():
+            dp = DECISIONS.get(key)
+            if dp is None:
+                raise ProfileError("<override>", 0, key, "no such decision point")
+            if value not in dp.choices:
+                raise ProfileError("<override>", 0, key,
+                                   f"{value!r} is not one of {sorted(dp.choices)}")
+            assignments[key] = Assignment(value, "assumed", "override")
+        return Profile(f"{self.name}+overrides", self.description, assignments, self.path)
+
+    def __repr__(self) -> str:
+        return f"<Profile {self.name}>"
+
+
+def _line_of(text: str, needle: str) -> int:
+    for number, line in enumerate(text.splitlines(), 1):
+        if needle in line:
+            return number
+    return 0
+
+
+def load_file(path, _seen=()) -> Profile:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ProfileError(path, 0, "file", f"cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        found = re.search(r"line (\d+)", str(exc))
+        line = int(found.group(1)) if found else 0
+        raise ProfileError(path, line, "syntax", str(exc)) from None
+
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        raise ProfileError(path, _line_of(text, "name"), "name", "required string")
+    assignments: dict[str, Assignment] = {}
+    parent = data.get("inherit")
+    if parent is not None:
+        if not isinstance(parent, str) or parent in _seen or parent == name:
+            raise ProfileError(path, _line_of(text, "inherit"), "inherit", f"bad parent {parent!r}")
+        assignments.update(load(parent, _seen + (name,)).assignments)
+    unknown = set(data) - {"name", "description", "inherit", "decisions"}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ProfileError(path, _line_of(text, key), key, "unknown top-level key")
+    decisions = data.get("decisions", {})
+    if not isinstance(decisions, dict):
+        raise ProfileError(path, _line_of(text, "decisions"), "decisions", "must be a table")
+    for key, entry in decisions.items():
+        line = _line_of(text, f"[decisions.{key}]")
+        field = f"decisions.{key}"
+        dp = DECISIONS.get(key)
+        if dp is None:
+            raise ProfileError(path, line, field, "no such decision point")
+        if not isinstance(entry, dict):
+            raise ProfileError(path, line, field, "must be a table")
+        value, prov, source = entry.get("value"), entry.get("provenance"), entry.get("source", "")
+        extra = set(entry) - {"value", "provenance", "source"}
+        if extra:
+            raise ProfileError(path, line, f"{field}.{sorted(extra)[0]}", "unknown key")
+        if value not in dp.choices:
+            raise ProfileError(path, line, f"{field}.value",
+                               f"{value!r} is not one of {sorted(dp.choices)}")
+        if prov not in PROVENANCES:
+            raise ProfileError(path, line, f"{field}.provenance",
+                               f"{prov!r} is not one of {list(PROVENANCES)}")
+        if not isinstance(source, str) or not source.strip():
+            raise ProfileError(path, line, f"{field}.source", "required: where the answer comes from")
+        assignments[key] = Assignment(value, prov, source)
+    missing = [k for k in DECISIONS if k not in assignments]
+    if missing:
+        raise ProfileError(path, 0, f"decisions.{missing[0]}",
+                           f"not answered ({len(missing)} decision points missing)")
+    return Profile(name, data.get("description", ""), assignments, str(path))
+
+
+_cache: dict[str, Profile] = {}
+
+
+def load(name_or_path, _seen=()) -> Profile:
+    """A built-in profile by name, or a profile file by path."""
+    if isinstance(name_or_path, Profile):
+        return name_or_path
+    key = str(name_or_path)
+    if key in BUILTIN:
+        if key not in _cache:
+            _cache[key] = load_file(BUILTIN_DIR / f"{key}.toml", _seen)
+        return _cache[key]
+    path = Path(key)
+    if path.suffix == ".toml" or path.exists():
+        return load_file(path, _seen)
+    raise ProfileError(key, 0, "profile", f"unknown profile; built-in profiles are {', '.join(BUILTIN)}")

@@ -1,0 +1,112 @@
+"""The transport provider's WSPIoctl, and the overlapped plumbing shared by every call.
+
+Under ws2_32 (sim.winsock), as Windows layers them: ws2_32 checks
+initialisation, the handle and lpcbBytesReturned, then calls WSPIoctl with
+the caller's thread id; the provider validates the OVERLAPPED, runs the
+code's handler and indicates completion (sim.overlapped).
+"""
+from __future__ import annotations
+
+import struct
+
+from harness.winsock import constants as C
+from harness.winsock.layouts import WSAOVERLAPPED
+from sim import overlapped as ov
+from sim import status as st
+from sim import wfp_ioctls  # noqa: F401  (registers the WFP handlers)
+from sim.errors import WsaError
+from sim.ioctl_outcomes import Deferred, Fail, Inline, IoctlCall
+from sim.ioctls import HANDLERS, unknown
+
+
+def start_overlapped(process, sock, thread, lpOverlapped, lpCompletionRoutine, kind):
+    """Validate an OVERLAPPED and routine for an overlapped call.
+
+    Returns (IoRequest, 0) or (None, error) for an immediate failure.
+    """
+    mem = process.memory
+    if not mem.check(lpOverlapped, WSAOVERLAPPED.size, True):
+        return None, C.WSAEFAULT
+    if lpCompletionRoutine:
+        if not process.is_routine(lpCompletionRoutine):
+            return None, C.WSAEFAULT
+        event_raw = 0
+    else:
+        event_raw = ov.read_event(process, lpOverlapped)
+        event = event_raw & ~1
+        if event and getattr(process.handles.get(event), "kind", "") != "event":
+            if process.profile.bad_event_at_issue == "WSA_INVALID_HANDLE":
+                return None, C.WSA_INVALID_HANDLE
+            event_raw = 0
+    req = ov.IoRequest(process, sock, thread, lpOverlapped, event_raw, lpCompletionRoutine, kind)
+    if event_raw & ~1:
+        # The initiating call resets the event (wsagetoverlappedresult.md).
+        process.handles[event_raw & ~1].signalled = False
+    sock.file_signalled = False
+    return req, 0
+
+
+def wsp_ioctl(process, thread, sock, code, lpvInBuffer, cbInBuffer, lpvOutBuffer, cbOutBuffer,
+              lpcbBytesReturned, lpOverlapped, lpCompletionRoutine):
+    """Returns (return value, error); the caller stores the error."""
+    mem = process.memory
+    is_overlapped = bool(sock.overlapped_attr and lpOverlapped)
+    fn = HANDLERS.get(code, unknown)
+    req = None
+    if is_overlapped:
+        req, err = start_overlapped(process, sock, thread, lpOverlapped, lpCompletionRoutine, "ioctl")
+        if req is None:
+            return -1, err
+        if fn.layer == "afd":
+            ov.mark_pending(process, lpOverlapped)
+    call = IoctlCall(process, sock, thread, code, lpvInBuffer, cbInBuffer, lpvOutBuffer, cbOutBuffer,
+                     lpcbBytesReturned, lpOverlapped, lpCompletionRoutine, is_overlapped)
+    outcome = fn(call)
+    kind = type(outcome)
+    if kind is Inline:
+        if outcome.write is not None:
+            outcome.write()
+        if outcome.bytes_returned is not None:
+            mem.kwrite(lpcbBytesReturned, struct.pack("<I", outcome.bytes_returned))
+        if req is not None:
+            signal = process.profile.inline_ioctl_signals_event == "yes"
+            if not signal:
+                req.event_raw &= 1
+            ov.complete(req, C.STATUS_SUCCESS, outcome.completion_bytes, synchronous=True)
+        return 0, 0
+    if kind is Fail:
+        if outcome.bytes_returned is not None:
+            mem.kwrite(lpcbBytesReturned, struct.pack("<I", outcome.bytes_returned))
+        return -1, outcome.error
+    if kind is Deferred:
+        return _deferred(process, thread, sock, req, outcome, lpcbBytesReturned)
+    raise TypeError(f"IOCTL handler for 0x{code:08X} returned {outcome!r}")
+
+
+def _deferred(process, thread, sock, req, outcome: Deferred, lpcbBytesReturned):
+    kernel = process.kernel
+    if req is not None:
+        sock.pending.append(req)
+
+        def fire():
+            if not req.done:
+                status, info = outcome.finish()
+                ov.complete(req, status, info)
+
+        timer = kernel.scheduler.call_later(outcome.delay_ns, fire, "ioctl-complete")
+        req.on_cancel = timer.cancel
+        return -1, C.WSA_IO_PENDING
+    # Synchronous: the call blocks until the simulated kernel answers.
+    box = []
+    timer = kernel.scheduler.call_later(outcome.delay_ns, lambda: box.append(outcome.finish()),
+                                        "ioctl-complete")
+    try:
+        sock.block(thread, lambda: box[0] if box else None, "WSAIoctl")
+    except WsaError as exc:
+        timer.cancel()          # interrupted (WSAEINTR): the kernel never answers this call
+        return -1, exc.code
+    status, info = box[0]
+    if not st.nt_success(status):
+        return -1, st.to_winsock(status)
+    process.memory.kwrite(lpcbBytesReturned, struct.pack("<I", info))
+    return 0, 0

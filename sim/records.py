@@ -1,0 +1,54 @@
+"""Redirect records: what the kernel keeps per flow, and its opaque "SIO format" blob.
+
+decisions.md §5: the blob carries the ordered list of redirections of the
+flow (redirect handle, provider, filter, target PID) and an integrity tag,
+so a tampered or foreign blob is refused. The tag is an HMAC keyed by a
+secret of the host's kernel: a blob is only meaningful on the host that
+issued it, like the kernel handle it stands for (facts §5.6). Callers must
+treat it as opaque; the format here is the simulator's own.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+import uuid
+from dataclasses import dataclass
+
+MAGIC = b"WFPR"
+VERSION = 1
+_HEADER = struct.Struct("<4sHHQ")          # magic, version, count, flow id
+_ENTRY = struct.Struct("<Q16sQI4x")        # redirect handle, provider GUID, filter id, target PID
+TAG_SIZE = 16
+
+
+@dataclass(frozen=True)
+class RedirectEntry:
+    redirect_handle: int
+    provider: uuid.UUID
+    filter_id: int
+    target_pid: int
+
+
+def encode(flow_id: int, entries, key: bytes) -> bytes:
+    body = _HEADER.pack(MAGIC, VERSION, len(entries), flow_id)
+    body += b"".join(_ENTRY.pack(e.redirect_handle, e.provider.bytes_le, e.filter_id, e.target_pid)
+                     for e in entries)
+    return body + hmac.new(key, body, hashlib.sha256).digest()[:TAG_SIZE]
+
+
+def decode(blob: bytes, key: bytes):
+    """(flow id, [RedirectEntry]) for a genuine blob of this host, else None."""
+    if len(blob) < _HEADER.size + TAG_SIZE:
+        return None
+    body, tag = blob[:-TAG_SIZE], blob[-TAG_SIZE:]
+    if not hmac.compare_digest(hmac.new(key, body, hashlib.sha256).digest()[:TAG_SIZE], tag):
+        return None
+    magic, version, count, flow_id = _HEADER.unpack_from(body)
+    if magic != MAGIC or version != VERSION or len(body) != _HEADER.size + count * _ENTRY.size:
+        return None
+    entries = []
+    for i in range(count):
+        handle, provider, filter_id, pid = _ENTRY.unpack_from(body, _HEADER.size + i * _ENTRY.size)
+        entries.append(RedirectEntry(handle, uuid.UUID(bytes_le=provider), filter_id, pid))
+    return flow_id, entries

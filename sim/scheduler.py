@@ -1,0 +1,92 @@
+"""Virtual time and the explicit scheduler.
+
+Nothing in the simulator reads the wall clock. Work that Windows would do
+later (a packet arriving, a deferred IOCTL completing) is a timer on this
+scheduler; a blocking call advances virtual time to the next timer instead
+of sleeping. Timers that fall due at the same instant fire in the order they
+were scheduled, so a run replays identically.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+
+NS_PER_MS = 1_000_000
+NS_PER_US = 1_000
+
+
+class Timer:
+    __slots__ = ("when", "seq", "fn", "cancelled", "label")
+
+    def __init__(self, when: int, seq: int, fn, label: str):
+        self.when = when
+        self.seq = seq
+        self.fn = fn
+        self.cancelled = False
+        self.label = label
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def __lt__(self, other: "Timer") -> bool:
+        return (self.when, self.seq) < (other.when, other.seq)
+
+
+class Scheduler:
+    def __init__(self):
+        self.now_ns = 0
+        self._heap: list[Timer] = []
+        self._seq = itertools.count()
+        self.fired = 0
+
+    def call_at(self, when_ns: int, fn, label: str = "") -> Timer:
+        timer = Timer(max(when_ns, self.now_ns), next(self._seq), fn, label)
+        heapq.heappush(self._heap, timer)
+        return timer
+
+    def call_later(self, delay_ns: int, fn, label: str = "") -> Timer:
+        return self.call_at(self.now_ns + delay_ns, fn, label)
+
+    def call_soon(self, fn, label: str = "") -> Timer:
+        return self.call_at(self.now_ns, fn, label)
+
+    def next_time(self):
+        heap = self._heap
+        while heap and heap[0].cancelled:
+            heapq.heappop(heap)
+        return heap[0].when if heap else None
+
+    def run_due(self) -> int:
+        """Fire every timer due now (including ones they schedule for now)."""
+        count = 0
+        heap = self._heap
+        while heap and heap[0].when <= self.now_ns:
+            timer = heapq.heappop(heap)
+            if not timer.cancelled:
+                timer.fn()
+                count += 1
+        self.fired += count
+        return count
+
+    def step(self, limit_ns=None) -> bool:
+        """Advance to the next timer (not past `limit_ns`) and fire what is due.
+
+        Returns False when there is no timer at or before the limit.
+        """
+        when = self.next_time()
+        if when is None or (limit_ns is not None and when > limit_ns):
+            return False
+        if when > self.now_ns:
+            self.now_ns = when
+        self.run_due()
+        return True
+
+    def advance_to(self, when_ns: int) -> None:
+        """Run every timer up to `when_ns`, then set the clock to it."""
+        while self.step(when_ns):
+            pass
+        if when_ns > self.now_ns:
+            self.now_ns = when_ns
+
+    def pending(self) -> int:
+        return sum(1 for t in self._heap if not t.cancelled)

@@ -1,0 +1,447 @@
+"""A socket as the transport provider sees it: state, options, transport, pending I/O.
+
+Operations raise `WsaError`; the C boundary (sim.winsock) turns that into
+SOCKET_ERROR and the thread's last error. Blocking calls wait on virtual
+time through the kernel; a blocking call broken by closesocket from another
+thread fails with WSAEINTR (decisions.md §4).
+"""
+from __future__ import annotations
+
+import struct
+
+from harness.winsock import constants as C
+from sim import overlapped as ov
+from sim.errors import WsaError
+from sim.kernel import INFINITE
+from sim.net import ANY4, ANY6, LOOP4, LOOP6, is_v4_mapped, unmap
+
+MAX_UDP_PAYLOAD = 65507
+
+
+class ConnectRequest:
+    """What the connect-redirect layer sees and may rewrite (FWPS_CONNECT_REQUEST0's role)."""
+
+    __slots__ = ("socket", "process", "local", "remote", "original_remote", "meta")
+
+    def __init__(self, socket, local, remote):
+        self.socket = socket
+        self.process = socket.process
+        self.local = local
+        self.remote = remote
+        self.original_remote = remote
+        self.meta = {}
+
+
+class Socket:
+    kind = "socket"
+
+    def __init__(self, process, handle, family, type_, protocol, overlapped_attr):
+        self.process = process
+        self.host = process.host
+        self.handle = handle
+        self.family = family
+        self.type = type_
+        self.protocol = protocol
+        self.overlapped_attr = overlapped_attr
+        self.nonblocking = False
+        self.options = {
+            (C.SOL_SOCKET, C.SO_RCVBUF): 65536, (C.SOL_SOCKET, C.SO_SNDBUF): 65536,
+            (C.SOL_SOCKET, C.SO_REUSEADDR): 0, (C.SOL_SOCKET, C.SO_EXCLUSIVEADDRUSE): 0,
+            (C.SOL_SOCKET, C.SO_KEEPALIVE): 0, (C.SOL_SOCKET, C.SO_BROADCAST): 0,
+            (C.SOL_SOCKET, C.SO_RCVTIMEO): 0, (C.SOL_SOCKET, C.SO_SNDTIMEO): 0,
+            (C.SOL_SOCKET, C.SO_OOBINLINE): 0, (C.SOL_SOCKET, C.SO_DEBUG): 0,
+            (C.IPPROTO_IP, C.IP_TTL): 128, (C.IPPROTO_IPV6, C.IPV6_UNICAST_HOPS): 128,
+            (C.IPPROTO_IP, C.IP_PKTINFO): 0, (C.IPPROTO_IPV6, C.IPV6_PKTINFO): 0,
+            (C.IPPROTO_IPV6, C.IPV6_V6ONLY): 1,
+            (C.IPPROTO_TCP, C.TCP_NODELAY): 0,
+            (C.IPPROTO_IP, C.IP_WFP_REDIRECT_RECORDS): 0, (C.IPPROTO_IP, C.IP_WFP_REDIRECT_CONTEXT): 0,
+            (C.IPPROTO_IPV6, C.IPV6_WFP_REDIRECT_RECORDS): 0, (C.IPPROTO_IPV6, C.IPV6_WFP_REDIRECT_CONTEXT): 0,
+        }
+        self.linger = (0, 0)
+        self.local = None
+        self.listener = None
+        self.conn = None
+        self.udp = None
+        self.peer = None                # UDP default destination after connect()
+        self.state = "new"              # new, bound, listening, connecting, connected, failed, closed
+        self.shut_send = False
+        self.shut_recv = False
+        self.so_error = 0
+        self.pending: list = []         # IoRequests not yet completed
+        self.port = None
+        self.port_key = 0
+        self.notify_modes = 0
+        self.file_signalled = False
+        self.blocked: set = set()       # threads blocked in a call on this socket
+        self.redirect_records = None    # blob attached with SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS
+        self.redirect = None            # redirect state of an accepted, redirected flow (sim.wfp)
+        self.udp_connreset = True       # SIO_UDP_CONNRESET defaults to on
+        # SIO_QUERY_WFP_ALE_ENDPOINT_HANDLE: a kernel-address-looking, stable value.
+        self.endpoint_handle = 0xFFFF_C000_0000_0000 | (process.pid << 32) | handle
+
+    def __repr__(self) -> str:
+        return f"<Socket 0x{self.handle:x} {self.type_name} {self.state}>"
+
+    @property
+    def type_name(self) -> str:
+        return {C.SOCK_STREAM: "tcp", C.SOCK_DGRAM: "udp", C.SOCK_RAW: "raw"}.get(self.type, "?")
+
+    @property
+    def is_tcp(self) -> bool:
+        return self.type == C.SOCK_STREAM
+
+    @property
+    def is_udp(self) -> bool:
+        return self.type == C.SOCK_DGRAM
+
+    @property
+    def kernel(self):
+        return self.process.kernel
+
+    def profile_value(self, name: str) -> str:
+        return self.process.profile.value(name)
+
+    def set_wfp_option_blob(self, key, data: bytes) -> None:
+        """IP_WFP_REDIRECT_RECORDS set with a records blob: forwarded with the next flow."""
+        from sim import records
+        decoded = records.decode(data, self.host.records_key)
+        if decoded is None:
+            raise WsaError(C.WSAEINVAL)
+        self.redirect_records = decoded
+
+    # -- waiting -----------------------------------------------------------
+    def block(self, thread, ready, what: str, timeout_ms: int = INFINITE):
+        self.blocked.add(thread)
+        try:
+            kind, value = self.kernel.wait(thread, ready, timeout_ms, False, what)
+        finally:
+            self.blocked.discard(thread)
+        if kind == "interrupted":
+            raise WsaError(value)
+        if kind == "timeout":
+            raise WsaError(C.WSAETIMEDOUT)
+        return value
+
+    def _check_net(self) -> None:
+        if not self.host.up:
+            raise WsaError(C.WSAENETDOWN)
+
+    def _any(self) -> bytes:
+        return ANY4 if self.family == C.AF_INET else ANY6
+
+    def _table(self):
+        return "tcp" if self.is_tcp else "udp"
+
+    # -- bind / listen -----------------------------------------------------
+    def bind(self, ip: bytes, port: int) -> None:
+        self._check_net()
+        if self.local is not None:
+            raise WsaError(C.WSAEINVAL)
+        plain = unmap(ip)
+        if plain not in (ANY4, ANY6) and not self.host.owns(plain):
+            raise WsaError(C.WSAEADDRNOTAVAIL)
+        if self.family == C.AF_INET6 and is_v4_mapped(ip) and self.options[(C.IPPROTO_IPV6, C.IPV6_V6ONLY)]:
+            raise WsaError(C.WSAEADDRNOTAVAIL)
+        if port == 0:
+            port = self.host.ephemeral_port(self._table(), ip)
+            if port == 0:
+                raise WsaError(C.WSAENOBUFS)
+        elif self.host.port_in_use(self._table(), ip, port) and not self.options[(C.SOL_SOCKET, C.SO_REUSEADDR)]:
+            raise WsaError(C.WSAEADDRINUSE)
+        self.local = (ip, port)
+        self.state = "bound"
+        if self.is_udp:
+            from sim.net import UdpEndpoint
+            self.udp = UdpEndpoint(self.host, self.local, self, bool(self._v6only()))
+            self.host.udp[self.local] = self.udp
+
+    def _v6only(self) -> int:
+        return self.family == C.AF_INET6 and self.options[(C.IPPROTO_IPV6, C.IPV6_V6ONLY)]
+
+    def _implicit_bind(self, dst_ip: bytes) -> None:
+        if self.local is None:
+            self.bind(self._any(), 0)
+        ip, port = self.local
+        if unmap(ip) in (ANY4, ANY6) and self.is_tcp:
+            src = self.host.source_for(dst_ip, self.family)
+            if src is None:
+                raise WsaError(C.WSAENETUNREACH)
+            self.local = (src, port)
+
+    def listen(self, backlog: int) -> None:
+        self._check_net()
+        if not self.is_tcp:
+            raise WsaError(C.WSAEOPNOTSUPP)
+        if self.state in ("connected", "connecting"):
+            raise WsaError(C.WSAEISCONN)
+        if self.local is None:
+            raise WsaError(C.WSAEINVAL)
+        backlog = max(1, min(backlog if backlog > 0 else 1, 200))   # SOMAXCONN-ish clamp
+        if self.listener is None:
+            from sim.net import TcpListener
+            self.listener = TcpListener(self.host, self.local, backlog, self, bool(self._v6only()))
+            self.host.tcp_listeners[self.local] = self.listener
+        else:
+            self.listener.backlog = backlog
+        self.state = "listening"
+
+    # -- connect / accept --------------------------------------------------
+    def connect(self, thread, ip: bytes, port: int) -> None:
+        self._check_net()
+        if self.is_udp:
+            if unmap(ip) in (ANY4, ANY6) and port == 0:
+                self.peer = None            # connect to the null address dissolves the association
+                return
+            self._implicit_bind(ip)
+            self.peer = (ip, port)
+            return
+        if self.state == "listening":
+            raise WsaError(C.WSAEINVAL)
+        if self.state == "connected":
+            raise WsaError(C.WSAEISCONN)
+        if self.state == "connecting":
+            raise WsaError(C.WSAEALREADY)
+        if unmap(ip) in (ANY4, ANY6) or port == 0:
+            raise WsaError(C.WSAEADDRNOTAVAIL)
+        if self.family == C.AF_INET6 and is_v4_mapped(ip) and self._v6only():
+            raise WsaError(C.WSAEAFNOSUPPORT)
+        self._implicit_bind(ip)
+        request = ConnectRequest(self, self.local, (ip, port))
+        hook = self.host.connect_redirect
+        if hook is not None:
+            hook(request)               # may rewrite request.remote, or raise WsaError (blocked)
+        if self.redirect_records is not None:
+            request.meta.setdefault("records", self.redirect_records)
+        self.conn = self.host.tcp_connect(self, self.local, request.remote, request.meta)
+        self.state = "connecting"
+        if self.nonblocking:
+            raise WsaError(C.WSAEWOULDBLOCK)
+        conn = self.conn
+        self.block(thread, lambda: True if conn.state != "SYN_SENT" else None, "connect")
+        self._settle_connect()
+        if self.state != "connected":
+            raise WsaError(self.so_error)
+
+    def _settle_connect(self) -> None:
+        conn = self.conn
+        if self.state != "connecting" or conn.state == "SYN_SENT":
+            return
+        if conn.state == "ESTABLISHED" or conn.peer_fin:
+            self.state = "connected"
+        else:
+            self.state = "failed"
+            self.so_error = conn.error
+
+    def accept(self, thread):
+        self._check_net()
+        if self.state != "listening":
+            raise WsaError(C.WSAEINVAL)
+        lst = self.listener
+        if not lst.queue:
+            if self.nonblocking:
+                raise WsaError(C.WSAEWOULDBLOCK)
+            self.block(thread, lambda: True if lst.queue else None, "accept")
+        conn = lst.queue.pop(0)
+        new = self.process.new_socket(self.family, self.type, self.protocol, self.overlapped_attr)
+        new.conn = conn
+        new.local = conn.local
+        new.state = "connected"
+        new.options.update({k: v for k, v in self.options.items() if k[0] == C.SOL_SOCKET})
+        new.redirect = conn.meta.get("redirect")
+        conn.socket = new
+        return new
+
+    # -- streams -----------------------------------------------------------
+    def _stream_check(self, sending: bool) -> None:
+        if self.state not in ("connected",):
+            if self.state == "connecting":
+                self._settle_connect()
+            if self.state != "connected":
+                raise WsaError(C.WSAENOTCONN)
+        if sending and self.shut_send:
+            raise WsaError(C.WSAESHUTDOWN)
+        if not sending and self.shut_recv:
+            raise WsaError(C.WSAESHUTDOWN)
+
+    def stream_send(self, data: bytes) -> int:
+        self._check_net()
+        self._stream_check(True)
+        conn = self.conn
+        if conn.reset or conn.state == "CLOSED":
+            raise WsaError(conn.error or C.WSAECONNRESET)
+        self.host.tcp_send(conn, data)
+        return len(data)
+
+    def stream_readable(self):
+        """Non-None when a receive would not block: True (data or EOF) or an error code."""
+        conn = self.conn
+        if conn.rx or conn.peer_fin:
+            return True
+        if conn.reset or conn.state == "CLOSED":
+            return conn.error or C.WSAECONNRESET
+        return None
+
+    def stream_take(self, n: int, peek: bool = False) -> bytes:
+        conn = self.conn
+        if conn.rx:
+            data = bytes(conn.rx[:n])
+            if not peek:
+                del conn.rx[:n]
+            return data
+        if conn.peer_fin:
+            return b""
+        raise WsaError(conn.error or C.WSAECONNRESET)
+
+    def stream_recv(self, thread, n: int, flags: int) -> bytes:
+        self._check_net()
+        self._stream_check(False)
+        if n == 0:
+            return b""
+        if self.stream_readable() is None:
+            if self.nonblocking:
+                raise WsaError(C.WSAEWOULDBLOCK)
+            self.block(thread, self.stream_readable, "recv", self._timeout(C.SO_RCVTIMEO))
+        if flags & C.MSG_WAITALL and not flags & C.MSG_PEEK:
+            conn = self.conn
+            self.block(thread, lambda: True if len(conn.rx) >= n or conn.peer_fin or conn.reset
+                       or conn.state == "CLOSED" else None, "recv(MSG_WAITALL)", self._timeout(C.SO_RCVTIMEO))
+        return self.stream_take(n, bool(flags & C.MSG_PEEK))
+
+    def _timeout(self, opt: int) -> int:
+        value = self.options[(C.SOL_SOCKET, opt)]
+        return value if value else INFINITE
+
+    # -- datagrams ---------------------------------------------------------
+    def dgram_send(self, data: bytes, dst, meta=None) -> int:
+        self._check_net()
+        if self.shut_send:
+            raise WsaError(C.WSAESHUTDOWN)
+        if dst is None:
+            if self.peer is None:
+                raise WsaError(C.WSAENOTCONN)
+            dst = self.peer
+        if len(data) > MAX_UDP_PAYLOAD:
+            raise WsaError(C.WSAEMSGSIZE)
+        if unmap(dst[0]) in (ANY4, ANY6) or dst[1] == 0:
+            raise WsaError(C.WSAEADDRNOTAVAIL)
+        if self.family == C.AF_INET6 and is_v4_mapped(dst[0]) and self._v6only():
+            raise WsaError(C.WSAENETUNREACH)
+        if self.local is None:
+            self.bind(self._any(), 0)
+        src_ip = self.local[0]
+        if unmap(src_ip) in (ANY4, ANY6):
+            src_ip = self.host.source_for(dst[0], self.family)
+            if src_ip is None:
+                raise WsaError(C.WSAENETUNREACH)
+        meta = dict(meta or {})
+        self.host.network.send_udp(self.host, (src_ip, self.local[1]), dst, data, meta)
+        return len(data)
+
+    def dgram_readable(self):
+        ep = self.udp
+        if ep is None:
+            return None
+        if ep.queue:
+            return True
+        if ep.pending_reset:
+            if not self.udp_connreset:
+                ep.pending_reset = False
+                return None
+            return C.WSAECONNRESET
+        return None
+
+    def dgram_take(self):
+        """(src, dst, payload, meta) of the next datagram, or raise its error."""
+        ep = self.udp
+        if ep.queue:
+            return ep.queue.pop(0)
+        ep.pending_reset = False
+        raise WsaError(C.WSAECONNRESET)
+
+    def dgram_recv(self, thread):
+        self._check_net()
+        if self.udp is None:
+            raise WsaError(C.WSAEINVAL)
+        if self.shut_recv:
+            raise WsaError(C.WSAESHUTDOWN)
+        if self.dgram_readable() is None:
+            if self.nonblocking:
+                raise WsaError(C.WSAEWOULDBLOCK)
+            self.block(thread, self.dgram_readable, "recvfrom", self._timeout(C.SO_RCVTIMEO))
+        return self.dgram_take()
+
+    # -- transport callbacks -----------------------------------------------
+    def on_transport_event(self) -> None:
+        """Data, a connection or an error arrived: finish what was waiting for it."""
+        if self.state == "connecting":
+            self._settle_connect()
+        for req in list(self.pending):
+            if req.start is not None and not req.done:
+                req.start(req)
+
+    # -- shutdown / close --------------------------------------------------
+    def shutdown(self, how: int) -> None:
+        self._check_net()
+        if how not in (C.SD_RECEIVE, C.SD_SEND, C.SD_BOTH):
+            raise WsaError(C.WSAEINVAL)
+        if self.is_tcp and self.state != "connected":
+            raise WsaError(C.WSAENOTCONN)
+        if how in (C.SD_SEND, C.SD_BOTH):
+            self.shut_send = True
+            if self.conn is not None:
+                self.host.tcp_fin(self.conn)
+        if how in (C.SD_RECEIVE, C.SD_BOTH):
+            self.shut_recv = True
+
+    def close(self, cancel_status: int) -> None:
+        """closesocket: cancel pending I/O, break blocking calls, release the transport."""
+        for thread in list(self.blocked):
+            thread.interrupted = C.WSAEINTR
+        for req in list(self.pending):
+            ov.cancel(req, C.STATUS_CANCELLED if req.kind == "ioctl" else cancel_status)
+        host = self.host
+        if self.conn is not None:
+            conn = self.conn
+            onoff, linger = self.linger
+            if (onoff and linger == 0) or conn.rx or conn.state == "SYN_SENT":
+                host.tcp_abort(conn)     # abortive close; unread data also resets (Windows)
+            else:
+                host.tcp_fin(conn)
+            conn.socket = None
+        if self.listener is not None:
+            lst = self.listener
+            if host.tcp_listeners.get(lst.local) is lst:
+                del host.tcp_listeners[lst.local]
+            for conn in lst.queue:
+                host.tcp_abort(conn)
+            lst.queue.clear()
+            lst.socket = None
+        if self.udp is not None and host.udp.get(self.local) is self.udp:
+            del host.udp[self.local]
+        self.state = "closed"
+        self.kernel.poke()
+
+    # -- names -------------------------------------------------------------
+    def sockname(self):
+        if self.local is None:
+            raise WsaError(C.WSAEINVAL)
+        return self.local
+
+    def peername(self):
+        if self.is_tcp:
+            if self.state == "connecting":
+                self._settle_connect()
+            if self.state != "connected":
+                raise WsaError(C.WSAENOTCONN)
+            return self.conn.remote
+        if self.peer is None:
+            raise WsaError(C.WSAENOTCONN)
+        return self.peer
+
+
+def loopback_for(family: int) -> bytes:
+    return LOOP4 if family == C.AF_INET else LOOP6
+
+
+def pack_int(value: int) -> bytes:
+    return struct.pack("<i", value)

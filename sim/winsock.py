@@ -1,0 +1,979 @@
+"""`SimulatedWinsock`: the WinsockApi of one simulated process (ws2_32 and kernel32).
+
+Each method is C-shaped: ints in, the C return value out, out-parameters
+written into the process's memory, the error in the thread's last error.
+Bad pointers and sizes get the documented error code; nothing outside the
+range a call may write is ever written; no Python exception escapes for any
+value a C caller could pass (a non-int raises TypeError: that is a Python
+mistake, not a C one).
+"""
+from __future__ import annotations
+
+import contextlib
+import struct
+
+from harness.winsock import constants as C
+from harness.winsock.ctype import cfunc
+from harness.winsock.layouts import WSABUF, WSADATA, WSAOVERLAPPED, WSATHREADID
+from sim import overlapped as ov
+from sim import sockaddr, sockopt
+from sim import status as st
+from sim.errors import WsaError
+from sim.kernel import CompletionPort, Event
+from sim.msg import recvmsg, sendmsg
+from sim.provider import start_overlapped, wsp_ioctl
+
+SOCKET_ERROR = C.SOCKET_ERROR
+INVALID_SOCKET = C.INVALID_SOCKET
+_I32 = struct.Struct("<I")
+
+
+class SimulatedWinsock:
+    """One simulated process's Winsock, ready to use.
+
+    SimulatedWinsock(profile="documented") builds a world with one host and
+    one elevated process and calls WSAStartup once, for tests of the API
+    alone. World.start_process() builds the ones of a larger world.
+    """
+
+    def __init__(self, profile="documented", *, process=None, overrides=None, elevated=True):
+        own_world = process is None
+        if own_world:
+            from sim.world import World
+            world = World(profile, overrides)
+            host = world.add_host("localhost")
+            process = world.start_process(host, "test", elevated=elevated, startup=False).process
+        self.process = process
+        self.world = process.world
+        self.memory = process.memory
+        self.kernel = process.kernel
+        self._lock = process.kernel.lock
+        if own_world:
+            self.startup()
+
+    def startup(self) -> None:
+        ptr = self.memory.alloc(WSADATA.size)
+        rc = self.WSAStartup(C.WINSOCK_VERSION_2_2, ptr)
+        self.memory.free(ptr)
+        if rc != 0:
+            raise RuntimeError(f"WSAStartup failed: {rc}")
+
+    def __repr__(self) -> str:
+        return f"<SimulatedWinsock pid={self.process.pid} profile={self.process.profile.name}>"
+
+    # -- helpers outside the C surface --------------------------------------
+    @property
+    def profile(self):
+        return self.process.profile
+
+    def completion_routine(self, fn) -> int:
+        """A routine pointer that calls fn(dwError, cbTransferred, lpOverlapped, dwFlags)."""
+        if not callable(fn):
+            raise TypeError("completion_routine() needs a callable")
+        return self.process.register_routine(fn)
+
+    def new_thread(self, name: str = ""):
+        with self._lock:
+            return self.process.new_thread(name)
+
+    @contextlib.contextmanager
+    def as_thread(self, thread):
+        """Make calls from this Python thread act as simulated `thread`."""
+        tls = self.process._tls
+        previous = getattr(tls, "thread", None)
+        tls.thread = thread
+        try:
+            yield thread
+        finally:
+            tls.thread = previous
+
+    def _enter(self):
+        kernel = self.kernel
+        kernel.enter()
+        kernel.scheduler.run_due()
+        return self.process.current_thread()
+
+    def _socket(self, thread, s):
+        """The socket for handle s after ws2_32's checks, or an error code."""
+        process = self.process
+        if process.wsa_refcount == 0:
+            return None, C.WSANOTINITIALISED
+        sock = process.sockets.get(s)
+        if sock is None:
+            return None, C.WSAENOTSOCK
+        return sock, 0
+
+    @staticmethod
+    def _ok(thread, value=0):
+        thread.last_error = 0
+        return value
+
+    @staticmethod
+    def _err(thread, code, value=SOCKET_ERROR):
+        thread.last_error = code
+        return value
+
+    # -- startup -----------------------------------------------------------
+    @cfunc("WORD wVersionRequested, LPVOID lpWSAData")
+    def WSAStartup(self, wVersionRequested, lpWSAData):
+        with self._lock:
+            self._enter()
+            major, minor = wVersionRequested & 0xFF, wVersionRequested >> 8
+            if not self.memory.check(lpWSAData, WSADATA.size, True) or lpWSAData == 0:
+                return C.WSAEFAULT
+            version = 0x0202 if (major, minor) >= (2, 2) else wVersionRequested
+            data = WSADATA.pack(wVersion=version, wHighVersion=0x0202, iMaxSockets=0, iMaxUdpDg=0,
+                                lpVendorInfo=0, szDescription=b"WinSock 2.0", szSystemStatus=b"Running")
+            self.memory.kwrite(lpWSAData, data)
+            if major < 1 or (major == 1 and minor == 0):
+                return C.WSAVERNOTSUPPORTED
+            self.process.wsa_refcount += 1
+            return 0
+
+    @cfunc("")
+    def WSACleanup(self):
+        with self._lock:
+            thread = self._enter()
+            process = self.process
+            if process.wsa_refcount == 0:
+                return self._err(thread, C.WSANOTINITIALISED)
+            process.wsa_refcount -= 1
+            if process.wsa_refcount == 0:
+                # The last cleanup destroys every socket (windows-observed item 9).
+                for handle, sock in list(process.sockets.items()):
+                    self._close(sock)
+            return 0
+
+    @cfunc("")
+    def WSAGetLastError(self):
+        with self._lock:
+            value = self.process.current_thread().last_error & 0xFFFFFFFF
+            return value - (1 << 32) if value & 0x80000000 else value
+
+    @cfunc("int iError")
+    def WSASetLastError(self, iError):
+        with self._lock:
+            self.process.current_thread().last_error = iError
+
+    @cfunc("")
+    def GetLastError(self):
+        with self._lock:
+            return self.process.current_thread().last_error & 0xFFFFFFFF
+
+    @cfunc("")
+    def GetCurrentProcessId(self):
+        return self.process.pid
+
+    @cfunc("")
+    def GetCurrentThreadId(self):
+        with self._lock:
+            return self.process.current_thread().tid
+
+    # -- sockets -----------------------------------------------------------
+    @cfunc("int af, int type, int protocol")
+    def socket(self, af, type, protocol):
+        return self._create(af, type, protocol, True)
+
+    @cfunc("int af, int type, int protocol, LPVOID lpProtocolInfo, UINT g, DWORD dwFlags")
+    def WSASocketW(self, af, type, protocol, lpProtocolInfo, g, dwFlags):
+        with self._lock:
+            thread = self._enter()
+            if lpProtocolInfo:
+                # WSAPROTOCOL_INFOW selection is not modelled: an unreadable one is a fault,
+                # a readable one is refused (assumed: WSAEINVAL).
+                err = C.WSAEFAULT if not self.memory.check(lpProtocolInfo, 628, False) else C.WSAEINVAL
+                return self._err(thread, err, INVALID_SOCKET)
+            if g != 0:
+                return self._err(thread, C.WSAEINVAL, INVALID_SOCKET)
+        return self._create(af, type, protocol, bool(dwFlags & C.WSA_FLAG_OVERLAPPED))
+
+    def _create(self, af, type_, protocol, overlapped_attr):
+        with self._lock:
+            thread = self._enter()
+            process = self.process
+            if process.wsa_refcount == 0:
+                return self._err(thread, C.WSANOTINITIALISED, INVALID_SOCKET)
+            if af not in (C.AF_INET, C.AF_INET6):
+                return self._err(thread, C.WSAEAFNOSUPPORT, INVALID_SOCKET)
+            if type_ == C.SOCK_STREAM:
+                if protocol not in (0, C.IPPROTO_TCP):
+                    return self._err(thread, C.WSAEPROTONOSUPPORT, INVALID_SOCKET)
+                protocol = C.IPPROTO_TCP
+            elif type_ == C.SOCK_DGRAM:
+                if protocol not in (0, C.IPPROTO_UDP):
+                    return self._err(thread, C.WSAEPROTONOSUPPORT, INVALID_SOCKET)
+                protocol = C.IPPROTO_UDP
+            elif type_ == C.SOCK_RAW:
+                if not process.elevated:
+                    return self._err(thread, C.WSAEACCES, INVALID_SOCKET)
+                if not 0 <= protocol <= 255:
+                    return self._err(thread, C.WSAEPROTONOSUPPORT, INVALID_SOCKET)
+            else:
+                return self._err(thread, C.WSAESOCKTNOSUPPORT, INVALID_SOCKET)
+            if not process.host.up:
+                return self._err(thread, C.WSAENETDOWN, INVALID_SOCKET)
+            sock = process.new_socket(af, type_, protocol, overlapped_attr)
+            return self._ok(thread, sock.handle)
+
+    def _run(self, thread, fn, *args):
+        """Run a socket operation; WsaError becomes SOCKET_ERROR and the last error."""
+        try:
+            result = fn(*args)
+        except WsaError as exc:
+            return self._err(thread, exc.code)
+        thread.last_error = 0
+        return 0 if result is None else result
+
+    @cfunc("SOCKET s, LPVOID name, int namelen")
+    def bind(self, s, name, namelen):
+        with self._lock:
+            thread = self._enter()
+            sock, err = self._socket(thread, s)
+            if err:
+                return self._err(thread, err)
+            return self._run(thread, lambda: sock.bind(*sockaddr.read(self.memory, name, namelen, sock.family)))
+
+    @cfunc("SOCKET s, int backlog")
+    def listen(self, s, backlog):
+        with self._lock:
+            thread = self._enter()
+            sock, err = self._socket(thread, s)
+            if err:
+                return self._err(thread, err)
+            return self._run(thread, sock.listen, backlog)
+
+    @cfunc("SOCKET s, LPVOID addr, LPVOID addrlen")
+    def accept(self, s, addr, addrlen):
+        with self._lock:
+            thread = self._enter()
+            sock, err = self._socket(thread, s)
+            if err:
+                return self._err(thread, err, INVALID_SOCKET)
+            mem = self.memory
+            if addr:
+                if not addrlen or not mem.check(addrlen, 4, True):
+                    return self._err(thread, C.WSAEFAULT, INVALID_SOCKET)
+                need = sockaddr.size_for(sock.family)
+                if mem.kread_i32(addrlen) < need or not mem.check(addr, need, True):
+                    return self._err(thread, C.WSAEFAULT, INVALID_SOCKET)
+            try:
+                new = sock.accept(thread)
+            except WsaError as exc:
+                return self._err(thread, exc.code, INVALID_SOCKET)
+            if addr:
+                sockaddr.write(mem, addr, addrlen, new.family, *new.conn.remote)
+            return self._ok(thread, new.handle)
+
+    @cfunc("SOCKET s, LPVOID name, int namelen")
+    def connect(self, s, name, namelen):
+        with self._lock:
+            thread = self._enter()
+            sock, err = self._socket(thread, s)
+            if err:
+                return self._err(thread, err)
+            return self._run(thread, lambda: sock.connect(thread, *sockaddr.read(self.memory, name, namelen,
+                                                                                   sock.family)))
+
+    def _close(self, sock) -> None:
+        process = self.process
+        cancel = C.STATUS_CANCELLED if process.profile.close_cancel_status == "cancelled" \
+            else C.STATUS_CONNECTION_ABORTED
+        sock.close(cancel)
+        process.sockets.pop(sock.handle, None)
+        process.handles.pop(sock.handle, None)
+
+    @cfunc("SOCKET s")
+    def closesocket(self, s):
+        with self._lock:
+            thread = self._enter()
+            sock, err = self._socket(thread, s)
+            if err:
+                return self._err(thread, err)
+            self._close(sock)
+            return self._ok(thread)
+
+    @cfunc("SOCKET s, int how")
+    def shutdown(self, s, how):
+        with self._lock:
+            thread = self._enter()
+            sock, err = self._socket(thread, s)
+            if err:
+                return self._err(thread, err)
+            return self._run(thread, sock.shutdown, how)
+
+    # -- data --------------------------------------------------------------
+    def _send(self, thread, sock, buf, length, flags, dst):
+        mem = self.memory
+        if length < 0 or (length and (buf == 0 or not mem.check(buf, length, False))):
+            raise WsaError(C.WSAEFAULT)
+        if flags & ~(C.MSG_OOB | C.MSG_DONTROUTE):
+            raise WsaError(C.WSAEOPNOTSUPP)
+        data = mem.kread(buf, length)
+        if sock.is_tcp:
+            return sock.stream_send(data)
+        return sock.dgram_send(data, dst)
+
+    @cfunc("SOCKET s, LPVOID buf, int len, int flags")
+    def send(self, s, buf, len, flags):
+        with self._lock:
+            thread = self._enter()
+            sock, err = self._socket(thread, s)
+            if err:
+                return self._err(thread, err)
+            return self._run(thread, self._send, thread, sock, buf, len, flags, None)
+
+    @cfunc("SOCKET s, LPVOID buf, int len, int flags, LPVOID to, int tolen")
+    def sendto(self, s, buf, len, flags, to, tolen):
+        with self._lock:
+            thread = self._enter()
+            sock, err = self._socket(thread, s)
+            if err:
+                return self._err(thread, err)
+
+            def op():
+                dst = None
+                if to and not sock.is_tcp:      # sendto on a stream ignores `to`
+                    dst = sockaddr.read(self.memory, to, tolen, sock.family)
+                elif not to and not sock.is_tcp and sock.peer is None:
+                    raise WsaError(C.WSAEDESTADDRREQ)
+                return self._send(thread, sock, buf, len, flags, dst)
+            return self._run(thread, op)
+
+    def _recv(self, thread, sock, buf, length, flags, from_, fromlen):
+        mem = self.memory
+        if length < 0 or (length and (buf == 0 or not mem.check(buf, length, True))):
+            raise WsaError(C.WSAEFAULT)
+        if flags & ~(C.MSG_PEEK | C.MSG_OOB | C.MSG_WAITALL):
+            raise WsaError(C.WSAEOPNOTSUPP)
+        if from_:
+            need = sockaddr.size_for(sock.family)
+            if not fromlen or not mem.check(fromlen, 4, True) or mem.kread_i32(fromlen) < need \
+                    or not mem.check(from_, need, True):
+                raise WsaError(C.WSAEFAULT)
+        if sock.is_tcp:
+            data = sock.stream_recv(thread, length, flags)
+            mem.kwrite(buf, data)
+            if from_:
+                sockaddr.write(mem, from_, fromlen, sock.family, *sock.conn.remote)
+            return len(data)
+        if flags & C.MSG_WAITALL:
+            raise WsaError(C.WSAEOPNOTSUPP)
+        src, _dst, payload, _meta = sock.dgram_recv(thread)
+        if flags & C.MSG_PEEK:
+            sock.udp.queue.insert(0, (src, _dst, payload, _meta))
+        mem.kwrite(buf, payload[:length])
+        if from_:
+            sockaddr.write(mem, from_, fromlen, sock.family, *src)
+        if len(payload) > length:
+            raise WsaError(C.WSAEMSGSIZE)     # truncated datagram: the rest is discarded
+        return len(payload)
+
+    @cfunc("SOCKET s, LPVOID buf, int len, int flags")
+    def recv(self, s, buf, len, flags):
+        with self._lock:
+            thread = self._enter()
+            sock, err = self._socket(thread, s)
+            if err:
+                return self._err(thread, err)
+            return self._run(thread, self._recv, thread, sock, buf, len, flags, 0, 0)
+
+    @cfunc("SOCKET s, LPVOID buf, int len, int flags, LPVOID from_, LPVOID fromlen")
+    def recvfrom(self, s, buf, len, flags, from_, fromlen):
+        with self._lock:
+            thread = self._enter()
+            sock, err = self._socket(thread, s)
+            if err:
+                return self._err(thread, err)
+            return self._run(thread, self._recv, thread, sock, buf, len, flags, from_, fromlen)
+
+    @cfunc("SOCKET s, LPVOID name, LPVOID namelen")
+    def getsockname(self, s, name, namelen):
+        return self._name(s, name, namelen, "sockname")
+
+    @cfunc("SOCKET s, LPVOID name, LPVOID namelen")
+    def getpeername(self, s, name, namelen):
+        return self._name(s, name, namelen, "peername")
+
+    def _name(self, s, name, namelen, which):
+        with self._lock:
+            thread = self._enter()
+            sock, err = self._socket(thread, s)
+            if err:
+                return self._err(thread, err)
+
+            def op():
+                ip, port = getattr(sock, which)()
+                sockaddr.write(self.memory, name, namelen, sock.family, ip, port)
+            return self._run(thread, op)
+
+    @cfunc("SOCKET s, int level, int optname, LPVOID optval, int optlen")
+    def setsockopt(self, s, level, optname, optval, optlen):
+        with self._lock:
+            thread = self._enter()
+            sock, err = self._socket(thread, s)
+            if err:
+                return self._err(thread, err)
+            return self._run(thread, sockopt.setsockopt, sock, self.memory, level, optname, optval, optlen)
+
+    @cfunc("SOCKET s, int level, int optname, LPVOID optval, LPVOID optlen")
+    def getsockopt(self, s, level, optname, optval, optlen):
+        with self._lock:
+            thread = self._enter()
+            sock, err = self._socket(thread, s)
+            if err:
+                return self._err(thread, err)
+            return self._run(thread, sockopt.getsockopt, sock, self.memory, level, optname, optval, optlen)
+
+    # -- IOCTLs ------------------------------------------------------------
+    @cfunc("SOCKET s, LONG cmd, LPVOID argp")
+    def ioctlsocket(self, s, cmd, argp):
+        with self._lock:
+            thread = self._enter()
+            sock, err = self._socket(thread, s)
+            if err:
+                return self._err(thread, err)
+            code = cmd & 0xFFFFFFFF
+            writes = bool(code & C.IOC_OUT)
+            if not argp or not self.memory.check(argp, 4, writes):
+                return self._err(thread, C.WSAEFAULT)          # windows-observed items 18, 21
+            # ioctlsocket is WSAIoctl with the same 4-byte buffer both ways (ReactOS ws2_32).
+            rc, err = wsp_ioctl(self.process, thread, sock, code, argp, 4, argp, 4,
+                                self.process.scratch, 0, 0)
+            return self._err(thread, err) if rc else self._ok(thread)
+
+    @cfunc("SOCKET s, DWORD dwIoControlCode, LPVOID lpvInBuffer, DWORD cbInBuffer, LPVOID lpvOutBuffer, "
+           "DWORD cbOutBuffer, LPVOID lpcbBytesReturned, LPVOID lpOverlapped, LPVOID lpCompletionRoutine")
+    def WSAIoctl(self, s, dwIoControlCode, lpvInBuffer, cbInBuffer, lpvOutBuffer, cbOutBuffer,
+                 lpcbBytesReturned, lpOverlapped, lpCompletionRoutine):
+        with self._lock:
+            thread = self._enter()
+            process = self.process
+            # ws2_32: startup, then the handle, then lpcbBytesReturned (items 1-5), then the provider.
+            if process.wsa_refcount == 0:
+                return self._err(thread, C.WSANOTINITIALISED)
+            sock = process.sockets.get(s)
+            if sock is None:
+                return self._err(thread, C.WSAENOTSOCK)
+            if not lpcbBytesReturned or not self.memory.check(lpcbBytesReturned, 4, True):
+                return self._err(thread, C.WSAEFAULT)
+            if process.faults:
+                injected = process.faults.take("WSAIoctl", dwIoControlCode)
+                if injected is not None:
+                    return self._err(thread, injected)
+            if not process.host.up:
+                return self._err(thread, C.WSAENETDOWN)
+            rc, err = wsp_ioctl(process, thread, sock, dwIoControlCode, lpvInBuffer, cbInBuffer,
+                                lpvOutBuffer, cbOutBuffer, lpcbBytesReturned, lpOverlapped,
+                                lpCompletionRoutine)
+            thread.last_error = err
+            return rc
+
+    @cfunc("SOCKET s, DWORD dwIoControlCode, LPVOID lpvInBuffer, DWORD cbInBuffer, LPVOID lpvOutBuffer, "
+           "DWORD cbOutBuffer, LPVOID lpcbBytesReturned, LPVOID lpOverlapped, LPVOID lpCompletionRoutine, "
+           "LPVOID lpThreadId, LPVOID lpErrno")
+    def WSPIoctl(self, s, dwIoControlCode, lpvInBuffer, cbInBuffer, lpvOutBuffer, cbOutBuffer,
+                 lpcbBytesReturned, lpOverlapped, lpCompletionRoutine, lpThreadId, lpErrno):
+        """The provider entry point under ws2_32 (sim only): the error goes to *lpErrno."""
+        with self._lock:
+            current = self._enter()
+            process, mem = self.process, self.memory
+            if not lpErrno or not mem.check(lpErrno, 4, True):
+                return SOCKET_ERROR            # nowhere to report anything
+            sock = process.sockets.get(s)
+            if sock is None:
+                err = C.WSAENOTSOCK
+            elif not lpcbBytesReturned or not mem.check(lpcbBytesReturned, 4, True):
+                err = C.WSAEFAULT
+            else:
+                thread = current
+                if lpCompletionRoutine and lpOverlapped and sock.overlapped_attr:
+                    # The provider keeps a copy of the WSATHREADID structure, not the pointer.
+                    raw = mem.kread(lpThreadId, WSATHREADID.size) if lpThreadId else None
+                    target = process.handles.get(WSATHREADID.get(raw, "ThreadHandle")) if raw else None
+                    if raw is None:
+                        mem.kwrite_u32(lpErrno, C.WSAEFAULT)
+                        return SOCKET_ERROR
+                    if getattr(target, "kind", "") != "thread":
+                        mem.kwrite_u32(lpErrno, C.WSAEINVAL)
+                        return SOCKET_ERROR
+                    thread = target
+                rc, err = wsp_ioctl(process, thread, sock, dwIoControlCode, lpvInBuffer, cbInBuffer,
+                                    lpvOutBuffer, cbOutBuffer, lpcbBytesReturned, lpOverlapped,
+                                    lpCompletionRoutine)
+                if rc == 0:
+                    mem.kwrite_u32(lpErrno, 0)
+                    return 0
+            mem.kwrite_u32(lpErrno, err)
+            return SOCKET_ERROR
+
+    # -- overlapped stream I/O ---------------------------------------------
+    def _buffers(self, lpBuffers, count, writable):
+        """[(ptr, len)] of a WSABUF array, or WsaError(WSAEFAULT)."""
+        mem = self.memory
+        if count and (not lpBuffers or not mem.check(lpBuffers, count * WSABUF.size, False)):
+            raise WsaError(C.WSAEFAULT)
+        raw = mem.kread(lpBuffers, count * WSABUF.size) if count else b""
+        bufs = []
+        for i in range(count):
+            length, ptr = struct.unpack_from("<I4xQ", raw, i * WSABUF.size)
+            if length and (not ptr or not mem.check(ptr, length, writable)):
+                raise WsaError(C.WSAEFAULT)
+            bufs.append((ptr, length))
+        return bufs
+
+    def scatter(self, bufs, data: bytes) -> int:
+        """Copy data into the buffers in order; returns how many bytes fitted."""
+        pos = 0
+        mem = self.memory
+        for ptr, length in bufs:
+            if pos >= len(data):
+                break
+            chunk = data[pos:pos + length]
+            if not mem.kwrite(ptr, chunk):
+                self.kernel.note("buffer-unwritable", f"pid {self.process.pid}: receive buffer at "
+                                 f"0x{ptr:x} was freed before data arrived")
+            pos += len(chunk)
+        return pos
+
+    @cfunc("SOCKET s, LPVOID lpBuffers, DWORD dwBufferCount, LPVOID lpNumberOfBytesRecvd, LPVOID lpFlags, "
+           "LPVOID lpOverlapped, LPVOID lpCompletionRoutine")
+    def WSARecv(self, s, lpBuffers, dwBufferCount, lpNumberOfBytesRecvd, lpFlags, lpOverlapped,
+                lpCompletionRoutine):
+        with self._lock:
+            thread = self._enter()
+            sock, err = self._socket(thread, s)
+            if err:
+                return self._err(thread, err)
+            mem = self.memory
+            try:
+                bufs = self._buffers(lpBuffers, dwBufferCount, True)
+                if not lpFlags or not mem.check(lpFlags, 4, True):
+                    raise WsaError(C.WSAEFAULT)
+                flags = mem.kread_u32(lpFlags)
+                if flags & ~(C.MSG_PEEK | C.MSG_OOB | C.MSG_PARTIAL | C.MSG_PUSH_IMMEDIATE | C.MSG_WAITALL):
+                    raise WsaError(C.WSAEOPNOTSUPP)
+                overlapped = bool(sock.overlapped_attr and lpOverlapped)
+                if lpNumberOfBytesRecvd and not mem.check(lpNumberOfBytesRecvd, 4, True):
+                    raise WsaError(C.WSAEFAULT)
+                if not overlapped and not lpNumberOfBytesRecvd:
+                    raise WsaError(C.WSAEFAULT)
+                if sock.is_tcp:
+                    sock._stream_check(False)
+                elif sock.udp is None:
+                    raise WsaError(C.WSAEINVAL)
+            except WsaError as exc:
+                return self._err(thread, exc.code)
+            total = sum(n for _, n in bufs)
+            peek = bool(flags & C.MSG_PEEK)
+
+            def take():
+                """(status, bytes, flags) when the receive can complete now, else None."""
+                if sock.is_tcp:
+                    ready = sock.stream_readable()
+                    if ready is None:
+                        return None
+                    if ready is not True:
+                        return st.from_winsock(ready), 0, 0
+                    data = sock.stream_take(total, peek)
+                    return C.STATUS_SUCCESS, self.scatter(bufs, data), 0
+                ready = sock.dgram_readable()
+                if ready is None:
+                    return None
+                if ready is not True:
+                    sock.dgram_take() if not sock.udp.queue else None
+                    sock.udp.pending_reset = False
+                    return st.from_winsock(ready), 0, 0
+                item = sock.dgram_take()
+                if peek:
+                    sock.udp.queue.insert(0, item)
+                n = self.scatter(bufs, item[2])
+                if n < len(item[2]):
+                    return C.STATUS_BUFFER_OVERFLOW, n, C.MSG_PARTIAL
+                return C.STATUS_SUCCESS, n, 0
+
+            return self._io(thread, sock, "recv", take, lpOverlapped, lpCompletionRoutine,
+                            lpNumberOfBytesRecvd, lpFlags)
+
+    def _io(self, thread, sock, kind, take, lpOverlapped, lpCompletionRoutine, lpNumber, lpFlags=0):
+        """Common path of WSARecv/WSARecvMsg: complete now, go pending, or block."""
+        mem = self.memory
+        overlapped = bool(sock.overlapped_attr and lpOverlapped)
+        if overlapped:
+            req, err = start_overlapped(self.process, sock, thread, lpOverlapped, lpCompletionRoutine, kind)
+            if req is None:
+                return self._err(thread, err)
+            ov.mark_pending(self.process, lpOverlapped)
+            result = take()
+            if result is not None:
+                status, n, flags = result
+                if st.nt_success(status):
+                    if lpNumber:
+                        mem.kwrite_u32(lpNumber, n)
+                    if lpFlags:
+                        mem.kwrite_u32(lpFlags, flags)
+                    ov.complete(req, status, n, flags, synchronous=True)
+                    return self._ok(thread)
+                ov.complete(req, status, n, flags)   # failed after starting: indicated, and reported
+                return self._err(thread, st.to_winsock(status))
+
+            def start(r):
+                res = take()
+                if res is not None:
+                    ov.complete(r, res[0], res[1], res[2])
+            req.start = start
+            sock.pending.append(req)
+            return self._err(thread, C.WSA_IO_PENDING)
+        # Synchronous.
+        result = take()
+        if result is None:
+            if sock.nonblocking:
+                return self._err(thread, C.WSAEWOULDBLOCK)
+            try:
+                result = sock.block(thread, take, kind, sock._timeout(C.SO_RCVTIMEO))
+            except WsaError as exc:
+                return self._err(thread, exc.code)
+        status, n, flags = result
+        if lpNumber:
+            mem.kwrite_u32(lpNumber, n)
+        if lpFlags:
+            mem.kwrite_u32(lpFlags, flags)
+        if not st.nt_success(status):
+            return self._err(thread, st.to_winsock(status))
+        return self._ok(thread)
+
+    @cfunc("SOCKET s, LPVOID lpBuffers, DWORD dwBufferCount, LPVOID lpNumberOfBytesSent, DWORD dwFlags, "
+           "LPVOID lpOverlapped, LPVOID lpCompletionRoutine")
+    def WSASend(self, s, lpBuffers, dwBufferCount, lpNumberOfBytesSent, dwFlags, lpOverlapped,
+                lpCompletionRoutine):
+        with self._lock:
+            thread = self._enter()
+            sock, err = self._socket(thread, s)
+            if err:
+                return self._err(thread, err)
+            mem = self.memory
+            overlapped = bool(sock.overlapped_attr and lpOverlapped)
+            try:
+                bufs = self._buffers(lpBuffers, dwBufferCount, False)
+                if lpNumberOfBytesSent and not mem.check(lpNumberOfBytesSent, 4, True):
+                    raise WsaError(C.WSAEFAULT)
+                if not overlapped and not lpNumberOfBytesSent:
+                    raise WsaError(C.WSAEFAULT)
+                if dwFlags & ~(C.MSG_OOB | C.MSG_DONTROUTE | C.MSG_PARTIAL):
+                    raise WsaError(C.WSAEOPNOTSUPP)
+                data = b"".join(mem.kread(p, n) for p, n in bufs)
+                req = None
+                if overlapped:
+                    req, err = start_overlapped(self.process, sock, thread, lpOverlapped,
+                                                lpCompletionRoutine, "send")
+                    if req is None:
+                        raise WsaError(err)
+                    ov.mark_pending(self.process, lpOverlapped)
+                n = sock.stream_send(data) if sock.is_tcp else sock.dgram_send(data, None)
+            except WsaError as exc:
+                if overlapped and req is not None:
+                    ov.complete(req, st.from_winsock(exc.code), 0)
+                return self._err(thread, exc.code)
+            if lpNumberOfBytesSent:
+                mem.kwrite_u32(lpNumberOfBytesSent, n)
+            if req is not None:
+                ov.complete(req, C.STATUS_SUCCESS, n, synchronous=True)
+            return self._ok(thread)
+
+    @cfunc("SOCKET s, LPVOID lpOverlapped, LPVOID lpcbTransfer, BOOL fWait, LPVOID lpdwFlags")
+    def WSAGetOverlappedResult(self, s, lpOverlapped, lpcbTransfer, fWait, lpdwFlags):
+        with self._lock:
+            thread = self._enter()
+            process, mem = self.process, self.memory
+            sock, err = self._socket(thread, s)
+            if err:
+                return self._err(thread, err, C.FALSE)
+            if not lpOverlapped or not mem.check(lpOverlapped, WSAOVERLAPPED.size, True):
+                return self._err(thread, C.WSAEFAULT, C.FALSE)
+            if not lpcbTransfer or not mem.check(lpcbTransfer, 4, True) \
+                    or not lpdwFlags or not mem.check(lpdwFlags, 4, True):
+                return self._err(thread, C.WSAEFAULT, C.FALSE)
+
+            def internal():
+                raw = mem.kread(lpOverlapped, 16)
+                return struct.unpack("<QQ", raw) if raw else (C.STATUS_CANCELLED, 0)
+
+            status, info = internal()
+            if status == C.STATUS_PENDING:
+                if not fWait:
+                    return self._err(thread, C.WSA_IO_INCOMPLETE, C.FALSE)
+                event = ov.read_event(process, lpOverlapped) & ~1
+                if event and getattr(process.handles.get(event), "kind", "") not in ("event",):
+                    return self._err(thread, C.WSA_INVALID_HANDLE, C.FALSE)
+                try:
+                    sock.block(thread, lambda: True if internal()[0] != C.STATUS_PENDING else None,
+                               "WSAGetOverlappedResult")
+                except WsaError as exc:
+                    return self._err(thread, exc.code, C.FALSE)
+                status, info = internal()
+            flags = process.completed_flags.get(lpOverlapped, 0)
+            if not st.nt_success(status):
+                mem.kwrite_u32(lpdwFlags, flags)
+                return self._err(thread, st.to_winsock(status), C.FALSE)
+            mem.kwrite_u32(lpcbTransfer, info)
+            mem.kwrite_u32(lpdwFlags, flags)
+            return C.TRUE
+
+    # -- extension functions -------------------------------------------------
+    def call(self, fnptr: int, *args: int) -> int:
+        """Call an extension function pointer (SIO_GET_EXTENSION_FUNCTION_POINTER)."""
+        with self._lock:
+            name = self.process.extension_at(fnptr) if isinstance(fnptr, int) else None
+        if name == "WSARecvMsg":
+            return self.WSARecvMsg(*args)
+        if name == "WSASendMsg":
+            return self.WSASendMsg(*args)
+        raise TypeError(f"call(): 0x{fnptr:x} is not an extension function pointer of this process"
+                        if isinstance(fnptr, int) else "call(): fnptr must be an int")
+
+    @cfunc("SOCKET s, LPVOID lpMsg, LPVOID lpdwNumberOfBytesRecvd, LPVOID lpOverlapped, "
+           "LPVOID lpCompletionRoutine")
+    def WSARecvMsg(self, s, lpMsg, lpdwNumberOfBytesRecvd, lpOverlapped, lpCompletionRoutine):
+        with self._lock:
+            thread = self._enter()
+            sock, err = self._socket(thread, s)
+            if err:
+                return self._err(thread, err)
+            return recvmsg(self, thread, sock, lpMsg, lpdwNumberOfBytesRecvd, lpOverlapped, lpCompletionRoutine)
+
+    @cfunc("SOCKET Handle, LPVOID lpMsg, DWORD dwFlags, LPVOID lpNumberOfBytesSent, LPVOID lpOverlapped, "
+           "LPVOID lpCompletionRoutine")
+    def WSASendMsg(self, Handle, lpMsg, dwFlags, lpNumberOfBytesSent, lpOverlapped, lpCompletionRoutine):
+        with self._lock:
+            thread = self._enter()
+            sock, err = self._socket(thread, Handle)
+            if err:
+                return self._err(thread, err)
+            return sendmsg(self, thread, sock, lpMsg, dwFlags, lpNumberOfBytesSent, lpOverlapped,
+                           lpCompletionRoutine)
+
+    # -- events and waits ----------------------------------------------------
+    @cfunc("")
+    def WSACreateEvent(self):
+        with self._lock:
+            thread = self._enter()
+            return self._ok(thread, self.process.new_handle(Event(False, True)))
+
+    def _event(self, h):
+        obj = self.process.handles.get(h)
+        return obj if getattr(obj, "kind", "") == "event" else None
+
+    @cfunc("WSAEVENT hEvent")
+    def WSACloseEvent(self, hEvent):
+        with self._lock:
+            thread = self._enter()
+            if self._event(hEvent) is None:
+                return self._err(thread, C.WSA_INVALID_HANDLE, C.FALSE)
+            del self.process.handles[hEvent]
+            return C.TRUE
+
+    @cfunc("WSAEVENT hEvent")
+    def WSASetEvent(self, hEvent):
+        with self._lock:
+            thread = self._enter()
+            event = self._event(hEvent)
+            if event is None:
+                return self._err(thread, C.WSA_INVALID_HANDLE, C.FALSE)
+            event.signalled = True
+            self.kernel.poke()
+            return C.TRUE
+
+    @cfunc("WSAEVENT hEvent")
+    def WSAResetEvent(self, hEvent):
+        with self._lock:
+            thread = self._enter()
+            event = self._event(hEvent)
+            if event is None:
+                return self._err(thread, C.WSA_INVALID_HANDLE, C.FALSE)
+            event.signalled = False
+            return C.TRUE
+
+    def _waitable(self, h):
+        obj = self.process.handles.get(h)
+        kind = getattr(obj, "kind", "")
+        if kind == "event":
+            return lambda: obj.signalled
+        if kind == "socket":
+            return lambda: obj.file_signalled
+        return None
+
+    @cfunc("DWORD cEvents, LPVOID lphEvents, BOOL fWaitAll, DWORD dwTimeout, BOOL fAlertable")
+    def WSAWaitForMultipleEvents(self, cEvents, lphEvents, fWaitAll, dwTimeout, fAlertable):
+        with self._lock:
+            thread = self._enter()
+            process, mem = self.process, self.memory
+            if process.wsa_refcount == 0:
+                return self._err(thread, C.WSANOTINITIALISED, C.WSA_WAIT_FAILED)
+            if cEvents == 0 or cEvents > C.WSA_MAXIMUM_WAIT_EVENTS:
+                return self._err(thread, C.WSA_INVALID_PARAMETER, C.WSA_WAIT_FAILED)
+            raw = mem.kread(lphEvents, cEvents * 8) if lphEvents else None
+            if raw is None:
+                return self._err(thread, C.WSA_INVALID_PARAMETER, C.WSA_WAIT_FAILED)
+            handles = struct.unpack(f"<{cEvents}Q", raw)
+            probes = [self._waitable(h) for h in handles]
+            if any(p is None for p in probes):
+                return self._err(thread, C.WSA_INVALID_HANDLE, C.WSA_WAIT_FAILED)
+            if fWaitAll and len(set(handles)) != len(handles):
+                return self._err(thread, C.WSA_INVALID_PARAMETER, C.WSA_WAIT_FAILED)
+
+            def ready():
+                if fWaitAll:
+                    return 0 if all(p() for p in probes) else None
+                for i, p in enumerate(probes):
+                    if p():
+                        return i
+                return None
+            return self._wait(thread, ready, dwTimeout, bool(fAlertable), "WSAWaitForMultipleEvents",
+                              C.WSA_WAIT_EVENT_0, C.WSA_WAIT_TIMEOUT)
+
+    def _wait(self, thread, ready, timeout, alertable, what, base, timeout_value):
+        if alertable and thread.apcs and self.process.profile.wait_satisfaction_order == "apcs_first":
+            self.kernel.run_apcs(thread)
+            return C.WAIT_IO_COMPLETION
+        kind, value = self.kernel.wait(thread, ready, timeout, alertable, what)
+        if kind == "ready":
+            return base + value
+        if kind == "apc":
+            return C.WAIT_IO_COMPLETION
+        return timeout_value
+
+    @cfunc("DWORD dwMilliseconds, BOOL bAlertable")
+    def SleepEx(self, dwMilliseconds, bAlertable):
+        with self._lock:
+            thread = self._enter()
+            if dwMilliseconds == 0 and not (bAlertable and thread.apcs):
+                return 0
+            return self._wait(thread, lambda: None, dwMilliseconds, bool(bAlertable), "SleepEx", 0, 0)
+
+    # -- completion ports ----------------------------------------------------
+    def _port(self, h):
+        obj = self.process.handles.get(h)
+        return obj if getattr(obj, "kind", "") == "iocp" else None
+
+    @cfunc("HANDLE FileHandle, HANDLE ExistingCompletionPort, ULONG_PTR CompletionKey, "
+           "DWORD NumberOfConcurrentThreads")
+    def CreateIoCompletionPort(self, FileHandle, ExistingCompletionPort, CompletionKey,
+                               NumberOfConcurrentThreads):
+        with self._lock:
+            thread = self._enter()
+            process = self.process
+            if FileHandle == C.INVALID_HANDLE_VALUE:
+                if ExistingCompletionPort:
+                    return self._err(thread, C.ERROR_INVALID_PARAMETER, 0)
+                return process.new_handle(CompletionPort())
+            sock = process.handles.get(FileHandle)
+            if getattr(sock, "kind", "") != "socket":
+                return self._err(thread, C.ERROR_INVALID_HANDLE, 0)
+            if ExistingCompletionPort:
+                port = self._port(ExistingCompletionPort)
+                if port is None:
+                    return self._err(thread, C.ERROR_INVALID_HANDLE, 0)
+                port_handle = ExistingCompletionPort
+            else:
+                port = CompletionPort()
+                port_handle = None
+            if sock.port is not None or not sock.overlapped_attr:
+                # Already associated, or a synchronous-I/O file: NtSetInformationFile refuses.
+                return self._err(thread, C.ERROR_INVALID_PARAMETER, 0)
+            if port_handle is None:
+                port_handle = process.new_handle(port)
+            sock.port = port
+            sock.port_key = CompletionKey
+            return port_handle
+
+    @cfunc("HANDLE CompletionPort, LPVOID lpNumberOfBytesTransferred, LPVOID lpCompletionKey, "
+           "LPVOID lpOverlapped, DWORD dwMilliseconds")
+    def GetQueuedCompletionStatus(self, CompletionPort, lpNumberOfBytesTransferred, lpCompletionKey,
+                                  lpOverlapped, dwMilliseconds):
+        with self._lock:
+            thread = self._enter()
+            mem = self.memory
+            port = self._port(CompletionPort)
+            if port is None:
+                if lpOverlapped and mem.check(lpOverlapped, 8, True):
+                    mem.kwrite_u64(lpOverlapped, 0)
+                return self._err(thread, C.ERROR_INVALID_HANDLE, C.FALSE)
+            if not all(p and mem.check(p, n, True) for p, n in
+                       ((lpNumberOfBytesTransferred, 4), (lpCompletionKey, 8), (lpOverlapped, 8))):
+                return self._err(thread, C.ERROR_NOACCESS, C.FALSE)
+            kind, _ = self.kernel.wait(thread, lambda: True if port.packets or port.closed else None,
+                                       dwMilliseconds, False, "GetQueuedCompletionStatus")
+            if kind != "ready" or not port.packets:
+                mem.kwrite_u64(lpOverlapped, 0)
+                code = C.ERROR_ABANDONED_WAIT_0 if port.closed else C.WAIT_TIMEOUT
+                return self._err(thread, code, C.FALSE)
+            packet = port.packets.popleft()
+            mem.kwrite_u32(lpNumberOfBytesTransferred, packet.information)
+            mem.kwrite_u64(lpCompletionKey, packet.key)
+            mem.kwrite_u64(lpOverlapped, packet.overlapped)
+            if st.nt_success(packet.status):
+                return C.TRUE          # the last error is left alone (windows-observed item 121)
+            return self._err(thread, st.to_win32(packet.status), C.FALSE)
+
+    @cfunc("HANDLE CompletionPort, DWORD dwNumberOfBytesTransferred, ULONG_PTR dwCompletionKey, "
+           "LPVOID lpOverlapped")
+    def PostQueuedCompletionStatus(self, CompletionPort, dwNumberOfBytesTransferred, dwCompletionKey,
+                                   lpOverlapped):
+        from sim.kernel import Packet
+        with self._lock:
+            thread = self._enter()
+            port = self._port(CompletionPort)
+            if port is None:
+                return self._err(thread, C.ERROR_INVALID_HANDLE, C.FALSE)
+            port.packets.append(Packet(dwCompletionKey, dwNumberOfBytesTransferred, lpOverlapped, 0))
+            self.kernel.poke()
+            return C.TRUE
+
+    @cfunc("HANDLE FileHandle, DWORD Flags")
+    def SetFileCompletionNotificationModes(self, FileHandle, Flags):
+        with self._lock:
+            thread = self._enter()
+            sock = self.process.handles.get(FileHandle)
+            if getattr(sock, "kind", "") != "socket":
+                return self._err(thread, C.ERROR_INVALID_HANDLE, C.FALSE)
+            if Flags & ~(C.FILE_SKIP_COMPLETION_PORT_ON_SUCCESS | C.FILE_SKIP_SET_EVENT_ON_HANDLE):
+                return self._err(thread, C.ERROR_INVALID_PARAMETER, C.FALSE)
+            sock.notify_modes |= Flags
+            return C.TRUE
+
+    @cfunc("HANDLE hFile, LPVOID lpOverlapped")
+    def CancelIoEx(self, hFile, lpOverlapped):
+        with self._lock:
+            thread = self._enter()
+            sock = self.process.handles.get(hFile)
+            if getattr(sock, "kind", "") != "socket":
+                return self._err(thread, C.ERROR_INVALID_HANDLE, C.FALSE)
+            victims = [r for r in sock.pending if not lpOverlapped or r.overlapped == lpOverlapped]
+            if not victims:
+                return self._err(thread, C.ERROR_NOT_FOUND, C.FALSE)
+            for req in victims:
+                ov.cancel(req)
+            return C.TRUE
+
+    @cfunc("HANDLE hObject")
+    def CloseHandle(self, hObject):
+        with self._lock:
+            thread = self._enter()
+            process = self.process
+            obj = process.handles.get(hObject)
+            kind = getattr(obj, "kind", "")
+            if kind == "socket":
+                self._close(obj)
+                return C.TRUE
+            if kind in ("event", "iocp", "thread"):
+                del process.handles[hObject]
+                if kind == "iocp":
+                    obj.closed = True
+                    self.kernel.poke()
+                return C.TRUE
+            return self._err(thread, C.ERROR_INVALID_HANDLE, C.FALSE)
+
+    # -- world controls (not part of the C surface) ---------------------------
+    def run(self, ms: float) -> None:
+        """Let `ms` of virtual time pass (timers fire; no thread is alerted)."""
+        self.world.run(ms)
+
