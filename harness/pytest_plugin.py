@@ -1,0 +1,118 @@
+"""pytest plugin: choose the target (simulator or native Windows) and the profile.
+
+    pytest --pyargs harness.conformance --target sim --profile windows-observed
+    WFP_TARGET=native WFP_PROFILE=documented pytest --pyargs harness.conformance
+
+Registered by the `pytest11` entry point. Provides the `api` fixture (a
+fresh WinsockApi per test), `profile` and `decide` (the active profile's
+decision points: conformance cases take their expected values from here),
+capability markers that skip with a reason, and JUnit testsuite properties
+naming the target, profile, OS build and driver version.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+
+import pytest
+
+TARGETS = ("sim", "native")
+MARKERS = {
+    "requires_redirect": "needs a WFP callout that redirects connections (the sample driver on native)",
+    "udp": "exercises UDP",
+    "ipv6": "needs IPv6",
+    "sim_only": "uses simulator-only controls (world building, fault injection)",
+    "elevated": "needs an elevated (administrator) process",
+}
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("wfp-harness")
+    group.addoption("--target", default=None, choices=None,
+                    help="where WinsockApi calls go: sim (default) or native (real ws2_32; Windows only); "
+                         "env WFP_TARGET")
+    group.addoption("--profile", default=None,
+                    help="behaviour profile for expected values: documented (default), windows-observed, "
+                         "or a profile file; env WFP_PROFILE")
+
+
+def pytest_configure(config):
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+    target = config.getoption("--target") or os.environ.get("WFP_TARGET") or "sim"
+    if target not in TARGETS:
+        raise pytest.UsageError(f"--target: unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    if target == "native" and sys.platform != "win32":
+        raise pytest.UsageError("--target native: the native provider needs Windows (ws2_32.dll)")
+    from sim.profiles import ProfileError, load
+    name = config.getoption("--profile") or os.environ.get("WFP_PROFILE") or "documented"
+    try:
+        profile = load(name)
+    except ProfileError as exc:
+        raise pytest.UsageError(f"--profile: {exc}") from None
+    config._wfp = {"target": target, "profile": profile}
+
+
+def _capabilities(target: str) -> set:
+    if target == "sim":
+        return {"requires_redirect", "udp", "ipv6", "sim_only", "elevated"}
+    caps = {"udp", "ipv6"}
+    if os.environ.get("WFP_DRIVER_INSTALLED") == "1":
+        caps.add("requires_redirect")
+    try:
+        import ctypes
+        if ctypes.windll.shell32.IsUserAnAdmin():    # type: ignore[attr-defined]
+            caps.add("elevated")
+    except (AttributeError, OSError):
+        pass
+    return caps
+
+
+def pytest_collection_modifyitems(config, items):
+    state = getattr(config, "_wfp", None)
+    if state is None:
+        return
+    caps = _capabilities(state["target"])
+    for item in items:
+        for name in MARKERS:
+            if item.get_closest_marker(name) and name not in caps:
+                item.add_marker(pytest.mark.skip(
+                    reason=f"target {state['target']!r} lacks capability {name!r}: {MARKERS[name]}"))
+
+
+@pytest.fixture(scope="session")
+def wfp_target(pytestconfig) -> str:
+    return pytestconfig._wfp["target"]
+
+
+@pytest.fixture(scope="session")
+def profile(pytestconfig):
+    return pytestconfig._wfp["profile"]
+
+
+@pytest.fixture(scope="session")
+def decide(profile):
+    """decide('query_size_probe') -> the active profile's answer."""
+    return profile.value
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _wfp_junit_properties(request, record_testsuite_property):
+    state = request.config._wfp
+    record_testsuite_property("wfp.target", state["target"])
+    record_testsuite_property("wfp.profile", state["profile"].name)
+    record_testsuite_property("wfp.os_build", platform.platform() if state["target"] == "native"
+                              else "simulated")
+    record_testsuite_property("wfp.driver_version", os.environ.get("WFP_DRIVER_VERSION", "none"))
+
+
+@pytest.fixture
+def api(request, wfp_target, profile):
+    """A fresh WinsockApi for one test (WSAStartup already called)."""
+    if wfp_target == "sim":
+        from sim import SimulatedWinsock
+        yield SimulatedWinsock(profile)
+        return
+    from harness import native  # noqa: F401  (the ctypes provider: issue "conformance suite")
+    yield native.NativeWinsock()
