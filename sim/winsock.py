@@ -652,6 +652,7 @@ class SimulatedWinsock:
                 return self._err(thread, err)
             mem = self.memory
             overlapped = bool(sock.overlapped_attr and lpOverlapped)
+            req = None
             try:
                 bufs = self._buffers(lpBuffers, dwBufferCount, False)
                 if lpNumberOfBytesSent and not mem.check(lpNumberOfBytesSent, 4, True):
@@ -661,7 +662,6 @@ class SimulatedWinsock:
                 if dwFlags & ~(C.MSG_OOB | C.MSG_DONTROUTE | C.MSG_PARTIAL):
                     raise WsaError(C.WSAEOPNOTSUPP)
                 data = b"".join(mem.kread(p, n) for p, n in bufs)
-                req = None
                 if overlapped:
                     req, err = start_overlapped(self.process, sock, thread, lpOverlapped,
                                                 lpCompletionRoutine, "send")
@@ -670,7 +670,7 @@ class SimulatedWinsock:
                     ov.mark_pending(self.process, lpOverlapped)
                 n = sock.stream_send(data) if sock.is_tcp else sock.dgram_send(data, None)
             except WsaError as exc:
-                if overlapped and req is not None:
+                if req is not None:
                     ov.complete(req, st.from_winsock(exc.code), 0)
                 return self._err(thread, exc.code)
             if lpNumberOfBytesSent:

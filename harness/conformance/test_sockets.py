@@ -1,0 +1,295 @@
+"""The socket calls a redirect service makes: TCP and UDP, IPv4 and IPv6, names, options, messages.
+
+Sources: the socket/bind/listen/accept/connect/send/recv/sendto/recvfrom/
+getsockname/getpeername/setsockopt/getsockopt/shutdown/closesocket pages,
+LPFN_WSARECVMSG and WSASendMsg pages, IPPROTO_IP options page (IP_PKTINFO).
+"""
+import ipaddress
+import struct
+
+import pytest
+
+from harness.conformance.support import (POISON, Guarded, dword, get_extension, listener, local_name, loopback,
+                                         parse_sockaddr, sockaddr, tcp_pair, udp_socket)
+from harness.winsock import constants as C
+from harness.winsock.layouts import IN_PKTINFO, WSABUF, WSAMSG, WSA_CMSG_SPACE, iter_cmsgs
+
+FAMILIES = [pytest.param(C.AF_INET, id="v4"), pytest.param(C.AF_INET6, id="v6", marks=pytest.mark.ipv6)]
+
+
+def _bytes(api, data):
+    ptr = api.memory.alloc(max(len(data), 1))
+    api.memory.write(ptr, data)
+    return ptr
+
+
+def _recv_all(api, s, n):
+    buf = Guarded(api, n)
+    got = api.recv(s, buf.ptr, n, C.MSG_WAITALL)
+    assert got == n, api.WSAGetLastError()
+    return buf.read(n)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tcp_round_trip_and_names(api, family):
+    """connect/accept/send/recv over loopback; getsockname/getpeername agree across the pair."""
+    client, server, lst = tcp_pair(api, family)
+    assert api.send(client, _bytes(api, b"ping" * 100), 400, 0) == 400
+    assert _recv_all(api, server, 400) == b"ping" * 100
+    assert api.send(server, _bytes(api, b"pong"), 4, 0) == 4
+    assert _recv_all(api, client, 4) == b"pong"
+    name, length = Guarded(api, 128), dword(api, 128)
+    assert api.getpeername(server, name.ptr, length.ptr) == 0
+    assert parse_sockaddr(name.read(length.u32())) == local_name(api, client)
+    assert parse_sockaddr(name.read(length.u32()))[0] == loopback(family)
+
+
+def test_fin_and_reset(api):
+    """recv returns 0 after the peer's graceful close; WSAECONNRESET after an abortive one."""
+    client, server, _ = tcp_pair(api)
+    assert api.shutdown(client, C.SD_SEND) == 0
+    buf = Guarded(api, 8)
+    assert api.recv(server, buf.ptr, 8, 0) == 0
+    assert api.send(client, buf.ptr, 1, 0) == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAESHUTDOWN
+    client2, server2, _ = tcp_pair(api)
+    linger = api.memory.alloc(4)
+    api.memory.write(linger, struct.pack("<HH", 1, 0))
+    assert api.setsockopt(client2, C.SOL_SOCKET, C.SO_LINGER, linger, 4) == 0
+    assert api.closesocket(client2) == 0
+    assert api.recv(server2, buf.ptr, 8, 0) == C.SOCKET_ERROR
+    assert api.WSAGetLastError() == C.WSAECONNRESET
+
+
+def test_connect_refused(api):
+    """connect page: WSAECONNREFUSED when nothing listens."""
+    lst, port = listener(api)
+    api.closesocket(lst)
+    s = api.socket(C.AF_INET, C.SOCK_STREAM, 0)
+    ptr, n = sockaddr(api, "127.0.0.1", port)
+    assert api.connect(s, ptr, n) == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAECONNREFUSED
+
+
+def test_connect_state_errors(api):
+    """connect page: WSAEISCONN when connected; WSAEADDRNOTAVAIL for the any address; WSAEFAULT for a short name."""
+    client, server, lst = tcp_pair(api)
+    ptr, n = sockaddr(api, "127.0.0.1", 80)
+    assert api.connect(client, ptr, n) == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAEISCONN
+    s = api.socket(C.AF_INET, C.SOCK_STREAM, 0)
+    any_ptr, any_n = sockaddr(api, "0.0.0.0", 80)
+    assert api.connect(s, any_ptr, any_n) == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAEADDRNOTAVAIL
+    assert api.connect(s, ptr, n - 1) == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAEFAULT
+    assert api.connect(s, api.memory.invalid_pointer(), n) == C.SOCKET_ERROR
+    assert api.WSAGetLastError() == C.WSAEFAULT
+
+
+def test_nonblocking_connect_completes(api):
+    """A non-blocking connect returns WSAEWOULDBLOCK, then completes; a second call says WSAEALREADY or WSAEISCONN."""
+    lst, port = listener(api)
+    s = api.socket(C.AF_INET, C.SOCK_STREAM, 0)
+    assert api.ioctlsocket(s, C.FIONBIO, dword(api, 1).ptr) == 0
+    ptr, n = sockaddr(api, "127.0.0.1", port)
+    assert api.connect(s, ptr, n) == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAEWOULDBLOCK
+    assert api.connect(s, ptr, n) == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAEALREADY
+    api.SleepEx(50, False)
+    assert api.connect(s, ptr, n) == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAEISCONN
+    assert api.accept(lst, 0, 0) != C.INVALID_SOCKET
+
+
+def test_bind_errors(api):
+    """bind page: WSAEINVAL when already bound, WSAEADDRINUSE for a port in use, WSAEADDRNOTAVAIL for a foreign address."""
+    s1, port = udp_socket(api)
+    ptr, n = sockaddr(api, "127.0.0.1", port)
+    assert api.bind(s1, ptr, n) == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAEINVAL
+    s2 = api.socket(C.AF_INET, C.SOCK_DGRAM, 0)
+    assert api.bind(s2, ptr, n) == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAEADDRINUSE
+    foreign, fn = sockaddr(api, "203.0.113.99", 0)
+    assert api.bind(s2, foreign, fn) == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAEADDRNOTAVAIL
+    v6, v6n = sockaddr(api, "::1", 0)
+    assert api.bind(s2, v6, v6n) == C.SOCKET_ERROR
+    assert api.WSAGetLastError() in (C.WSAEFAULT, C.WSAEAFNOSUPPORT)
+
+
+def test_listen_accept_errors(api):
+    """listen page: WSAEINVAL unbound, WSAEOPNOTSUPP for UDP; accept page: WSAEINVAL not listening, WSAEFAULT short addrlen."""
+    s = api.socket(C.AF_INET, C.SOCK_STREAM, 0)
+    assert api.listen(s, 5) == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAEINVAL
+    assert api.accept(s, 0, 0) == C.INVALID_SOCKET and api.WSAGetLastError() == C.WSAEINVAL
+    u = api.socket(C.AF_INET, C.SOCK_DGRAM, 0)
+    assert api.listen(u, 5) == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAEOPNOTSUPP
+    lst, port = listener(api)
+    addr, addrlen = Guarded(api, 16), dword(api, 15)
+    assert api.accept(lst, addr.ptr, addrlen.ptr) == C.INVALID_SOCKET
+    assert api.WSAGetLastError() == C.WSAEFAULT and addr.read() == b"\xcc" * 16
+
+
+def test_socket_creation_errors(api):
+    """socket page: WSAEAFNOSUPPORT, WSAESOCKTNOSUPPORT, WSAEPROTONOSUPPORT."""
+    assert api.socket(99, C.SOCK_STREAM, 0) == C.INVALID_SOCKET and api.WSAGetLastError() == C.WSAEAFNOSUPPORT
+    assert api.socket(C.AF_INET, 42, 0) == C.INVALID_SOCKET and api.WSAGetLastError() == C.WSAESOCKTNOSUPPORT
+    assert api.socket(C.AF_INET, C.SOCK_STREAM, C.IPPROTO_UDP) == C.INVALID_SOCKET
+    assert api.WSAGetLastError() == C.WSAEPROTONOSUPPORT
+
+
+@pytest.mark.udp
+@pytest.mark.parametrize("family", FAMILIES)
+def test_udp_round_trip(api, family):
+    """sendto/recvfrom carry datagrams and the sender's address."""
+    a, pa = udp_socket(api, family)
+    b, pb = udp_socket(api, family)
+    to, tolen = sockaddr(api, loopback(family), pb)
+    assert api.sendto(a, _bytes(api, b"datagram"), 8, 0, to, tolen) == 8
+    buf, src, srclen = Guarded(api, 64), Guarded(api, 128), dword(api, 128)
+    assert api.recvfrom(b, buf.ptr, 64, 0, src.ptr, srclen.ptr) == 8
+    assert buf.read(8) == b"datagram"
+    assert parse_sockaddr(src.read(srclen.u32())) == (loopback(family), pa)
+
+
+@pytest.mark.udp
+def test_udp_truncation_and_port_unreachable(api):
+    """recvfrom page: a datagram longer than the buffer is truncated with WSAEMSGSIZE;
+    an ICMP port unreachable shows up as WSAECONNRESET on the next receive (SIO_UDP_CONNRESET default)."""
+    a, _ = udp_socket(api)
+    b, pb = udp_socket(api)
+    to, tolen = sockaddr(api, "127.0.0.1", pb)
+    api.sendto(a, _bytes(api, b"0123456789"), 10, 0, to, tolen)
+    buf = Guarded(api, 4)
+    assert api.recv(b, buf.ptr, 4, 0) == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAEMSGSIZE
+    assert buf.read() == b"0123" and buf.guards_intact()
+    api.closesocket(b)
+    api.sendto(a, _bytes(api, b"x"), 1, 0, to, tolen)
+    assert api.recv(a, buf.ptr, 4, 0) == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAECONNRESET
+
+
+@pytest.mark.ipv6
+def test_dual_stack_accepts_ipv4(api):
+    """IPV6_V6ONLY off: an AF_INET6 listener on :: accepts an IPv4 client, seen as a v4-mapped address."""
+    lst = api.socket(C.AF_INET6, C.SOCK_STREAM, 0)
+    off = dword(api, 0)
+    assert api.setsockopt(lst, C.IPPROTO_IPV6, C.IPV6_V6ONLY, off.ptr, 4) == 0
+    ptr, n = sockaddr(api, "::", 0)
+    assert api.bind(lst, ptr, n) == 0 and api.listen(lst, 4) == 0
+    port = local_name(api, lst)[1]
+    c = api.socket(C.AF_INET, C.SOCK_STREAM, 0)
+    to, tolen = sockaddr(api, "127.0.0.1", port)
+    assert api.connect(c, to, tolen) == 0
+    addr, addrlen = Guarded(api, 28), dword(api, 28)
+    server = api.accept(lst, addr.ptr, addrlen.ptr)
+    assert server != C.INVALID_SOCKET
+    peer = ipaddress.ip_address(parse_sockaddr(addr.read(addrlen.u32()))[0])
+    assert str(peer.ipv4_mapped) == "127.0.0.1"
+
+
+def test_sockopt_errors(api, tcp):
+    """setsockopt/getsockopt pages: WSAENOPROTOOPT unknown option, WSAEINVAL unknown level, WSAEFAULT short length."""
+    v = dword(api, 1)
+    assert api.setsockopt(tcp, C.SOL_SOCKET, 0x7777, v.ptr, 4) == C.SOCKET_ERROR
+    assert api.WSAGetLastError() == C.WSAENOPROTOOPT
+    assert api.setsockopt(tcp, 12345, C.SO_REUSEADDR, v.ptr, 4) == C.SOCKET_ERROR
+    assert api.WSAGetLastError() == C.WSAEINVAL
+    assert api.setsockopt(tcp, C.SOL_SOCKET, C.SO_RCVBUF, api.memory.invalid_pointer(), 4) == C.SOCKET_ERROR
+    assert api.WSAGetLastError() == C.WSAEFAULT
+    out, length = Guarded(api, 4), dword(api, 3)
+    assert api.getsockopt(tcp, C.SOL_SOCKET, C.SO_TYPE, out.ptr, length.ptr) == C.SOCKET_ERROR
+    assert api.WSAGetLastError() == C.WSAEFAULT and out.read() == b"\xcc" * 4
+    length.set_u32(4)
+    assert api.getsockopt(tcp, C.SOL_SOCKET, C.SO_TYPE, out.ptr, length.ptr) == 0
+    assert out.u32() == C.SOCK_STREAM
+
+
+def _wsamsg(api, bufsize=64, control=64, name=True):
+    data = Guarded(api, bufsize)
+    arr = api.memory.alloc(WSABUF.size)
+    api.memory.write(arr, WSABUF.pack(len=bufsize, buf=data.ptr))
+    ctrl = Guarded(api, max(control, 1))
+    nm = Guarded(api, 28) if name else None
+    msg = api.memory.alloc(WSAMSG.size)
+    api.memory.write(msg, WSAMSG.pack(name=nm.ptr if nm else 0, namelen=28 if nm else 0, lpBuffers=arr,
+                                      dwBufferCount=1, Control_len=control, Control_buf=ctrl.ptr if control else 0,
+                                      dwFlags=0))
+    return msg, data, ctrl
+
+
+@pytest.mark.udp
+def test_recvmsg_pktinfo_and_ctrunc(api):
+    """WSARecvMsg with IP_PKTINFO: one cmsg naming the destination; a short Control buffer sets MSG_CTRUNC."""
+    a, _ = udp_socket(api)
+    b, pb = udp_socket(api)
+    assert api.setsockopt(b, C.IPPROTO_IP, C.IP_PKTINFO, dword(api, 1).ptr, 4) == 0
+    recvmsg = get_extension(api, b, C.WSAID_WSARECVMSG)
+    to, tolen = sockaddr(api, "127.0.0.1", pb)
+    for _ in range(2):
+        api.sendto(a, _bytes(api, b"hello"), 5, 0, to, tolen)
+    msg, data, ctrl = _wsamsg(api)
+    n = dword(api)
+    assert api.call(recvmsg, b, msg, n.ptr, 0, 0) == 0
+    assert n.u32() == 5 and data.read(5) == b"hello"
+    fields = WSAMSG.unpack(api.memory.read(msg, WSAMSG.size))
+    assert fields["dwFlags"] == 0 and fields["Control_len"] == WSA_CMSG_SPACE(IN_PKTINFO.size)
+    cmsgs = list(iter_cmsgs(ctrl.read(fields["Control_len"])))
+    assert [(lv, t) for lv, t, _ in cmsgs] == [(C.IPPROTO_IP, C.IP_PKTINFO)]
+    assert IN_PKTINFO.unpack(cmsgs[0][2])["ipi_addr"] == bytes([127, 0, 0, 1])
+    msg, data, ctrl = _wsamsg(api, control=8)
+    assert api.call(recvmsg, b, msg, n.ptr, 0, 0) == 0
+    fields = WSAMSG.unpack(api.memory.read(msg, WSAMSG.size))
+    assert fields["dwFlags"] & C.MSG_CTRUNC and ctrl.guards_intact()
+
+
+@pytest.mark.udp
+def test_recvmsg_argument_errors(api):
+    """LPFN_WSARECVMSG page: WSAEFAULT for a NULL name with namelen != 0 and a NULL Control.buf with Control.len != 0."""
+    b, _ = udp_socket(api)
+    recvmsg = get_extension(api, b, C.WSAID_WSARECVMSG)
+    msg = api.memory.alloc(WSAMSG.size)
+    api.memory.write(msg, WSAMSG.pack(name=0, namelen=16, lpBuffers=0, dwBufferCount=0, Control_len=0,
+                                      Control_buf=0, dwFlags=0))
+    assert api.call(recvmsg, b, msg, dword(api).ptr, 0, 0) == C.SOCKET_ERROR
+    assert api.WSAGetLastError() == C.WSAEFAULT
+    api.memory.write(msg, WSAMSG.pack(name=0, namelen=0, lpBuffers=0, dwBufferCount=0, Control_len=64,
+                                      Control_buf=0, dwFlags=0))
+    assert api.call(recvmsg, b, msg, dword(api).ptr, 0, 0) == C.SOCKET_ERROR
+    assert api.WSAGetLastError() == C.WSAEFAULT
+    assert api.call(recvmsg, b, api.memory.invalid_pointer(), dword(api).ptr, 0, 0) == C.SOCKET_ERROR
+    assert api.WSAGetLastError() == C.WSAEFAULT
+
+
+@pytest.mark.udp
+def test_sendmsg_to_name(api):
+    """WSASendMsg sends the buffers to WSAMSG.name."""
+    a, _ = udp_socket(api)
+    b, pb = udp_socket(api)
+    sendmsg = get_extension(api, a, C.WSAID_WSASENDMSG)
+    to, tolen = sockaddr(api, "127.0.0.1", pb)
+    payload = _bytes(api, b"via sendmsg")
+    arr = api.memory.alloc(WSABUF.size)
+    api.memory.write(arr, WSABUF.pack(len=11, buf=payload))
+    msg = api.memory.alloc(WSAMSG.size)
+    api.memory.write(msg, WSAMSG.pack(name=to, namelen=tolen, lpBuffers=arr, dwBufferCount=1, Control_len=0,
+                                      Control_buf=0, dwFlags=0))
+    n = dword(api)
+    assert api.call(sendmsg, a, msg, 0, n.ptr, 0, 0) == 0 and n.u32() == 11
+    buf = Guarded(api, 32)
+    assert api.recv(b, buf.ptr, 32, 0) == 11 and buf.read(11) == b"via sendmsg"
+
+
+def test_getsockname_unbound_and_short(api, tcp):
+    """getsockname page: WSAEINVAL when unbound; WSAEFAULT when *namelen is too small (nothing written)."""
+    name, length = Guarded(api, 16), dword(api, 16)
+    assert api.getsockname(tcp, name.ptr, length.ptr) == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAEINVAL
+    client, _, _ = tcp_pair(api)
+    length.set_u32(8)
+    assert api.getsockname(client, name.ptr, length.ptr) == C.SOCKET_ERROR
+    assert api.WSAGetLastError() == C.WSAEFAULT and name.read() == b"\xcc" * 16 and length.u32() == 8
+
+
+def test_send_recv_bad_buffers(api):
+    """send/recv pages: WSAEFAULT for a buffer not in user space; nothing is received into it."""
+    client, server, _ = tcp_pair(api)
+    assert api.send(client, api.memory.invalid_pointer(), 10, 0) == C.SOCKET_ERROR
+    assert api.WSAGetLastError() == C.WSAEFAULT
+    ro = api.memory.alloc(8, prot="r")
+    api.send(client, _bytes(api, b"abc"), 3, 0)
+    assert api.recv(server, ro, 8, 0) == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAEFAULT
+    assert _recv_all(api, server, 3) == b"abc"
+    assert api.recv(server, Guarded(api, 1).ptr, 1, 0x4000) == C.SOCKET_ERROR
+    assert api.WSAGetLastError() == C.WSAEOPNOTSUPP
+    assert api.recv(POISON, 0, 0, 0) == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAENOTSOCK

@@ -1,0 +1,253 @@
+"""Arbitrary integers at every argument of every C-shaped call.
+
+For each function: no Python exception escapes, a failure reports an error
+the function's documentation lists (or a ledger decision names), and every
+byte the simulator writes lies within a page of a pointer the caller passed
+(a C caller that declares more than it owns is lying, as on Windows; what
+must never happen is a write to memory the call was not pointed at). The
+guard bytes around buffers no argument points into stay intact.
+
+Sockets are non-blocking and wait timeouts finite: a C program that blocks
+forever hangs on Windows too, which the simulator reports as
+SimulationDeadlock (tests/test_sim_kernel.py covers that).
+"""
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from harness.winsock import PROTOTYPES, EXTENSION_PROTOTYPES
+from harness.winsock import constants as C
+from harness.winsock.layouts import WSAOVERLAPPED, guid_bytes
+from sim import SimulatedWinsock
+
+GUARD = b"\x5A" * 64
+PAGE = 0x1000
+SIZES = (0, 1, 3, 4, 8, 15, 16, 28, 32, 56, 64, 128, 408, 1024)
+
+COMMON = {C.WSANOTINITIALISED, C.WSAENETDOWN, C.WSAEINPROGRESS, C.WSAENOTSOCK, C.WSAEFAULT, C.WSAEINVAL}
+SOCKET_IO = COMMON | {C.WSAEWOULDBLOCK, C.WSAENOTCONN, C.WSAESHUTDOWN, C.WSAEOPNOTSUPP, C.WSAEMSGSIZE,
+                      C.WSAECONNRESET, C.WSAECONNABORTED, C.WSAEINTR, C.WSAETIMEDOUT, C.WSAEADDRNOTAVAIL,
+                      C.WSAEAFNOSUPPORT, C.WSAEDESTADDRREQ, C.WSAENETUNREACH, C.WSAEHOSTUNREACH, C.WSAENOBUFS,
+                      C.WSA_IO_PENDING, C.WSA_OPERATION_ABORTED, C.WSA_INVALID_HANDLE}
+KERNEL32 = {C.ERROR_INVALID_HANDLE, C.ERROR_INVALID_PARAMETER, C.ERROR_NOACCESS, C.WAIT_TIMEOUT,
+            C.ERROR_ABANDONED_WAIT_0, C.ERROR_NOT_FOUND, C.ERROR_NOT_SUPPORTED, C.ERROR_OPERATION_ABORTED,
+            C.ERROR_INSUFFICIENT_BUFFER, C.ERROR_CONNECTION_ABORTED, C.ERROR_MORE_DATA, C.ERROR_NETNAME_DELETED}
+
+# The errors each function's page lists (plus ledger decisions where the docs are silent).
+DOCUMENTED = {
+    "WSAStartup": {0, C.WSASYSNOTREADY, C.WSAVERNOTSUPPORTED, C.WSAEINPROGRESS, C.WSAEFAULT},
+    "WSACleanup": {C.WSANOTINITIALISED, C.WSAENETDOWN, C.WSAEINPROGRESS},
+    "socket": COMMON | {C.WSAEAFNOSUPPORT, C.WSAEMFILE, C.WSAENOBUFS, C.WSAEPROTONOSUPPORT, C.WSAEPROTOTYPE,
+                        C.WSAESOCKTNOSUPPORT, C.WSAEACCES},
+    "WSASocketW": COMMON | {C.WSAEAFNOSUPPORT, C.WSAEMFILE, C.WSAENOBUFS, C.WSAEPROTONOSUPPORT, C.WSAEPROTOTYPE,
+                            C.WSAESOCKTNOSUPPORT, C.WSAEACCES},
+    "bind": COMMON | {C.WSAEACCES, C.WSAEADDRINUSE, C.WSAEADDRNOTAVAIL, C.WSAENOBUFS, C.WSAEAFNOSUPPORT},
+    "listen": COMMON | {C.WSAEADDRINUSE, C.WSAEISCONN, C.WSAEMFILE, C.WSAENOBUFS, C.WSAEOPNOTSUPP},
+    "accept": COMMON | {C.WSAEINTR, C.WSAECONNRESET, C.WSAEMFILE, C.WSAENOBUFS, C.WSAEOPNOTSUPP,
+                        C.WSAEWOULDBLOCK},
+    "connect": COMMON | {C.WSAEADDRINUSE, C.WSAEINTR, C.WSAEALREADY, C.WSAEADDRNOTAVAIL, C.WSAEAFNOSUPPORT,
+                         C.WSAECONNREFUSED, C.WSAEISCONN, C.WSAENETUNREACH, C.WSAEHOSTUNREACH, C.WSAENOBUFS,
+                         C.WSAETIMEDOUT, C.WSAEWOULDBLOCK, C.WSAEACCES},
+    "closesocket": COMMON | {C.WSAEINTR, C.WSAEWOULDBLOCK},
+    "shutdown": COMMON | {C.WSAENOTCONN},
+    "send": SOCKET_IO, "recv": SOCKET_IO, "sendto": SOCKET_IO, "recvfrom": SOCKET_IO,
+    "getsockname": COMMON, "getpeername": COMMON | {C.WSAENOTCONN},
+    "setsockopt": COMMON | {C.WSAENETRESET, C.WSAENOPROTOOPT, C.WSAENOTCONN},
+    "getsockopt": COMMON | {C.WSAENOPROTOOPT},
+    "ioctlsocket": COMMON | {C.WSAEOPNOTSUPP, C.WSAENOTCONN, C.WSAEWOULDBLOCK},
+    "WSAIoctl": SOCKET_IO | {C.WSAENOPROTOOPT, C.WSAEACCES, C.ERROR_INSUFFICIENT_BUFFER, C.FWP_E_NOT_FOUND},
+    "WSARecv": SOCKET_IO, "WSASend": SOCKET_IO, "WSARecvMsg": SOCKET_IO, "WSASendMsg": SOCKET_IO,
+    "WSAGetOverlappedResult": SOCKET_IO | {C.WSA_IO_INCOMPLETE, C.WSA_INVALID_PARAMETER},
+    "WSACloseEvent": {C.WSANOTINITIALISED, C.WSAENETDOWN, C.WSAEINPROGRESS, C.WSA_INVALID_HANDLE},
+    "WSASetEvent": {C.WSANOTINITIALISED, C.WSAENETDOWN, C.WSAEINPROGRESS, C.WSA_INVALID_HANDLE},
+    "WSAResetEvent": {C.WSANOTINITIALISED, C.WSAENETDOWN, C.WSAEINPROGRESS, C.WSA_INVALID_HANDLE},
+    "WSAWaitForMultipleEvents": {C.WSANOTINITIALISED, C.WSAENETDOWN, C.WSAEINPROGRESS, C.WSA_NOT_ENOUGH_MEMORY,
+                                 C.WSA_INVALID_HANDLE, C.WSA_INVALID_PARAMETER},
+    "CreateIoCompletionPort": KERNEL32, "GetQueuedCompletionStatus": KERNEL32,
+    "PostQueuedCompletionStatus": KERNEL32, "SetFileCompletionNotificationModes": KERNEL32,
+    "CancelIoEx": KERNEL32, "CloseHandle": KERNEL32,
+}
+NO_ERROR_PATH = {"WSAGetLastError", "WSASetLastError", "GetLastError", "GetCurrentProcessId",
+                 "GetCurrentThreadId", "WSACreateEvent", "SleepEx"}
+SKIP = {"WSACleanup"}   # would end the world for the other calls; covered in the conformance suite
+
+u64 = st.integers(min_value=0, max_value=2**64 - 1)
+anyint = st.one_of(st.integers(min_value=-(2**63), max_value=2**64 - 1), st.sampled_from([0, 1, -1, 2**31, 2**32 - 1]))
+
+
+class World:
+    """One process with guarded buffers and a few live handles to aim at."""
+
+    def __init__(self):
+        api = SimulatedWinsock("windows-observed")
+        self.api = api
+        mem = api.memory
+        self.buffers = []
+        for size in SIZES:
+            base = mem.alloc(size + 2 * len(GUARD))
+            mem.write(base, GUARD + b"\0" * size + GUARD)
+            self.buffers.append((base, size))
+        self.tcp = api.socket(C.AF_INET, C.SOCK_STREAM, 0)
+        self.udp = api.socket(C.AF_INET, C.SOCK_DGRAM, 0)
+        from harness.conformance.support import tcp_pair
+        self.client, self.server, self.listener = tcp_pair(api)
+        one = mem.alloc(4)
+        mem.write_u32(one, 1)
+        for s in (self.tcp, self.udp, self.client, self.server, self.listener):
+            api.ioctlsocket(s, C.FIONBIO, one)
+        self.event = api.WSACreateEvent()
+        self.port = api.CreateIoCompletionPort(C.INVALID_HANDLE_VALUE, 0, 0, 0)
+        self.routine = api.completion_routine(lambda *a: None)
+        guid = mem.alloc(16)
+        mem.write(guid, guid_bytes(C.WSAID_WSARECVMSG))
+        self.ext = {}
+        for name, g in (("WSARecvMsg", C.WSAID_WSARECVMSG), ("WSASendMsg", C.WSAID_WSASENDMSG)):
+            mem.write(guid, guid_bytes(g))
+            out, n = mem.alloc(8), mem.alloc(4)
+            assert api.WSAIoctl(self.tcp, C.SIO_GET_EXTENSION_FUNCTION_POINTER, guid, 16, out, 8, n, 0, 0) == 0
+            self.ext[name] = mem.read_u64(out)
+        self.handles = [self.tcp, self.udp, self.client, self.server, self.listener, self.event, self.port]
+
+    def guards_intact(self, referenced=()) -> bool:
+        mem = self.api.memory
+        for base, size in self.buffers:
+            end = base + size + 2 * len(GUARD)
+            if any(base <= p < end for p in referenced):
+                continue
+            if mem.read(base, len(GUARD)) != GUARD or mem.read(base + len(GUARD) + size, len(GUARD)) != GUARD:
+                return False
+        return True
+
+    def record_writes(self):
+        """Wrap the simulator's kernel-side writes to see every byte range it touches."""
+        mem = self.api.memory
+        writes = []
+        original = mem.kwrite
+
+        def kwrite(ptr, data, need=3):
+            ok = original(ptr, data, need)
+            if ok and data:
+                writes.append((ptr, len(data)))
+            return ok
+        mem.kwrite = kwrite
+        return writes
+
+    def pointer(self, draw):
+        choice = draw(st.integers(0, 5))
+        if choice == 0:
+            return 0
+        if choice in (1, 2):
+            base, size = draw(st.sampled_from(self.buffers))
+            return base + len(GUARD) + draw(st.integers(0, max(size, 1)))
+        if choice == 3:
+            return self.api.memory.invalid_pointer()
+        if choice == 4:
+            return self.routine
+        return draw(u64)
+
+
+def _arg(world, draw, ctype, name):
+    lname = name.lower()
+    if ctype in ("SOCKET", "HANDLE", "WSAEVENT") or name in ("s", "Handle"):
+        return draw(st.one_of(st.sampled_from(world.handles), u64))
+    if ctype == "LPVOID" or lname.startswith("lp") or name in ("buf", "name", "addr", "to", "from_", "optval",
+                                                             "optlen", "namelen", "addrlen", "fromlen", "argp",
+                                                             "lphEvents"):
+        if name == "lpCompletionRoutine":
+            return draw(st.sampled_from([0, world.routine, draw(u64)]))
+        return world.pointer(draw)
+    if name in ("dwTimeout", "dwMilliseconds"):
+        return draw(st.integers(0, 100_000))
+    if name in ("dwIoControlCode", "cmd"):
+        return draw(st.one_of(st.sampled_from([
+            C.FIONBIO, C.FIONREAD, C.SIOCATMARK, C.SIO_KEEPALIVE_VALS, C.SIO_GET_EXTENSION_FUNCTION_POINTER,
+            C.SIO_BASE_HANDLE, C.SIO_FLUSH, C.SIO_QUERY_WFP_ALE_ENDPOINT_HANDLE, C.SIO_UDP_CONNRESET,
+            C.SIO_IDEAL_SEND_BACKLOG_QUERY, *C.WFP_IOCTLS]), anyint))
+    if ctype in ("DWORD", "int", "INT", "BOOL", "LONG", "UINT", "WORD", "ULONG_PTR", "u_long", "ULONG"):
+        return draw(st.one_of(st.sampled_from([0, 1, 2, 4, 8, 16, 28, 64, 1024]), anyint))
+    return draw(anyint)
+
+
+def _functions():
+    for name, (_ret, sig) in {**PROTOTYPES, **EXTENSION_PROTOTYPES}.items():
+        if name in SKIP:
+            continue
+        params = [tuple(p.split()) for p in sig.split(",") if p.strip()]
+        yield pytest.param(name, params, id=name)
+
+
+@pytest.mark.parametrize("fname,params", list(_functions()))
+@settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], deadline=None)
+@given(data=st.data())
+def test_arbitrary_arguments(fname, params, data):
+    world = World()
+    api = world.api
+    draw = data.draw
+    args = [_arg(world, draw, ctype, name) for ctype, name in params]
+    api.WSASetLastError(0x5EED)
+    writes = world.record_writes()
+    if fname in EXTENSION_PROTOTYPES:
+        result = api.call(world.ext[fname], *args)
+    else:
+        result = getattr(api, fname)(*args)
+    # ws2_32's own locals (ioctlsocket's byte count) live in the process's internal scratch.
+    pointers = [a & (2**64 - 1) for a in args if isinstance(a, int)] + [api.process.scratch]
+    for ptr, n in writes:
+        assert any(p <= ptr and ptr + n <= p + PAGE for p in pointers), \
+            f"{fname}{tuple(args)} wrote {n} bytes at 0x{ptr:x}, not near any argument"
+    assert world.guards_intact(pointers), f"{fname}{tuple(args)} wrote outside a buffer"
+    if fname in NO_ERROR_PATH or fname == "WSAStartup":
+        if fname == "WSAStartup":
+            assert result in DOCUMENTED["WSAStartup"]
+        return
+    error = api.WSAGetLastError()
+    if error in (0, 0x5EED):
+        return
+    allowed = DOCUMENTED[fname]
+    assert error in allowed, f"{fname}{tuple(args)} -> {result}, error {C.error_name(error)} not documented"
+
+
+def test_wspioctl_arbitrary_arguments():
+    """The provider entry point with lpThreadId/lpErrno (sim only) survives garbage too."""
+    @settings(deadline=None, max_examples=150)
+    @given(data=st.data())
+    def run(data):
+        world = World()
+        api = world.api
+        draw = data.draw
+        err = world.buffers[3][0] + len(GUARD)          # a 4-byte buffer for *lpErrno
+        args = [draw(st.sampled_from(world.handles))] + [_arg(world, draw, "DWORD", "dwIoControlCode")] + \
+               [world.pointer(draw), draw(st.sampled_from(SIZES)), world.pointer(draw), draw(st.sampled_from(SIZES)),
+                world.pointer(draw), draw(st.sampled_from([0, world.pointer(draw)])),
+                draw(st.sampled_from([0, world.routine])), world.pointer(draw)]
+        rc = api.WSPIoctl(*args, err)
+        assert rc in (0, C.SOCKET_ERROR)
+        assert world.guards_intact(args + [err])
+        if rc:
+            assert api.memory.read_u32(err) in DOCUMENTED["WSAIoctl"] | {C.WSAEFAULT}
+    run()
+
+
+def test_non_int_arguments_raise_typeerror_naming_the_parameter():
+    api = SimulatedWinsock()
+    with pytest.raises(TypeError, match="'lpcbBytesReturned'"):
+        api.WSAIoctl(1, C.FIONREAD, 0, 0, 0, 0, "0x10", 0, 0)
+    with pytest.raises(TypeError, match="'dwTimeout'"):
+        api.WSAWaitForMultipleEvents(1, 0, False, 1.5, False)
+    with pytest.raises(TypeError, match="'af'"):
+        api.socket(None, 1, 0)
+
+
+def test_out_of_range_ints_wrap_like_ctypes():
+    """A DWORD argument is reduced modulo 2**32, as ctypes would pass it."""
+    api = SimulatedWinsock()
+    s = api.socket(C.AF_INET, C.SOCK_STREAM, 0)
+    n = api.memory.alloc(4)
+    assert api.WSAIoctl(s, C.FIONREAD + (1 << 32), 0, 0, api.memory.alloc(4), 4 + (1 << 32), n, 0, 0) == 0
+    assert api.WSAIoctl(s + (1 << 64), C.FIONREAD, 0, 0, api.memory.alloc(4), 4, n, 0, 0) == 0
+
+
+def test_overlapped_layout_is_what_completion_writes():
+    assert WSAOVERLAPPED.offset("Internal") == 0 and WSAOVERLAPPED.offset("InternalHigh") == 8
