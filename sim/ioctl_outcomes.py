@@ -8,7 +8,6 @@ inline completion, and pending.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Optional
 
 
@@ -46,26 +45,40 @@ class IoctlCall:
 UNTOUCHED = None
 
 
-@dataclass(frozen=True)
 class Fail:
     """Fails now: nothing started, nothing will be indicated (WSPIoctl page)."""
-    error: int
-    bytes_returned: Optional[int] = UNTOUCHED
+    __slots__ = ("error", "bytes_returned")
+
+    def __init__(self, error: int, bytes_returned: Optional[int] = UNTOUCHED):
+        self.error = error
+        self.bytes_returned = bytes_returned
+
+    def __repr__(self) -> str:
+        return f"Fail({self.error}, {self.bytes_returned})"
 
 
-@dataclass(frozen=True)
 class Inline:
-    """Succeeds now; an overlapped call still posts its completion (item 47)."""
-    bytes_returned: Optional[int] = 0
-    completion_bytes: int = 0
-    write: Optional[Callable[[], None]] = None   # writes the output buffer
+    """Succeeds now; an overlapped call still posts its completion (item 47).
+
+    `write()` writes the output buffer; `completion_bytes` is what the
+    completion carries (0 for the user-mode inline IOCTLs, item 47).
+    """
+    __slots__ = ("bytes_returned", "completion_bytes", "write")
+
+    def __init__(self, bytes_returned: Optional[int] = 0, completion_bytes: int = 0,
+                 write: Optional[Callable[[], None]] = None):
+        self.bytes_returned = bytes_returned
+        self.completion_bytes = completion_bytes
+        self.write = write
 
 
-@dataclass(frozen=True)
 class Deferred:
     """Goes pending (overlapped) or blocks (synchronous) until the kernel completes it.
 
     `finish()` runs at completion time and returns (NTSTATUS, information).
     """
-    finish: Callable[[], tuple]
-    delay_ns: int = 0
+    __slots__ = ("finish", "delay_ns")
+
+    def __init__(self, finish: Callable[[], tuple], delay_ns: int = 0):
+        self.finish = finish
+        self.delay_ns = delay_ns

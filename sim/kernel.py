@@ -100,7 +100,9 @@ class Kernel:
         self.diagnostics.append(Diagnostic(self.now_ns, kind, message))
 
     def enter(self) -> None:
-        self._python_threads.add(threading.get_ident())
+        ident = threading.get_ident()
+        if ident not in self._python_threads:
+            self._python_threads.add(ident)
 
     def poke(self) -> None:
         """Wake Python threads blocked in simulated waits: state changed."""

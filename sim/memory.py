@@ -34,11 +34,12 @@ class AccessViolation(Exception):
 
 
 class Region:
-    __slots__ = ("start", "size", "data", "prot", "tag")
+    __slots__ = ("start", "size", "end", "data", "prot", "tag")
 
     def __init__(self, start: int, size: int, prot: int, tag: str):
         self.start = start
         self.size = size
+        self.end = start + max(size, 1)      # a zero-size allocation still owns its address
         self.data = bytearray(size)
         self.prot = prot
         self.tag = tag
@@ -53,6 +54,7 @@ class AddressSpace:
         self._freed: list[int] = []
         self._code: dict[int, object] = {}
         self._next_code = CODE_BASE
+        self._last = None                    # the region found last: most calls hit it again
 
     # -- Python-side helpers (tests, proxies) -------------------------------
     def alloc(self, size: int, prot: str = "rw", tag: str = "") -> int:
@@ -84,6 +86,7 @@ class AddressSpace:
             del self._starts[i]
             del self._regions[i]
             self._freed.append(ptr)
+            self._last = None
 
     def protect(self, ptr: int, prot: str) -> None:
         with self._lock:
@@ -130,11 +133,15 @@ class AddressSpace:
 
     # -- kernel side: used by the C-shaped calls ----------------------------
     def _region_at(self, ptr: int):
+        last = self._last
+        if last is not None and last.start <= ptr < last.end:
+            return last
         i = bisect.bisect(self._starts, ptr) - 1
         if i < 0:
             return None
         region = self._regions[i]
-        if ptr < region.start + max(region.size, 1) and (region.size or ptr == region.start):
+        if ptr < region.end:
+            self._last = region
             return region
         return None
 

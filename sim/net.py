@@ -174,12 +174,21 @@ class Host:
         return src
 
     def port_in_use(self, proto: str, ip: bytes, port: int) -> bool:
-        table = self.udp if proto == "udp" else None
+        """Is (ip, port) taken in the same address family (IPv4 and IPv6 tables are separate)?"""
+        plain = unmap(ip)
         if proto == "tcp":
-            return any(k[1] == port and (k[0] == ip or k[0] in (ANY4, ANY6) or ip in (ANY4, ANY6))
-                       for k in list(self.tcp_listeners) + [c[:2] for c in self.tcp_conns])
-        return any(k[1] == port and (k[0] == ip or k[0] in (ANY4, ANY6) or ip in (ANY4, ANY6))
-                   for k in table)
+            keys = list(self.tcp_listeners) + [c[:2] for c in self.tcp_conns]
+        else:
+            keys = list(self.udp)
+        for k_ip, k_port in keys:
+            if k_port != port:
+                continue
+            other = unmap(k_ip)
+            if len(other) != len(plain):
+                continue
+            if other == plain or other in (ANY4, ANY6) or plain in (ANY4, ANY6):
+                return True
+        return False
 
     def ephemeral_port(self, proto: str, ip: bytes) -> int:
         for _ in range(EPHEMERAL_LAST - EPHEMERAL_FIRST + 1):

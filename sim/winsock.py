@@ -53,7 +53,7 @@ class SimulatedWinsock:
 
     def startup(self) -> None:
         ptr = self.memory.alloc(WSADATA.size)
-        rc = self.WSAStartup(C.WINSOCK_VERSION_2_2, ptr)
+        rc = self.WSAStartup(C.WINSOCK_VERSION, ptr)
         self.memory.free(ptr)
         if rc != 0:
             raise RuntimeError(f"WSAStartup failed: {rc}")
@@ -167,6 +167,7 @@ class SimulatedWinsock:
     @cfunc("")
     def GetCurrentThreadId(self):
         with self._lock:
+            self.kernel.enter()
             return self.process.current_thread().tid
 
     # -- sockets -----------------------------------------------------------

@@ -56,7 +56,6 @@ DOCUMENTED = {
     "getsockname": COMMON, "getpeername": COMMON | {C.WSAENOTCONN},
     "setsockopt": COMMON | {C.WSAENETRESET, C.WSAENOPROTOOPT, C.WSAENOTCONN},
     "getsockopt": COMMON | {C.WSAENOPROTOOPT},
-    "ioctlsocket": COMMON | {C.WSAEOPNOTSUPP, C.WSAENOTCONN, C.WSAEWOULDBLOCK},
     "WSAIoctl": SOCKET_IO | {C.WSAENOPROTOOPT, C.WSAEACCES, C.ERROR_INSUFFICIENT_BUFFER, C.FWP_E_NOT_FOUND},
     "WSARecv": SOCKET_IO, "WSASend": SOCKET_IO, "WSARecvMsg": SOCKET_IO, "WSASendMsg": SOCKET_IO,
     "WSAGetOverlappedResult": SOCKET_IO | {C.WSA_IO_INCOMPLETE, C.WSA_INVALID_PARAMETER},
@@ -69,6 +68,8 @@ DOCUMENTED = {
     "PostQueuedCompletionStatus": KERNEL32, "SetFileCompletionNotificationModes": KERNEL32,
     "CancelIoEx": KERNEL32, "CloseHandle": KERNEL32,
 }
+# ioctlsocket is WSAIoctl with one 4-byte buffer both ways (ReactOS ws2_32): same errors.
+DOCUMENTED["ioctlsocket"] = DOCUMENTED["WSAIoctl"]
 NO_ERROR_PATH = {"WSAGetLastError", "WSASetLastError", "GetLastError", "GetCurrentProcessId",
                  "GetCurrentThreadId", "WSACreateEvent", "SleepEx"}
 SKIP = {"WSACleanup"}   # would end the world for the other calls; covered in the conformance suite

@@ -429,15 +429,19 @@ class VSphere:
         attempt = 0
         while True:
             try:
-                info = task.info
-                state = info.state
+                # Only the fields we need: reading all of task.info also decodes
+                # info.entity, which vcsim sets to a snapshot for reverts (govmomi #2281).
+                info = self._props([task], vim.Task, ["info.state", "info.error", "info.result"]).get(task, {})
+            except ssl.SSLCertVerificationError:
+                raise TlsError(f"{what}: vCenter certificate no longer verifies", vm=vm) from None
             except _TRANSIENT as e:
                 log.debug("%s: transient %s while polling task", what, type(e).__name__)
-                state, info = None, None
+                info = {}
+            state = info.get("info.state")
             if state == vim.TaskInfo.State.success:
-                return info.result
+                return info.get("info.result")
             if state == vim.TaskInfo.State.error:
-                raise err(f"{what} failed: {_fault_text(info.error)}", vm=vm)
+                raise err(f"{what} failed: {_fault_text(info.get('info.error'))}", vm=vm)
             if time.monotonic() >= deadline:
                 try:
                     task.CancelTask()
@@ -541,6 +545,9 @@ class VSphere:
                 last = self._guest_state(clone.vm)
             except vmodl.fault.ManagedObjectNotFound:
                 raise err(f"VM vanished while waiting for {what}", vm=clone.name) from None
+            except ssl.SSLCertVerificationError:
+                # Never "transient": the server's identity changed under us.
+                raise TlsError("vCenter certificate no longer verifies", vm=clone.name) from None
             except _TRANSIENT as e:
                 last_fault = type(e).__name__  # tolerated: vCenter or the host is busy
                 log.debug("%s: transient %s while waiting for %s", clone.name, last_fault, what)

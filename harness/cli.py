@@ -1,0 +1,154 @@
+"""The `wfp-harness` command.
+
+    wfp-harness conformance [--target sim] [--profile documented] [--junitxml FILE] [-- pytest args]
+    wfp-harness fidelity [--format text|markdown|json]
+    wfp-harness profile show NAME|FILE
+
+Bad input (an unknown target, a malformed profile) gets a one-line error
+naming the file, line and field, and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def _load_profile(name):
+    from sim.profiles import ProfileError, load
+    try:
+        return load(name)
+    except ProfileError as exc:
+        print(f"wfp-harness: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+class _Collector:
+    """pytest plugin object: keeps each test's outcome for the report."""
+
+    def __init__(self):
+        self.results = {}
+        self.skips = collections.Counter()
+
+    def pytest_runtest_logreport(self, report):
+        if report.when == "call" or report.outcome != "passed":
+            if report.skipped:
+                reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+                self.skips[reason.removeprefix("Skipped: ")] += 1
+            self.results[report.nodeid] = report.outcome if report.when == "call" or report.skipped else "error"
+
+
+def cmd_conformance(args) -> int:
+    import pytest
+    profile = _load_profile(args.profile)
+    if args.target not in ("sim", "native"):
+        print(f"wfp-harness: --target: unknown target {args.target!r}; choose sim or native", file=sys.stderr)
+        return 2
+    junit = Path(args.junitxml or f"reports/conformance-{args.target}-{profile.name}.xml")
+    junit.parent.mkdir(parents=True, exist_ok=True)
+    collector = _Collector()
+    argv = ["--pyargs", "harness.conformance", "--target", args.target, "--profile", args.profile,
+            f"--junitxml={junit}", "-q", "-p", "no:cacheprovider", *args.pytest_args]
+    started = time.perf_counter()
+    code = pytest.main(argv, plugins=[collector])
+    elapsed = time.perf_counter() - started
+    _print_report(collector, profile, args.target, junit, elapsed)
+    return int(code)
+
+
+def _print_report(collector, profile, target, junit, elapsed) -> None:
+    by_area = collections.defaultdict(collections.Counter)
+    for nodeid, outcome in collector.results.items():
+        area = nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py").removeprefix("test_")
+        by_area[area][outcome] += 1
+    totals = collections.Counter(o for o in collector.results.values())
+    prov = collections.Counter(a.provenance for a in profile.assignments.values())
+    print()
+    print("=" * 72)
+    print(f"Conformance report: target {target}, profile {profile.name}")
+    print(f"  profile decisions: " + ", ".join(f"{n} {k}" for k, n in sorted(prov.items())))
+    print(f"  {'area':<28}{'passed':>8}{'failed':>8}{'skipped':>9}{'errors':>8}")
+    for area in sorted(by_area):
+        c = by_area[area]
+        print(f"  {area:<28}{c['passed']:>8}{c['failed']:>8}{c['skipped']:>9}{c['error']:>8}")
+    print(f"  {'total':<28}{totals['passed']:>8}{totals['failed']:>8}{totals['skipped']:>9}{totals['error']:>8}")
+    failed = [n for n, o in collector.results.items() if o in ("failed", "error")]
+    for nodeid in failed[:50]:
+        print(f"  FAILED {nodeid}")
+    for reason, count in collector.skips.most_common(10):
+        print(f"  skipped x{count}: {reason}")
+    print(f"  time: {elapsed:.2f} s   JUnit: {junit}")
+    print("=" * 72)
+
+
+def cmd_fidelity(args) -> int:
+    from sim.decisions import DECISIONS
+    from sim.profiles import BUILTIN
+    profiles = [_load_profile(n) for n in BUILTIN] + [_load_profile(p) for p in args.profile or []]
+    rows = []
+    for name, dp in DECISIONS.items():
+        rows.append({"decision": name, "area": dp.area, "question": dp.question,
+                     "profiles": {p.name: {"value": p.assignments[name].value,
+                                           "means": dp.choices[p.assignments[name].value],
+                                           "provenance": p.assignments[name].provenance,
+                                           "source": p.assignments[name].source} for p in profiles}})
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    if args.format == "markdown":
+        head = "| decision | question | " + " | ".join(p.name for p in profiles) + " |"
+        print(head)
+        print("|" + "---|" * (2 + len(profiles)))
+        for r in rows:
+            cells = [f"`{v['value']}` ({v['provenance']}: {v['source']})" for v in r["profiles"].values()]
+            print(f"| {r['decision']} | {r['question']} | " + " | ".join(cells) + " |")
+        return 0
+    for r in rows:
+        print(f"{r['decision']}  [{r['area']}]")
+        print(f"    {r['question']}")
+        for pname, v in r["profiles"].items():
+            print(f"    {pname:<18} {v['value']:<22} {v['provenance']:<10} {v['source']}")
+    counts = {p.name: collections.Counter(a.provenance for a in p.assignments.values()) for p in profiles}
+    print()
+    for pname, c in counts.items():
+        print(f"{pname}: " + ", ".join(f"{n} {k}" for k, n in sorted(c.items())))
+    return 0
+
+
+def cmd_profile(args) -> int:
+    profile = _load_profile(args.name)
+    print(f"{profile.name}: {profile.description}")
+    for key, a in profile.assignments.items():
+        print(f"  {key:<32} {a.value:<22} {a.provenance:<10} {a.source}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="wfp-harness", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("conformance", help="run the conformance suite and print its report")
+    p.add_argument("--target", default="sim", help="sim (default) or native")
+    p.add_argument("--profile", default="documented", help="profile name or file (default: documented)")
+    p.add_argument("--junitxml", help="where to write JUnit XML (default: reports/...)")
+    p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: passed to pytest")
+    p.set_defaults(fn=cmd_conformance)
+    p = sub.add_parser("fidelity", help="print the ledger of decision points and each profile's answer")
+    p.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    p.add_argument("--profile", action="append", help="also show this profile file")
+    p.set_defaults(fn=cmd_fidelity)
+    p = sub.add_parser("profile", help="profile tools")
+    psub = p.add_subparsers(dest="action", required=True)
+    show = psub.add_parser("show", help="print a profile's answers")
+    show.add_argument("name")
+    show.set_defaults(fn=cmd_profile)
+    args = parser.parse_args(argv)
+    if getattr(args, "pytest_args", None) and args.pytest_args[0] == "--":
+        args.pytest_args = args.pytest_args[1:]
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
