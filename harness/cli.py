@@ -69,7 +69,7 @@ def _print_report(collector, profile, target, junit, elapsed) -> None:
     print()
     print("=" * 72)
     print(f"Conformance report: target {target}, profile {profile.name}")
-    print(f"  profile decisions: " + ", ".join(f"{n} {k}" for k, n in sorted(prov.items())))
+    print("  profile decisions: " + ", ".join(f"{n} {k}" for k, n in sorted(prov.items())))
     print(f"  {'area':<28}{'passed':>8}{'failed':>8}{'skipped':>9}{'errors':>8}")
     for area in sorted(by_area):
         c = by_area[area]

@@ -24,6 +24,7 @@ PROT_NONE = 0
 PROT_READ = 1
 PROT_RW = 3
 _PROTS = {"none": PROT_NONE, "r": PROT_READ, "rw": PROT_RW}
+_PAGE_INDEX_LIMIT = 256     # regions up to 1 MiB are indexed by page for O(1) lookups
 
 
 class AccessViolation(Exception):
@@ -55,6 +56,7 @@ class AddressSpace:
         self._code: dict[int, object] = {}
         self._next_code = CODE_BASE
         self._last = None                    # the region found last: most calls hit it again
+        self._pages: dict = {}               # page number -> region, for small regions
 
     # -- Python-side helpers (tests, proxies) -------------------------------
     def alloc(self, size: int, prot: str = "rw", tag: str = "") -> int:
@@ -66,6 +68,9 @@ class AddressSpace:
             pages = max(1, (size + PAGE - 1) // PAGE)
             self._next = start + (pages + 1) * PAGE   # +1: the guard page
             region = Region(start, size, _PROTS[prot], tag)
+            if pages <= _PAGE_INDEX_LIMIT:
+                for page in range(start >> 12, (start >> 12) + pages):
+                    self._pages[page] = region
             i = bisect.bisect(self._starts, start)
             self._starts.insert(i, start)
             self._regions.insert(i, region)
@@ -83,8 +88,12 @@ class AddressSpace:
             i = bisect.bisect_left(self._starts, ptr)
             if i >= len(self._starts) or self._starts[i] != ptr:
                 raise AccessViolation(f"free of 0x{ptr:x}: not the start of an allocation")
+            region = self._regions[i]
             del self._starts[i]
             del self._regions[i]
+            for page in range(region.start >> 12, (region.end - 1 >> 12) + 1):
+                if self._pages.get(page) is region:
+                    del self._pages[page]
             self._freed.append(ptr)
             self._last = None
 
@@ -133,6 +142,9 @@ class AddressSpace:
 
     # -- kernel side: used by the C-shaped calls ----------------------------
     def _region_at(self, ptr: int):
+        region = self._pages.get(ptr >> 12)
+        if region is not None:
+            return region if ptr < region.end else None
         last = self._last
         if last is not None and last.start <= ptr < last.end:
             return last

@@ -10,6 +10,8 @@ mistake, not a C one).
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import struct
 
 from harness.winsock import constants as C
@@ -26,6 +28,29 @@ from sim.provider import start_overlapped, wsp_ioctl
 SOCKET_ERROR = C.SOCKET_ERROR
 INVALID_SOCKET = C.INVALID_SOCKET
 _I32 = struct.Struct("<I")
+
+
+def on_socket(failure=SOCKET_ERROR, name="s"):
+    """The C boundary of a call on a socket: lock, current thread, ws2_32's handle checks.
+
+    The decorated method receives (thread, sock) in place of the SOCKET; its
+    advertised signature keeps the C parameter names for `cfunc`.
+    """
+    def decorate(fn):
+        params = list(inspect.signature(fn).parameters.values())
+        c_params = [params[0], inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD)] + params[3:]
+
+        @functools.wraps(fn)
+        def wrapper(self, s, *args):
+            with self._lock:
+                thread = self._enter()
+                sock, err = self._socket(thread, s)
+                if err:
+                    return self._err(thread, err, failure)
+                return fn(self, thread, sock, *args)
+        wrapper.__signature__ = inspect.Signature(c_params)
+        return wrapper
+    return decorate
 
 
 class SimulatedWinsock:
@@ -140,7 +165,7 @@ class SimulatedWinsock:
             process.wsa_refcount -= 1
             if process.wsa_refcount == 0:
                 # The last cleanup destroys every socket (windows-observed item 9).
-                for handle, sock in list(process.sockets.items()):
+                for sock in list(process.sockets.values()):
                     self._close(sock)
             return 0
 
@@ -226,54 +251,38 @@ class SimulatedWinsock:
         return 0 if result is None else result
 
     @cfunc("SOCKET s, LPVOID name, int namelen")
-    def bind(self, s, name, namelen):
-        with self._lock:
-            thread = self._enter()
-            sock, err = self._socket(thread, s)
-            if err:
-                return self._err(thread, err)
-            return self._run(thread, lambda: sock.bind(*sockaddr.read(self.memory, name, namelen, sock.family)))
+    @on_socket()
+    def bind(self, thread, sock, name, namelen):
+        return self._run(thread, lambda: sock.bind(*sockaddr.read(self.memory, name, namelen, sock.family)))
 
     @cfunc("SOCKET s, int backlog")
-    def listen(self, s, backlog):
-        with self._lock:
-            thread = self._enter()
-            sock, err = self._socket(thread, s)
-            if err:
-                return self._err(thread, err)
-            return self._run(thread, sock.listen, backlog)
+    @on_socket()
+    def listen(self, thread, sock, backlog):
+        return self._run(thread, sock.listen, backlog)
 
     @cfunc("SOCKET s, LPVOID addr, LPVOID addrlen")
-    def accept(self, s, addr, addrlen):
-        with self._lock:
-            thread = self._enter()
-            sock, err = self._socket(thread, s)
-            if err:
-                return self._err(thread, err, INVALID_SOCKET)
-            mem = self.memory
-            if addr:
-                if not addrlen or not mem.check(addrlen, 4, True):
-                    return self._err(thread, C.WSAEFAULT, INVALID_SOCKET)
-                need = sockaddr.size_for(sock.family)
-                if mem.kread_i32(addrlen) < need or not mem.check(addr, need, True):
-                    return self._err(thread, C.WSAEFAULT, INVALID_SOCKET)
-            try:
-                new = sock.accept(thread)
-            except WsaError as exc:
-                return self._err(thread, exc.code, INVALID_SOCKET)
-            if addr:
-                sockaddr.write(mem, addr, addrlen, new.family, *new.conn.remote)
-            return self._ok(thread, new.handle)
+    @on_socket(INVALID_SOCKET)
+    def accept(self, thread, sock, addr, addrlen):
+        mem = self.memory
+        if addr:
+            if not addrlen or not mem.check(addrlen, 4, True):
+                return self._err(thread, C.WSAEFAULT, INVALID_SOCKET)
+            need = sockaddr.size_for(sock.family)
+            if mem.kread_i32(addrlen) < need or not mem.check(addr, need, True):
+                return self._err(thread, C.WSAEFAULT, INVALID_SOCKET)
+        try:
+            new = sock.accept(thread)
+        except WsaError as exc:
+            return self._err(thread, exc.code, INVALID_SOCKET)
+        if addr:
+            sockaddr.write(mem, addr, addrlen, new.family, *new.conn.remote)
+        return self._ok(thread, new.handle)
 
     @cfunc("SOCKET s, LPVOID name, int namelen")
-    def connect(self, s, name, namelen):
-        with self._lock:
-            thread = self._enter()
-            sock, err = self._socket(thread, s)
-            if err:
-                return self._err(thread, err)
-            return self._run(thread, lambda: sock.connect(thread, *sockaddr.read(self.memory, name, namelen,
-                                                                                   sock.family)))
+    @on_socket()
+    def connect(self, thread, sock, name, namelen):
+        return self._run(thread, lambda: sock.connect(thread, *sockaddr.read(self.memory, name, namelen,
+                                                                               sock.family)))
 
     def _close(self, sock) -> None:
         process = self.process
@@ -284,23 +293,15 @@ class SimulatedWinsock:
         process.handles.pop(sock.handle, None)
 
     @cfunc("SOCKET s")
-    def closesocket(self, s):
-        with self._lock:
-            thread = self._enter()
-            sock, err = self._socket(thread, s)
-            if err:
-                return self._err(thread, err)
-            self._close(sock)
-            return self._ok(thread)
+    @on_socket()
+    def closesocket(self, thread, sock):
+        self._close(sock)
+        return self._ok(thread)
 
     @cfunc("SOCKET s, int how")
-    def shutdown(self, s, how):
-        with self._lock:
-            thread = self._enter()
-            sock, err = self._socket(thread, s)
-            if err:
-                return self._err(thread, err)
-            return self._run(thread, sock.shutdown, how)
+    @on_socket()
+    def shutdown(self, thread, sock, how):
+        return self._run(thread, sock.shutdown, how)
 
     # -- data --------------------------------------------------------------
     def _send(self, thread, sock, buf, length, flags, dst):
@@ -315,30 +316,22 @@ class SimulatedWinsock:
         return sock.dgram_send(data, dst)
 
     @cfunc("SOCKET s, LPVOID buf, int len, int flags")
-    def send(self, s, buf, len, flags):
-        with self._lock:
-            thread = self._enter()
-            sock, err = self._socket(thread, s)
-            if err:
-                return self._err(thread, err)
-            return self._run(thread, self._send, thread, sock, buf, len, flags, None)
+    @on_socket()
+    def send(self, thread, sock, buf, len, flags):
+        return self._run(thread, self._send, thread, sock, buf, len, flags, None)
 
     @cfunc("SOCKET s, LPVOID buf, int len, int flags, LPVOID to, int tolen")
-    def sendto(self, s, buf, len, flags, to, tolen):
-        with self._lock:
-            thread = self._enter()
-            sock, err = self._socket(thread, s)
-            if err:
-                return self._err(thread, err)
+    @on_socket()
+    def sendto(self, thread, sock, buf, len, flags, to, tolen):
 
-            def op():
-                dst = None
-                if to and not sock.is_tcp:      # sendto on a stream ignores `to`
-                    dst = sockaddr.read(self.memory, to, tolen, sock.family)
-                elif not to and not sock.is_tcp and sock.peer is None:
-                    raise WsaError(C.WSAEDESTADDRREQ)
-                return self._send(thread, sock, buf, len, flags, dst)
-            return self._run(thread, op)
+        def op():
+            dst = None
+            if to and not sock.is_tcp:      # sendto on a stream ignores `to`
+                dst = sockaddr.read(self.memory, to, tolen, sock.family)
+            elif not to and not sock.is_tcp and sock.peer is None:
+                raise WsaError(C.WSAEDESTADDRREQ)
+            return self._send(thread, sock, buf, len, flags, dst)
+        return self._run(thread, op)
 
     def _recv(self, thread, sock, buf, length, flags, from_, fromlen):
         mem = self.memory
@@ -370,77 +363,49 @@ class SimulatedWinsock:
         return len(payload)
 
     @cfunc("SOCKET s, LPVOID buf, int len, int flags")
-    def recv(self, s, buf, len, flags):
-        with self._lock:
-            thread = self._enter()
-            sock, err = self._socket(thread, s)
-            if err:
-                return self._err(thread, err)
-            return self._run(thread, self._recv, thread, sock, buf, len, flags, 0, 0)
+    @on_socket()
+    def recv(self, thread, sock, buf, len, flags):
+        return self._run(thread, self._recv, thread, sock, buf, len, flags, 0, 0)
 
     @cfunc("SOCKET s, LPVOID buf, int len, int flags, LPVOID from_, LPVOID fromlen")
-    def recvfrom(self, s, buf, len, flags, from_, fromlen):
-        with self._lock:
-            thread = self._enter()
-            sock, err = self._socket(thread, s)
-            if err:
-                return self._err(thread, err)
-            return self._run(thread, self._recv, thread, sock, buf, len, flags, from_, fromlen)
+    @on_socket()
+    def recvfrom(self, thread, sock, buf, len, flags, from_, fromlen):
+        return self._run(thread, self._recv, thread, sock, buf, len, flags, from_, fromlen)
 
     @cfunc("SOCKET s, LPVOID name, LPVOID namelen")
-    def getsockname(self, s, name, namelen):
-        return self._name(s, name, namelen, "sockname")
+    @on_socket()
+    def getsockname(self, thread, sock, name, namelen):
+        return self._run(thread, lambda: sockaddr.write(self.memory, name, namelen, sock.family,
+                                                        *sock.sockname()))
 
     @cfunc("SOCKET s, LPVOID name, LPVOID namelen")
-    def getpeername(self, s, name, namelen):
-        return self._name(s, name, namelen, "peername")
-
-    def _name(self, s, name, namelen, which):
-        with self._lock:
-            thread = self._enter()
-            sock, err = self._socket(thread, s)
-            if err:
-                return self._err(thread, err)
-
-            def op():
-                ip, port = getattr(sock, which)()
-                sockaddr.write(self.memory, name, namelen, sock.family, ip, port)
-            return self._run(thread, op)
+    @on_socket()
+    def getpeername(self, thread, sock, name, namelen):
+        return self._run(thread, lambda: sockaddr.write(self.memory, name, namelen, sock.family,
+                                                        *sock.peername()))
 
     @cfunc("SOCKET s, int level, int optname, LPVOID optval, int optlen")
-    def setsockopt(self, s, level, optname, optval, optlen):
-        with self._lock:
-            thread = self._enter()
-            sock, err = self._socket(thread, s)
-            if err:
-                return self._err(thread, err)
-            return self._run(thread, sockopt.setsockopt, sock, self.memory, level, optname, optval, optlen)
+    @on_socket()
+    def setsockopt(self, thread, sock, level, optname, optval, optlen):
+        return self._run(thread, sockopt.setsockopt, sock, self.memory, level, optname, optval, optlen)
 
     @cfunc("SOCKET s, int level, int optname, LPVOID optval, LPVOID optlen")
-    def getsockopt(self, s, level, optname, optval, optlen):
-        with self._lock:
-            thread = self._enter()
-            sock, err = self._socket(thread, s)
-            if err:
-                return self._err(thread, err)
-            return self._run(thread, sockopt.getsockopt, sock, self.memory, level, optname, optval, optlen)
+    @on_socket()
+    def getsockopt(self, thread, sock, level, optname, optval, optlen):
+        return self._run(thread, sockopt.getsockopt, sock, self.memory, level, optname, optval, optlen)
 
     # -- IOCTLs ------------------------------------------------------------
     @cfunc("SOCKET s, LONG cmd, LPVOID argp")
-    def ioctlsocket(self, s, cmd, argp):
-        with self._lock:
-            thread = self._enter()
-            sock, err = self._socket(thread, s)
-            if err:
-                return self._err(thread, err)
-            code = cmd & 0xFFFFFFFF
-            writes = bool(code & C.IOC_OUT)
-            if not argp or not self.memory.check(argp, 4, writes):
-                return self._err(thread, C.WSAEFAULT)          # windows-observed items 18, 21
-            # ioctlsocket is WSAIoctl with the same 4-byte buffer both ways (ReactOS ws2_32).
-            rc, err = wsp_ioctl(self.process, thread, sock, code, argp, 4, argp, 4,
-                                self.process.scratch, 0, 0)
-            return self._err(thread, err) if rc else self._ok(thread)
+    @on_socket()
+    def ioctlsocket(self, thread, sock, cmd, argp):
+        code = cmd & 0xFFFFFFFF
+        writes = bool(code & C.IOC_OUT)
+        if not argp or not self.memory.check(argp, 4, writes):
+            return self._err(thread, C.WSAEFAULT)          # windows-observed items 18, 21
+        # ioctlsocket is WSAIoctl with the same 4-byte buffer both ways (ReactOS ws2_32).
+        rc, err = wsp_ioctl(self.process, thread, sock, code, argp, 4, argp, 4,
+                            self.process.scratch, 0, 0)
+        return self._err(thread, err) if rc else self._ok(thread)
 
     @cfunc("SOCKET s, DWORD dwIoControlCode, LPVOID lpvInBuffer, DWORD cbInBuffer, LPVOID lpvOutBuffer, "
            "DWORD cbOutBuffer, LPVOID lpcbBytesReturned, LPVOID lpOverlapped, LPVOID lpCompletionRoutine")
@@ -538,62 +503,58 @@ class SimulatedWinsock:
 
     @cfunc("SOCKET s, LPVOID lpBuffers, DWORD dwBufferCount, LPVOID lpNumberOfBytesRecvd, LPVOID lpFlags, "
            "LPVOID lpOverlapped, LPVOID lpCompletionRoutine")
-    def WSARecv(self, s, lpBuffers, dwBufferCount, lpNumberOfBytesRecvd, lpFlags, lpOverlapped,
+    @on_socket()
+    def WSARecv(self, thread, sock, lpBuffers, dwBufferCount, lpNumberOfBytesRecvd, lpFlags, lpOverlapped,
                 lpCompletionRoutine):
-        with self._lock:
-            thread = self._enter()
-            sock, err = self._socket(thread, s)
-            if err:
-                return self._err(thread, err)
-            mem = self.memory
-            try:
-                bufs = self._buffers(lpBuffers, dwBufferCount, True)
-                if not lpFlags or not mem.check(lpFlags, 4, True):
-                    raise WsaError(C.WSAEFAULT)
-                flags = mem.kread_u32(lpFlags)
-                if flags & ~(C.MSG_PEEK | C.MSG_OOB | C.MSG_PARTIAL | C.MSG_PUSH_IMMEDIATE | C.MSG_WAITALL):
-                    raise WsaError(C.WSAEOPNOTSUPP)
-                overlapped = bool(sock.overlapped_attr and lpOverlapped)
-                if lpNumberOfBytesRecvd and not mem.check(lpNumberOfBytesRecvd, 4, True):
-                    raise WsaError(C.WSAEFAULT)
-                if not overlapped and not lpNumberOfBytesRecvd:
-                    raise WsaError(C.WSAEFAULT)
-                if sock.is_tcp:
-                    sock._stream_check(False)
-                elif sock.udp is None:
-                    raise WsaError(C.WSAEINVAL)
-            except WsaError as exc:
-                return self._err(thread, exc.code)
-            total = sum(n for _, n in bufs)
-            peek = bool(flags & C.MSG_PEEK)
+        mem = self.memory
+        try:
+            bufs = self._buffers(lpBuffers, dwBufferCount, True)
+            if not lpFlags or not mem.check(lpFlags, 4, True):
+                raise WsaError(C.WSAEFAULT)
+            flags = mem.kread_u32(lpFlags)
+            if flags & ~(C.MSG_PEEK | C.MSG_OOB | C.MSG_PARTIAL | C.MSG_PUSH_IMMEDIATE | C.MSG_WAITALL):
+                raise WsaError(C.WSAEOPNOTSUPP)
+            overlapped = bool(sock.overlapped_attr and lpOverlapped)
+            if lpNumberOfBytesRecvd and not mem.check(lpNumberOfBytesRecvd, 4, True):
+                raise WsaError(C.WSAEFAULT)
+            if not overlapped and not lpNumberOfBytesRecvd:
+                raise WsaError(C.WSAEFAULT)
+            if sock.is_tcp:
+                sock._stream_check(False)
+            elif sock.udp is None:
+                raise WsaError(C.WSAEINVAL)
+        except WsaError as exc:
+            return self._err(thread, exc.code)
+        total = sum(n for _, n in bufs)
+        peek = bool(flags & C.MSG_PEEK)
 
-            def take():
-                """(status, bytes, flags) when the receive can complete now, else None."""
-                if sock.is_tcp:
-                    ready = sock.stream_readable()
-                    if ready is None:
-                        return None
-                    if ready is not True:
-                        return st.from_winsock(ready), 0, 0
-                    data = sock.stream_take(total, peek)
-                    return C.STATUS_SUCCESS, self.scatter(bufs, data), 0
-                ready = sock.dgram_readable()
+        def take():
+            """(status, bytes, flags) when the receive can complete now, else None."""
+            if sock.is_tcp:
+                ready = sock.stream_readable()
                 if ready is None:
                     return None
                 if ready is not True:
-                    sock.dgram_take() if not sock.udp.queue else None
-                    sock.udp.pending_reset = False
                     return st.from_winsock(ready), 0, 0
-                item = sock.dgram_take()
-                if peek:
-                    sock.udp.queue.insert(0, item)
-                n = self.scatter(bufs, item[2])
-                if n < len(item[2]):
-                    return C.STATUS_BUFFER_OVERFLOW, n, C.MSG_PARTIAL
-                return C.STATUS_SUCCESS, n, 0
+                data = sock.stream_take(total, peek)
+                return C.STATUS_SUCCESS, self.scatter(bufs, data), 0
+            ready = sock.dgram_readable()
+            if ready is None:
+                return None
+            if ready is not True:
+                sock.dgram_take() if not sock.udp.queue else None
+                sock.udp.pending_reset = False
+                return st.from_winsock(ready), 0, 0
+            item = sock.dgram_take()
+            if peek:
+                sock.udp.queue.insert(0, item)
+            n = self.scatter(bufs, item[2])
+            if n < len(item[2]):
+                return C.STATUS_BUFFER_OVERFLOW, n, C.MSG_PARTIAL
+            return C.STATUS_SUCCESS, n, 0
 
-            return self._io(thread, sock, "recv", take, lpOverlapped, lpCompletionRoutine,
-                            lpNumberOfBytesRecvd, lpFlags)
+        return self._io(thread, sock, "recv", take, lpOverlapped, lpCompletionRoutine,
+                        lpNumberOfBytesRecvd, lpFlags)
 
     def _io(self, thread, sock, kind, take, lpOverlapped, lpCompletionRoutine, lpNumber, lpFlags=0):
         """Common path of WSARecv/WSARecvMsg: complete now, go pending, or block."""
@@ -644,80 +605,72 @@ class SimulatedWinsock:
 
     @cfunc("SOCKET s, LPVOID lpBuffers, DWORD dwBufferCount, LPVOID lpNumberOfBytesSent, DWORD dwFlags, "
            "LPVOID lpOverlapped, LPVOID lpCompletionRoutine")
-    def WSASend(self, s, lpBuffers, dwBufferCount, lpNumberOfBytesSent, dwFlags, lpOverlapped,
+    @on_socket()
+    def WSASend(self, thread, sock, lpBuffers, dwBufferCount, lpNumberOfBytesSent, dwFlags, lpOverlapped,
                 lpCompletionRoutine):
-        with self._lock:
-            thread = self._enter()
-            sock, err = self._socket(thread, s)
-            if err:
-                return self._err(thread, err)
-            mem = self.memory
-            overlapped = bool(sock.overlapped_attr and lpOverlapped)
-            req = None
-            try:
-                bufs = self._buffers(lpBuffers, dwBufferCount, False)
-                if lpNumberOfBytesSent and not mem.check(lpNumberOfBytesSent, 4, True):
-                    raise WsaError(C.WSAEFAULT)
-                if not overlapped and not lpNumberOfBytesSent:
-                    raise WsaError(C.WSAEFAULT)
-                if dwFlags & ~(C.MSG_OOB | C.MSG_DONTROUTE | C.MSG_PARTIAL):
-                    raise WsaError(C.WSAEOPNOTSUPP)
-                data = b"".join(mem.kread(p, n) for p, n in bufs)
-                if overlapped:
-                    req, err = start_overlapped(self.process, sock, thread, lpOverlapped,
-                                                lpCompletionRoutine, "send")
-                    if req is None:
-                        raise WsaError(err)
-                    ov.mark_pending(self.process, lpOverlapped)
-                n = sock.stream_send(data) if sock.is_tcp else sock.dgram_send(data, None)
-            except WsaError as exc:
-                if req is not None:
-                    ov.complete(req, st.from_winsock(exc.code), 0)
-                return self._err(thread, exc.code)
-            if lpNumberOfBytesSent:
-                mem.kwrite_u32(lpNumberOfBytesSent, n)
+        mem = self.memory
+        overlapped = bool(sock.overlapped_attr and lpOverlapped)
+        req = None
+        try:
+            bufs = self._buffers(lpBuffers, dwBufferCount, False)
+            if lpNumberOfBytesSent and not mem.check(lpNumberOfBytesSent, 4, True):
+                raise WsaError(C.WSAEFAULT)
+            if not overlapped and not lpNumberOfBytesSent:
+                raise WsaError(C.WSAEFAULT)
+            if dwFlags & ~(C.MSG_OOB | C.MSG_DONTROUTE | C.MSG_PARTIAL):
+                raise WsaError(C.WSAEOPNOTSUPP)
+            data = b"".join(mem.kread(p, n) for p, n in bufs)
+            if overlapped:
+                req, err = start_overlapped(self.process, sock, thread, lpOverlapped,
+                                            lpCompletionRoutine, "send")
+                if req is None:
+                    raise WsaError(err)
+                ov.mark_pending(self.process, lpOverlapped)
+            n = sock.stream_send(data) if sock.is_tcp else sock.dgram_send(data, None)
+        except WsaError as exc:
             if req is not None:
-                ov.complete(req, C.STATUS_SUCCESS, n, synchronous=True)
-            return self._ok(thread)
+                ov.complete(req, st.from_winsock(exc.code), 0)
+            return self._err(thread, exc.code)
+        if lpNumberOfBytesSent:
+            mem.kwrite_u32(lpNumberOfBytesSent, n)
+        if req is not None:
+            ov.complete(req, C.STATUS_SUCCESS, n, synchronous=True)
+        return self._ok(thread)
 
     @cfunc("SOCKET s, LPVOID lpOverlapped, LPVOID lpcbTransfer, BOOL fWait, LPVOID lpdwFlags")
-    def WSAGetOverlappedResult(self, s, lpOverlapped, lpcbTransfer, fWait, lpdwFlags):
-        with self._lock:
-            thread = self._enter()
-            process, mem = self.process, self.memory
-            sock, err = self._socket(thread, s)
-            if err:
-                return self._err(thread, err, C.FALSE)
-            if not lpOverlapped or not mem.check(lpOverlapped, WSAOVERLAPPED.size, True):
-                return self._err(thread, C.WSAEFAULT, C.FALSE)
-            if not lpcbTransfer or not mem.check(lpcbTransfer, 4, True) \
-                    or not lpdwFlags or not mem.check(lpdwFlags, 4, True):
-                return self._err(thread, C.WSAEFAULT, C.FALSE)
+    @on_socket(C.FALSE)
+    def WSAGetOverlappedResult(self, thread, sock, lpOverlapped, lpcbTransfer, fWait, lpdwFlags):
+        process, mem = self.process, self.memory
+        if not lpOverlapped or not mem.check(lpOverlapped, WSAOVERLAPPED.size, True):
+            return self._err(thread, C.WSAEFAULT, C.FALSE)
+        if not lpcbTransfer or not mem.check(lpcbTransfer, 4, True) \
+                or not lpdwFlags or not mem.check(lpdwFlags, 4, True):
+            return self._err(thread, C.WSAEFAULT, C.FALSE)
 
-            def internal():
-                raw = mem.kread(lpOverlapped, 16)
-                return struct.unpack("<QQ", raw) if raw else (C.STATUS_CANCELLED, 0)
+        def internal():
+            raw = mem.kread(lpOverlapped, 16)
+            return struct.unpack("<QQ", raw) if raw else (C.STATUS_CANCELLED, 0)
 
+        status, info = internal()
+        if status == C.STATUS_PENDING:
+            if not fWait:
+                return self._err(thread, C.WSA_IO_INCOMPLETE, C.FALSE)
+            event = ov.read_event(process, lpOverlapped) & ~1
+            if event and getattr(process.handles.get(event), "kind", "") not in ("event",):
+                return self._err(thread, C.WSA_INVALID_HANDLE, C.FALSE)
+            try:
+                sock.block(thread, lambda: True if internal()[0] != C.STATUS_PENDING else None,
+                           "WSAGetOverlappedResult")
+            except WsaError as exc:
+                return self._err(thread, exc.code, C.FALSE)
             status, info = internal()
-            if status == C.STATUS_PENDING:
-                if not fWait:
-                    return self._err(thread, C.WSA_IO_INCOMPLETE, C.FALSE)
-                event = ov.read_event(process, lpOverlapped) & ~1
-                if event and getattr(process.handles.get(event), "kind", "") not in ("event",):
-                    return self._err(thread, C.WSA_INVALID_HANDLE, C.FALSE)
-                try:
-                    sock.block(thread, lambda: True if internal()[0] != C.STATUS_PENDING else None,
-                               "WSAGetOverlappedResult")
-                except WsaError as exc:
-                    return self._err(thread, exc.code, C.FALSE)
-                status, info = internal()
-            flags = process.completed_flags.get(lpOverlapped, 0)
-            if not st.nt_success(status):
-                mem.kwrite_u32(lpdwFlags, flags)
-                return self._err(thread, st.to_winsock(status), C.FALSE)
-            mem.kwrite_u32(lpcbTransfer, info)
+        flags = process.completed_flags.get(lpOverlapped, 0)
+        if not st.nt_success(status):
             mem.kwrite_u32(lpdwFlags, flags)
-            return C.TRUE
+            return self._err(thread, st.to_winsock(status), C.FALSE)
+        mem.kwrite_u32(lpcbTransfer, info)
+        mem.kwrite_u32(lpdwFlags, flags)
+        return C.TRUE
 
     # -- extension functions -------------------------------------------------
     def call(self, fnptr: int, *args: int) -> int:
@@ -733,24 +686,16 @@ class SimulatedWinsock:
 
     @cfunc("SOCKET s, LPVOID lpMsg, LPVOID lpdwNumberOfBytesRecvd, LPVOID lpOverlapped, "
            "LPVOID lpCompletionRoutine")
-    def WSARecvMsg(self, s, lpMsg, lpdwNumberOfBytesRecvd, lpOverlapped, lpCompletionRoutine):
-        with self._lock:
-            thread = self._enter()
-            sock, err = self._socket(thread, s)
-            if err:
-                return self._err(thread, err)
-            return recvmsg(self, thread, sock, lpMsg, lpdwNumberOfBytesRecvd, lpOverlapped, lpCompletionRoutine)
+    @on_socket()
+    def WSARecvMsg(self, thread, sock, lpMsg, lpdwNumberOfBytesRecvd, lpOverlapped, lpCompletionRoutine):
+        return recvmsg(self, thread, sock, lpMsg, lpdwNumberOfBytesRecvd, lpOverlapped, lpCompletionRoutine)
 
     @cfunc("SOCKET Handle, LPVOID lpMsg, DWORD dwFlags, LPVOID lpNumberOfBytesSent, LPVOID lpOverlapped, "
            "LPVOID lpCompletionRoutine")
-    def WSASendMsg(self, Handle, lpMsg, dwFlags, lpNumberOfBytesSent, lpOverlapped, lpCompletionRoutine):
-        with self._lock:
-            thread = self._enter()
-            sock, err = self._socket(thread, Handle)
-            if err:
-                return self._err(thread, err)
-            return sendmsg(self, thread, sock, lpMsg, dwFlags, lpNumberOfBytesSent, lpOverlapped,
-                           lpCompletionRoutine)
+    @on_socket(name="Handle")
+    def WSASendMsg(self, thread, sock, lpMsg, dwFlags, lpNumberOfBytesSent, lpOverlapped, lpCompletionRoutine):
+        return sendmsg(self, thread, sock, lpMsg, dwFlags, lpNumberOfBytesSent, lpOverlapped,
+                       lpCompletionRoutine)
 
     # -- events and waits ----------------------------------------------------
     @cfunc("")

@@ -28,14 +28,12 @@ def _story(profile):
     trace = []
     client, server, lst = tcp_pair(api)
     port = api.CreateIoCompletionPort(server, 0, 9, 0)
-    bufs = []
-    for i in range(5):
+    for _ in range(5):
         ovl = overlapped(api)
         arr = api.memory.alloc(16)
         data = api.memory.alloc(8)
         api.memory.write(arr, struct.pack("<I4xQ", 8, data))
         api.WSARecv(server, arr, 1, 0, dword(api, 0).ptr, ovl, 0)
-        bufs.append(ovl)
     src = api.memory.alloc(20)
     api.memory.write(src, bytes(range(20)))
     api.send(client, src, 20, 0)

@@ -49,6 +49,7 @@ from typing import Any, Callable, Iterable, Mapping
 from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim, vmodl
 
+from harness.vm import redact
 from harness.vm.config import Guest, LabConfig, VCenterConfig, parse_openssh_public_key
 from harness.vm.errors import (
     CloneError, ConnectError, CredentialsError, DestroyError, HostKeyError, InfrastructureError,
@@ -228,9 +229,13 @@ class VSphere:
     """A connection to vCenter for one lab config.  Use as a context manager."""
 
     def __init__(self, lab: LabConfig, *, env: Mapping[str, str] | None = None,
-                 poll_interval: float = 0.25, max_poll_interval: float = 5.0) -> None:
+                 poll_interval: float = 0.25, max_poll_interval: float = 5.0,
+                 secrets_registry: "redact.SecretRegistry | None" = None) -> None:
         self.lab = lab
         self._env = os.environ if env is None else env
+        # The password joins the run's redaction list, so logs and reports
+        # written by other parts of the harness are scrubbed of it too.
+        self._registry = redact.default_registry if secrets_registry is None else secrets_registry
         self._poll = poll_interval
         self._max_poll = max_poll_interval
         self.si: Any = None
@@ -261,6 +266,10 @@ class VSphere:
                 raise CredentialsError(
                     f"environment variable {name} (named in the lab config) is not set or empty")
         self._secrets = (pwd,)
+        try:
+            self._registry.add(pwd)
+        except ValueError:
+            pass  # too short to redact without shredding every log line; we never log it anyway
         ctx = build_ssl_context(vc)
         log.info("connecting to %s (TLS: %s)", vc.url, self.tls_mode)
         try:

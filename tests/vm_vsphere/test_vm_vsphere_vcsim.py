@@ -347,6 +347,15 @@ def test_canary_password_never_in_logs_or_exceptions(make_lab, vcsim, run_id, ca
     assert CANARY_PASSWORD not in blob
 
 
+def test_connect_registers_the_password_for_redaction(lab, vcsim) -> None:
+    from harness.vm.redact import SecretRegistry
+    reg = SecretRegistry()
+    with VSphere(lab, env=vcsim.env(), secrets_registry=reg):
+        pass
+    assert reg.contains_secret(f"vCenter said: {CANARY_PASSWORD}!")
+    assert CANARY_PASSWORD not in reg.redact(f"x {CANARY_PASSWORD} y")
+
+
 # ---------------------------------------------------------------------------
 # Transient faults and the simulator's own life cycle
 
@@ -383,7 +392,7 @@ def test_vcsim_stops_cleanly(vcsim_binary, vcsim, tmp_path, how: str) -> None:
     from vsphere_testlib import _read_ready
     env = dict(os.environ, VCSIM_PASSWORD="x")
     p = subprocess.Popen([str(vcsim_binary), "-tlscert", str(vcsim.pki.server_cert), "-tlskey",
-                          str(vcsim.pki.server_key), "-templates", "wfp-a,wfp-b"],
+                          str(vcsim.pki.server_key), "-templates", "wfp-a,wfp-b", "-watch-stdin"],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, env=env)
     try:
@@ -401,3 +410,31 @@ def test_vcsim_stops_cleanly(vcsim_binary, vcsim, tmp_path, how: str) -> None:
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def _edit_lab(lab, old: str, new: str):
+    from harness.vm.config import load_config
+    text = lab.source.read_text()
+    assert old in text
+    lab.source.write_text(text.replace(old, new))
+    return load_config(lab.source)
+
+
+def test_clone_goes_into_a_named_child_resource_pool(make_lab, vcsim, run_id) -> None:
+    lab = _edit_lab(make_lab(), 'cluster = "DC0_C0"', 'resource_pool = "DC0_C0/Resources/DC0_C0_RP1"')
+    with connect(lab, vcsim) as vs:
+        clone = vs.clone(lab.guests[0], run_id)
+        try:
+            assert clone.vm.resourcePool.name == "DC0_C0_RP1"
+        finally:
+            vs.destroy(clone)
+
+
+def test_preflight_reports_placement_that_does_not_exist(make_lab, vcsim) -> None:
+    lab = _edit_lab(make_lab(), f'folder = "{FOLDER}"', 'folder = "no/such/folder"')
+    lab = _edit_lab(lab, 'datastore = "LocalDS_0"', 'datastore = "NoSuchDS"')
+    r = preflight(lab, env=vcsim.env())
+    assert not r.ok
+    assert any("'no/such/folder' not found" in p for p in r.problems)
+    assert any("'NoSuchDS' not found" in p for p in r.problems)
+    assert all(t.found for t in r.templates)  # templates are still checked and reported

@@ -230,7 +230,7 @@ def vcsim(vcsim_binary: Path, tmp_path_factory: pytest.TempPathFactory):
         proc = subprocess.Popen(
             [str(vcsim_binary), "-l", "127.0.0.1:0", "-tlscert", str(pki.server_cert),
              "-tlskey", str(pki.server_key), "-config", str(inv), "-username", VC_USER,
-             "-password-env", "VCSIM_PASSWORD"],
+             "-password-env", "VCSIM_PASSWORD", "-watch-stdin"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
     try:
         info = _read_ready(proc, 120)
