@@ -9,8 +9,8 @@
 //	GO111MODULE=off GOPATH=/usr/share/gocode go build -o wfp-vcsim .
 //
 // It prints one line "VCSIM_READY {json}" on stdout when it serves requests,
-// and stops cleanly on SIGTERM/SIGINT or when stdin reaches EOF (so it dies
-// with the test process that started it).
+// and stops cleanly on SIGTERM/SIGINT, or (with -watch-stdin) when stdin
+// reaches EOF, so it dies with the test process that started it.
 package main
 
 import (
@@ -392,7 +392,8 @@ func main() {
 	configFile := flag.String("config", "", "JSON inventory file (templates, guest behaviour, faults)")
 	templates := flag.String("templates", "", "comma-separated template names, added to those of -config")
 	folder := flag.String("folder", "wfp-ci", "VM folder created under the datacenter's vm folder")
-	trace := flag.Bool("trace", false, "log SOAP traffic to stderr")
+	trace := flag.Bool("trace", false, "log SOAP traffic to stderr (includes the Login password: tests only)")
+	watchStdin := flag.Bool("watch-stdin", false, "exit when stdin reaches EOF (the parent process went away)")
 	flag.Parse()
 
 	// Catch signals before anything else, so a SIGTERM sent as soon as the
@@ -472,11 +473,13 @@ func main() {
 
 	done := make(chan string, 2)
 	go func() { done <- (<-sigs).String() }()
-	go func() {
-		// The parent keeps our stdin open; EOF means it went away.
-		_, _ = io.Copy(io.Discard, bufio.NewReader(os.Stdin))
-		done <- "stdin closed"
-	}()
+	if *watchStdin {
+		go func() {
+			// The parent keeps our stdin open; EOF means it went away (even if SIGKILLed).
+			_, _ = io.Copy(io.Discard, bufio.NewReader(os.Stdin))
+			done <- "stdin closed"
+		}()
+	}
 	why := <-done
 	server.Close()
 	log.Printf("wfp-vcsim: stopped (%s)", why)
