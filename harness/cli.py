@@ -144,6 +144,15 @@ def main(argv=None) -> int:
     show = psub.add_parser("show", help="print a profile's answers")
     show.add_argument("name")
     show.set_defaults(fn=cmd_profile)
+    # Commands of other parts register themselves (lab orchestration, packet evidence).
+    for module in ("harness.vm.cli", "harness.capture.cli"):
+        try:
+            register = __import__(module, fromlist=["register"]).register
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        register(sub)
     args = parser.parse_args(argv)
     if getattr(args, "pytest_args", None) and args.pytest_args[0] == "--":
         args.pytest_args = args.pytest_args[1:]
