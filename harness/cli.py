@@ -149,8 +149,8 @@ def main(argv=None) -> int:
         try:
             register = __import__(module, fromlist=["register"]).register
         except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
+            if not (exc.name and module.startswith(exc.name)):
+                raise          # a missing dependency inside the module is a real error
             continue
         register(sub)
     args = parser.parse_args(argv)
