@@ -91,6 +91,8 @@ class Kernel:
         self.deadlock_grace_s = 2.0     # real time a stuck infinite wait allows other Python threads
         self.cross_thread_grace_s = 0.02
         self.generation = 0
+        self.services: list = []        # other processes' event loops, run while a thread waits
+        self._in_services = False
 
     @property
     def now_ns(self) -> int:
@@ -150,6 +152,8 @@ class Kernel:
                     return "apc", None
                 if deadline is not None and sched.now_ns >= deadline:
                     return "timeout", None
+                if self.services and self.run_services():
+                    continue    # another simulated process did some work: look again
                 if self._others_alive() and self._wait_for_poke(self.cross_thread_grace_s):
                     continue    # another Python thread changed something: look again
                 if sched.step(deadline):
@@ -164,6 +168,24 @@ class Kernel:
                     f"other Python thread changed anything (virtual time {sched.now_ns} ns)")
         finally:
             thread.waiting = False
+
+    def run_services(self) -> bool:
+        """Give every registered service one non-blocking turn; True if any made progress.
+
+        Services are the event loops of simulated processes (proxies, servers)
+        that run cooperatively on this thread's time, deterministically.
+        """
+        if self._in_services:
+            return False
+        self._in_services = True
+        try:
+            progress = False
+            for service in list(self.services):
+                if service():
+                    progress = True
+            return progress
+        finally:
+            self._in_services = False
 
     def _wait_for_poke(self, seconds: float) -> bool:
         """Release the lock for up to `seconds` of real time; True if state changed."""

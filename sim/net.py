@@ -286,6 +286,11 @@ class Host:
 
     def _on_syn(self, seg: Segment) -> None:
         lst = self._find_listener(seg.dst)
+        if lst is not None and "redirect" in seg.meta and (
+                lst.socket is None or lst.socket.process.pid != seg.meta.get("redirect_target_pid")):
+            # A redirected connection is accepted only by the process named by
+            # localRedirectTargetPID (decisions.md §5; FWPS_CONNECT_REQUEST0).
+            lst = None
         if lst is None or len(lst.queue) >= lst.backlog:
             # No listener, or a full backlog (simplified: refused, not retried).
             self.network.send_raw(self, Segment(seg.dst, seg.src, RST | ACK, 0, (seg.seq + 1) & 0xFFFFFFFF))
@@ -335,6 +340,9 @@ class Host:
                 if ep is not None and not (len(cand[0]) == 16 and len(plain) == 4 and ep.v6only):
                     break
                 ep = None
+        if ep is not None and "redirect" in meta and (
+                ep.socket is None or ep.socket.process.pid != meta.get("redirect_target_pid")):
+            ep = None           # only the target PID receives a redirected flow (decisions.md §5)
         if ep is None:
             # ICMP port unreachable goes back to the sender (SIO_UDP_CONNRESET default on).
             self.network.send_icmp_unreachable(self, dst, src)

@@ -76,6 +76,7 @@ class Socket:
         self.redirect_records = None    # blob attached with SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS
         self.redirect = None            # redirect state of an accepted, redirected flow (sim.wfp)
         self.udp_connreset = True       # SIO_UDP_CONNRESET defaults to on
+        self.udp_flows: dict = {}       # destination -> where WFP sends that flow
         # SIO_QUERY_WFP_ALE_ENDPOINT_HANDLE: a kernel-address-looking, stable value.
         self.endpoint_handle = 0xFFFF_C000_0000_0000 | (process.pid << 32) | handle
 
@@ -207,24 +208,38 @@ class Socket:
             raise WsaError(C.WSAEAFNOSUPPORT)
         self._implicit_bind(ip)
         request = ConnectRequest(self, self.local, (ip, port))
-        hook = self.host.connect_redirect
-        if hook is not None:
-            hook(request)               # may rewrite request.remote, or raise WsaError (blocked)
-        if self.redirect_records is not None:
-            request.meta.setdefault("records", self.redirect_records)
-        self.conn = self.host.tcp_connect(self, self.local, request.remote, request.meta)
         self.state = "connecting"
+        self.conn = None
+        hook = self.host.connect_redirect
+        if hook is None:
+            self._start_connect(request, 0)
+        else:
+            # The ALE connect-redirect layer (sim.wfp) may rewrite the destination,
+            # refuse the connect, or pend it and answer later.
+            hook(request, lambda error: self._start_connect(request, error))
         if self.nonblocking:
             raise WsaError(C.WSAEWOULDBLOCK)
-        conn = self.conn
-        self.block(thread, lambda: True if conn.state != "SYN_SENT" else None, "connect")
+        self.block(thread, lambda: True if self._connect_settled() else None, "connect")
         self._settle_connect()
         if self.state != "connected":
             raise WsaError(self.so_error)
 
+    def _start_connect(self, request, error: int) -> None:
+        if self.state != "connecting":
+            return                      # closed while the classify was pended
+        if error:
+            self.state = "failed"
+            self.so_error = error
+            self.kernel.poke()
+            return
+        self.conn = self.host.tcp_connect(self, self.local, request.remote, request.meta)
+
+    def _connect_settled(self) -> bool:
+        return self.state != "connecting" or (self.conn is not None and self.conn.state != "SYN_SENT")
+
     def _settle_connect(self) -> None:
         conn = self.conn
-        if self.state != "connecting" or conn.state == "SYN_SENT":
+        if self.state != "connecting" or conn is None or conn.state == "SYN_SENT":
             return
         if conn.state == "ESTABLISHED" or conn.peer_fin:
             self.state = "connected"
@@ -334,8 +349,38 @@ class Socket:
             if src_ip is None:
                 raise WsaError(C.WSAENETUNREACH)
         meta = dict(meta or {})
+        dst = self._udp_flow(src_ip, dst, meta)
         self.host.network.send_udp(self.host, (src_ip, self.local[1]), dst, data, meta)
         return len(data)
+
+    def _udp_flow(self, src_ip, dst, meta):
+        """The destination of this datagram's flow; the first datagram of a flow is classified.
+
+        ALE classifies a UDP flow once, on the datagram that creates it; only that
+        datagram carries the redirect data to the receiver (facts §3.5, §5.8).
+        """
+        key = (unmap(dst[0]), dst[1])
+        known = self.udp_flows.get(key)
+        if known is not None:
+            return known
+        hook = self.host.connect_redirect
+        if hook is None:
+            self.udp_flows[key] = dst
+            return dst
+        request = ConnectRequest(self, (src_ip, self.local[1]), dst)
+        request.meta.update(meta)
+        answer = []
+        hook(request, answer.append, protocol=C.IPPROTO_UDP)
+        if not answer:
+            # A pended UDP classify would hold the datagram; not modelled: refuse it.
+            self.kernel.note("udp-pend", f"pid {self.process.pid}: a callout pended a UDP classify; "
+                                         "datagram dropped (not modelled)")
+            raise WsaError(C.WSAEWOULDBLOCK)
+        if answer[0]:
+            raise WsaError(answer[0])
+        meta.update(request.meta)
+        self.udp_flows[key] = request.remote
+        return request.remote
 
     def dgram_readable(self):
         ep = self.udp

@@ -143,6 +143,9 @@ class World:
         self.profile = base.with_overrides(**overrides) if overrides else base
         self._pid = 1000
         self._tid = 2000
+        from sim.wfp.hops import HopTracker
+        self.hops = HopTracker()
+        self._engines: dict = {}
 
     def next_tid(self) -> int:
         self._tid += 4
@@ -167,17 +170,47 @@ class World:
             api.startup()
         return api
 
+    def wfp(self, host):
+        """The host's WFP filter engine (created on first use)."""
+        from sim.wfp.engine import FilterEngine
+        with self.kernel.lock:
+            engine = self._engines.get(host.name)
+            if engine is None:
+                engine = self._engines[host.name] = FilterEngine(host, self)
+            return engine
+
+    def add_service(self, poll) -> None:
+        """Run `poll()` (non-blocking, returns True on progress) whenever the world waits."""
+        with self.kernel.lock:
+            self.kernel.services.append(poll)
+
+    def remove_service(self, poll) -> None:
+        with self.kernel.lock:
+            self.kernel.services.remove(poll)
+
     def run(self, ms: float = None, until_ns: int = None) -> None:
         """Let virtual time pass: fire every timer up to the target time."""
         with self.kernel.lock:
             target = until_ns if until_ns is not None else self.kernel.now_ns + int((ms or 0) * NS_PER_MS)
-            self.kernel.scheduler.advance_to(target)
+            sched = self.kernel.scheduler
+            while True:
+                sched.run_due()
+                if self.kernel.services and self.kernel.run_services():
+                    continue
+                if not sched.step(target):
+                    break
+            sched.advance_to(target)
             self.kernel.poke()
 
     def run_until_idle(self, limit_ms: float = 60_000) -> None:
         """Fire timers until none is left (or the limit passes)."""
         with self.kernel.lock:
             limit = self.kernel.now_ns + int(limit_ms * NS_PER_MS)
-            while self.kernel.scheduler.step(limit):
-                pass
+            sched = self.kernel.scheduler
+            while True:
+                sched.run_due()
+                if self.kernel.services and self.kernel.run_services():
+                    continue
+                if not sched.step(limit):
+                    break
             self.kernel.poke()

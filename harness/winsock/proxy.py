@@ -1,0 +1,321 @@
+"""The reference redirect service: accept, query records and context, forward, relay.
+
+The sample driver (driver-fixtures/wfp-redirect-callout) redirects matching
+connections to this proxy's port on loopback, with a context that carries
+the original destination. For each accepted TCP connection the proxy
+queries the records and the context, opens an outbound socket, sets the
+records on it (unless told not to: that is the missing-set-loop story),
+connects to the original destination and relays both directions. For UDP
+it reads the records and context cmsgs of a flow's first datagram and
+forwards the records on its own first datagram to the destination.
+
+Written only against WinsockApi with non-blocking sockets and one `poll()`
+step, so the simulator can run many proxies in one thread, and
+`serve_forever()` runs it as a console program or service on Windows.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from harness.winsock import constants as C
+from harness.winsock import redirect as rd
+from harness.winsock.sample_driver import unpack_context
+
+
+@dataclass
+class ProxyStats:
+    accepted: int = 0
+    forwarded: int = 0
+    closed: int = 0
+    refused: int = 0
+    udp_flows: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
+    errors: list = field(default_factory=list)
+
+
+class _Tcp:
+    """One proxied TCP connection."""
+
+    def __init__(self, client, original, records, context):
+        self.client = client
+        self.out = None
+        self.original = original          # (ip, port) from the redirect context
+        self.records = records
+        self.context = context
+        self.state = "connecting"
+        self.pending = {"up": b"", "down": b""}
+        self.eof = {"up": False, "down": False}
+        self.shut = {"up": False, "down": False}
+        self.inspected = {"up": 0, "down": 0}
+
+
+class RedirectProxy:
+    def __init__(self, api, name: str = "proxy", tcp_port: int = 0, udp_port: int = 0,
+                 addresses=("127.0.0.1", "::1"), set_records: bool = True, inspect=None):
+        self.api = api
+        self.name = name
+        self.tcp_port = tcp_port
+        self.udp_port = udp_port
+        self.addresses = addresses
+        self.set_records = set_records
+        self.inspect = inspect            # inspect(proxy, connection, direction, data)
+        self.stats = ProxyStats()
+        self.listeners = []
+        self.udp_sockets = []
+        self.connections: list[_Tcp] = []
+        self.udp_flows = {}               # (proxy socket, client endpoint) -> outbound socket info
+        self.scratch = None
+        self.pid = api.GetCurrentProcessId()
+
+    # -- setup ---------------------------------------------------------------
+    def _nonblocking(self, s) -> None:
+        self.api.memory.write_u32(self.scratch.value, 1)
+        if self.api.ioctlsocket(s, C.FIONBIO, self.scratch.value):
+            raise rd.WinsockError("ioctlsocket(FIONBIO)", self.api.WSAGetLastError())
+
+    def _bound(self, kind, address, port):
+        api = self.api
+        family = rd.family_of(address)
+        s = api.socket(family, kind, 0)
+        if s == C.INVALID_SOCKET:
+            raise rd.WinsockError("socket", api.WSAGetLastError())
+        name = rd.sockaddr_bytes(address, port)
+        api.memory.write(self.scratch.addr, name)
+        if api.bind(s, self.scratch.addr, len(name)):
+            err = api.WSAGetLastError()
+            api.closesocket(s)
+            raise rd.WinsockError(f"bind({address}:{port})", err)
+        self._nonblocking(s)
+        return s, family
+
+    def start(self) -> "RedirectProxy":
+        api = self.api
+        self.scratch = rd.Scratch(api)
+        for address in self.addresses:
+            if self.tcp_port:
+                s, _ = self._bound(C.SOCK_STREAM, address, self.tcp_port)
+                if api.listen(s, 128):
+                    raise rd.WinsockError("listen", api.WSAGetLastError())
+                self.listeners.append(s)
+            if self.udp_port:
+                s, family = self._bound(C.SOCK_DGRAM, address, self.udp_port)
+                rd.enable_redirect_cmsgs(api, s, family, self.scratch)
+                self.udp_sockets.append(s)
+        probe = self.listeners[0] if self.listeners else self.udp_sockets[0]
+        self.recvmsg = rd.extension_function(api, probe, C.WSAID_WSARECVMSG, self.scratch)
+        self.sendmsg = rd.extension_function(api, probe, C.WSAID_WSASENDMSG, self.scratch)
+        return self
+
+    def close(self) -> None:
+        api = self.api
+        for conn in self.connections:
+            for s in (conn.client, conn.out):
+                if s:
+                    api.closesocket(s)
+        for flow in self.udp_flows.values():
+            api.closesocket(flow["out"])
+        for s in self.listeners + self.udp_sockets:
+            api.closesocket(s)
+        self.connections, self.udp_flows, self.listeners, self.udp_sockets = [], {}, [], []
+
+    # -- the loop --------------------------------------------------------------
+    def poll(self) -> bool:
+        """One non-blocking round of work; True if anything happened."""
+        progress = False
+        for lst in self.listeners:
+            progress |= self._accept(lst)
+        for conn in list(self.connections):
+            progress |= self._advance(conn)
+        for s in self.udp_sockets:
+            progress |= self._udp_in(s)
+        for key, flow in list(self.udp_flows.items()):
+            progress |= self._udp_back(key, flow)
+        return progress
+
+    def serve_forever(self, idle_ms: int = 1) -> None:    # pragma: no cover - the native console loop
+        while True:
+            if not self.poll():
+                self.api.SleepEx(idle_ms, True)
+
+    # -- TCP -------------------------------------------------------------------
+    def _error(self, what: str) -> None:
+        self.stats.errors.append(what)
+
+    def _accept(self, lst) -> bool:
+        api = self.api
+        client = api.accept(lst, 0, 0)
+        if client == C.INVALID_SOCKET:
+            err = api.WSAGetLastError()
+            if err != C.WSAEWOULDBLOCK:
+                self._error(f"accept: {C.error_name(err)}")
+            return False
+        self.stats.accepted += 1
+        self._nonblocking(client)
+        try:
+            records = rd.query_records(api, client, self.scratch)
+            context = rd.query_context(api, client, self.scratch)
+            original = unpack_context(context).original_remote if context else None
+        except (rd.WinsockError, ValueError) as exc:
+            self._error(f"query: {exc}")
+            records = context = original = None
+        if original is None:
+            self.stats.refused += 1
+            api.closesocket(client)          # no original destination: nothing to forward to
+            return True
+        conn = _Tcp(client, (original.host, original.port), records, context)
+        self.connections.append(conn)
+        self._connect_out(conn)
+        return True
+
+    def _connect_out(self, conn: _Tcp) -> None:
+        api = self.api
+        out = api.socket(rd.family_of(conn.original[0]), C.SOCK_STREAM, 0)
+        conn.out = out
+        self._nonblocking(out)
+        try:
+            if self.set_records and conn.records:
+                rd.set_records(api, out, conn.records, self.scratch)
+        except rd.WinsockError as exc:
+            self._error(f"set records: {exc}")
+        name = rd.sockaddr_bytes(*conn.original)
+        api.memory.write(self.scratch.addr, name)
+        if api.connect(out, self.scratch.addr, len(name)) == 0:
+            conn.state = "relay"
+        elif api.WSAGetLastError() != C.WSAEWOULDBLOCK:
+            self._fail(conn, f"connect to {conn.original}: {C.error_name(api.WSAGetLastError())}")
+
+    def _fail(self, conn: _Tcp, why: str) -> None:
+        self._error(why)
+        self._finish(conn)
+
+    def _finish(self, conn: _Tcp) -> None:
+        for s in (conn.client, conn.out):
+            if s:
+                self.api.closesocket(s)
+        conn.state = "closed"
+        self.connections.remove(conn)
+        self.stats.closed += 1
+
+    def _connected(self, conn: _Tcp):
+        """True when the outbound connect finished, False while pending, an error code on failure."""
+        api, scratch = self.api, self.scratch
+        api.memory.write_u32(scratch.addrlen, 128)
+        if api.getpeername(conn.out, scratch.addr, scratch.addrlen) == 0:
+            return True
+        api.memory.write_u32(scratch.addrlen, 4)
+        api.getsockopt(conn.out, C.SOL_SOCKET, C.SO_ERROR, scratch.value, scratch.addrlen)
+        err = api.memory.read_u32(scratch.value)
+        return err or False
+
+    def _advance(self, conn: _Tcp) -> bool:
+        if conn.state == "connecting":
+            done = self._connected(conn)
+            if done is False:
+                return False
+            if done is not True:
+                self._fail(conn, f"connect to {conn.original}: {C.error_name(done)}")
+                return True
+            conn.state = "relay"
+            self.stats.forwarded += 1
+        progress = self._pump(conn, "up", conn.client, conn.out)
+        progress |= self._pump(conn, "down", conn.out, conn.client)
+        if conn.eof["up"] and conn.eof["down"] and not conn.pending["up"] and not conn.pending["down"]:
+            self._finish(conn)
+            return True
+        return progress
+
+    def _pump(self, conn: _Tcp, direction: str, src, dst) -> bool:
+        api, scratch, mem = self.api, self.scratch, self.api.memory
+        progress = False
+        if not conn.eof[direction]:
+            n = api.recv(src, scratch.buf, scratch.size, 0)
+            if n > 0:
+                data = mem.read(scratch.buf, n)
+                conn.inspected[direction] += n
+                if self.inspect is not None:
+                    self.inspect(self, conn, direction, data)
+                conn.pending[direction] += data
+                progress = True
+            elif n == 0:
+                conn.eof[direction] = True
+                progress = True
+            elif api.WSAGetLastError() != C.WSAEWOULDBLOCK:
+                conn.eof["up"] = conn.eof["down"] = True
+                conn.pending = {"up": b"", "down": b""}
+                return True
+        data = conn.pending[direction]
+        if data:
+            mem.write(scratch.buf, data[:scratch.size])
+            sent = api.send(dst, scratch.buf, min(len(data), scratch.size), 0)
+            if sent > 0:
+                conn.pending[direction] = data[sent:]
+                if direction == "up":
+                    self.stats.bytes_up += sent
+                else:
+                    self.stats.bytes_down += sent
+                progress = True
+            elif api.WSAGetLastError() != C.WSAEWOULDBLOCK:
+                conn.pending[direction] = b""
+        if conn.eof[direction] and not conn.pending[direction] and not conn.shut[direction]:
+            api.shutdown(dst, C.SD_SEND)
+            conn.shut[direction] = True
+        return progress
+
+    # -- UDP -------------------------------------------------------------------
+    def _udp_in(self, s) -> bool:
+        api = self.api
+        try:
+            dgram = rd.recv_datagram(api, s, self.recvmsg, self.scratch)
+        except rd.WinsockError as exc:
+            self._error(str(exc))
+            return True
+        if dgram is None:
+            return False
+        key = (s, dgram.source)
+        flow = self.udp_flows.get(key)
+        if self.inspect is not None:
+            self.inspect(self, flow, "up", dgram.payload)
+        if flow is None:
+            if not dgram.context:
+                self.stats.refused += 1          # not a redirected flow's first datagram
+                return True
+            try:
+                original = unpack_context(dgram.context).original_remote
+            except ValueError as exc:
+                self._error(f"udp context: {exc}")
+                return True
+            out = api.socket(rd.family_of(original.host), C.SOCK_DGRAM, 0)
+            flow = {"out": out, "original": (original.host, original.port), "client": dgram.source}
+            self.udp_flows[key] = flow
+            self.stats.udp_flows += 1
+            try:
+                rd.send_datagram(api, out, self.sendmsg, dgram.payload, flow["original"],
+                                 dgram.records if self.set_records else None, self.scratch)
+            except rd.WinsockError as exc:
+                self._error(str(exc))
+            self._nonblocking(out)
+        else:
+            name = rd.sockaddr_bytes(*flow["original"])
+            api.memory.write(self.scratch.addr, name)
+            api.memory.write(self.scratch.buf, dgram.payload)
+            api.sendto(flow["out"], self.scratch.buf, len(dgram.payload), 0, self.scratch.addr, len(name))
+        self.stats.bytes_up += len(dgram.payload)
+        return True
+
+    def _udp_back(self, key, flow) -> bool:
+        api, scratch, mem = self.api, self.scratch, self.api.memory
+        n = api.recv(flow["out"], scratch.buf, scratch.size, 0)
+        if n < 0:
+            return False
+        data = mem.read(scratch.buf, n)
+        if self.inspect is not None:
+            self.inspect(self, flow, "down", data)
+        name = rd.sockaddr_bytes(*flow["client"])
+        mem.write(scratch.addr, name)
+        api.sendto(key[0], scratch.buf, n, 0, scratch.addr, len(name))
+        self.stats.bytes_down += n
+        return True
+
+

@@ -1,0 +1,486 @@
+"""A host's WFP filter engine at the ALE connect-redirect layers, and the Fwps* kernel API.
+
+Modelled on the kernel API (facts §5): providers, sublayers ordered by
+weight, filters ordered by weight inside a sublayer, callouts with a
+`classify(fixed, meta, layer_data, classify_context, filter, flow_context,
+classify_out)` method. A callout changes the connection through
+acquire/apply of writable layer data: each apply makes a new version of the
+FWPS_CONNECT_REQUEST0 whose previousVersion is the one before and whose
+modifierFilterId names the filter. After classification the redirections
+(versions carrying a localRedirectHandle) are appended to the flow's
+records (sim.wfp.flows), and the connection goes to the last version's
+remote address.
+
+Arbitration (learn.microsoft.com "Filter Arbitration", facts §5.5): every
+sublayer is evaluated, highest weight first; inside a sublayer the first
+terminating action (PERMIT/BLOCK) ends it, CONTINUE goes on. BLOCK from any
+sublayer wins. A sublayer that ends with FWPS_RIGHT_ACTION_WRITE cleared
+hands the next sublayers a classifyOut without the right.
+
+Misbehaving callouts get the status the kernel API documents (or, for the
+void functions, a diagnostic naming the callout), and the world keeps
+running.
+"""
+from __future__ import annotations
+
+import itertools
+import traceback
+import uuid
+from dataclasses import dataclass, field
+
+from harness.winsock import constants as C
+from sim.net import is_loopback, unmap, v4_mapped
+from sim.records import RedirectEntry
+from sim.wfp.flows import FlowRedirect, redirect_state
+
+STATUS_SUCCESS = C.STATUS_SUCCESS
+STATUS_INVALID_PARAMETER = C.STATUS_INVALID_PARAMETER
+STATUS_BUFFER_TOO_SMALL = C.STATUS_BUFFER_TOO_SMALL
+STATUS_NOT_FOUND = C.STATUS_NOT_FOUND
+STATUS_FWP_WRITE_ALREADY_ACQUIRED = 0xC022003D   # ntstatus.h: another callout holds the writable data
+STATUS_FWP_NULL_POINTER = 0xC0220016
+
+
+@dataclass
+class Provider:
+    key: uuid.UUID
+    name: str
+
+
+@dataclass
+class SubLayer:
+    key: uuid.UUID
+    name: str
+    weight: int
+    provider: Provider = None
+
+
+@dataclass
+class Filter:
+    filterId: int
+    name: str
+    layerId: int
+    sublayer: SubLayer
+    weight: int
+    callout: object
+    protocols: frozenset = frozenset()     # empty: every protocol
+    flags: int = 0
+
+
+@dataclass
+class ClassifyOut:
+    """FWPS_CLASSIFY_OUT0."""
+    actionType: int = C.FWP_ACTION_CONTINUE
+    outContext: int = 0
+    filterId: int = 0
+    rights: int = C.FWPS_RIGHT_ACTION_WRITE
+    flags: int = 0
+    reserved: int = 0
+
+
+@dataclass
+class ConnectRequest0:
+    """FWPS_CONNECT_REQUEST0 (fwpsk.h): one version of the connection being classified."""
+    localAddressAndPort: tuple
+    remoteAddressAndPort: tuple
+    portReservationToken: int = 0
+    localRedirectTargetPID: int = 0
+    previousVersion: "ConnectRequest0" = None
+    modifierFilterId: int = 0
+    localRedirectHandle: object = None
+    localRedirectContext: bytes = None
+    localRedirectContextSize: int = 0
+
+
+@dataclass(frozen=True)
+class FixedValues:
+    """The incoming values of ALE_CONNECT_REDIRECT_V4/V6 this model provides."""
+    layerId: int
+    ip_protocol: int
+    ip_local_address: bytes
+    ip_local_port: int
+    ip_remote_address: bytes
+    ip_remote_port: int
+    flags: int
+    ale_app_id: str = ""
+
+
+@dataclass
+class MetaValues:
+    """FWPS_INCOMING_METADATA_VALUES0 fields present at the connect-redirect layer."""
+    processId: int
+    redirectRecords: object          # RecordsHandle or None (FWPS_METADATA_FIELD_REDIRECT_RECORD_HANDLE)
+    transportEndpointHandle: int
+    currentMetadataValues: int = C.FWPS_METADATA_FIELD_REDIRECT_RECORD_HANDLE
+
+
+@dataclass(frozen=True)
+class RecordsHandle:
+    """The kernel handle to a flow's redirect records (inMetaValues->redirectRecords)."""
+    entries: tuple
+    contexts: dict = field(default_factory=dict, compare=False)
+    flow_id: int = 0
+
+
+class RedirectHandle:
+    _ids = itertools.count(0xFFFF_A000_0000_1000, 0x40)
+
+    def __init__(self, provider_key: uuid.UUID, owner: str):
+        self.id = next(self._ids)
+        self.provider = provider_key
+        self.owner = owner
+        self.destroyed = False
+
+    def __repr__(self) -> str:
+        return f"<RedirectHandle 0x{self.id:x} of {self.owner}>"
+
+
+@dataclass
+class StateSeen:
+    """A FwpsQueryConnectionRedirectState0 answer, for scenario reports."""
+    callout: str
+    state: int
+
+
+class Classification:
+    """One classify of one connect (or UDP flow): the classifyContext handed to callouts."""
+
+    def __init__(self, engine, request, proceed, protocol, family):
+        self.engine = engine
+        self.request = request             # sim.socket.ConnectRequest
+        self.proceed = proceed
+        self.protocol = protocol
+        self.family = family
+        self.base = None
+        self.current = None                # the newest ConnectRequest0
+        self.acquired = {}                 # classify handle -> (callout name, writable or None)
+        self.pended = None                 # classify handle while pended
+        self.states_seen: list[StateSeen] = []
+        self.reauth_requested = False
+        self.modified_after_reauth_flag = False
+        self.flags = 0
+        self.gen = None
+        self.callout_name = ""
+        self.blocked = False
+
+
+class Fwps:
+    """The Fwps*0 functions a callout calls; out-parameters come back in a tuple."""
+
+    def __init__(self, engine):
+        self._engine = engine
+        self._classify_handles = {}
+        self._next_handle = itertools.count(0x1000)
+
+    # -- redirect handles -------------------------------------------------
+    def FwpsRedirectHandleCreate0(self, providerGuid, flags=0):
+        if not isinstance(providerGuid, uuid.UUID) or flags != 0:
+            return STATUS_INVALID_PARAMETER, None
+        handle = RedirectHandle(providerGuid, self._engine.current_callout or str(providerGuid))
+        self._engine.redirect_handles[handle.id] = handle
+        return STATUS_SUCCESS, handle
+
+    def FwpsRedirectHandleDestroy0(self, redirectHandle):
+        if isinstance(redirectHandle, RedirectHandle):
+            redirectHandle.destroyed = True
+
+    def FwpsQueryConnectionRedirectState0(self, redirectRecords, redirectHandle, want_context=False):
+        """(state, context); context only for BY_SELF / PREVIOUSLY_BY_SELF (DDI page)."""
+        engine = self._engine
+        if redirectRecords is None or not isinstance(redirectHandle, RedirectHandle):
+            state, context = C.FWPS_CONNECTION_NOT_REDIRECTED, None
+        else:
+            state = redirect_state(redirectRecords.entries, redirectHandle.id)
+            context = None
+            if want_context and state in (C.FWPS_CONNECTION_REDIRECTED_BY_SELF,
+                                          C.FWPS_CONNECTION_PREVIOUSLY_REDIRECTED_BY_SELF):
+                for i in range(len(redirectRecords.entries) - 1, -1, -1):
+                    if redirectRecords.entries[i].redirect_handle == redirectHandle.id:
+                        context = redirectRecords.contexts.get(i)
+                        break
+        cls = engine.active
+        if cls is not None:
+            cls.states_seen.append(StateSeen(engine.current_callout, state))
+        return state, context
+
+    def FwpsQueryConnectionSioFormatRedirectRecords0(self, redirectRecords, outputBufferLength):
+        """(status, blob or required size): the blob user mode passes to SIO_SET_..."""
+        if redirectRecords is None:
+            return STATUS_NOT_FOUND, 0
+        from sim import records
+        data = records.encode(redirectRecords.flow_id, redirectRecords.entries, self._engine.host.records_key)
+        if outputBufferLength < len(data):
+            return STATUS_BUFFER_TOO_SMALL, len(data)
+        return STATUS_SUCCESS, data
+
+    # -- classify handles ---------------------------------------------------
+    def FwpsAcquireClassifyHandle0(self, classifyContext, flags=0):
+        if not isinstance(classifyContext, Classification) or flags != 0:
+            return STATUS_INVALID_PARAMETER, 0
+        handle = next(self._next_handle)
+        self._classify_handles[handle] = classifyContext
+        classifyContext.acquired[handle] = [self._engine.current_callout, None]
+        return STATUS_SUCCESS, handle
+
+    def FwpsReleaseClassifyHandle0(self, classifyHandle):
+        cls = self._classify_handles.pop(classifyHandle, None)
+        if cls is None:
+            self._engine.diagnose("classify-handle", f"released classify handle 0x{classifyHandle:x} "
+                                  f"that is not held")
+            return
+        slot = cls.acquired.pop(classifyHandle, None)
+        if slot and slot[1] is not None:
+            self._engine.diagnose("writable-not-applied", "released a classify handle whose writable layer "
+                                  "data was never applied (facts §5.3: every acquire needs an apply)")
+
+    def FwpsAcquireWritableLayerDataPointer0(self, classifyHandle, filterId, flags, classifyOut):
+        cls = self._classify_handles.get(classifyHandle)
+        if cls is None or flags != 0:
+            return STATUS_INVALID_PARAMETER, None
+        if any(slot[1] is not None for slot in cls.acquired.values()):
+            return STATUS_FWP_WRITE_ALREADY_ACQUIRED, None
+        previous = cls.current
+        writable = ConnectRequest0(previous.localAddressAndPort, previous.remoteAddressAndPort,
+                                   previous.portReservationToken, previous.localRedirectTargetPID,
+                                   previousVersion=previous, modifierFilterId=filterId)
+        cls.acquired[classifyHandle][1] = writable
+        if classifyOut is not None:
+            # DDI page: the acquire sets BLOCK and clears the write right.
+            classifyOut.actionType = C.FWP_ACTION_BLOCK
+            classifyOut.rights &= ~C.FWPS_RIGHT_ACTION_WRITE
+        return STATUS_SUCCESS, writable
+
+    def FwpsApplyModifiedLayerData0(self, classifyHandle, modifiedLayerData, flags=0):
+        cls = self._classify_handles.get(classifyHandle)
+        slot = cls.acquired.get(classifyHandle) if cls else None
+        if slot is None or slot[1] is None or slot[1] is not modifiedLayerData:
+            self._engine.diagnose("apply-without-acquire", "applied layer data it did not acquire with "
+                                  "this classify handle; ignored")
+            return
+        slot[1] = None
+        if flags & C.FWPS_CLASSIFY_FLAG_REAUTHORIZE_IF_MODIFIED_BY_OTHERS:
+            cls.reauth_requested = True
+        elif cls.reauth_requested:
+            cls.modified_after_reauth_flag = True
+        cls.current = modifiedLayerData
+
+    def FwpsPendClassify0(self, classifyHandle, filterId, flags, classifyOut):
+        cls = self._classify_handles.get(classifyHandle)
+        if cls is None:
+            return STATUS_INVALID_PARAMETER
+        cls.pended = classifyHandle
+        if classifyOut is not None:
+            classifyOut.actionType = C.FWP_ACTION_BLOCK
+            classifyOut.flags |= C.FWPS_CLASSIFY_OUT_FLAG_ABSORB
+        return STATUS_SUCCESS
+
+    def FwpsCompleteClassify0(self, classifyHandle, flags, classifyOut):
+        cls = self._classify_handles.get(classifyHandle)
+        if cls is None or cls.pended != classifyHandle:
+            self._engine.diagnose("complete-not-pended", f"completed classify handle 0x{classifyHandle:x} "
+                                  "that was not pended")
+            return
+        cls.pended = None
+        self._engine.resume(cls, classifyOut)
+
+
+class FilterEngine:
+    """One host's base filtering engine for the redirect layers."""
+
+    def __init__(self, host, world):
+        self.host = host
+        self.world = world
+        self.providers: dict = {}
+        self.sublayers: dict = {}
+        self.filters: list[Filter] = []
+        self.redirect_handles: dict = {}
+        self._filter_ids = itertools.count(70000)
+        self.fwps = Fwps(self)
+        self.current_callout = ""
+        self.active = None
+        host.connect_redirect = self.classify
+
+    # -- management (FwpmProviderAdd0, FwpmSubLayerAdd0, FwpmFilterAdd0) ----
+    def add_provider(self, key, name: str) -> Provider:
+        provider = Provider(uuid.UUID(str(key)), name)
+        self.providers[provider.key] = provider
+        return provider
+
+    def add_sublayer(self, key, name: str, weight: int, provider: Provider = None) -> SubLayer:
+        sub = SubLayer(uuid.UUID(str(key)), name, weight, provider)
+        self.sublayers[sub.key] = sub
+        return sub
+
+    def add_filter(self, name: str, layer: int, sublayer: SubLayer, weight: int, callout,
+                   protocols=(), flags: int = 0) -> Filter:
+        if layer not in (C.FWPS_LAYER_ALE_CONNECT_REDIRECT_V4, C.FWPS_LAYER_ALE_CONNECT_REDIRECT_V6):
+            raise ValueError(f"layer {layer}: only the connect-redirect layers are modelled")
+        flt = Filter(next(self._filter_ids), name, layer, sublayer, weight, callout, frozenset(protocols), flags)
+        self.filters.append(flt)
+        return flt
+
+    def delete_filter(self, flt: Filter) -> None:
+        self.filters.remove(flt)
+
+    def diagnose(self, kind: str, message: str) -> None:
+        self.world.kernel.note(f"callout:{kind}", f"{self.current_callout or 'callout'} on "
+                               f"{self.host.name}: {message}")
+
+    # -- classification -----------------------------------------------------
+    def classify(self, request, proceed, protocol=C.IPPROTO_TCP) -> None:
+        """Run the connect-redirect layer for `request`, then call proceed(error or 0)."""
+        family = C.AF_INET if len(unmap(request.remote[0])) == 4 else C.AF_INET6
+        cls = Classification(self, request, proceed, protocol, family)
+        sock = request.socket
+        previous = request.meta.get("records") or sock.redirect_records
+        records = RecordsHandle(tuple(previous[1]), {}, previous[0]) if previous else None
+        cls.records = records
+        cls.base = cls.current = ConnectRequest0(request.local, request.remote)
+        cls.gen = self._run(cls)
+        self._advance(cls)
+
+    def resume(self, cls: Classification, classify_out) -> None:
+        self._advance(cls, classify_out, first=False)
+
+    def _advance(self, cls, value=None, first=True) -> None:
+        """Run the classification until it ends or a callout pends it."""
+        try:
+            if first:
+                next(cls.gen)
+            else:
+                cls.gen.send(value)
+        except StopIteration:
+            self._finish(cls)
+
+    def _layer(self, family: int) -> int:
+        return C.FWPS_LAYER_ALE_CONNECT_REDIRECT_V4 if family == C.AF_INET else C.FWPS_LAYER_ALE_CONNECT_REDIRECT_V6
+
+    def _run(self, cls: Classification):
+        layer = self._layer(cls.family)
+        for attempt in range(2):                      # the second pass is a reauthorization
+            rights = C.FWPS_RIGHT_ACTION_WRITE
+            for sub in sorted({f.sublayer.key: f.sublayer for f in self.filters}.values(),
+                              key=lambda s: -s.weight):
+                out = ClassifyOut(rights=rights)
+                for flt in sorted((f for f in self.filters if f.sublayer is sub and f.layerId == layer
+                                   and (not f.protocols or cls.protocol in f.protocols)),
+                                  key=lambda f: -f.weight):
+                    out.filterId = flt.filterId
+                    done = yield from self._call(cls, flt, out, attempt)
+                    if cls.blocked:
+                        return
+                    if done:
+                        break
+                if out.actionType == C.FWP_ACTION_BLOCK:
+                    cls.blocked = True
+                    return
+                rights = out.rights & C.FWPS_RIGHT_ACTION_WRITE
+            if not (cls.reauth_requested and cls.modified_after_reauth_flag):
+                return
+            cls.flags |= C.FWP_CONDITION_FLAG_IS_REAUTHORIZE
+            cls.reauth_requested = cls.modified_after_reauth_flag = False
+
+    def _call(self, cls, flt, out, attempt):
+        """Invoke one callout; yields while it is pended; returns True when the sublayer is decided."""
+        request = cls.request
+        plain_local, plain_remote = unmap(cls.current.localAddressAndPort[0]), unmap(cls.current.remoteAddressAndPort[0])
+        flags = cls.flags
+        if is_loopback(plain_remote):
+            flags |= C.FWP_CONDITION_FLAG_IS_LOOPBACK
+        if cls.records is not None:
+            flags |= C.FWP_CONDITION_FLAG_IS_CONNECTION_REDIRECTED
+        fixed = FixedValues(flt.layerId, cls.protocol, plain_local, cls.current.localAddressAndPort[1],
+                            plain_remote, cls.current.remoteAddressAndPort[1], flags, request.process.name)
+        meta = MetaValues(request.process.pid, cls.records, request.socket.endpoint_handle)
+        name = getattr(flt.callout, "name", type(flt.callout).__name__)
+        self.current_callout, self.active = name, cls
+        before = dict(cls.acquired)
+        try:
+            flt.callout.classify(fixed, meta, cls.current, cls, flt, 0, out)
+        except Exception as exc:    # a bug in a user's callout is a bugcheck on Windows: keep it, block the flow
+            self.diagnose("crashed", f"classify raised {type(exc).__name__}: {exc}\n"
+                          + "".join(traceback.format_exception(exc)[-3:]))
+            cls.blocked = True
+            return True
+        finally:
+            self.current_callout, self.active = "", None
+        if cls.pended is not None:
+            self.current_callout = name
+            completion_out = yield           # FwpsCompleteClassify0 resumes us with its classifyOut
+            self.current_callout = ""
+            if completion_out is not None:
+                out.actionType, out.rights = completion_out.actionType, completion_out.rights
+        for handle, slot in list(cls.acquired.items()):
+            if handle in before:
+                continue
+            self.current_callout = name
+            if slot[1] is not None:
+                self.diagnose("writable-not-applied", "returned without applying the writable layer data it "
+                              "acquired; the classify cannot complete (facts §5.3): connection blocked")
+                cls.blocked = True
+            self.diagnose("classify-handle-leaked", "returned without releasing its classify handle")
+            self.fwps._classify_handles.pop(handle, None)
+            cls.acquired.pop(handle, None)
+            self.current_callout = ""
+        action = out.actionType
+        return action in (C.FWP_ACTION_PERMIT, C.FWP_ACTION_BLOCK) or cls.blocked
+
+    def _finish(self, cls: Classification) -> None:
+        request = cls.request
+        if cls.blocked:
+            request.meta["wfp_states"] = cls.states_seen
+            cls.proceed(C.WSAEACCES)
+            return
+        versions = []
+        v = cls.current
+        while v is not None and v is not cls.base:
+            versions.append(v)
+            v = v.previousVersion
+        versions.reverse()
+        entries = list(cls.records.entries) if cls.records else []
+        contexts = dict(cls.records.contexts) if cls.records else {}
+        remote = cls.base.remoteAddressAndPort
+        new = []
+        for v in versions:
+            if v.remoteAddressAndPort == remote and v.localRedirectHandle is None:
+                continue
+            handle = v.localRedirectHandle
+            local_target = self.host.owns(unmap(v.remoteAddressAndPort[0]))
+            if handle is None:
+                if local_target:
+                    self._blame(v, "redirected to a local address without a localRedirectHandle (required "
+                                   "from Windows 8, facts §5.2): redirect ignored")
+                    continue
+                remote = v.remoteAddressAndPort       # a plain rewrite to a remote address
+                continue
+            if not isinstance(handle, RedirectHandle) or handle.destroyed:
+                self._blame(v, f"used redirect handle {handle!r}, which is not a live handle: redirect ignored")
+                continue
+            remote = v.remoteAddressAndPort
+            new.append(RedirectEntry(handle.id, handle.provider, v.modifierFilterId, v.localRedirectTargetPID))
+            if v.localRedirectContext is not None:
+                contexts[len(entries) + len(new) - 1] = bytes(v.localRedirectContext)
+        request.meta["wfp_states"] = cls.states_seen
+        if request.socket.family == C.AF_INET6 and len(remote[0]) == 4:
+            remote = (v4_mapped(remote[0]), remote[1])    # the socket's own address form
+        if new:
+            entries += new
+            lineage = self.world.hops.redirected(request, entries[len(entries) - len(new):], remote,
+                                                 cls.states_seen, self)
+            if lineage is None:                   # a loop: the world stops it here
+                cls.proceed(C.WSAECONNREFUSED)
+                return
+            flow = FlowRedirect(entries, contexts, self.host.records_key, lineage)
+            self.world.hops.register(flow)
+            request.meta["redirect"] = flow
+            request.meta["redirect_target_pid"] = new[-1].target_pid
+            request.remote = remote
+        else:
+            self.world.hops.passed(request, cls.states_seen)
+        cls.proceed(0)
+
+    def _blame(self, version, message: str) -> None:
+        flt = next((f for f in self.filters if f.filterId == version.modifierFilterId), None)
+        self.current_callout = getattr(flt.callout, "name", "callout") if flt else "callout"
+        self.diagnose("bad-redirect", message)
+        self.current_callout = ""

@@ -1,0 +1,126 @@
+"""Where proxied connections went: hop chains, and redirect loops stopped by the world.
+
+The simulator sees everything, so it can follow a connection across
+proxies: a proxy's outbound connection continues the flow it accepted when
+it carries that flow's records (SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS),
+or, without records, when it goes to the original destination of a
+redirected connection the same process accepted and has not forwarded yet.
+A redirection to a proxy the flow already passed is a loop (the one the
+SDK Remarks warn about): the world records it with its hop chain and
+refuses that connection, so a scenario never hangs.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+from harness.winsock import constants as C
+from sim.net import ip_text, unmap
+
+STATE_NAMES = {
+    C.FWPS_CONNECTION_NOT_REDIRECTED: "NOT_REDIRECTED",
+    C.FWPS_CONNECTION_REDIRECTED_BY_SELF: "REDIRECTED_BY_SELF",
+    C.FWPS_CONNECTION_REDIRECTED_BY_OTHER: "REDIRECTED_BY_OTHER",
+    C.FWPS_CONNECTION_PREVIOUSLY_REDIRECTED_BY_SELF: "PREVIOUSLY_REDIRECTED_BY_SELF",
+}
+
+
+def endpoint_text(ep) -> str:
+    ip = ip_text(unmap(ep[0]))
+    return f"[{ip}]:{ep[1]}" if ":" in ip else f"{ip}:{ep[1]}"
+
+
+@dataclass
+class Hop:
+    """One connect of the flow: who connected, where WFP sent it, and what each callout saw."""
+    from_pid: int
+    from_process: str
+    destination: str                 # where the connect asked to go
+    redirected_to: str = ""          # where WFP sent it ('' when not redirected)
+    vendor: str = ""                 # provider name of the redirect handle
+    proxy_pid: int = 0
+    states: list = field(default_factory=list)    # [(callout, state name)]
+    records_forwarded: bool = False  # the connect carried the accepted flow's records
+
+    def as_dict(self) -> dict:
+        return {"from_pid": self.from_pid, "from_process": self.from_process, "destination": self.destination,
+                "redirected_to": self.redirected_to, "vendor": self.vendor, "proxy_pid": self.proxy_pid,
+                "states_seen": [{"callout": c, "state": s} for c, s in self.states],
+                "records_forwarded": self.records_forwarded}
+
+
+@dataclass
+class Lineage:
+    """The chain of connects that carry one original connection."""
+    id: int
+    original_destination: str
+    hops: list = field(default_factory=list)
+    loop: bool = False
+
+    def targets(self):
+        return [(h.proxy_pid, h.redirected_to) for h in self.hops if h.redirected_to]
+
+
+class HopTracker:
+    def __init__(self):
+        self.lineages: list[Lineage] = []
+        self.by_flow: dict = {}
+        self._ids = itertools.count(1)
+
+    def _hop(self, request, states) -> Hop:
+        return Hop(request.process.pid, request.process.name, endpoint_text(request.original_remote),
+                   states=[(s.callout, STATE_NAMES.get(s.state, str(s.state))) for s in states],
+                   records_forwarded=bool(request.meta.get("records") or request.socket.redirect_records))
+
+    def _parent(self, request):
+        """The chain this connect continues, if any (and marks the accepted flow forwarded)."""
+        records = request.meta.get("records") or request.socket.redirect_records
+        if records:
+            flow = self.by_flow.get(records[0])
+            if flow is not None:
+                flow.forwarded = True
+                return flow.lineage
+        want = endpoint_text(request.original_remote)
+        for sock in list(request.process.sockets.values()):
+            flow = sock.redirect
+            if flow is not None and flow.lineage is not None and not flow.forwarded \
+                    and flow.lineage.original_destination == want:
+                flow.forwarded = True
+                return flow.lineage
+        return None
+
+    def redirected(self, request, new_entries, remote, states, engine):
+        """A connect was redirected. Returns its lineage, or None when it is a loop."""
+        parent = self._parent(request)
+        hop = self._hop(request, states)
+        hop.redirected_to = endpoint_text(remote)
+        last = new_entries[-1]
+        hop.proxy_pid = last.target_pid
+        provider = engine.providers.get(last.provider)
+        hop.vendor = provider.name if provider else str(last.provider)
+        lineage = parent
+        if lineage is None:
+            lineage = Lineage(next(self._ids), hop.destination)
+            self.lineages.append(lineage)
+        looped = (hop.proxy_pid, hop.redirected_to) in lineage.targets()
+        lineage.hops.append(hop)
+        if looped:
+            lineage.loop = True
+            engine.world.kernel.note("redirect-loop", f"flow {lineage.id} to {lineage.original_destination} "
+                                     f"redirected back to {hop.redirected_to} (pid {hop.proxy_pid}); "
+                                     f"chain: {' -> '.join(h.redirected_to or h.destination for h in lineage.hops)}")
+            return None
+        return lineage
+
+    def register(self, flow_redirect) -> None:
+        self.by_flow[flow_redirect.flow_id] = flow_redirect
+
+    def passed(self, request, states) -> None:
+        """A connect that no callout redirected: the last hop of a chain, if it continues one."""
+        parent = self._parent(request)
+        if parent is not None:
+            parent.hops.append(self._hop(request, states))
+
+    def report(self) -> list[dict]:
+        return [{"id": x.id, "original_destination": x.original_destination, "loop": x.loop,
+                 "hops": [h.as_dict() for h in x.hops]} for x in self.lineages]
