@@ -403,7 +403,8 @@ class Network:
             return
         src = (unmap(seg.src[0]), seg.src[1])
         dst = (unmap(seg.dst[0]), seg.dst[1])
-        self._log("tcp", src, dst, seg.flags, seg.seq, seg.ack, seg.payload)
+        note = seg.meta.get("note", "") if seg.flags & SYN and not seg.flags & ACK else ""
+        self._log("tcp", src, dst, seg.flags, seg.seq, seg.ack, seg.payload, note)
         target, latency = self._route(host, dst[0])
         if target is None:
             return
@@ -415,7 +416,7 @@ class Network:
             return False
         src = (unmap(src[0]), src[1])
         dst = (unmap(dst[0]), dst[1])
-        self._log("udp", src, dst, payload=payload)
+        self._log("udp", src, dst, payload=payload, note=(meta or {}).get("note", ""))
         target, latency = self._route(host, dst[0])
         if target is None:
             return True

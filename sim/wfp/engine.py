@@ -404,6 +404,9 @@ class FilterEngine:
             return True
         finally:
             self.current_callout, self.active = "", None
+        if cls.records is None and not any(seen.callout == name for seen in cls.states_seen):
+            # Without a records handle nobody has redirected the flow yet (classify.c step 3).
+            cls.states_seen.append(StateSeen(name, C.FWPS_CONNECTION_NOT_REDIRECTED))
         if cls.pended is not None:
             self.current_callout = name
             completion_out = yield           # FwpsCompleteClassify0 resumes us with its classifyOut
@@ -474,6 +477,9 @@ class FilterEngine:
             self.world.hops.register(flow)
             request.meta["redirect"] = flow
             request.meta["redirect_target_pid"] = new[-1].target_pid
+            hop = lineage.hops[-1]
+            request.meta["note"] = (f"WFP: redirected by {hop.vendor} to {hop.redirected_to} (pid {hop.proxy_pid}); "
+                                    f"original {hop.destination}")
             request.remote = remote
         else:
             self.world.hops.passed(request, cls.states_seen)

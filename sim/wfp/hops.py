@@ -108,7 +108,7 @@ class HopTracker:
             lineage.loop = True
             engine.world.kernel.note("redirect-loop", f"flow {lineage.id} to {lineage.original_destination} "
                                      f"redirected back to {hop.redirected_to} (pid {hop.proxy_pid}); "
-                                     f"chain: {' -> '.join(h.redirected_to or h.destination for h in lineage.hops)}")
+                                     f"chain: {' -> '.join([lineage.original_destination] + [h.redirected_to for h in lineage.hops if h.redirected_to])}")
             return None
         return lineage
 
