@@ -108,6 +108,16 @@ def _wfp_junit_properties(request, record_testsuite_property):
 
 
 @pytest.fixture
+def redirected(wfp_target, profile):
+    """A TCP connection a sample driver redirected to this process, accepted (sim.fixtures.Redirected)."""
+    if wfp_target != "sim":
+        pytest.skip("a redirected-connection fixture for native targets (driving the installed sample "
+                    "driver's policy) is not built yet")
+    from sim.fixtures import redirected_tcp
+    return redirected_tcp(profile)
+
+
+@pytest.fixture
 def api(request, wfp_target, profile):
     """A fresh WinsockApi for one test (WSAStartup already called)."""
     if wfp_target == "sim":

@@ -407,14 +407,17 @@ class FilterEngine:
         if cls.records is None and not any(seen.callout == name for seen in cls.states_seen):
             # Without a records handle nobody has redirected the flow yet (classify.c step 3).
             cls.states_seen.append(StateSeen(name, C.FWPS_CONNECTION_NOT_REDIRECTED))
-        if cls.pended is not None:
+        pended = cls.pended
+        if pended is not None:
             self.current_callout = name
             completion_out = yield           # FwpsCompleteClassify0 resumes us with its classifyOut
             self.current_callout = ""
             if completion_out is not None:
                 out.actionType, out.rights = completion_out.actionType, completion_out.rights
+            # The HOWTO releases the pended handle after FwpsCompleteClassify0 returns: look once it has.
+            self.world.kernel.scheduler.call_soon(lambda: self._check_released(cls, pended, name), "wfp-leak")
         for handle, slot in list(cls.acquired.items()):
-            if handle in before:
+            if handle in before or handle == pended:
                 continue
             self.current_callout = name
             if slot[1] is not None:
@@ -427,6 +430,14 @@ class FilterEngine:
             self.current_callout = ""
         action = out.actionType
         return action in (C.FWP_ACTION_PERMIT, C.FWP_ACTION_BLOCK) or cls.blocked
+
+    def _check_released(self, cls, handle, name) -> None:
+        if handle in cls.acquired:
+            self.current_callout = name
+            self.diagnose("classify-handle-leaked", "never released the classify handle it pended")
+            self.fwps._classify_handles.pop(handle, None)
+            cls.acquired.pop(handle, None)
+            self.current_callout = ""
 
     def _finish(self, cls: Classification) -> None:
         request = cls.request

@@ -1,0 +1,91 @@
+"""Ready-made worlds for tests: a connection that a sample driver redirected to the caller.
+
+The caller is the proxy process: `Redirected.api` is its WinsockApi and
+`Redirected.sock` the accepted, redirected socket, exactly what a redirect
+service holds when it is about to query the records and the context.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness.winsock import constants as C
+from harness.winsock import redirect as rd
+from harness.winsock.sample_driver import RedirectPolicy
+from sim.services import EchoServer
+from sim.wfp.callouts import install_sample_driver
+from sim.world import World
+
+CLIENT = ("192.0.2.10", "2001:db8::10")
+SERVER = ("192.0.2.20", "2001:db8::20")
+PROXY_PORT = 9000
+
+
+@dataclass
+class Redirected:
+    world: World
+    api: object            # the proxy process
+    sock: int              # the accepted, redirected socket (TCP) or the proxy's UDP socket
+    listener: int
+    app: object            # the application process that connected
+    app_sock: int
+    original: tuple        # (ip, port) the application asked for
+    callout: object
+
+
+def _listen(api, kind, ip, port):
+    s = api.socket(rd.family_of(ip), kind, 0)
+    name = rd.sockaddr_bytes(ip, port)
+    ptr = api.memory.alloc(len(name))
+    api.memory.write(ptr, name)
+    assert api.bind(s, ptr, len(name)) == 0, api.WSAGetLastError()
+    if kind == C.SOCK_STREAM:
+        assert api.listen(s, 16) == 0
+    return s
+
+
+def redirected_tcp(profile="documented", family=C.AF_INET, overrides=None) -> Redirected:
+    world = World(profile, overrides)
+    client = world.add_host("client", CLIENT)
+    server = world.add_host("server", SERVER)
+    echo = EchoServer(world.start_process(server, "echo"), 80, udp=False)
+    world.add_service(echo.poll)
+    proxy = world.start_process(client, "proxy")
+    loop_ip = "127.0.0.1" if family == C.AF_INET else "::1"
+    lst = _listen(proxy, C.SOCK_STREAM, loop_ip, PROXY_PORT)
+    callout = install_sample_driver(world, client, RedirectPolicy(
+        tcp_ports=(80,), tcp_proxy_port=PROXY_PORT, proxy_process_id=proxy.GetCurrentProcessId()))
+    app = world.start_process(client, "app", elevated=False)
+    original = (SERVER[0] if family == C.AF_INET else SERVER[1], 80)
+    s = app.socket(family, C.SOCK_STREAM, 0)
+    name = rd.sockaddr_bytes(*original)
+    ptr = app.memory.alloc(len(name))
+    app.memory.write(ptr, name)
+    assert app.connect(s, ptr, len(name)) == 0, app.WSAGetLastError()
+    accepted = proxy.accept(lst, 0, 0)
+    assert accepted != C.INVALID_SOCKET, proxy.WSAGetLastError()
+    return Redirected(world, proxy, accepted, lst, app, s, original, callout)
+
+
+def redirected_udp(profile="documented", family=C.AF_INET, enable_cmsgs=True) -> Redirected:
+    """The proxy's UDP socket, with the application's first datagram already sent to it."""
+    world = World(profile)
+    client = world.add_host("client", CLIENT)
+    world.add_host("server", SERVER)
+    proxy = world.start_process(client, "proxy")
+    loop_ip = "127.0.0.1" if family == C.AF_INET else "::1"
+    udp = _listen(proxy, C.SOCK_DGRAM, loop_ip, PROXY_PORT + 53)
+    if enable_cmsgs:
+        rd.enable_redirect_cmsgs(proxy, udp, family)
+    callout = install_sample_driver(world, client, RedirectPolicy(
+        udp_ports=(53,), udp_proxy_port=PROXY_PORT + 53, proxy_process_id=proxy.GetCurrentProcessId()))
+    app = world.start_process(client, "app", elevated=False)
+    original = (SERVER[0] if family == C.AF_INET else SERVER[1], 53)
+    s = app.socket(family, C.SOCK_DGRAM, 0)
+    name = rd.sockaddr_bytes(*original)
+    ptr = app.memory.alloc(64)
+    app.memory.write(ptr, name)
+    for payload in (b"first", b"second"):
+        app.memory.write(ptr + 32, payload)
+        assert app.sendto(s, ptr + 32, len(payload), 0, ptr, len(name)) == len(payload)
+    world.run(5)
+    return Redirected(world, proxy, udp, udp, app, s, original, callout)
