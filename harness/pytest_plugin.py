@@ -124,5 +124,9 @@ def api(request, wfp_target, profile):
         from sim import SimulatedWinsock
         yield SimulatedWinsock(profile)
         return
-    from harness import native  # noqa: F401  (the ctypes provider: issue "conformance suite")
-    yield native.NativeWinsock()
+    from harness import native
+    provider = native.NativeWinsock()
+    try:
+        yield provider
+    finally:
+        provider.close()              # one WSACleanup per WSAStartup

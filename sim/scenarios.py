@@ -70,8 +70,8 @@ class Story:
         server = self.world.start_process(self.server_host, "echo")
         self.echo = EchoServer(server, TCP_PORT, udp=False)
         self.echo_udp = EchoServer(server, UDP_PORT, tcp=False)
-        self.world.add_service(self.echo.poll)
-        self.world.add_service(self.echo_udp.poll)
+        self.world.add_service(self.echo.poll, self.echo.api)
+        self.world.add_service(self.echo_udp.poll, self.echo_udp.api)
         self.inspected: dict = {}
         self.proxies = {}
         self.errors: list[str] = []
@@ -80,7 +80,7 @@ class Story:
             api = self.world.start_process(self.client_host, f"{vendor.lower()}-proxy", elevated=proxy_elevated)
             proxy = RedirectProxy(api, vendor, tcp_port=tcp_port, udp_port=udp_port, set_records=set_records,
                                   inspect=self._inspect).start()
-            self.world.add_service(proxy.poll)
+            self.world.add_service(proxy.poll, proxy.api)
             self.proxies[vendor] = proxy
             policy = RedirectPolicy(tcp_ports=(TCP_PORT,), udp_ports=(UDP_PORT,), tcp_proxy_port=tcp_port,
                                     udp_proxy_port=udp_port, proxy_process_id=api.GetCurrentProcessId())
@@ -269,7 +269,7 @@ def query_listening_socket(profile):
     story = Story(profile, ())
     api = story.world.start_process(story.client_host, "buggy-proxy")
     proxy = _ListenerQueryingProxy(api, "VendorX", tcp_port=VENDORS["VendorX"][0]).start()
-    story.world.add_service(proxy.poll)
+    story.world.add_service(proxy.poll, proxy.api)
     story.proxies["VendorX"] = proxy
     install_sample_driver(story.world, story.client_host,
                           RedirectPolicy(tcp_ports=(TCP_PORT,), tcp_proxy_port=VENDORS["VendorX"][0],

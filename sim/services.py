@@ -40,6 +40,13 @@ class EchoServer:
         self.api.ioctlsocket(s, C.FIONBIO, self.scratch.value)
 
     def poll(self) -> bool:
+        """Echo everything that is waiting now; True if anything happened."""
+        progress = False
+        while self._round():          # a round handles one event per socket; drain them all
+            progress = True
+        return progress
+
+    def _round(self) -> bool:
         api, sc, mem = self.api, self.scratch, self.api.memory
         progress = False
         for lst in self.listeners:

@@ -418,6 +418,7 @@ class Socket:
     # -- transport callbacks -----------------------------------------------
     def on_transport_event(self) -> None:
         """Data, a connection or an error arrived: finish what was waiting for it."""
+        self.process.activity += 1
         if self.state == "connecting":
             self._settle_connect()
         for req in list(self.pending):

@@ -105,7 +105,7 @@ class SimulatedWinsock:
     def as_thread(self, thread):
         """Make calls from this Python thread act as simulated `thread`."""
         tls = self.process._tls
-        previous = getattr(tls, "thread", None)
+        previous = self.process.current_thread()
         tls.thread = thread
         try:
             yield thread
@@ -113,9 +113,7 @@ class SimulatedWinsock:
             tls.thread = previous
 
     def _enter(self):
-        kernel = self.kernel
-        kernel.enter()
-        kernel.scheduler.run_due()
+        self.kernel.scheduler.run_due()
         return self.process.current_thread()
 
     def _socket(self, thread, s):

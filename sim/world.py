@@ -62,6 +62,7 @@ class Process:
         self._routines: dict = {}
         self._extensions: dict = {}
         self.faults = FaultPlan()
+        self.activity = 0                 # bumped when one of its sockets has news (sim.world services)
         self.scratch = self.memory.alloc(16, tag="ws2_32 internal")
         host.processes.append(self)
 
@@ -92,14 +93,17 @@ class Process:
         return thread
 
     def current_thread(self) -> SimThread:
-        override = getattr(self._tls, "thread", None)
-        if override is not None:
-            return override
+        """The simulated thread of the calling Python thread (its own, unless as_thread() chose one)."""
+        thread = self._tls.__dict__.get("thread")
+        if thread is not None:
+            return thread
         ident = threading.get_ident()
         thread = self._by_ident.get(ident)
         if thread is None:
             thread = self.new_thread(threading.current_thread().name)
             self._by_ident[ident] = thread
+            self.kernel.enter()            # this Python thread now uses the world (kernel.wait)
+        self._tls.thread = thread
         return thread
 
     # -- code pointers -----------------------------------------------------
@@ -179,14 +183,34 @@ class World:
                 engine = self._engines[host.name] = FilterEngine(host, self)
             return engine
 
-    def add_service(self, poll) -> None:
-        """Run `poll()` (non-blocking, returns True on progress) whenever the world waits."""
-        with self.kernel.lock:
-            self.kernel.services.append(poll)
+    def add_service(self, poll, api=None):
+        """Run `poll()` (non-blocking, returns True on progress) whenever the world waits.
 
-    def remove_service(self, poll) -> None:
+        With `api` (the service's process), a poll is skipped while none of that
+        process's sockets has had news since its last poll: such a poll could
+        only collect WSAEWOULDBLOCKs. Gated services must drain what they can
+        in one poll.
+        """
+        if api is not None:
+            process = api.process
+            seen = [-1]
+
+            def gated():
+                if process.activity == seen[0]:
+                    return False
+                seen[0] = process.activity
+                return poll()
+            gated.__wrapped__ = poll
+            service = gated
+        else:
+            service = poll
         with self.kernel.lock:
-            self.kernel.services.remove(poll)
+            self.kernel.services.append(service)
+        return service
+
+    def remove_service(self, service) -> None:
+        with self.kernel.lock:
+            self.kernel.services.remove(service)
 
     def run(self, ms: float = None, until_ns: int = None) -> None:
         """Let virtual time pass: fire every timer up to the target time."""

@@ -48,9 +48,10 @@ def test_two_vendors_each_inspect_the_stream_exactly_once():
 def test_missing_set_loop_is_reported_with_its_chain():
     report, world = run("missing-set-loop")
     (conn,) = report["connections"]
-    assert conn["loop_chain"] == ["192.0.2.20:80", "127.0.0.1:9000", "127.0.0.1:9000"]
-    assert not conn["hops"][1]["records_forwarded"]
-    assert [d["kind"] for d in report["diagnostics"]] == ["redirect-loop"]
+    # The world lets the loop go round twice more (so captures show it), then refuses it.
+    assert conn["loop_chain"] == ["192.0.2.20:80"] + ["127.0.0.1:9000"] * 4
+    assert not any(h["records_forwarded"] for h in conn["hops"])
+    assert [d["kind"] for d in report["diagnostics"]] == ["redirect-loop", "redirect-loop-stopped"]
     assert world.now_ns < 10_000_000_000           # stopped, not spun: virtual time stayed small
 
 
@@ -104,3 +105,19 @@ def test_cli_bad_profile_is_exit_2():
     proc = subprocess.run([sys.executable, "-m", "sim", "scenario", "run", "single-proxy", "--profile", "nope"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "unknown profile" in proc.stderr
+
+
+@pytest.mark.parametrize("name", ["missing-set-loop", "non-elevated-set"])
+def test_the_capture_shows_the_loop(tmp_path, name):
+    """Issue 'packet evidence': harness.capture finds the loop in the scenario's own capture."""
+    from harness.capture import analyze_file
+    from sim import pcap
+    report, world = run(name)
+    path = tmp_path / f"{name}.pcapng"
+    pcap.write(world.network.packets, str(path), fmt="pcapng")
+    result = analyze_file(str(path))
+    assert len(result.loops) == 1
+    (flow,) = result.loops
+    assert len(flow.proxies) >= 2 and {str(p) for p in flow.proxies} == {"127.0.0.1:9000"}
+    assert flow.loop and flow.verdict == "loop"
+    assert str(flow.original_destination) == report["connections"][0]["original_destination"]

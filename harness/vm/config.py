@@ -119,6 +119,14 @@ class Guest:
     ssh_key_file: Path | None = None
     ssh_key_env: str | None = None   # name of an env var holding the private key text
     secure_boot: bool | None = None  # expected state; None: only report it
+    # How the guest is driven (harness.vm.guest_os): "windows" (PowerShell,
+    # pnputil, verifier, pktmon) or "posix" (the stand-in used in tests and
+    # demos: a POSIX sshd that plays the guest's part from a state directory).
+    os: str = "windows"
+    workdir: str | None = None       # remote directory for runs; None: the profile's default
+    python: str | None = None        # remote Python; None: the profile's default
+    boot_id_path: str | None = None  # posix only: file whose content changes on every boot
+    state_dir: str | None = None     # posix only: the stand-in's simulated Windows state
 
 
 @dataclass(frozen=True)
@@ -128,6 +136,11 @@ class RunConfig:
     clone_prefix: str = "wfp-ci"
     clone_ttl_hours: float = 12.0
     min_datastore_free_gb: float = 20.0
+    # Infrastructure faults only: extra attempts per guest (each on a fresh
+    # clone) and the exponential backoff between them, in seconds.
+    retries: int = 2
+    retry_backoff: float = 30.0
+    retry_backoff_max: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -144,6 +157,8 @@ class Timeouts:
     ip: float = 900.0
     ssh: float = 600.0
     test_run: float = 14400.0
+    reboot: float = 1200.0   # reboot (or bugcheck + dump writing) until SSH answers again
+    command: float = 900.0   # any other remote command (install, pnputil, verifier)
 
 
 @dataclass(frozen=True)
@@ -369,7 +384,8 @@ def _placement(ctx: _Ctx, raw: Any) -> Placement:
     )
 
 
-_RUN_KEYS = {"artifact_dir", "parallelism", "clone_prefix", "clone_ttl_hours", "min_datastore_free_gb"}
+_RUN_KEYS = {"artifact_dir", "parallelism", "clone_prefix", "clone_ttl_hours", "min_datastore_free_gb",
+             "retries", "retry_backoff", "retry_backoff_max"}
 
 
 def _run(ctx: _Ctx, raw: Any) -> RunConfig:
@@ -392,6 +408,13 @@ def _run(ctx: _Ctx, raw: Any) -> RunConfig:
         # 0 switches the free-space check off; anything else must be positive.
         zero = not isinstance(v, bool) and isinstance(v, (int, float)) and v == 0
         kw["min_datastore_free_gb"] = 0.0 if zero else ctx.positive("run.min_datastore_free_gb", v)
+    if "retries" in t:
+        kw["retries"] = ctx.integer("run.retries", t["retries"], 0, 20)
+    for k in ("retry_backoff", "retry_backoff_max"):
+        if k in t:
+            kw[k] = ctx.positive(f"run.{k}", t[k])
+    if kw.get("retry_backoff_max", RunConfig.retry_backoff_max) < kw.get("retry_backoff", RunConfig.retry_backoff):
+        raise ctx.err("run.retry_backoff_max", "must be >= run.retry_backoff")
     return RunConfig(**kw)
 
 
@@ -404,7 +427,8 @@ def _timeouts(ctx: _Ctx, raw: Any) -> Timeouts:
 
 _GUEST_KEYS = {"name", "template", "snapshot", "os_build", "account", "ssh_port",
                "ssh_key_file", "ssh_key_env", "host_key", "host_key_file", "host_key_guestinfo",
-               "secure_boot"}
+               "secure_boot", "os", "workdir", "python", "boot_id_path", "state_dir"}
+_GUEST_OS = ("windows", "posix")
 
 
 def _guest(ctx: _Ctx, i: int, raw: Any) -> Guest:
@@ -453,9 +477,22 @@ def _guest(ctx: _Ctx, i: int, raw: Any) -> Guest:
         host_key = HostKeySource(guestinfo=gi)
 
     sb = ctx.boolean(f"{p}.secure_boot", t["secure_boot"]) if "secure_boot" in t else None
+    os_kind = ctx.string(f"{p}.os", t["os"]) if "os" in t else "windows"
+    if os_kind not in _GUEST_OS:
+        raise ctx.err(f"{p}.os", f"must be one of {', '.join(_GUEST_OS)}")
+    extra = {k: ctx.string(f"{p}.{k}", t[k]) for k in ("workdir", "python", "boot_id_path", "state_dir")
+             if k in t}
+    for k in ("boot_id_path", "state_dir"):
+        if k in extra and os_kind != "posix":
+            raise ctx.err(f"{p}.{k}", 'only meaningful with os = "posix" (the stand-in)')
+    for k, v in extra.items():
+        if any(c in v for c in "\x00\r\n"):
+            raise ctx.err(f"{p}.{k}", "must not contain control characters")
+    if os_kind == "posix" and "workdir" not in extra:
+        raise ctx.err(f"{p}.workdir", 'required with os = "posix"')
     return Guest(name=name, template=template, snapshot=snapshot, os_build=os_build, account=account,
                  host_key=host_key, ssh_port=port, ssh_key_file=key_file, ssh_key_env=key_env,
-                 secure_boot=sb)
+                 secure_boot=sb, os=os_kind, **extra)
 
 
 def _guests(ctx: _Ctx, raw: Any) -> tuple[Guest, ...]:

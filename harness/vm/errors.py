@@ -24,6 +24,13 @@ class InfrastructureError(Exception):
 
     kind = "infrastructure"
     default_phase = "infrastructure"
+    # Worth another attempt on a fresh clone?  False for faults that a retry
+    # cannot fix (wrong CA, missing credentials, missing template): retrying
+    # them only delays the report and hammers the lab.
+    retryable = True
+    # True when the fault concerns the whole lab (vCenter, placement), so
+    # no other guest can succeed either: the run stops early.
+    lab_wide = False
 
     def __init__(self, message: str, *, phase: str | None = None, vm: str | None = None) -> None:
         self.phase: str = phase or self.default_phase
@@ -39,21 +46,25 @@ class InfrastructureError(Exception):
 class ConnectError(InfrastructureError):
     """vCenter unreachable, login refused, or session lost."""
     default_phase = "connect"
+    lab_wide = True
 
 
 class TlsError(ConnectError):
     """The vCenter certificate did not verify (CA bundle or pinned thumbprint)."""
     default_phase = "tls"
+    retryable = False
 
 
 class CredentialsError(ConnectError):
     """The environment variables that should hold vCenter credentials are unset or empty."""
     default_phase = "credentials"
+    retryable = False
 
 
 class InventoryError(InfrastructureError):
     """A template, snapshot, datacenter, folder, pool or datastore was not found."""
     default_phase = "inventory"
+    retryable = False
 
 
 class CloneError(InfrastructureError):
@@ -90,11 +101,13 @@ class IpTimeout(InfrastructureError):
 class PreflightError(InfrastructureError):
     """The lab pre-flight check found a problem that makes a run pointless."""
     default_phase = "preflight"
+    retryable = False
 
 
 class HostKeyError(InfrastructureError):
     """The guest's pinned SSH host key could not be obtained out of band."""
     default_phase = "host_key"
+    retryable = False
 
 
 class SshError(InfrastructureError):
@@ -102,8 +115,60 @@ class SshError(InfrastructureError):
     default_phase = "ssh"
 
 
+class GuestSetupError(InfrastructureError):
+    """A clone is not in the state its template promises (test signing off,
+    Python missing, the reboot never happened): a template problem, so a
+    fresh clone of the same template would fail the same way."""
+    default_phase = "guest_setup"
+    retryable = False
+
+
+class ProductFailure(Exception):
+    """The product under test failed: a test failed, the driver did not
+    install or load, the guest bugchecked, or a command hung while the
+    driver was loaded.  Never retried."""
+
+    kind = "product"
+
+    def __init__(self, message: str, *, phase: str, reason: str) -> None:
+        self.phase = phase
+        self.reason = reason      # "tests_failed", "driver_install", "bugcheck", "hang", ...
+        self.message = message
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return f"PRODUCT failure [{self.phase}/{self.reason}]: {self.message}"
+
+
+class HarnessError(Exception):
+    """Our own bug or misuse (e.g. the suite could not even start).  Never retried."""
+
+    kind = "harness"
+
+    def __init__(self, message: str, *, phase: str = "harness") -> None:
+        self.phase = phase
+        self.message = message
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return f"HARNESS error [{self.phase}]: {self.message}"
+
+
+def classify(exc: BaseException) -> str:
+    """``"infrastructure"``, ``"product"`` or ``"harness"`` for any exception.
+
+    Anything not known to be the lab's or the product's fault is ours: an
+    unexpected exception must never be retried away or blamed on the driver."""
+    if isinstance(exc, InfrastructureError):
+        return "infrastructure"
+    if isinstance(exc, ProductFailure):
+        return "product"
+    return "harness"
+
+
 __all__ = [
     "InfrastructureError", "ConnectError", "TlsError", "CredentialsError",
     "InventoryError", "CloneError", "PowerError", "SnapshotError", "DestroyError",
     "TaskTimeout", "ToolsTimeout", "IpTimeout", "PreflightError", "HostKeyError", "SshError",
+    "GuestSetupError", "ProductFailure", "HarnessError", "classify",
 ]

@@ -93,6 +93,7 @@ _KEY_TYPES = (
 class HostKeyMismatch(SshError):
     """The guest offered a host key other than the pinned one."""
     default_phase = "hostkey"
+    retryable = False  # never try again hoping for a different answer: fail closed
 
     def __init__(self, message: str, *, pinned_fingerprint: str, offered_fingerprint: str | None,
                  phase: str | None = None, vm: str | None = None) -> None:
@@ -129,6 +130,7 @@ class TransferError(SshError):
 class KeyLoadError(SshError):
     """The client private key could not be read or decrypted."""
     default_phase = "key"
+    retryable = False
 
 
 class BootIdError(SshError):

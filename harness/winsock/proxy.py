@@ -122,16 +122,24 @@ class RedirectProxy:
 
     # -- the loop --------------------------------------------------------------
     def poll(self) -> bool:
-        """One non-blocking round of work; True if anything happened."""
+        """Do everything that can be done now without blocking; True if anything happened.
+
+        Each part drains its sockets until WSAEWOULDBLOCK, so one round leaves
+        nothing behind that a second round would find.
+        """
         progress = False
         for lst in self.listeners:
-            progress |= self._accept(lst)
+            while self._accept(lst):
+                progress = True
         for conn in list(self.connections):
-            progress |= self._advance(conn)
+            while conn.state != "closed" and self._advance(conn):
+                progress = True
         for s in self.udp_sockets:
-            progress |= self._udp_in(s)
+            while self._udp_in(s):
+                progress = True
         for key, flow in list(self.udp_flows.items()):
-            progress |= self._udp_back(key, flow)
+            while self._udp_back(key, flow):
+                progress = True
         return progress
 
     def serve_forever(self, idle_ms: int = 1) -> None:    # pragma: no cover - the native console loop

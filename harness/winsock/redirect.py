@@ -66,6 +66,7 @@ class Scratch:
         self.wsabuf = mem.alloc(WSABUF.size)
         self.control = mem.alloc(4096)
         self.guid = mem.alloc(16)
+        self.recv_msg = None            # the WSAMSG recv_datagram reuses (its WSABUF lives in wsabuf)
 
 
 def _ioctl_out(api, scratch, s, code, size):
@@ -159,9 +160,11 @@ class Datagram:
 def recv_datagram(api, s, recvmsg: int, scratch: Scratch):
     """One datagram with its redirect cmsgs; None when nothing is waiting (non-blocking socket)."""
     mem = api.memory
-    mem.write(scratch.wsabuf, WSABUF.pack(len=scratch.size, buf=scratch.buf))
-    mem.write(scratch.msg, WSAMSG.pack(name=scratch.addr, namelen=128, lpBuffers=scratch.wsabuf, dwBufferCount=1,
-                                       Control_len=4096, Control_buf=scratch.control, dwFlags=0))
+    if scratch.recv_msg is None:
+        mem.write(scratch.wsabuf, WSABUF.pack(len=scratch.size, buf=scratch.buf))
+        scratch.recv_msg = WSAMSG.pack(name=scratch.addr, namelen=128, lpBuffers=scratch.wsabuf, dwBufferCount=1,
+                                       Control_len=4096, Control_buf=scratch.control, dwFlags=0)
+    mem.write(scratch.msg, scratch.recv_msg)   # WSARecvMsg rewrites namelen, Control.len and dwFlags
     if api.call(recvmsg, s, scratch.msg, scratch.count, 0, 0):
         err = api.WSAGetLastError()
         if err == C.WSAEWOULDBLOCK:
@@ -190,6 +193,7 @@ def send_datagram(api, s, sendmsg: int, payload: bytes, destination: tuple, reco
     mem.write(scratch.addr, name)
     mem.write(scratch.buf, payload)
     mem.write(scratch.control, control)
+    scratch.recv_msg = None                    # the shared WSABUF is about to change
     mem.write(scratch.wsabuf, WSABUF.pack(len=len(payload), buf=scratch.buf))
     mem.write(scratch.msg, WSAMSG.pack(name=scratch.addr, namelen=len(name), lpBuffers=scratch.wsabuf,
                                        dwBufferCount=1, Control_len=len(control),

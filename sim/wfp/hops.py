@@ -6,8 +6,9 @@ it carries that flow's records (SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS),
 or, without records, when it goes to the original destination of a
 redirected connection the same process accepted and has not forwarded yet.
 A redirection to a proxy the flow already passed is a loop (the one the
-SDK Remarks warn about): the world records it with its hop chain and
-refuses that connection, so a scenario never hangs.
+SDK Remarks warn about): the world records it with its hop chain, lets it
+go round `loop_limit` more times (so a capture shows the loop on the wire)
+and then refuses the next connect, so a scenario never hangs.
 """
 from __future__ import annotations
 
@@ -62,7 +63,8 @@ class Lineage:
 
 
 class HopTracker:
-    def __init__(self):
+    def __init__(self, loop_limit: int = 2):
+        self.loop_limit = loop_limit
         self.lineages: list[Lineage] = []
         self.by_flow: dict = {}
         self._ids = itertools.count(1)
@@ -102,14 +104,20 @@ class HopTracker:
         if lineage is None:
             lineage = Lineage(next(self._ids), hop.destination)
             self.lineages.append(lineage)
-        looped = (hop.proxy_pid, hop.redirected_to) in lineage.targets()
+        revisits = lineage.targets().count((hop.proxy_pid, hop.redirected_to))
         lineage.hops.append(hop)
-        if looped:
+        if revisits:
+            chain = " -> ".join([lineage.original_destination] + [h.redirected_to for h in lineage.hops
+                                                                  if h.redirected_to])
+            if not lineage.loop:
+                engine.world.kernel.note("redirect-loop", f"flow {lineage.id} to {lineage.original_destination} "
+                                         f"redirected back to {hop.redirected_to} (pid {hop.proxy_pid}); "
+                                         f"chain: {chain}")
             lineage.loop = True
-            engine.world.kernel.note("redirect-loop", f"flow {lineage.id} to {lineage.original_destination} "
-                                     f"redirected back to {hop.redirected_to} (pid {hop.proxy_pid}); "
-                                     f"chain: {' -> '.join([lineage.original_destination] + [h.redirected_to for h in lineage.hops if h.redirected_to])}")
-            return None
+            if revisits > self.loop_limit:
+                engine.world.kernel.note("redirect-loop-stopped", f"flow {lineage.id}: refused after "
+                                         f"{revisits} returns to {hop.redirected_to}; chain: {chain}")
+                return None
         return lineage
 
     def register(self, flow_redirect) -> None:

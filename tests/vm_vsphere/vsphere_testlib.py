@@ -257,8 +257,11 @@ def vcsim(vcsim_binary: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 def lab_toml(vc: Vcsim, *, vcenter: str | None = None, guests: list[str] | None = None,
-             min_free_gb: float = 0, timeouts: str = "") -> str:
-    """A lab config for the simulator.  ``guests``: template names (guest name = template minus 'wfp-')."""
+             min_free_gb: float = 0, timeouts: str = "", run_extra: str = "",
+             guests_toml: str | None = None) -> str:
+    """A lab config for the simulator.  ``guests``: template names (guest name = template minus 'wfp-');
+    ``guests_toml`` replaces the generated [[guests]] tables (e.g. stand-in guests of the orchestrator
+    tests); ``run_extra`` adds keys to [run]."""
     if vcenter is None:
         vcenter = f'ca_bundle = "{vc.pki.ca_pem}"'
     names = guests if guests is not None else list(MATRIX_TEMPLATES)
@@ -273,7 +276,7 @@ account = "wfpadmin"
 ssh_key_env = "WFP_GUEST_SSH_KEY"
 host_key_guestinfo = "guestinfo.wfp.ssh_host_key"
 secure_boot = false
-""" for n in names)
+""" for n in names) if guests_toml is None else guests_toml
     return f"""
 [vcenter]
 url = "{vc.url}"
@@ -291,6 +294,7 @@ datastore = "LocalDS_0"
 artifact_dir = "artifacts"
 clone_prefix = "t"
 min_datastore_free_gb = {min_free_gb}
+{run_extra}
 
 [timeouts]
 clone = 60

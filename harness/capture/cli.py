@@ -1,0 +1,92 @@
+"""`wfp-harness capture analyze FILE [--json]`: flows, hops and loops of a capture.
+
+Exit status: 0 when every flow reached its destination, 1 when a redirect
+loop or an unreached destination is found, 2 when the file cannot be read.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("capture", help="analyze packet captures (pcap/pcapng): proxied flows, hops, loops")
+    sub = p.add_subparsers(dest="action", required=True)
+    a = sub.add_parser("analyze", help="print the flows of a capture, every proxy hop, loops and unreached flows")
+    a.add_argument("file", help="a .pcap or .pcapng file (pktmon etl2pcap output, sim --pcap output)")
+    a.add_argument("--json", action="store_true", help="print the analysis as JSON")
+    a.add_argument("--local-address", action="append", default=[], metavar="IP",
+                   help="an address of the capturing machine (repeatable)")
+    a.add_argument("--proxy", action="append", default=[], metavar="ADDR:PORT",
+                   help="an endpoint known to be a proxy (repeatable)")
+    a.add_argument("--udp-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="idle time that ends a UDP flow (default 60)")
+    a.add_argument("--dedupe-us", type=float, default=0.0, metavar="MICROSECONDS",
+                   help="drop identical packets repeated within this time (pktmon lists a packet once per "
+                        "stack component; try 1000)")
+    a.add_argument("--allow-truncated", action="store_true",
+                   help="analyze the packets before a cut instead of failing (still exits 2)")
+    a.add_argument("--all", action="store_true", help="also list the TCP connections and UDP flows")
+    a.set_defaults(fn=cmd_analyze)
+
+
+def _fmt_bytes(n: int) -> str:
+    return f"{n} B"
+
+
+def _print_text(result, show_all: bool, out) -> None:
+    w = out.write
+    s = result.to_dict()["summary"]
+    w(f"capture {result.source}: {result.packets} packets, {s['tcp_connections']} TCP connections, "
+      f"{s['udp_flows']} UDP flows\n")
+    for warning in result.warnings:
+        w(f"  warning: {warning}\n")
+    for f in result.flows:
+        label = {"ok": "ok", "loop": "LOOP", "unreached": "UNREACHED", "reset": "reset",
+                 "altered": "ALTERED"}.get(f.verdict, f.verdict)
+        via = f" via {len(f.proxies)} prox{'y' if len(f.proxies) == 1 else 'ies'}" if f.proxies else ""
+        orig = f" (original {f.original_destination})" if f.original_destination and \
+            f.original_destination != f.final_destination else ""
+        w(f"flow {f.id} [{f.proto}] {f.client} -> {f.final_destination}{orig}{via}: {label}\n")
+        for h in f.hops:
+            role = "proxy" if h.to_proxy else "destination"
+            extra = f", redirected by {h.redirected_by}" if h.redirected_by else ""
+            intact = "" if h.intact_c2s is None else \
+                f", relayed {'intact' if h.intact_c2s and h.intact_s2c else 'ALTERED'}"
+            w(f"    hop {h.index + 1}: {h.src} -> {h.dst} ({role}) {h.state}, "
+              f"c2s {_fmt_bytes(h.bytes_c2s)}, s2c {_fmt_bytes(h.bytes_s2c)}{intact}{extra} [{h.evidence}]\n")
+        if f.loop:
+            w("    loop chain: " + " -> ".join(str(e) for e in [f.client] + f.loop_chain) + "\n")
+        if len(f.hops) > 1:
+            w(f"    end to end: {'bytes intact' if f.intact else 'bytes NOT intact'}\n")
+        for r in f.reasons:
+            w(f"    - {r}\n")
+    if show_all:
+        for c in result.connections:
+            w(f"tcp #{c.id} {c.client} -> {c.server} {c.state} handshake={c.handshake} "
+              f"c2s={c.bytes_c2s} s2c={c.bytes_s2c}\n")
+        for u in result.udp_flows:
+            w(f"udp #{u.id} {u.client} -> {u.server} {u.state} c2s={u.bytes_c2s} s2c={u.bytes_s2c}\n")
+    w(f"summary: {s['flows']} flows, {s['proxied']} proxied, {s['loops']} loops, {s['unreached']} unreached\n")
+
+
+def cmd_analyze(args) -> int:
+    from harness.capture import CaptureError, analyze_file
+    try:
+        result = analyze_file(args.file, local_addresses=args.local_address, proxies=args.proxy,
+                              udp_idle_timeout_ns=int(args.udp_timeout * 1e9),
+                              allow_truncated=args.allow_truncated, dedupe_ns=int(args.dedupe_us * 1000))
+    except CaptureError as exc:
+        print(f"wfp-harness capture: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:          # a bad --local-address / --proxy
+        print(f"wfp-harness capture: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        _print_text(result, args.all, sys.stdout)
+    if result.warnings and args.allow_truncated and any("truncated" in w or "corrupt" in w
+                                                         for w in result.warnings):
+        return 2
+    return 1 if result.problems else 0

@@ -1,0 +1,635 @@
+"""The per-guest lifecycle: an explicit state machine of named phases.
+
+Resources (the vCenter, the guest), drivers (:class:`~harness.vm.vsphere.VSphere`,
+:class:`~harness.vm.ssh.GuestSsh`) and this strategy are kept apart, as in
+labgrid: :class:`GuestAttempt` walks one fresh clone through :data:`PHASES`
+(``plan()`` gives the exact list for a run), with the OS-specific command
+text coming from a :mod:`~harness.vm.guest_os` profile.
+
+Outcomes of one attempt:
+
+* returns normally: the suite ran (tests may have failed), or a *product*
+  failure stopped it (driver did not install/load, bugcheck, hang);
+  evidence was collected either way;
+* raises :class:`~harness.vm.errors.InfrastructureError`: the lab failed; the
+  caller may retry on a fresh clone;
+* raises anything else: a harness bug; never retried.
+
+The clone is destroyed in ``finally`` whatever happens.  Every phase writes
+its own log file; command output streams into files next to it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import posixpath
+import re
+import threading
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+from contextlib import contextmanager
+
+from harness.vm.config import Guest, LabConfig
+from harness.vm.errors import (
+    GuestSetupError, HarnessError, InfrastructureError, ProductFailure, SshError, classify,
+)
+from harness.vm.guest_os import NO_CDB, DumpFile, GuestOs, profile_for, summarize_analysis
+from harness.vm.package import DriverPackage
+from harness.vm.progress import Progress
+from harness.vm.redact import RedactingFilter, SecretRegistry
+from harness.vm.ssh import (
+    CommandHang, ConnectFailed, ConnectionDropped, ExecResult, ExitStatusUnknown, GuestSsh, SshEndpoint,
+)
+from harness.vm.vsphere import Clone, VSphere
+
+__all__ = ["PHASES", "GuestAttempt", "GuestResult", "RunContext", "Interrupted", "plan"]
+
+log = logging.getLogger(__name__)
+
+# Every phase a guest can go through, in order.  Driver phases are skipped
+# when the run has no driver package.
+PHASES = (
+    "clone", "power_on", "wait_ready", "connect", "check_guest", "upload", "install_harness",
+    "install_driver", "configure_debug", "reboot", "verify_debug", "capture_start", "run_suite",
+    "capture_stop", "collect", "destroy",
+)
+_DRIVER_PHASES = {"install_driver", "reboot", "verify_debug"}
+
+
+def plan(with_driver: bool) -> list[str]:
+    return [p for p in PHASES if with_driver or p not in _DRIVER_PHASES]
+
+
+class Interrupted(Exception):
+    """The run was cancelled (Ctrl-C, SIGTERM): stop at the next phase boundary."""
+
+    kind = "interrupted"
+
+
+@dataclass
+class RunContext:
+    """What every guest of one run shares."""
+
+    lab: LabConfig
+    run_id: str
+    run_dir: Path
+    registry: SecretRegistry
+    wheel: Path
+    driver: DriverPackage | None
+    progress: Progress
+    connect_vsphere: Callable[[], VSphere]
+    cancel: threading.Event = field(default_factory=threading.Event)
+    harness_version: str = "unknown"
+    ssh_connect_timeout: float = 20.0
+    reconnect_interval: float = 1.0
+
+
+@dataclass
+class GuestResult:
+    guest: str
+    template: str
+    os_build_config: str
+    status: str = "not_run"          # passed, failed, infrastructure, harness, not_run, interrupted
+    classification: str | None = None  # None (clean), product, infrastructure, harness, interrupted
+    reason: str | None = None        # tests_failed, driver_install, driver_load, bugcheck, hang, ...
+    phase: str | None = None
+    cause: str = ""
+    os_build: str | None = None
+    attempts: list[dict] = field(default_factory=list)
+    counts: dict = field(default_factory=dict)
+    tests: list[dict] = field(default_factory=list)
+    test_signing: bool | None = None
+    verifier_on: bool | None = None
+    crash_dumps: bool | None = None
+    driver_loaded: bool | None = None
+    harness_path: str | None = None
+    bugcheck: dict | None = None
+    phase_times: dict = field(default_factory=dict)
+    clone: str | None = None
+    logs: str | None = None
+    junit: str | None = None
+    capture: str | None = None
+    dumps: list[str] = field(default_factory=list)
+    analysis: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _ThreadFilter(logging.Filter):
+    def __init__(self, thread: int) -> None:
+        super().__init__()
+        self.thread = thread
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread == self.thread
+
+
+_LIVE = re.compile(rb" (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b")
+
+
+class GuestAttempt:
+    """One attempt of one guest on one fresh clone."""
+
+    def __init__(self, ctx: RunContext, guest: Guest, attempt: int, result: GuestResult) -> None:
+        self.ctx = ctx
+        self.guest = guest
+        self.n = attempt
+        self.result = result
+        self.os: GuestOs = profile_for(guest)
+        self.guest_dir = ctx.run_dir / "guests" / guest.name
+        self.dir = self.guest_dir / f"attempt-{attempt}"
+        self.logs = self.dir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.vs: VSphere | None = None
+        self.clone: Clone | None = None
+        self.ssh: GuestSsh | None = None
+        self.boot_id: str | None = None
+        self.dumps_before: set[tuple] = set()
+        self.rundir = self.os.join(self.os.workdir, f"{ctx.run_id}-a{attempt}")
+        self.phase = "start"
+        self._phase_no = 0
+        self._cmd_no = 0
+        self._aborted = False
+        self._log_handler: logging.Handler | None = None
+        self._driver_touched = False
+
+    # -- helpers ----------------------------------------------------------
+    def rel(self, p: Path) -> str:
+        return p.relative_to(self.ctx.run_dir).as_posix()
+
+    def _check_cancel(self) -> None:
+        if self.ctx.cancel.is_set():
+            raise Interrupted("run cancelled")
+
+    @contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        self._check_cancel()
+        self.phase = name
+        self._phase_no += 1
+        handler = logging.FileHandler(self.logs / f"{self._phase_no:02d}-{name}.log", encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(_ThreadFilter(threading.get_ident()))
+        handler.addFilter(RedactingFilter(self.ctx.registry))
+        logging.getLogger().addHandler(handler)
+        self.ctx.progress.update(self.guest.name, phase=name, attempt=self.n)
+        t0 = time.monotonic()
+        log.info("%s: phase %s (attempt %d)", self.guest.name, name, self.n)
+        try:
+            yield
+        finally:
+            dt = time.monotonic() - t0
+            self.result.phase_times[name] = round(self.result.phase_times.get(name, 0.0) + dt, 3)
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+
+    def _paths(self, tag: str) -> tuple[Path, Path]:
+        self._cmd_no += 1
+        base = self.logs / f"{self._phase_no:02d}-{self.phase}-{self._cmd_no:03d}{('-' + tag) if tag else ''}"
+        return base.with_suffix(".out"), base.with_suffix(".err")
+
+    def sh(self, script: str, *, timeout: float | None = None, tag: str = "") -> ExecResult:
+        assert self.ssh is not None
+        out, err = self._paths(tag)
+        try:
+            return self.ssh.run_script(script, timeout=timeout or self.ctx.lab.timeouts.command,
+                                       stdout_path=out, stderr_path=err, phase=self.phase)
+        except CommandHang as e:
+            # Once the driver is on the guest a hang may be the driver's doing;
+            # before that it is the template's.  Never retried either way.
+            if self._driver_touched:
+                raise ProductFailure(f"remote command hung in {self.phase} ({e.timeout:g} s): {e.command}",
+                                     phase=self.phase, reason="hang") from None
+            raise GuestSetupError(f"remote command hung in {self.phase} ({e.timeout:g} s) before the "
+                                  f"driver was installed: {e.command}", phase=self.phase,
+                                  vm=self.result.clone) from None
+
+    def _endpoint(self, ip: str, host_key: str) -> SshEndpoint:
+        g = self.guest
+        return SshEndpoint(host=ip, port=g.ssh_port, username=g.account, host_key=host_key,
+                           key_file=g.ssh_key_file, key_env=g.ssh_key_env,
+                           connect_timeout=min(self.ctx.ssh_connect_timeout, self.ctx.lab.timeouts.ssh),
+                           keepalive=5.0, keepalive_count_max=3, shell=self.os.shell,
+                           boot_id_path=self.os.boot_id_path)
+
+    def _connect_until(self, deadline: float) -> GuestSsh:
+        """Connect, tolerating 'not up yet' until ``deadline``.  Host-key and
+        key problems are raised at once: waiting cannot fix them."""
+        assert self.vs is not None and self.clone is not None
+        last: InfrastructureError | None = None
+        while True:
+            self._check_cancel()
+            ip = self.clone.ip or self.vs.wait_ready(self.clone)
+            ssh = GuestSsh(self._endpoint(ip, self.vs.host_key(self.clone)), registry=self.ctx.registry,
+                           workdir=self.logs, vm=self.clone.name)
+            try:
+                return ssh.connect()
+            except (ConnectFailed, ConnectionDropped) as e:
+                last = e
+                ssh.close()
+            if time.monotonic() >= deadline:
+                assert last is not None
+                raise last
+            time.sleep(self.ctx.reconnect_interval)
+
+    def abort(self) -> None:
+        """From another thread: unblock whatever this attempt waits on."""
+        self._aborted = True
+        if self.ssh is not None:
+            self.ssh.close()
+
+    # -- the state machine ------------------------------------------------
+    def run(self) -> None:
+        steps: dict[str, Callable[[], None]] = {
+            "clone": self.do_clone, "power_on": self.do_power_on, "wait_ready": self.do_wait_ready,
+            "connect": self.do_connect, "check_guest": self.do_check_guest, "upload": self.do_upload,
+            "install_harness": self.do_install_harness, "install_driver": self.do_install_driver,
+            "configure_debug": self.do_configure_debug, "reboot": self.do_reboot,
+            "verify_debug": self.do_verify_debug, "capture_start": self.do_capture_start,
+            "run_suite": self.do_run_suite, "capture_stop": self.do_capture_stop, "collect": self.do_collect,
+        }
+        record = {"attempt": self.n, "started": time.time(), "outcome": "running", "classification": None,
+                  "phase": None, "cause": "", "logs": self.rel(self.logs)}
+        self.result.attempts.append(record)
+        self.result.logs = self.rel(self.logs)
+        t0 = time.monotonic()
+        try:
+            try:
+                for name in plan(self.ctx.driver is not None):
+                    if name == "destroy":
+                        continue
+                    with self._phase(name):
+                        steps[name]()
+                record["outcome"] = "completed"
+            except ProductFailure as e:
+                self._fail(record, e, "product")
+                self._salvage()
+            except Interrupted as e:
+                self._fail(record, e, "interrupted")
+                raise
+            except InfrastructureError as e:
+                if self.ctx.cancel.is_set() or self._aborted:
+                    self._fail(record, Interrupted(f"run cancelled ({e.message})"), "interrupted")
+                    raise Interrupted(str(e)) from e
+                self._fail(record, e, "infrastructure")
+                self._salvage()
+                raise
+            except Exception as e:
+                if self.ctx.cancel.is_set() or self._aborted:
+                    self._fail(record, Interrupted(f"run cancelled ({type(e).__name__})"), "interrupted")
+                    raise Interrupted(str(e)) from e
+                self._fail(record, e, "harness")
+                log.error("%s: harness error in %s:\n%s", self.guest.name, self.phase, traceback.format_exc())
+                self._salvage()
+                raise
+        finally:
+            record["elapsed"] = round(time.monotonic() - t0, 3)
+            self._destroy()
+
+    def _fail(self, record: dict, e: BaseException, cls: str) -> None:
+        phase = e.phase if isinstance(e, ProductFailure) else self.phase
+        record.update(outcome=cls, classification=cls, phase=phase, cause=self.ctx.registry.redact(str(e)))
+        log.error("%s: %s failure in %s: %s", self.guest.name, cls, self.phase, record["cause"])
+        if isinstance(e, ProductFailure):
+            self.result.reason = e.reason
+
+    # -- phases ------------------------------------------------------------
+    def do_clone(self) -> None:
+        self.vs = self.ctx.connect_vsphere()
+        self.clone = self.vs.clone(self.guest, self.ctx.run_id)
+        self.result.clone = self.clone.name
+
+    def do_power_on(self) -> None:
+        assert self.vs and self.clone
+        self.vs.power_on(self.clone)
+
+    def do_wait_ready(self) -> None:
+        assert self.vs and self.clone
+        self.vs.wait_ready(self.clone)
+
+    def do_connect(self) -> None:
+        self.ssh = self._connect_until(time.monotonic() + self.ctx.lab.timeouts.ssh)
+        self.boot_id = self.ssh.boot_id()
+        log.info("%s: boot id %s", self.guest.name, self.boot_id)
+
+    def do_check_guest(self) -> None:
+        r = self.sh(self.os.os_build(), tag="os_build")
+        if r.ok:
+            self.result.os_build = r.stdout.strip()[:200]
+        r = self.sh(self.os.test_signing(), tag="test_signing")
+        self.result.test_signing = self.os.parse_test_signing(r.stdout) if r.ok else None
+        if self.ctx.driver is not None and self.result.test_signing is not True:
+            raise GuestSetupError("test signing is not on in the clone (bcdedit testsigning); the template "
+                                  f"{self.guest.template} must be rebuilt with Secure Boot off and test signing on",
+                                  phase="check_guest", vm=self.result.clone)
+        listing = self.sh(self.os.list_dumps(), tag="dumps_before")
+        self.dumps_before = {d.key for d in self.os.parse_dumps(listing.stdout)}
+
+    def do_upload(self) -> None:
+        assert self.ssh
+        self.sh(self.os.prepare_rundir(self.rundir, "in", "results"), tag="mkdir").check()
+        wheel_remote = self.os.join(self.rundir, "in", self.ctx.wheel.name)
+        self.ssh.upload(self.ctx.wheel, self.os.sftp(wheel_remote))
+        self.wheel_remote = wheel_remote
+        drv = self.ctx.driver
+        if drv is not None:
+            dest = self.os.join(self.rundir, "in", "driver")
+            if drv.local.is_dir():
+                self.ssh.upload_dir(drv.local, self.os.sftp(dest))
+            else:
+                self.sh(self.os.prepare_rundir(dest), tag="mkdir_driver").check()
+                self.ssh.upload(drv.local, self.os.sftp(self.os.join(dest, drv.local.name)))
+            self.driver_remote = dest
+        cfg = {"run_id": self.ctx.run_id, "guest": self.guest.name, "attempt": self.n,
+               "harness_version": self.ctx.harness_version, "target": self.os.target,
+               "driver": drv.to_dict() if drv else None}
+        local_cfg = self.dir / "run-config.json"
+        local_cfg.write_text(json.dumps(cfg, indent=1), encoding="utf-8")
+        self.ssh.upload(local_cfg, self.os.sftp(self.os.join(self.rundir, "in", "run-config.json")))
+
+    def do_install_harness(self) -> None:
+        script, self.python = self.os.install_harness(self.wheel_remote, self.os.join(self.rundir, "venv"))
+        r = self.sh(script, tag="install")
+        if not r.ok:
+            raise GuestSetupError(f"installing the harness wheel on the guest failed (exit {r.exit_code}): "
+                                  f"{r.stderr.strip()[-500:]}", phase="install_harness", vm=self.result.clone)
+        self.result.harness_path = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else None
+
+    def do_install_driver(self) -> None:
+        drv = self.ctx.driver
+        assert drv is not None
+        self._driver_touched = True
+        r = self.sh(self.os.install_driver(self.driver_remote, drv.inf, drv.service), tag="install")
+        if not r.ok:
+            raise ProductFailure(f"driver package did not install (exit {r.exit_code}): "
+                                 f"{(r.stderr.strip() or r.stdout.strip())[-500:]}",
+                                 phase="install_driver", reason="driver_install")
+        self._check_loaded("after install")
+
+    def _check_loaded(self, when: str) -> None:
+        drv = self.ctx.driver
+        assert drv is not None
+        r = self.sh(self.os.driver_loaded(drv.service), tag="loaded")
+        self.result.driver_loaded = self.os.parse_driver_loaded(r.stdout)
+        if not self.result.driver_loaded:
+            raise ProductFailure(f"driver service {drv.service} is not running {when}",
+                                 phase=self.phase, reason="driver_load")
+
+    def _sys_name(self) -> str:
+        drv = self.ctx.driver
+        assert drv is not None
+        return drv.sys or f"{drv.service}.sys"
+
+    def do_configure_debug(self) -> None:
+        if self.ctx.driver is not None:
+            self.sh(self.os.enable_verifier(self._sys_name()), tag="verifier").check()
+        self.sh(self.os.enable_crash_dumps(), tag="crashdumps").check()
+        if self.ctx.driver is None:
+            r = self.sh(self.os.crash_dump_status(), tag="crashdumps_status")
+            self.result.crash_dumps = self.os.parse_flag(r.stdout)
+
+    def do_reboot(self) -> None:
+        assert self.ssh and self.vs and self.clone
+        old = self.boot_id
+        try:
+            self.sh(self.os.reboot(), tag="reboot")
+        except (ConnectionDropped, ExitStatusUnknown):
+            pass  # the guest went down under the command: that is the point
+        self.ssh.close()
+        self.ssh = None
+        deadline = time.monotonic() + self.ctx.lab.timeouts.reboot
+        while True:
+            self.clone.ip = None  # re-read after every reboot: DHCP may move the guest
+            self.vs.wait_ready(self.clone)
+            self.ssh = self._connect_until(deadline)
+            self.boot_id = self.ssh.boot_id()
+            if self.boot_id != old:
+                break
+            self.ssh.close()
+            self.ssh = None
+            if time.monotonic() >= deadline:
+                raise GuestSetupError(f"the guest did not reboot within {self.ctx.lab.timeouts.reboot:g} s "
+                                      "(boot id unchanged)", phase="reboot", vm=self.result.clone)
+            time.sleep(self.ctx.reconnect_interval)
+        log.info("%s: rebooted, new boot id %s", self.guest.name, self.boot_id)
+        self._check_new_dumps("during the reboot")
+
+    def do_verify_debug(self) -> None:
+        r = self.sh(self.os.verifier_status(), tag="verifier")
+        self.result.verifier_on = self.os.parse_verifier(r.stdout, self._sys_name())
+        if not self.result.verifier_on:
+            log.error("%s: Driver Verifier is NOT on for %s after the reboot", self.guest.name, self._sys_name())
+        r = self.sh(self.os.crash_dump_status(), tag="crashdumps")
+        self.result.crash_dumps = self.os.parse_flag(r.stdout)
+        self._check_loaded("after the reboot")
+
+    def do_capture_start(self) -> None:
+        self.etl = self.os.join(self.rundir, "results", "capture.etl")
+        r = self.sh(self.os.capture_start(self.etl), tag="pktmon")
+        if not r.ok:
+            self.result.notes.append(f"packet capture did not start (exit {r.exit_code})")
+            self.etl = None
+
+    def do_run_suite(self) -> None:
+        assert self.ssh
+        drv = self.ctx.driver
+        env = {"WFP_RUN_ID": self.ctx.run_id, "WFP_GUEST": self.guest.name,
+               "WFP_DRIVER_INSTALLED": "1" if drv else "0",
+               "WFP_DRIVER_VERSION": drv.version if drv else "none"}
+        self.junit_remote = self.os.join(self.rundir, "results", "junit.xml")
+        script = self.os.run_suite(self.python, self.rundir, self.junit_remote, env)
+        out, err = self._paths("suite")
+        stop = threading.Event()
+        tailer = threading.Thread(target=self._tail, args=(out, stop), daemon=True, name=f"tail-{self.guest.name}")
+        tailer.start()
+        try:
+            r = self.ssh.run_script(script, timeout=self.ctx.lab.timeouts.test_run, stdout_path=out,
+                                    stderr_path=err, phase="run_suite")
+        except CommandHang as e:
+            raise ProductFailure(f"the conformance suite hung ({e.timeout:g} s without finishing)",
+                                 phase="run_suite", reason="hang") from None
+        except (ConnectionDropped, ExitStatusUnknown, ConnectFailed) as e:
+            self._after_drop(e)
+            raise
+        finally:
+            stop.set()
+            tailer.join(timeout=5)
+        if r.exit_code not in (0, 1):
+            raise HarnessError(f"the conformance suite did not run (pytest exit {r.exit_code}): "
+                               f"{(r.stderr.strip() or r.stdout.strip())[-800:]}", phase="run_suite")
+
+    def _tail(self, path: Path, stop: threading.Event) -> None:
+        # Live counts for the progress board from pytest -v lines.
+        seen = b""
+        while not stop.wait(0.5):
+            try:
+                seen = path.read_bytes()
+            except OSError:
+                continue
+            ok = bad = 0
+            for m in _LIVE.finditer(seen):
+                w = m.group(1)
+                if w in (b"PASSED", b"XFAIL", b"XPASS"):
+                    ok += 1
+                elif w in (b"FAILED", b"ERROR"):
+                    bad += 1
+            self.ctx.progress.update(self.guest.name, passed=ok, failed=bad)
+
+    def _after_drop(self, e: SshError) -> None:
+        """SSH died under the suite.  A changed boot id means the guest went
+        down (bugcheck): a product failure with dumps.  Same boot id: the
+        network or sshd failed, an infrastructure fault (re-raised by caller)."""
+        assert self.vs and self.clone
+        log.warning("%s: SSH dropped during %s (%s); waiting for the guest", self.guest.name, self.phase, e)
+        if self.ssh is not None:
+            self.ssh.close()
+        self.ssh = None
+        deadline = time.monotonic() + self.ctx.lab.timeouts.reboot
+        self.clone.ip = None
+        self.ssh = self._connect_until(deadline)
+        new = self.ssh.boot_id()
+        if new == self.boot_id:
+            log.warning("%s: same boot id %s: not a reboot", self.guest.name, new)
+            return
+        self.boot_id = new
+        log.error("%s: the guest rebooted during %s (boot id %s): bugcheck suspected",
+                  self.guest.name, self.phase, new)
+        self.result.bugcheck = {"phase": self.phase, "detected_by": "ssh dropped and boot id changed",
+                                "dumps": [], "summary": ""}
+        raise ProductFailure(f"the guest rebooted during {self.phase} (SSH dropped, boot id changed): bugcheck",
+                             phase=self.phase, reason="bugcheck")
+
+    def _check_new_dumps(self, when: str) -> None:
+        r = self.sh(self.os.list_dumps(), tag="dumps")
+        new = [d for d in self.os.parse_dumps(r.stdout) if d.key not in self.dumps_before]
+        if new:
+            self.result.bugcheck = {"phase": self.phase, "detected_by": f"new crash dump {when}",
+                                    "dumps": [], "summary": ""}
+            raise ProductFailure(f"new crash dump(s) {when}: {', '.join(d.path for d in new)}",
+                                 phase=self.phase, reason="bugcheck")
+
+    def do_capture_stop(self) -> None:
+        if not getattr(self, "etl", None) or getattr(self, "_capture_stopped", False):
+            return
+        self._capture_stopped = True
+        self.pcapng = self.os.join(self.rundir, "results", "capture.pcapng")
+        r = self.sh(self.os.capture_stop(self.etl, self.pcapng), tag="pktmon")
+        if not r.ok:
+            self.result.notes.append(f"packet capture did not stop/convert (exit {r.exit_code})")
+            self.pcapng = None
+
+    def do_collect(self) -> None:
+        assert self.ssh
+        if getattr(self, "_collected", False):
+            return
+        results = self.dir / "results"
+        self.ssh.download_dir(self.os.sftp(self.os.join(self.rundir, "results")), results)
+        self._collected = True
+        junit = results / "junit.xml"
+        if junit.is_file():
+            from harness.vm.report import parse_junit
+            from harness.vm.redact import scrub_file
+            scrub_file(junit, self.ctx.registry)
+            tests = [asdict(t) for t in parse_junit(junit)]
+            self.result.tests = tests
+            self.result.junit = self.rel(junit)
+            from harness.vm.report import counts
+            self.result.counts = counts(tests)
+            self.ctx.progress.update(self.guest.name, passed=self.result.counts["passed"],
+                                     failed=self.result.counts["failed"] + self.result.counts["error"])
+        pcap = results / "capture.pcapng"
+        if pcap.is_file():
+            self.result.capture = self.rel(pcap)
+        self._collect_dumps()
+        if self.result.bugcheck is None and self.result.counts.get("failed", 0) + self.result.counts.get("error", 0):
+            raise ProductFailure(f"{self.result.counts['failed']} test(s) failed, "
+                                 f"{self.result.counts['error']} error(s)", phase="run_suite", reason="tests_failed")
+        if self.result.junit is None and self.result.bugcheck is None:
+            raise HarnessError("the suite ran but wrote no JUnit file", phase="collect")
+
+    def _collect_dumps(self) -> None:
+        r = self.sh(self.os.list_dumps(), tag="dumps")
+        new = [d for d in self.os.parse_dumps(r.stdout) if d.key not in self.dumps_before]
+        if not new:
+            return
+        if self.result.bugcheck is None:
+            self.result.bugcheck = {"phase": self.phase, "detected_by": "new crash dump after the run",
+                                    "dumps": [], "summary": ""}
+        dumps = self.guest_dir / "dumps"
+        summaries = []
+        for d in new:
+            name = re.sub(r"[^A-Za-z0-9._-]", "_", posixpath.basename(d.path.replace("\\", "/")))
+            local = dumps / f"a{self.n}-{name}"
+            assert self.ssh
+            self.ssh.download(self.os.sftp(d.path), local)
+            self.result.dumps.append(self.rel(local))
+            self.result.bugcheck["dumps"].append(self.rel(local))
+            # !analyze -v on the guest, where the symbols and the debugger are.
+            a = self.sh(self.os.analyze_dump(d.path), timeout=self.ctx.lab.timeouts.command, tag="cdb")
+            text = a.stdout
+            if NO_CDB in text:
+                summaries.append(f"{name}: no debugger (cdb) on the guest")
+                continue
+            analysis = dumps / f"a{self.n}-{name}.analyze.txt"
+            analysis.write_text(self.ctx.registry.redact(text), encoding="utf-8")
+            self.result.analysis = self.rel(analysis)
+            s = summarize_analysis(text)
+            summaries.append(f"{name}:\n{s}" if s else f"{name}: (no summary lines in !analyze output)")
+        self.result.bugcheck["summary"] = self.ctx.registry.redact("\n".join(summaries))
+        if self.result.reason != "bugcheck":
+            raise ProductFailure(f"crash dump(s) found after the run: {', '.join(d.path for d in new)}",
+                                 phase="collect", reason="bugcheck")
+
+    def _salvage(self) -> None:
+        """After a failure: stop the capture and fetch what exists.  Best
+        effort; a second failure here never hides the first."""
+        if self.ctx.cancel.is_set() or self._aborted or self.ssh is None or not self.ssh.is_connected():
+            return
+        phase = self.phase
+        try:
+            with self._phase("salvage"):
+                try:
+                    self.do_capture_stop()
+                except Exception as e:
+                    log.warning("%s: salvage: capture stop failed: %s", self.guest.name, e)
+                try:
+                    self.do_collect()
+                except ProductFailure as e:
+                    if self.result.reason is None:
+                        self.result.reason = e.reason
+                except Exception as e:
+                    log.warning("%s: salvage: collect failed: %s", self.guest.name, e)
+        except Interrupted:
+            pass
+        finally:
+            self.phase = phase
+
+    def _destroy(self) -> None:
+        if self.ssh is not None:
+            self.ssh.close()
+        if self.clone is None:
+            return
+        self.phase = "destroy"
+        self.ctx.progress.update(self.guest.name, phase="destroy", attempt=self.n)
+        t0 = time.monotonic()
+        for attempt in range(2):
+            try:
+                if attempt:
+                    self.vs = self.ctx.connect_vsphere()  # the old session may be what broke
+                assert self.vs is not None
+                self.vs.destroy(self.clone)
+                break
+            except InfrastructureError as e:
+                log.error("%s: destroying %s failed (%s)%s", self.guest.name, self.clone.name, e,
+                          "; the janitor will remove it" if attempt else "; retrying")
+                if attempt:
+                    self.result.notes.append(f"clone {self.clone.name} not destroyed: {e}")
+        self.result.phase_times["destroy"] = round(time.monotonic() - t0, 3)
+        if self.vs is not None:
+            self.vs.close()
