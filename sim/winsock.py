@@ -872,7 +872,7 @@ class SimulatedWinsock:
             self.kernel.poke()
             return C.TRUE
 
-    @cfunc("HANDLE FileHandle, DWORD Flags")
+    @cfunc("HANDLE FileHandle, UCHAR Flags")
     def SetFileCompletionNotificationModes(self, FileHandle, Flags):
         with self._lock:
             thread = self._enter()

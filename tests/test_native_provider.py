@@ -441,12 +441,7 @@ HEADER_POINTER_TYPES = {
 
 # Where the contract's C type is not the header's and is not an LPVOID: each
 # is a finding about harness/winsock/api.py, checked to still be true below.
-KNOWN_CONTRACT_DIFFERENCES = {
-    ("SetFileCompletionNotificationModes", "Flags"): (
-        "UCHAR", ("SDK and mingw-w64 winbase.h declare `UCHAR Flags`; PROTOTYPES says DWORD. Harmless on "
-                  "x64 for the defined flags (< 256: the callee reads the low byte of the register), but "
-                  "values >= 256 reach Windows truncated. Fix: add UCHAR (8, unsigned) to C_TYPES.")),
-}
+KNOWN_CONTRACT_DIFFERENCES: dict = {}
 
 # LPWSAOVERLAPPED_COMPLETION_ROUTINE as the contract would spell it.
 COMPLETION_ROUTINE_C = ("void", (("DWORD", "dwError"), ("DWORD", "cbTransferred"), ("LPVOID", "lpOverlapped"),

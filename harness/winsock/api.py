@@ -16,7 +16,10 @@ CompletionRoutine = Callable[[int, int, int, int], None]
 
 @runtime_checkable
 class Memory(Protocol):
-    def alloc(self, size: int) -> int: ...
+    """Memory of the calling process. `prot` is "rw", "r" or "none" (PAGE_NOACCESS)."""
+
+    def alloc(self, size: int, prot: str = "rw") -> int: ...
+    def protect(self, ptr: int, prot: str) -> None: ...
     def free(self, ptr: int) -> None: ...
     def read(self, ptr: int, n: int) -> bytes: ...
     def write(self, ptr: int, data: bytes) -> None: ...
@@ -74,7 +77,7 @@ PROTOTYPES: dict[str, tuple[str, str]] = {
                                           "LPVOID lpCompletionKey, LPVOID lpOverlapped, DWORD dwMilliseconds"),
     "PostQueuedCompletionStatus": ("BOOL", "HANDLE CompletionPort, DWORD dwNumberOfBytesTransferred, "
                                            "ULONG_PTR dwCompletionKey, LPVOID lpOverlapped"),
-    "SetFileCompletionNotificationModes": ("BOOL", "HANDLE FileHandle, DWORD Flags"),
+    "SetFileCompletionNotificationModes": ("BOOL", "HANDLE FileHandle, UCHAR Flags"),
     "CancelIoEx": ("BOOL", "HANDLE hFile, LPVOID lpOverlapped"),
     "CloseHandle": ("BOOL", "HANDLE hObject"),
     "GetLastError": ("DWORD", ""),

@@ -18,7 +18,7 @@ C_TYPES = {
     "SIZE_T": (64, False), "UINT64": (64, False),
     "DWORD": (32, False), "ULONG": (32, False), "UINT": (32, False), "u_long": (32, False),
     "int": (32, True), "INT": (32, True), "BOOL": (32, True), "LONG": (32, True),
-    "WORD": (16, False), "u_short": (16, False),
+    "WORD": (16, False), "u_short": (16, False), "UCHAR": (8, False),
 }
 
 

@@ -16,6 +16,7 @@ helpers without clashing with other test directories' conftest modules.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import hashlib
@@ -217,9 +218,10 @@ def vcsim_binary() -> Path:
     return build_vcsim()
 
 
-@pytest.fixture(scope="session")
-def vcsim(vcsim_binary: Path, tmp_path_factory: pytest.TempPathFactory):
-    d = tmp_path_factory.mktemp("vcsim")
+@contextlib.contextmanager
+def start_vcsim(binary: Path, d: Path):
+    """Run the simulator with the test inventory in ``d`` (also used by bench/)."""
+    d.mkdir(parents=True, exist_ok=True)
     pki = make_pki(d / "pki")
     host_key = openssh_host_key()
     inv = d / "inventory.json"
@@ -228,7 +230,7 @@ def vcsim(vcsim_binary: Path, tmp_path_factory: pytest.TempPathFactory):
     env = dict(os.environ, VCSIM_PASSWORD=CANARY_PASSWORD)
     with open(err_log, "w") as err:
         proc = subprocess.Popen(
-            [str(vcsim_binary), "-l", "127.0.0.1:0", "-tlscert", str(pki.server_cert),
+            [str(binary), "-l", "127.0.0.1:0", "-tlscert", str(pki.server_cert),
              "-tlskey", str(pki.server_key), "-config", str(inv), "-username", VC_USER,
              "-password-env", "VCSIM_PASSWORD", "-watch-stdin"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
@@ -236,7 +238,7 @@ def vcsim(vcsim_binary: Path, tmp_path_factory: pytest.TempPathFactory):
         info = _read_ready(proc, 120)
         if not info:
             proc.kill()
-            pytest.fail(f"vcsim did not start:\n{err_log.read_text()}")
+            raise RuntimeError(f"vcsim did not start:\n{err_log.read_text()}")
         assert info["thumbprint_sha256"] == pki.server_sha256
         yield Vcsim(url=info["url"], port=int(info["url"].split(":")[2].split("/")[0]),
                     thumbprint_sha256=info["thumbprint_sha256"], pki=pki, host_key=host_key,
@@ -250,6 +252,15 @@ def vcsim(vcsim_binary: Path, tmp_path_factory: pytest.TempPathFactory):
             proc.wait()
         if proc.stdin:
             proc.stdin.close()
+
+
+@pytest.fixture(scope="session")
+def vcsim(vcsim_binary: Path, tmp_path_factory: pytest.TempPathFactory):
+    try:
+        with start_vcsim(vcsim_binary, tmp_path_factory.mktemp("vcsim")) as vc:
+            yield vc
+    except RuntimeError as e:
+        pytest.fail(str(e))
 
 
 # ---------------------------------------------------------------------------
