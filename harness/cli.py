@@ -145,7 +145,7 @@ def main(argv=None) -> int:
     show.add_argument("name")
     show.set_defaults(fn=cmd_profile)
     # Commands of other parts register themselves (lab orchestration, packet evidence).
-    for module in ("harness.vm.cli", "harness.capture.cli"):
+    for module in ("harness.vm.cli", "harness.capture.cli", "harness.traceability", "harness.replay"):
         try:
             register = __import__(module, fromlist=["register"]).register
         except ModuleNotFoundError as exc:
