@@ -28,7 +28,7 @@ from sim.world import World
 CLIENT = ("192.0.2.10", "2001:db8::10")
 SERVER = ("192.0.2.20", "2001:db8::20")
 TCP_PORT, UDP_PORT = 80, 53
-VENDORS = {"VendorX": (9000, 9053, 0x8000), "VendorY": (9100, 9153, 0x7000)}
+VENDORS = {"VendorX": (9000, 9053), "VendorY": (9100, 9153), "VendorZ": (9200, 9253)}
 PAYLOAD = b"GET /redirect-me HTTP/1.1\r\nHost: server\r\n\r\n"
 
 
@@ -64,6 +64,8 @@ class Story:
     """A world with a client and a server host, vendors, proxies and an application."""
 
     def __init__(self, profile="documented", vendors=("VendorX",), set_records=True, proxy_elevated=True):
+        """`vendors` in order of sublayer weight (first = heaviest); `set_records` True, False,
+        or the names of the vendors whose proxies forward the records."""
         self.world = World(profile)
         self.client_host = self.world.add_host("client", CLIENT)
         self.server_host = self.world.add_host("server", SERVER)
@@ -75,10 +77,12 @@ class Story:
         self.inspected: dict = {}
         self.proxies = {}
         self.errors: list[str] = []
-        for vendor in vendors:
-            tcp_port, udp_port, weight = VENDORS[vendor]
+        for index, vendor in enumerate(vendors):
+            tcp_port, udp_port = VENDORS[vendor]
+            weight = 0x8000 - 0x1000 * index
+            forwards = set_records if isinstance(set_records, bool) else vendor in set_records
             api = self.world.start_process(self.client_host, f"{vendor.lower()}-proxy", elevated=proxy_elevated)
-            proxy = RedirectProxy(api, vendor, tcp_port=tcp_port, udp_port=udp_port, set_records=set_records,
+            proxy = RedirectProxy(api, vendor, tcp_port=tcp_port, udp_port=udp_port, set_records=forwards,
                                   inspect=self._inspect).start()
             self.world.add_service(proxy.poll, proxy.api)
             self.proxies[vendor] = proxy

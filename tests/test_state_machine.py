@@ -1,0 +1,192 @@
+"""Stateful property tests: overlapped operations, waits, ports, cancels and closes in any order.
+
+Invariants (issue "conformance suite", part 4):
+- every operation completes exactly once, through exactly the mechanism it asked for
+  (summary-of-overlapped-completion-indication-mechanisms): a routine only as an APC,
+  an event-only request never as a port packet when hEvent has the low bit, a port
+  request only as a packet, nothing else;
+- nothing completes after WSACleanup;
+- no state leaks once everything is closed.
+The profile is chosen with HYPOTHESIS_PROFILE (ci: fast; deep: nightly).
+"""
+from __future__ import annotations
+
+import struct
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from harness.conformance.support import tcp_pair
+from harness.winsock import constants as C
+from harness.winsock.layouts import WSABUF, WSAOVERLAPPED
+from sim import SimulatedWinsock
+
+MECHANISMS = ("routine", "event", "event-lowbit", "port", "none")
+
+
+class Op:
+    def __init__(self, kind, mechanism, ovl, event):
+        self.kind = kind
+        self.mechanism = mechanism
+        self.ovl = ovl
+        self.event = event
+        self.completions = []       # (via, status-or-error, bytes)
+
+
+class OverlappedMachine(RuleBasedStateMachine):
+    def __init__(self):
+        super().__init__()
+        self.api = SimulatedWinsock("windows-observed")
+        self.client, self.server, self.listener = tcp_pair(self.api)
+        self.port = self.api.CreateIoCompletionPort(self.server, 0, 7, 0)
+        self.ops: list[Op] = []
+        self.by_ovl = {}
+        self.closed = False
+        self.cleaned = False
+        self.routine = self.api.completion_routine(self._routine)
+        mem = self.api.memory
+        self.count, self.key, self.out = mem.alloc(4), mem.alloc(8), mem.alloc(8)
+
+    def _routine(self, error, transferred, ovl, flags):
+        self.by_ovl[ovl].completions.append(("routine", error, transferred))
+
+    def _new_ovl(self, mechanism):
+        api = self.api
+        event = 0
+        if mechanism.startswith("event"):
+            event = api.WSACreateEvent()
+        ovl = api.memory.alloc(WSAOVERLAPPED.size)
+        api.memory.write(ovl, WSAOVERLAPPED.pack(hEvent=event | (1 if mechanism == "event-lowbit" else 0)))
+        return ovl, event
+
+    def _start(self, kind, mechanism, call):
+        ovl, event = self._new_ovl(mechanism)
+        op = Op(kind, mechanism, ovl, event)
+        self.by_ovl[ovl] = op
+        rc = call(ovl, self.routine if mechanism == "routine" else 0)
+        err = self.api.WSAGetLastError() if rc else 0
+        if rc and err != C.WSA_IO_PENDING:
+            del self.by_ovl[ovl]          # an immediate failure: nothing will be indicated
+            return
+        self.ops.append(op)
+
+    # -- rules ------------------------------------------------------------------
+    @precondition(lambda self: not self.closed and not self.cleaned)
+    @rule(mechanism=st.sampled_from(MECHANISMS), size=st.integers(1, 64))
+    def post_recv(self, mechanism, size):
+        api = self.api
+        buf = api.memory.alloc(size)
+        arr = api.memory.alloc(WSABUF.size)
+        api.memory.write(arr, WSABUF.pack(len=size, buf=buf))
+        flags = api.memory.alloc(4)
+        self._start("recv", mechanism, lambda ovl, r: api.WSARecv(self.server, arr, 1, 0, flags, ovl, r))
+
+    @precondition(lambda self: not self.closed and not self.cleaned)
+    @rule(mechanism=st.sampled_from(MECHANISMS), code=st.sampled_from([C.FIONREAD, 0xDEADBEEF, C.SIO_BASE_HANDLE]))
+    def post_ioctl(self, mechanism, code):
+        api = self.api
+        out, n = api.memory.alloc(8), api.memory.alloc(4)
+        self._start("ioctl", mechanism, lambda ovl, r: api.WSAIoctl(self.server, code, 0, 0, out, 8, n, ovl, r))
+
+    @precondition(lambda self: not self.closed and not self.cleaned)
+    @rule(data=st.binary(min_size=1, max_size=100))
+    def send(self, data):
+        api = self.api
+        buf = api.memory.alloc(len(data))
+        api.memory.write(buf, data)
+        assert api.send(self.client, buf, len(data), 0) == len(data)
+
+    @rule(ms=st.integers(0, 50), alertable=st.booleans())
+    def sleep(self, ms, alertable):
+        self.api.SleepEx(ms, alertable)
+
+    @rule()
+    def dequeue(self):
+        api = self.api
+        while True:
+            ok = api.GetQueuedCompletionStatus(self.port, self.count, self.key, self.out, 0)
+            ovl = api.memory.read_u64(self.out)
+            if not ok and ovl == 0:
+                return
+            assert api.memory.read_u64(self.key) == 7
+            op = self.by_ovl[ovl]
+            op.completions.append(("port", 0 if ok else api.GetLastError(), api.memory.read_u32(self.count)))
+
+    @precondition(lambda self: not self.closed and not self.cleaned)
+    @rule(index=st.integers(0, 1000))
+    def cancel_one(self, index):
+        pending = [op for op in self.ops if not self._done(op)]
+        if pending:
+            self.api.CancelIoEx(self.server, pending[index % len(pending)].ovl)
+
+    @precondition(lambda self: not self.closed and not self.cleaned)
+    @rule()
+    def close_server(self):
+        assert self.api.closesocket(self.server) == 0
+        self.closed = True
+
+    @precondition(lambda self: not self.cleaned)
+    @rule()
+    def cleanup(self):
+        assert self.api.WSACleanup() == 0
+        self.cleaned = True
+        self.completions_at_cleanup = sum(len(op.completions) for op in self.ops)
+        self._drain()
+        self.after_drain = sum(len(op.completions) for op in self.ops)
+
+    # -- helpers -------------------------------------------------------------
+    def _done(self, op) -> bool:
+        status = struct.unpack("<Q", self.api.memory.read(op.ovl, 8))[0]
+        return status != C.STATUS_PENDING
+
+    def _drain(self):
+        while self.api.SleepEx(0, True) == C.WAIT_IO_COMPLETION:
+            pass
+        self.dequeue()
+
+    # -- invariants ------------------------------------------------------------
+    @invariant()
+    def each_completion_uses_only_its_mechanism(self):
+        for op in self.ops:
+            vias = {via for via, _, _ in op.completions}
+            if op.mechanism == "routine":
+                assert vias <= {"routine"}
+            elif op.mechanism in ("port", "none", "event"):
+                assert vias <= {"port"}          # the socket is associated with the port
+            else:                                 # event with the low bit: never a packet
+                assert not vias
+            assert len(op.completions) <= 1, (op.kind, op.mechanism, op.completions)
+
+    @invariant()
+    def signalled_events_mean_completion(self):
+        for op in self.ops:
+            if op.event and op.mechanism.startswith("event"):
+                obj = self.api.process.handles.get(op.event)
+                if obj is not None and obj.signalled:
+                    assert self._done(op)
+
+    def teardown(self):
+        api = self.api
+        if not self.cleaned:
+            if not self.closed:
+                api.closesocket(self.server)
+            self._drain()
+            for op in self.ops:
+                assert self._done(op), (op.kind, op.mechanism)
+                if op.mechanism in ("routine", "port", "none", "event"):
+                    assert len(op.completions) == 1, (op.kind, op.mechanism, op.completions)
+            api.WSACleanup()
+        else:
+            api.SleepEx(100, True)
+            self.dequeue()
+            # Nothing completes after WSACleanup (beyond what the cleanup itself cancelled).
+            assert sum(len(op.completions) for op in self.ops) == self.after_drain
+            for op in self.ops:
+                assert self._done(op)
+        process = api.process
+        assert not process.sockets and all(not getattr(o, "pending", None) for o in process.handles.values())
+
+
+OverlappedMachine.TestCase.settings = settings(OverlappedMachine.TestCase.settings, stateful_step_count=30)
+TestOverlappedMachine = OverlappedMachine.TestCase
