@@ -58,7 +58,7 @@ def main(argv=None) -> None:
     floor_rate = per_second(floor_query, args.seconds)
 
     # 2. Redirected connections through two vendors' proxies.
-    story = Story("documented", ("VendorX", "VendorY"))
+    story = Story("documented", ("VendorX", "VendorY"), udp=False)     # TCP proxies only
     story.world.network.record = False           # no packet log: measure the redirect path itself
     app, sc = story.app, story.scratch
     name = rd.sockaddr_bytes("192.0.2.20", 80)

@@ -63,7 +63,8 @@ class Connection:
 class Story:
     """A world with a client and a server host, vendors, proxies and an application."""
 
-    def __init__(self, profile="documented", vendors=("VendorX",), set_records=True, proxy_elevated=True):
+    def __init__(self, profile="documented", vendors=("VendorX",), set_records=True, proxy_elevated=True,
+                 udp=True):
         """`vendors` in order of sublayer weight (first = heaviest); `set_records` True, False,
         or the names of the vendors whose proxies forward the records."""
         self.world = World(profile)
@@ -82,7 +83,8 @@ class Story:
             weight = 0x8000 - 0x1000 * index
             forwards = set_records if isinstance(set_records, bool) else vendor in set_records
             api = self.world.start_process(self.client_host, f"{vendor.lower()}-proxy", elevated=proxy_elevated)
-            proxy = RedirectProxy(api, vendor, tcp_port=tcp_port, udp_port=udp_port, set_records=forwards,
+            proxy = RedirectProxy(api, vendor, tcp_port=tcp_port, udp_port=udp_port if udp else 0,
+                                  set_records=forwards,
                                   inspect=self._inspect).start()
             self.world.add_service(proxy.poll, proxy.api)
             self.proxies[vendor] = proxy

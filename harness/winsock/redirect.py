@@ -7,6 +7,7 @@ the simulator and, with the native provider, on Windows.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ class WinsockError(OSError):
         self.code = code
 
 
+@functools.lru_cache(maxsize=4096)
 def sockaddr_bytes(ip: str, port: int) -> bytes:
     addr = ipaddress.ip_address(ip)
     if addr.version == 4:
@@ -46,6 +48,7 @@ def parse_sockaddr(data: bytes) -> tuple[str, int]:
     return str(ipaddress.ip_address(data[8:24])), port
 
 
+@functools.lru_cache(maxsize=4096)
 def family_of(ip: str) -> int:
     return C.AF_INET if ipaddress.ip_address(ip).version == 4 else C.AF_INET6
 
