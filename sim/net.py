@@ -146,6 +146,7 @@ class Host:
         self._iss = itertools.count(0x1000_0000, 0x0101_0101)
         # Hook for the WFP connect-redirect layer (sim.wfp): sees every connect.
         self.connect_redirect = None
+        self.bind_redirect = None          # the ALE bind-redirect layer (sim.wfp)
         self.processes = []
         # Key of the integrity tag on this host's redirect-records blobs (sim.records).
         self.records_key = hashlib.sha256(b"wfp-records:" + name.encode()).digest()

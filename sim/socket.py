@@ -138,6 +138,13 @@ class Socket:
         self._check_net()
         if self.local is not None:
             raise WsaError(C.WSAEINVAL)
+        hook = self.host.bind_redirect
+        if hook is not None:
+            request = ConnectRequest(self, (ip, port), None)
+            error = hook(request)
+            if error:
+                raise WsaError(error)
+            ip, port = request.local
         plain = unmap(ip)
         if plain not in (ANY4, ANY6) and not self.host.owns(plain):
             raise WsaError(C.WSAEADDRNOTAVAIL)

@@ -255,3 +255,51 @@ def test_sample_callout_matches_the_shared_decision_table():
     from sim.scenarios import run
     report, _ = run("single-proxy")
     assert report["connections"][0]["hops"][0]["vendor"] == "VendorX"
+
+
+class BindPinner:
+    """Moves every bind to local port 40000, at most once per socket (WDS caps bind redirection by
+    counting its own filter in the previousVersion chain)."""
+    name = "pinner"
+
+    def __init__(self, engine):
+        self.fwps = engine.fwps
+
+    def classify(self, fixed, meta, data, ctx, flt, flow, out):
+        version, mine = data, 0
+        while version is not None:
+            mine += version.modifierFilterId == flt.filterId
+            version = version.previousVersion
+        if mine:
+            out.actionType = C.FWP_ACTION_PERMIT
+            return
+        status, handle = self.fwps.FwpsAcquireClassifyHandle0(ctx, 0)
+        status, w = self.fwps.FwpsAcquireWritableLayerDataPointer0(handle, flt.filterId, 0, out)
+        w.localAddressAndPort = (w.localAddressAndPort[0], 40000)
+        self.fwps.FwpsApplyModifiedLayerData0(handle, w, 0)
+        self.fwps.FwpsReleaseClassifyHandle0(handle)
+        out.actionType = C.FWP_ACTION_PERMIT
+
+
+def test_bind_redirect_changes_the_local_port():
+    """HOWTO: the local address and port change only at the bind-redirect layers."""
+    world = World()
+    host = world.add_host("client", ["192.0.2.10"])
+    engine = world.wfp(host)
+    prov = engine.add_provider(PROVIDER, "Test")
+    sub = engine.add_sublayer(uuid.uuid4(), "bind", 100, prov)
+    engine.add_filter("pin", C.FWPS_LAYER_ALE_BIND_REDIRECT_V4, sub, 1, BindPinner(engine))
+    api = world.start_process(host, "app")
+    s = api.socket(C.AF_INET, C.SOCK_DGRAM, 0)
+    name = rd.sockaddr_bytes("0.0.0.0", 0)
+    ptr = api.memory.alloc(128)
+    api.memory.write(ptr, name)
+    assert api.bind(s, ptr, len(name)) == 0
+    length = api.memory.alloc(4)
+    api.memory.write_u32(length, 128)
+    assert api.getsockname(s, ptr, length) == 0
+    assert rd.parse_sockaddr(api.memory.read(ptr, api.memory.read_u32(length)))[1] == 40000
+    s2 = api.socket(C.AF_INET, C.SOCK_DGRAM, 0)
+    api.memory.write(ptr, name)
+    assert api.bind(s2, ptr, len(name)) == C.SOCKET_ERROR            # the pinned port is taken now
+    assert api.WSAGetLastError() == C.WSAEADDRINUSE

@@ -92,6 +92,30 @@ class ConnectRequest0:
     localRedirectContextSize: int = 0
 
 
+@dataclass
+class BindRequest0:
+    """FWPS_BIND_REQUEST0 (fwpsk.h): one version of the bind being classified."""
+    localAddressAndPort: tuple
+    portReservationToken: int = 0
+    previousVersion: "BindRequest0" = None
+    modifierFilterId: int = 0
+
+    @property
+    def remoteAddressAndPort(self):          # not a field of the bind layer; classify sees none
+        return (bytes(len(self.localAddressAndPort[0])), 0)
+
+
+def writable_copy(previous, filter_id: int):
+    """The new version FwpsAcquireWritableLayerDataPointer0 hands out: the fields a callout may
+    change, copied; previousVersion and modifierFilterId set (facts §5.2)."""
+    if isinstance(previous, BindRequest0):
+        return BindRequest0(previous.localAddressAndPort, previous.portReservationToken,
+                            previousVersion=previous, modifierFilterId=filter_id)
+    return ConnectRequest0(previous.localAddressAndPort, previous.remoteAddressAndPort,
+                           previous.portReservationToken, previous.localRedirectTargetPID,
+                           previousVersion=previous, modifierFilterId=filter_id)
+
+
 @dataclass(frozen=True)
 class FixedValues:
     """The incoming values of ALE_CONNECT_REDIRECT_V4/V6 this model provides."""
@@ -239,10 +263,7 @@ class Fwps:
             return STATUS_INVALID_PARAMETER, None
         if any(slot[1] is not None for slot in cls.acquired.values()):
             return STATUS_FWP_WRITE_ALREADY_ACQUIRED, None
-        previous = cls.current
-        writable = ConnectRequest0(previous.localAddressAndPort, previous.remoteAddressAndPort,
-                                   previous.portReservationToken, previous.localRedirectTargetPID,
-                                   previousVersion=previous, modifierFilterId=filterId)
+        writable = writable_copy(cls.current, filterId)
         cls.acquired[classifyHandle][1] = writable
         if classifyOut is not None:
             # DDI page: the acquire sets BLOCK and clears the write right.
@@ -284,6 +305,10 @@ class Fwps:
         self._engine.resume(cls, classifyOut)
 
 
+CONNECT_LAYERS = (C.FWPS_LAYER_ALE_CONNECT_REDIRECT_V4, C.FWPS_LAYER_ALE_CONNECT_REDIRECT_V6)
+BIND_LAYERS = (C.FWPS_LAYER_ALE_BIND_REDIRECT_V4, C.FWPS_LAYER_ALE_BIND_REDIRECT_V6)
+
+
 class FilterEngine:
     """One host's base filtering engine for the redirect layers."""
 
@@ -299,6 +324,7 @@ class FilterEngine:
         self.current_callout = ""
         self.active = None
         host.connect_redirect = self.classify
+        host.bind_redirect = self.classify_bind
 
     # -- management (FwpmProviderAdd0, FwpmSubLayerAdd0, FwpmFilterAdd0) ----
     def add_provider(self, key, name: str) -> Provider:
@@ -313,8 +339,8 @@ class FilterEngine:
 
     def add_filter(self, name: str, layer: int, sublayer: SubLayer, weight: int, callout,
                    protocols=(), flags: int = 0) -> Filter:
-        if layer not in (C.FWPS_LAYER_ALE_CONNECT_REDIRECT_V4, C.FWPS_LAYER_ALE_CONNECT_REDIRECT_V6):
-            raise ValueError(f"layer {layer}: only the connect-redirect layers are modelled")
+        if layer not in CONNECT_LAYERS + BIND_LAYERS:
+            raise ValueError(f"layer {layer}: only the connect- and bind-redirect layers are modelled")
         flt = Filter(next(self._filter_ids), name, layer, sublayer, weight, callout, frozenset(protocols), flags)
         self.filters.append(flt)
         return flt
@@ -352,11 +378,37 @@ class FilterEngine:
         except StopIteration:
             self._finish(cls)
 
-    def _layer(self, family: int) -> int:
-        return C.FWPS_LAYER_ALE_CONNECT_REDIRECT_V4 if family == C.AF_INET else C.FWPS_LAYER_ALE_CONNECT_REDIRECT_V6
+    def classify_bind(self, request) -> int:
+        """ALE_BIND_REDIRECT: callouts may change the local address and port of a bind.
+
+        Returns 0 (request.local possibly rewritten) or WSAEACCES when blocked.
+        Changes apply to every connection of the socket (HOWTO). A pended bind
+        classify is not modelled: it is refused with a diagnostic.
+        """
+        if not any(f.layerId in BIND_LAYERS for f in self.filters):
+            return 0
+        family = C.AF_INET if len(unmap(request.local[0])) == 4 else C.AF_INET6
+        cls = Classification(self, request, None, request.socket.protocol, family)
+        cls.layers = BIND_LAYERS
+        cls.records = None
+        cls.base = cls.current = BindRequest0(request.local)
+        gen = self._run(cls)
+        try:
+            next(gen)
+        except StopIteration:
+            if cls.blocked:
+                return C.WSAEACCES
+            request.local = cls.current.localAddressAndPort
+            return 0
+        self.diagnose("bind-pend", "pended a bind-redirect classify (not modelled): bind refused")
+        return C.WSAEACCES
+
+    def _layer(self, cls: Classification) -> int:
+        pair = getattr(cls, "layers", CONNECT_LAYERS)
+        return pair[0] if cls.family == C.AF_INET else pair[1]
 
     def _run(self, cls: Classification):
-        layer = self._layer(cls.family)
+        layer = self._layer(cls)
         for attempt in range(2):                      # the second pass is a reauthorization
             rights = C.FWPS_RIGHT_ACTION_WRITE
             for sub in sorted({f.sublayer.key: f.sublayer for f in self.filters}.values(),
