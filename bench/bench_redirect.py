@@ -12,23 +12,16 @@ Figures only: nothing here asserts on time.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from measure import per_second  # noqa: E402
 from harness.winsock import constants as C
 from harness.winsock import redirect as rd
 from sim.fixtures import redirected_tcp
 from sim.scenarios import PAYLOAD, Story
-
-
-def per_second(fn, seconds: float) -> float:
-    n, start = 0, time.perf_counter()
-    while True:
-        for _ in range(200):
-            fn()
-        n += 200
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds:
-            return n / elapsed
 
 
 def main(argv=None) -> None:

@@ -10,9 +10,12 @@ most 3x the synchronous call. Figures only: nothing here asserts on time.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import struct
-import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from measure import per_second  # noqa: E402
 from harness.winsock import constants as C
 from harness.winsock.ctype import cfunc
 from harness.winsock.layouts import WSAOVERLAPPED
@@ -32,19 +35,6 @@ class Floor:
         struct.pack_into("<I", self.mem, 0, 0)
         struct.pack_into("<I", self.mem, 8, 4)
         return 0
-
-
-def rate(fn, seconds: float) -> float:
-    """Calls per second of fn() over about `seconds`."""
-    n, batch = 0, 256
-    start = time.perf_counter()
-    while True:
-        for _ in range(batch):
-            fn()
-        n += batch
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds:
-            return n / elapsed
 
 
 def main(argv=None) -> None:
@@ -76,7 +66,7 @@ def main(argv=None) -> None:
     assert ioctl(s, C.FIONREAD, 0, 0, out, 4, n, 0, 0) == 0
     assert ioctl(s, C.FIONREAD, 0, 0, out, 4, n, ovl, 0) == 0 and get_result(s, ovl, xfer, 0, flags) == 1
 
-    results = {name: rate(fn, args.seconds) for name, fn in
+    results = {name: per_second(fn, args.seconds) for name, fn in
                (("floor: marshalling only", floor_call), ("WSAIoctl(FIONREAD) sync", sync_call),
                 ("WSAIoctl overlapped + event + WSAGetOverlappedResult", overlapped_call))}
     print(f"{'case':<56}{'calls/s':>12}{'µs/call':>10}")

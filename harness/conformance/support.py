@@ -9,6 +9,7 @@ import struct
 
 from harness.winsock import constants as C
 from harness.winsock.layouts import SOCKADDR_IN, SOCKADDR_IN6, WSAOVERLAPPED
+from harness.winsock.redirect import parse_sockaddr  # noqa: F401  (re-exported for the cases)
 
 GUARD = b"\xA5" * 32
 POISON = 0xDEADBEEF
@@ -55,14 +56,6 @@ def sockaddr(api, ip: str, port: int) -> tuple[int, int]:
     ptr = api.memory.alloc(len(data))
     api.memory.write(ptr, data)
     return ptr, len(data)
-
-
-def parse_sockaddr(data: bytes) -> tuple[str, int]:
-    family = struct.unpack_from("<H", data)[0]
-    port = struct.unpack_from(">H", data, 2)[0]
-    if family == C.AF_INET:
-        return str(ipaddress.ip_address(data[4:8])), port
-    return str(ipaddress.ip_address(data[8:24])), port
 
 
 def local_name(api, s) -> tuple[str, int]:
