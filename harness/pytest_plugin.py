@@ -118,6 +118,19 @@ def redirected(wfp_target, profile):
 
 
 @pytest.fixture
+def two_vendor_world(wfp_target, profile):
+    """Two vendors' sample drivers and reference proxies on one client host (sim.scenarios.Story).
+
+    `.tcp(label, family, destination)` / `.udp(...)` make a connection through them;
+    `.finish()` then fills in hops, final destination and verdicts.
+    """
+    if wfp_target != "sim":
+        pytest.skip("a two-vendor world needs two installed callout drivers; only the simulator builds one")
+    from sim.scenarios import Story
+    return Story(profile, ("VendorX", "VendorY"))
+
+
+@pytest.fixture
 def api(request, wfp_target, profile):
     """A fresh WinsockApi for one test (WSAStartup already called)."""
     if wfp_target == "sim":

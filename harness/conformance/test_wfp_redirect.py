@@ -279,3 +279,14 @@ def test_records_blob_layout_is_not_a_contract(redirected):
     """The blob is opaque: the harness never parses it; only its length is checked here."""
     rc, _, n, out = _query(redirected.api, redirected.sock, RECORDS, 1024)
     assert rc == 0 and 0 < n <= 1024 and struct.calcsize("<I") <= n
+
+
+@pytest.mark.sim_only
+def test_multi_proxy_case_reaches_the_destination(two_vendor_world):
+    """Seed page Remarks: with records tracking, two vendors' proxies inspect the same flow
+    cooperatively and the connection reaches its final destination (no infinite proxy loop)."""
+    story = two_vendor_world
+    conn = story.tcp("app -> server:80", C.AF_INET, "192.0.2.20")
+    story.finish()
+    assert conn.verdict == "ok" and conn.intact and conn.final_destination == "192.0.2.20:80"
+    assert [h["vendor"] for h in conn.hops if h["redirected_to"]] == ["VendorX", "VendorY"]
