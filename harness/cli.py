@@ -141,6 +141,7 @@ def main(argv=None) -> int:
     p.set_defaults(fn=cmd_fidelity)
     p = sub.add_parser("profile", help="profile tools")
     psub = p.add_subparsers(dest="action", required=True)
+    p.set_defaults(_subparsers=psub)        # other modules add `profile` subcommands (harness.replay)
     show = psub.add_parser("show", help="print a profile's answers")
     show.add_argument("name")
     show.set_defaults(fn=cmd_profile)

@@ -1,0 +1,236 @@
+"""`wfp-harness trace ...` and `wfp-harness profile probe|diff`.
+
+    wfp-harness trace record -o FILE [--target sim] [--profile P] [-- pytest args]
+    wfp-harness trace replay FILE [--target sim] [--profile P] [--last-error failure|always|never] [--json]
+    wfp-harness profile probe -o FILE [--target sim] [--profile P] [--name N] [--inherit windows-observed]
+    wfp-harness profile diff A B
+
+Exit status: trace replay 0 identical, 1 diverged; profile diff 0 identical,
+1 different; 2 for bad input (a malformed trace or profile: a one-line
+error naming the file, line and field).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+
+import pytest
+
+from .recorder import RecordingApi
+from .trace import Trace, TraceError, make_header
+
+TARGETS = ("sim", "native")
+
+
+def _fail(message: str) -> int:
+    print(f"wfp-harness: {message}", file=sys.stderr)
+    return 2
+
+
+def _profile(name):
+    """(Profile, None) or (None, exit code 2 after a one-line error)."""
+    from sim.profiles import ProfileError, load
+    try:
+        return load(name), None
+    except ProfileError as exc:
+        return None, _fail(str(exc))
+
+
+def _check_target(target):
+    if target not in TARGETS:
+        return _fail(f"--target: unknown target {target!r}; choose sim or native")
+    return None
+
+
+def api_factory(target: str, profile):
+    """A no-argument callable making a fresh provider for `target`."""
+    if target == "sim":
+        from sim import SimulatedWinsock
+        return lambda: SimulatedWinsock(profile)
+    from harness import native
+    return native.NativeWinsock
+
+
+def os_build(target: str) -> str:
+    return "simulated" if target == "sim" else platform.platform()
+
+
+# --- trace record -------------------------------------------------------------------------
+
+class TraceRecorderPlugin:
+    """A pytest plugin object: wraps every `api` fixture value in a RecordingApi.
+
+    Pass it to pytest.main(..., plugins=[TraceRecorderPlugin(trace)]); each
+    test becomes one session of `trace`, named by its node id. No change to
+    harness.pytest_plugin is needed: the hook replaces the fixture's value
+    after the plugin's own `api` fixture made it.
+    """
+
+    def __init__(self, trace: Trace, argname: str = "api"):
+        self.trace = trace
+        self.argname = argname
+        self.sessions = 0
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(self, fixturedef, request):
+        result = yield
+        if fixturedef.argname != self.argname or result is None or isinstance(result, RecordingApi):
+            return result
+        rec = RecordingApi(result, self.trace, session=request.node.nodeid)
+        cached = fixturedef.cached_result
+        if cached is not None and cached[0] is result:
+            fixturedef.cached_result = (rec, *cached[1:])
+        self.sessions += 1
+        return rec
+
+
+def cmd_record(args) -> int:
+    bad = _check_target(args.target)
+    if bad:
+        return bad
+    profile, bad = _profile(args.profile)
+    if bad:
+        return bad
+    trace = Trace(make_header(args.target, profile.name, os_build(args.target)))
+    plugin = TraceRecorderPlugin(trace)
+    argv = ["--pyargs", "harness.conformance", "--target", args.target, "--profile", args.profile,
+            "-q", "-p", "no:cacheprovider", *args.pytest_args]
+    code = pytest.main(argv, plugins=[plugin])
+    trace.dump(args.output)
+    print(f"trace: {plugin.sessions} tests, {len(trace.steps)} steps, "
+          f"{sum(1 for s in trace.steps if s.get('op') == 'call')} calls -> {args.output}")
+    return int(code)
+
+
+# --- trace replay ---------------------------------------------------------------------------
+
+def cmd_replay(args) -> int:
+    from .replayer import replay
+    from .trace import load
+    try:
+        trace = load(args.file)
+    except TraceError as exc:
+        return _fail(str(exc))
+    bad = _check_target(args.target)
+    if bad:
+        return bad
+    profile, bad = _profile(args.profile or _default_profile(trace))
+    if bad:
+        return bad
+    try:
+        factory = api_factory(args.target, profile)
+        result = replay(trace, factory, last_error=args.last_error)
+    except OSError as exc:           # e.g. --target native off Windows
+        return _fail(f"--target {args.target}: {exc}")
+    if args.json:
+        print(json.dumps({"identical": result.identical, "calls": result.calls,
+                          "divergences": [d.to_dict() for d in result.divergences]}, indent=2, default=str))
+    else:
+        print(f"replay of {args.file} (recorded on {trace.header['target']}/{trace.header['profile']}) "
+              f"on {args.target}/{profile.name}")
+        print(result.format())
+    return 0 if result.identical else 1
+
+
+def _default_profile(trace: Trace) -> str:
+    from sim.profiles import BUILTIN
+    name = trace.header.get("profile", "")
+    return name if name in BUILTIN else "documented"
+
+
+# --- profile probe / diff --------------------------------------------------------------------
+
+def cmd_probe(args) -> int:
+    from .probes import CRASHY, probe_profile
+    bad = _check_target(args.target)
+    if bad:
+        return bad
+    profile, bad = _profile(args.profile)
+    if bad:
+        return bad
+    parent, bad = _profile(args.inherit)
+    if bad:
+        return bad
+    redirected = None
+    if args.target == "sim":
+        from sim.fixtures import redirected_tcp
+        redirected = lambda: redirected_tcp(profile)     # noqa: E731
+    build = os_build(args.target)
+    try:
+        result = probe_profile(api_factory(args.target, profile), redirected, target=args.target, os_build=build,
+                               skip=CRASHY if args.target != "sim" else ())
+    except OSError as exc:
+        return _fail(f"--target {args.target}: {exc}")
+    name = args.name or (f"observed-{args.target}-{profile.name}" if args.target == "sim"
+                         else f"observed-{args.target}")
+    path = result.write_toml(args.output, name, inherit=parent.name)
+    print(f"{path}: {len(result.answers)} decision points observed, {len(result.unmatched)} unmatched, "
+          f"{len(result.not_probed)} not probed (inherited from {parent.name})")
+    for key, obs in result.answers.items():
+        print(f"  {key:<32} {obs.value}")
+    for key, ev in result.unmatched.items():
+        print(f"  {key:<32} UNMATCHED: {ev}")
+    return 0
+
+
+def cmd_diff(args) -> int:
+    from .probes import diff_profiles
+    a, bad = _profile(args.a)
+    if bad:
+        return bad
+    b, bad = _profile(args.b)
+    if bad:
+        return bad
+    rows = diff_profiles(a, b)
+    if not rows:
+        print(f"{a.name} and {b.name} agree on every decision point")
+        return 0
+    print(f"{len(rows)} decision points differ between {a.name} and {b.name}:")
+    for key, x, y in rows:
+        print(f"{key}")
+        print(f"    {a.name:<24} {x.value:<22} {x.provenance:<10} {x.source}")
+        print(f"    {b.name:<24} {y.value:<22} {y.provenance:<10} {y.source}")
+    return 1
+
+
+# --- registration ------------------------------------------------------------------------------
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("trace", help="record C-shaped call traces and replay them on another target")
+    sub = p.add_subparsers(dest="action", required=True)
+    r = sub.add_parser("record", help="record a conformance run as a trace (one session per test)")
+    r.add_argument("-o", "--output", required=True, help="the trace file to write (JSON Lines)")
+    r.add_argument("--target", default="sim", help="sim (default) or native")
+    r.add_argument("--profile", default="documented", help="profile name or file (default: documented)")
+    r.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: passed to pytest (e.g. -k wait)")
+    r.set_defaults(fn=cmd_record)
+    r = sub.add_parser("replay", help="replay a trace on a target and print where it diverges "
+                                      "(exit 0 identical, 1 diverged, 2 bad file)")
+    r.add_argument("file")
+    r.add_argument("--target", default="sim", help="sim (default) or native")
+    r.add_argument("--profile", default=None, help="profile for a sim target (default: the trace's own)")
+    r.add_argument("--last-error", choices=("failure", "always", "never"), default="failure",
+                   help="compare the last error after failing calls (default), every call, or never")
+    r.add_argument("--json", action="store_true", help="print the divergences as JSON")
+    r.set_defaults(fn=cmd_replay)
+
+    group = subparsers.choices.get("profile")
+    # harness/cli.py leaves the `profile` group's subparsers in its defaults for us.
+    psub = group.get_default("_subparsers") if group is not None else None
+    if psub is None:
+        group = subparsers.add_parser("profile", help="profile tools")
+        psub = group.add_subparsers(dest="action", required=True)
+    pr = psub.add_parser("probe", help="answer each decision point by experiment; write an observed profile")
+    pr.add_argument("-o", "--output", required=True, help="the profile file to write (.toml)")
+    pr.add_argument("--target", default="sim", help="sim (default) or native")
+    pr.add_argument("--profile", default="documented", help="profile of a sim target (default: documented)")
+    pr.add_argument("--name", help="the written profile's name (default: observed-TARGET[-PROFILE])")
+    pr.add_argument("--inherit", default="windows-observed",
+                    help="parent profile for the points not probed (default: windows-observed)")
+    pr.set_defaults(fn=cmd_probe)
+    d = psub.add_parser("diff", help="decision points where two profiles differ (exit 0 same, 1 differ, 2 bad file)")
+    d.add_argument("a", help="profile name or file")
+    d.add_argument("b", help="profile name or file")
+    d.set_defaults(fn=cmd_diff)

@@ -1,0 +1,561 @@
+"""Observed profiles: answer each decision point by experiment on a target.
+
+    result = probe_profile(lambda: sim.SimulatedWinsock("documented"))
+    result.answers["sio_flush"]          # Observation(value="cancel_pending", evidence="...")
+    result.write_toml("observed.toml", name="observed-win11-22631", target="native", os_build="...")
+
+Each probe runs on a fresh provider from `api_factory` and returns the
+choice of the decision point that the target's behaviour matches, or
+`Unmatched(evidence)` when it matches none (then the point is left out of the
+profile file and listed in its header comment). Probes that need a
+connection a WFP callout redirected take `redirected_factory` (something
+with `.api` and `.sock`, as sim.fixtures.redirected_tcp returns); without it
+they are `not probed`. Decision points with no probe are listed as such.
+
+The written file inherits every unprobed answer from a base profile
+(`windows-observed` by default) and says which answers were not probed.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.winsock import constants as C
+from harness.winsock.layouts import WSABUF, WSAOVERLAPPED
+
+POISON = 0xDEADBEEF
+RECORDS = C.SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS
+CONTEXT = C.SIO_QUERY_WFP_CONNECTION_REDIRECT_CONTEXT
+SET = C.SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS
+# Probes that can crash a real process (Vista+ dereferences the NULL out-pointer).
+CRASHY = frozenset({"getoverlappedresult_null_out"})
+
+
+@dataclass
+class Observation:
+    value: str
+    evidence: str
+
+
+@dataclass
+class Unmatched:
+    evidence: str
+
+
+class NotProbed(Exception):
+    """A probe could not run its experiment on this target (reason in the message)."""
+
+
+@dataclass
+class ProbeResult:
+    target: str
+    os_build: str
+    answers: dict = field(default_factory=dict)      # decision -> Observation
+    unmatched: dict = field(default_factory=dict)    # decision -> evidence
+    not_probed: dict = field(default_factory=dict)   # decision -> reason
+
+    def values(self) -> dict:
+        return {k: o.value for k, o in self.answers.items()}
+
+    def to_toml(self, name: str, inherit: str = "windows-observed", description: str = "") -> str:
+        from sim.decisions import DECISIONS
+        lines = ["# Observed profile written by `wfp-harness profile probe` (harness.replay.probes).",
+                 f"# Target: {self.target}; OS build: {self.os_build}.",
+                 f"# Probed: {len(self.answers)} decision points; every other answer is inherited from "
+                 f"{inherit!r}."]
+        if self.unmatched:
+            lines.append("# Probed, but the target matched none of the known choices (left to the parent):")
+            lines += [f"#   {k}: {ev}" for k, ev in self.unmatched.items()]
+        if self.not_probed:
+            lines.append("# Not probed (left to the parent):")
+            lines += [f"#   {k}: {why}" for k, why in self.not_probed.items()]
+        lines += [f"name = {_q(name)}",
+                  f"description = {_q(description or f'Observed on {self.target} ({self.os_build}) by experiment')}",
+                  f"inherit = {_q(inherit)}", ""]
+        for key in DECISIONS:
+            obs = self.answers.get(key)
+            if obs is None:
+                continue
+            lines += [f"[decisions.{key}]", f"value = {_q(obs.value)}", 'provenance = "observed"',
+                      f"source = {_q(f'probe {key} on target {self.target} ({self.os_build}): {obs.evidence}')}",
+                      ""]
+        return "\n".join(lines)
+
+    def write_toml(self, path, name: str, inherit: str = "windows-observed", description: str = "") -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_toml(name, inherit, description), encoding="utf-8")
+        return path
+
+
+def _q(text: str) -> str:
+    return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ") + '"'
+
+
+# --- small helpers (through the WinsockApi only) -----------------------------------
+
+def _u32(api, value=POISON) -> int:
+    ptr = api.memory.alloc(4)
+    api.memory.write_u32(ptr, value)
+    return ptr
+
+
+def _err(api) -> int:
+    """The last error as a signed int (WSAGetLastError's dialect; FWP_E_* are negative)."""
+    return api.WSAGetLastError()
+
+
+def _name(code: int) -> str:
+    return f"{C.error_name(code)} ({code})"
+
+
+def _ovl(api, event=0) -> int:
+    ptr = api.memory.alloc(WSAOVERLAPPED.size)
+    api.memory.write(ptr, WSAOVERLAPPED.pack(Internal=POISON, InternalHigh=POISON, hEvent=event))
+    return ptr
+
+
+def _sockaddr(api, port=0) -> tuple[int, int]:
+    data = struct.pack("<HH4s8x", C.AF_INET, 0, bytes([127, 0, 0, 1]))
+    data = data[:2] + struct.pack(">H", port) + data[4:]
+    ptr = api.memory.alloc(len(data))
+    api.memory.write(ptr, data)
+    return ptr, len(data)
+
+
+def _tcp(api) -> int:
+    s = api.socket(C.AF_INET, C.SOCK_STREAM, C.IPPROTO_TCP)
+    if s == C.INVALID_SOCKET:
+        raise NotProbed(f"socket(AF_INET, SOCK_STREAM) failed: {_name(_err(api))}")
+    return s
+
+
+def _pair(api):
+    lst = _tcp(api)
+    ptr, n = _sockaddr(api)
+    if api.bind(lst, ptr, n) or api.listen(lst, 4):
+        raise NotProbed(f"could not listen on loopback: {_name(_err(api))}")
+    name, length = api.memory.alloc(16), _u32(api, 16)
+    if api.getsockname(lst, name, length):
+        raise NotProbed(f"getsockname failed: {_name(_err(api))}")
+    client = _tcp(api)
+    if api.connect(client, name, 16):
+        raise NotProbed(f"connect over loopback failed: {_name(_err(api))}")
+    server = api.accept(lst, 0, 0)
+    if server == C.INVALID_SOCKET:
+        raise NotProbed(f"accept failed: {_name(_err(api))}")
+    return client, server
+
+
+def _wait(api, event, alertable=False) -> int:
+    arr = api.memory.alloc(8)
+    api.memory.write_u64(arr, event)
+    return api.WSAWaitForMultipleEvents(1, arr, False, 0, alertable)
+
+
+def _dequeue(api, port):
+    n, key, ovl = _u32(api), api.memory.alloc(8), api.memory.alloc(8)
+    ok = api.GetQueuedCompletionStatus(port, n, key, ovl, 0)
+    return ok, api.GetLastError(), api.memory.read_u32(n), api.memory.read_u64(ovl)
+
+
+def _choose(mapping: dict, observed, evidence: str):
+    value = mapping.get(observed)
+    return Observation(value, evidence) if value else Unmatched(evidence)
+
+
+# --- probes: (api) -> Observation | Unmatched; raise NotProbed --------------------------
+
+def probe_unknown_ioctl_error(api):
+    s, n = _tcp(api), _u32(api)
+    rc = api.WSAIoctl(s, 0xDEADBEEF, 0, 0, 0, 0, n, 0, 0)
+    err = _err(api)
+    ev = f"WSAIoctl(tcp, 0xDEADBEEF) sync -> {rc}, last error {_name(err)}"
+    return _choose({C.WSAEOPNOTSUPP: "WSAEOPNOTSUPP", C.WSAEINVAL: "WSAEINVAL"}, err if rc == -1 else None, ev)
+
+
+def probe_unknown_ioctl_overlapped(api):
+    s = _tcp(api)
+    port = api.CreateIoCompletionPort(s, 0, 1, 0)
+    if not port:
+        raise NotProbed(f"CreateIoCompletionPort failed: {_name(api.GetLastError())}")
+    rc = api.WSAIoctl(s, 0xDEADBEEF, 0, 0, 0, 0, _u32(api), _ovl(api), 0)
+    err = _err(api)
+    ok, perr, _, _ = _dequeue(api, port)
+    ev = (f"WSAIoctl(tcp, 0xDEADBEEF, OVERLAPPED, port) -> {rc}, last error {_name(err)}; "
+          f"then GetQueuedCompletionStatus -> {ok}, {_name(perr)}")
+    if rc == -1 and err == C.WSA_IO_PENDING:
+        return Observation("pending", ev)
+    if rc == -1 and err in (C.WSAEOPNOTSUPP, C.WSAEINVAL) and perr == C.WAIT_TIMEOUT:
+        return Observation("immediate", ev)
+    return Unmatched(ev)
+
+
+def probe_sio_flush(api):
+    s, n = _tcp(api), _u32(api)
+    rc = api.WSAIoctl(s, C.SIO_FLUSH, 0, 0, 0, 0, n, 0, 0)
+    err = _err(api) if rc else 0
+    ev = f"WSAIoctl(tcp, SIO_FLUSH) -> {rc}" + (f", last error {_name(err)}" if rc else "")
+    if rc == 0:
+        return Observation("cancel_pending", ev)
+    return _choose({C.WSAEOPNOTSUPP: "unsupported", C.WSAEINVAL: "unsupported"}, err, ev)
+
+
+def probe_inline_ioctl_signals_event(api):
+    s = _tcp(api)
+    event = api.WSACreateEvent()
+    out = api.memory.alloc(4)
+    rc = api.WSAIoctl(s, C.FIONREAD, 0, 0, out, 4, _u32(api), _ovl(api, event), 0)
+    if rc != 0:
+        raise NotProbed(f"overlapped FIONREAD did not complete inline: {rc}, {_name(_err(api))}")
+    signalled = _wait(api, event) == C.WSA_WAIT_EVENT_0
+    ev = f"overlapped FIONREAD returned 0; its event is {'set' if signalled else 'not set'}"
+    return Observation("yes" if signalled else "no", ev)
+
+
+def probe_routine_and_port(api):
+    s = _tcp(api)
+    port = api.CreateIoCompletionPort(s, 0, 5, 0)
+    if not port:
+        raise NotProbed(f"CreateIoCompletionPort failed: {_name(api.GetLastError())}")
+    calls = []
+    routine = api.completion_routine(lambda *a: calls.append(a))
+    rc = api.WSAIoctl(s, C.FIONREAD, 0, 0, api.memory.alloc(4), 4, _u32(api), _ovl(api), routine)
+    if rc != 0:
+        raise NotProbed(f"overlapped FIONREAD with a routine did not complete inline: {rc}, {_name(_err(api))}")
+    api.SleepEx(0, True)
+    ok, perr, _, _ = _dequeue(api, port)
+    ev = f"inline FIONREAD with a routine on a port-bound socket: routine ran {len(calls)}x, packet {'posted' if ok else 'none'}"
+    if len(calls) == 1:
+        return Observation("both" if ok else "routine_only", ev)
+    return Unmatched(ev)
+
+
+def probe_bad_event_at_issue(api):
+    s = _tcp(api)
+    bogus = 0x7FFFFFF0            # a multiple of four that no event has
+    rc = api.WSAIoctl(s, C.FIONREAD, 0, 0, api.memory.alloc(4), 4, _u32(api), _ovl(api, bogus), 0)
+    err = _err(api) if rc else 0
+    ev = f"overlapped FIONREAD with hEvent 0x{bogus:x} -> {rc}" + (f", last error {_name(err)}" if rc else "")
+    if rc == 0:
+        return Observation("ignored", ev)
+    return _choose({C.WSA_INVALID_HANDLE: "WSA_INVALID_HANDLE"}, err, ev)
+
+
+def probe_close_cancel_status(api):
+    _client, server = _pair(api)
+    port = api.CreateIoCompletionPort(server, 0, 9, 0)
+    if not port:
+        raise NotProbed(f"CreateIoCompletionPort failed: {_name(api.GetLastError())}")
+    buf = api.memory.alloc(16)
+    arr = api.memory.alloc(WSABUF.size)
+    api.memory.write(arr, WSABUF.pack(len=16, buf=buf))
+    rc = api.WSARecv(server, arr, 1, 0, _u32(api, 0), _ovl(api), 0)
+    if not (rc == -1 and _err(api) == C.WSA_IO_PENDING):
+        raise NotProbed(f"overlapped WSARecv did not pend: {rc}, {_name(_err(api))}")
+    api.closesocket(server)
+    ok, perr, _, _ = _dequeue(api, port)
+    ev = f"pending WSARecv, then closesocket: GetQueuedCompletionStatus -> {ok}, {_name(perr)}"
+    return _choose({C.ERROR_OPERATION_ABORTED: "cancelled", C.ERROR_CONNECTION_ABORTED: "connection_aborted"},
+                   perr if not ok else None, ev)
+
+
+def probe_getoverlappedresult_null_out(api):
+    s = _tcp(api)
+    ovl = _ovl(api)
+    if api.WSAIoctl(s, C.FIONREAD, 0, 0, api.memory.alloc(4), 4, _u32(api), ovl, 0) != 0:
+        raise NotProbed("overlapped FIONREAD did not complete inline")
+    rc = api.WSAGetOverlappedResult(s, ovl, 0, False, _u32(api))
+    err = _err(api)
+    ev = f"WSAGetOverlappedResult(lpcbTransfer NULL) -> {rc}, last error {_name(err)}"
+    return _choose({C.WSAEFAULT: "WSAEFAULT"}, err if rc == 0 else None, ev)
+
+
+def probe_wait_satisfaction_order(api):
+    s = _tcp(api)
+    routine = api.completion_routine(lambda *a: None)
+    if api.WSAIoctl(s, C.FIONREAD, 0, 0, api.memory.alloc(4), 4, _u32(api), _ovl(api), routine) != 0:
+        raise NotProbed("overlapped FIONREAD with a routine did not complete inline (no APC to race)")
+    event = api.WSACreateEvent()
+    api.WSASetEvent(event)
+    rc = _wait(api, event, alertable=True)
+    api.SleepEx(0, True)
+    ev = f"signalled event and a queued APC, alertable WSAWaitForMultipleEvents -> 0x{rc & 0xFFFFFFFF:x}"
+    return _choose({C.WSA_WAIT_EVENT_0: "objects_first", C.WSA_WAIT_IO_COMPLETION: "apcs_first"}, rc, ev)
+
+
+def probe_wait_bad_handle_array(api):
+    rc = api.WSAWaitForMultipleEvents(1, api.memory.invalid_pointer(), False, 0, False)
+    err = _err(api)
+    ev = f"WSAWaitForMultipleEvents(lphEvents invalid) -> 0x{rc & 0xFFFFFFFF:x}, last error {_name(err)}"
+    return _choose({C.WSA_INVALID_PARAMETER: "WSA_INVALID_PARAMETER"}, err if rc == C.WSA_WAIT_FAILED else None, ev)
+
+
+def probe_gqcs_bad_out_pointer(api):
+    port = api.CreateIoCompletionPort(C.INVALID_HANDLE_VALUE, 0, 0, 0)
+    if not port:
+        raise NotProbed(f"CreateIoCompletionPort failed: {_name(api.GetLastError())}")
+    api.PostQueuedCompletionStatus(port, 1, 2, 3)
+    rc = api.GetQueuedCompletionStatus(port, _u32(api), api.memory.alloc(8), api.memory.invalid_pointer(), 0)
+    err = api.GetLastError()
+    ok, _, n, ovl = _dequeue(api, port)
+    kept = ok == 1 and (n, ovl) == (1, 3)
+    ev = (f"GetQueuedCompletionStatus(lpOverlapped invalid) -> {rc}, {_name(err)}; packet "
+          f"{'kept' if kept else 'removed'}")
+    return _choose({C.ERROR_NOACCESS: "ERROR_NOACCESS"}, err if rc == 0 and kept else None, ev)
+
+
+def probe_zero_length_probe(api):
+    client, _server = _pair(api)
+    rc = api.send(client, api.memory.invalid_pointer(), 0, 0)
+    err = _err(api) if rc else 0
+    ev = f"send(connected, invalid pointer, 0 bytes) -> {rc}" + (f", last error {_name(err)}" if rc else "")
+    return Observation("valid", ev) if rc == 0 else Unmatched(ev)
+
+
+def _query(api, sock, code, size=64):
+    out = api.memory.alloc(max(size, 8))
+    n = _u32(api)
+    rc = api.WSAIoctl(sock, code, 0, 0, out if size else 0, size, n, 0, 0)
+    return rc, (_err(api) if rc else 0), api.memory.read_u32(n)
+
+
+def probe_query_unconnected(api):
+    rc, err, _ = _query(api, _tcp(api), RECORDS)
+    ev = f"records query on an unconnected TCP socket -> {rc}, {_name(err)}"
+    return _choose({C.WSAENOTCONN: "WSAENOTCONN"}, err if rc == -1 else None, ev)
+
+
+def probe_query_udp_socket(api):
+    s = api.socket(C.AF_INET, C.SOCK_DGRAM, C.IPPROTO_UDP)
+    if s == C.INVALID_SOCKET:
+        raise NotProbed(f"UDP socket failed: {_name(_err(api))}")
+    ptr, n = _sockaddr(api)
+    api.bind(s, ptr, n)
+    rc, err, _ = _query(api, s, RECORDS)
+    ev = f"records query on a UDP socket -> {rc}, {_name(err)}"
+    return _choose({C.WSAEINVAL: "WSAEINVAL"}, err if rc == -1 else None, ev)
+
+
+def probe_query_raw_socket(api):
+    s = api.socket(C.AF_INET, C.SOCK_RAW, 1)
+    if s == C.INVALID_SOCKET:
+        raise NotProbed(f"a raw socket needs an elevated process: {_name(_err(api))}")
+    rc, err, _ = _query(api, s, RECORDS)
+    ev = f"records query on a raw (ICMP) socket -> {rc}, {_name(err)}"
+    return _choose({C.WSAENOPROTOOPT: "WSAENOPROTOOPT"}, err if rc == -1 else None, ev)
+
+
+def probe_query_not_redirected(api):
+    _client, server = _pair(api)
+    rc, err, _ = _query(api, server, RECORDS)
+    ev = f"records query on a loopback connection nobody redirected -> {rc}, {_name(err)}"
+    return _choose({C.FWP_E_NOT_FOUND: "FWP_E_NOT_FOUND", C.WSAEINVAL: "WSAEINVAL"}, err if rc == -1 else None, ev)
+
+
+def _set(api, sock, blob):
+    inp = api.memory.alloc(len(blob))
+    api.memory.write(inp, blob)
+    rc = api.WSAIoctl(sock, SET, inp, len(blob), 0, 0, _u32(api), 0, 0)
+    return rc, (_err(api) if rc else 0)
+
+
+def probe_set_bad_blob(api):
+    rc, err = _set(api, _tcp(api), b"\x01" * 200)
+    ev = f"SET with 200 bytes that are not a records blob -> {rc}, {_name(err)}"
+    return _choose({C.WSAEINVAL: "WSAEINVAL"}, err if rc == -1 else None, ev)
+
+
+def probe_set_after_connect(api):
+    client, _server = _pair(api)
+    rc, err = _set(api, client, b"x" * 32)
+    ev = f"SET on a connected (not redirected) TCP socket -> {rc}, {_name(err)}"
+    return _choose({C.WSAEINVAL: "WSAEINVAL"}, err if rc == -1 else None, ev)
+
+
+def probe_wfp_sockopt_on_tcp(api):
+    s = _tcp(api)
+    buf, length = api.memory.alloc(256), _u32(api, 256)
+    rc = api.getsockopt(s, C.IPPROTO_IP, C.IP_WFP_REDIRECT_RECORDS, buf, length)
+    err = _err(api) if rc else 0
+    ev = f"getsockopt(tcp, IP_WFP_REDIRECT_RECORDS) -> {rc}, {_name(err)}"
+    return _choose({C.WSAEINVAL: "WSAEINVAL", C.WSAENOPROTOOPT: "WSAENOPROTOOPT"}, err if rc == -1 else None, ev)
+
+
+# -- probes on a redirected connection (redirected_factory) --------------------------------
+
+def _required(api, sock, code):
+    rc, err, n = _query(api, sock, code, 8192)
+    if rc:
+        raise NotProbed(f"the redirected socket's query failed: {_name(err)}")
+    return n
+
+
+def _short(rc, err, n, required, ev):
+    if rc != -1:
+        return Unmatched(ev)
+    if err == C.ERROR_INSUFFICIENT_BUFFER and n == required:
+        return Observation("insufficient_buffer", ev)
+    if err == C.WSAEINVAL and n == 0:
+        return Observation("WSAEINVAL", ev)
+    if err in (C.WSAEFAULT, C.WSAENOBUFS) and n == required:
+        return Observation(C.error_name(err), ev)
+    return Unmatched(ev)
+
+
+def probe_query_size_probe(red):
+    api, sock = red.api, red.sock
+    required = _required(api, sock, RECORDS)
+    rc, err, n = _query(api, sock, RECORDS, 0)
+    return _short(rc, err, n, required, f"records query, cbOutBuffer 0 -> {rc}, {_name(err)}, *lpcbBytesReturned "
+                                        f"{n} (required {required})")
+
+
+def probe_query_short_buffer(red):
+    api, sock = red.api, red.sock
+    required = _required(api, sock, RECORDS)
+    if required <= 4:
+        raise NotProbed("the records blob is too small for a short-buffer experiment")
+    rc, err, n = _query(api, sock, RECORDS, required - 1)
+    return _short(rc, err, n, required, f"records query, cbOutBuffer required-1 -> {rc}, {_name(err)}, "
+                                        f"*lpcbBytesReturned {n} (required {required})")
+
+
+def probe_query_tiny_buffer(red):
+    api, sock = red.api, red.sock
+    rc, err, n = _query(api, sock, RECORDS, 2)
+    ev = f"records query, cbOutBuffer 2 -> {rc}, {_name(err)}, *lpcbBytesReturned {n}"
+    if rc == -1 and err == C.WSAEINVAL and n == 0:
+        return Observation("WSAEINVAL", ev)
+    if rc == -1 and err in (C.ERROR_INSUFFICIENT_BUFFER, C.WSAEFAULT, C.WSAENOBUFS):
+        return Observation("as_short", ev)
+    return Unmatched(ev)
+
+
+def probe_wfp_query_completion(red):
+    api, sock = red.api, red.sock
+    event = api.WSACreateEvent()
+    ovl = _ovl(api, event)
+    out = api.memory.alloc(1024)
+    rc = api.WSAIoctl(sock, RECORDS, 0, 0, out, 1024, _u32(api), ovl, 0)
+    err = _err(api) if rc else 0
+    ev = f"overlapped records query -> {rc}" + (f", {_name(err)}" if rc else "")
+    if rc == 0:
+        return Observation("inline", ev)
+    return _choose({C.WSA_IO_PENDING: "pending"}, err, ev)
+
+
+def probe_wfp_completion_bytes(red):
+    api, sock = red.api, red.sock
+    required = _required(api, sock, RECORDS)
+    event = api.WSACreateEvent()
+    ovl = _ovl(api, event)
+    rc = api.WSAIoctl(sock, RECORDS, 0, 0, api.memory.alloc(1024), 1024, _u32(api), ovl, 0)
+    if rc == -1 and _err(api) != C.WSA_IO_PENDING:
+        raise NotProbed(f"overlapped records query failed: {_name(_err(api))}")
+    arr = api.memory.alloc(8)
+    api.memory.write_u64(arr, event)
+    api.WSAWaitForMultipleEvents(1, arr, False, 5000, False)
+    got, flags = _u32(api), _u32(api)
+    ok = api.WSAGetOverlappedResult(sock, ovl, got, True, flags)
+    n = api.memory.read_u32(got)
+    ev = f"overlapped records query completed ({ok}) with {n} bytes; the blob is {required} bytes"
+    if ok and n == required:
+        return Observation("actual", ev)
+    if ok and n == 0:
+        return Observation("zero", ev)
+    return Unmatched(ev)
+
+
+API_PROBES = {
+    "unknown_ioctl_error": probe_unknown_ioctl_error,
+    "unknown_ioctl_overlapped": probe_unknown_ioctl_overlapped,
+    "sio_flush": probe_sio_flush,
+    "inline_ioctl_signals_event": probe_inline_ioctl_signals_event,
+    "routine_and_port": probe_routine_and_port,
+    "bad_event_at_issue": probe_bad_event_at_issue,
+    "close_cancel_status": probe_close_cancel_status,
+    "getoverlappedresult_null_out": probe_getoverlappedresult_null_out,
+    "wait_satisfaction_order": probe_wait_satisfaction_order,
+    "wait_bad_handle_array": probe_wait_bad_handle_array,
+    "gqcs_bad_out_pointer": probe_gqcs_bad_out_pointer,
+    "zero_length_probe": probe_zero_length_probe,
+    "query_unconnected": probe_query_unconnected,
+    "query_udp_socket": probe_query_udp_socket,
+    "query_raw_socket": probe_query_raw_socket,
+    "query_not_redirected": probe_query_not_redirected,
+    "set_bad_blob": probe_set_bad_blob,
+    "set_after_connect": probe_set_after_connect,
+    "wfp_sockopt_on_tcp": probe_wfp_sockopt_on_tcp,
+}
+REDIRECT_PROBES = {
+    "query_size_probe": probe_query_size_probe,
+    "query_tiny_buffer": probe_query_tiny_buffer,
+    "query_short_buffer": probe_query_short_buffer,
+    "wfp_query_completion": probe_wfp_query_completion,
+    "wfp_completion_bytes": probe_wfp_completion_bytes,
+}
+NO_PROBE = {
+    "wfp_query_check_order": "the order of the query's own checks needs several crafted failures at once; "
+                             "no single experiment separates the orders",
+    "context_absent": "needs a redirected connection whose callout set no context (the sample driver always sets one)",
+    "set_requires_elevation": "needs a second, non-elevated process",
+}
+PROBES = {**API_PROBES, **REDIRECT_PROBES}
+
+
+def _close(api) -> None:
+    close = getattr(api, "close", None)
+    if callable(close):
+        close()
+
+
+def probe_profile(api_factory, redirected_factory=None, *, target: str = "sim", os_build: str = "",
+                  skip=(), only=None) -> ProbeResult:
+    """Answer each decision point by experiment; a fresh provider (or redirected connection) per probe.
+
+    skip: decision points not to probe (e.g. CRASHY on a real target); only: probe just these.
+    """
+    from sim.decisions import DECISIONS
+    result = ProbeResult(target, os_build or ("simulated" if target == "sim" else "unknown"))
+    for key in DECISIONS:
+        if only is not None and key not in only:
+            continue
+        if key in skip:
+            result.not_probed[key] = "skipped on this target" + (
+                " (the experiment can crash a real process)" if key in CRASHY else "")
+            continue
+        if key in API_PROBES:
+            factory, probe = api_factory, API_PROBES[key]
+        elif key in REDIRECT_PROBES:
+            if redirected_factory is None:
+                result.not_probed[key] = "needs a redirected connection (no redirected fixture for this target)"
+                continue
+            factory, probe = redirected_factory, REDIRECT_PROBES[key]
+        else:
+            result.not_probed[key] = NO_PROBE.get(key, "no probe written")
+            continue
+        subject = factory()
+        try:
+            outcome = probe(subject)
+        except NotProbed as exc:
+            result.not_probed[key] = str(exc)
+            continue
+        finally:
+            _close(getattr(subject, "api", subject) if key in REDIRECT_PROBES else subject)
+        if isinstance(outcome, Observation):
+            if outcome.value not in DECISIONS[key].choices:
+                result.unmatched[key] = f"{outcome.evidence} (answer {outcome.value!r} is not a known choice)"
+            else:
+                result.answers[key] = outcome
+        else:
+            result.unmatched[key] = outcome.evidence
+    return result
+
+
+def diff_profiles(a, b) -> list:
+    """[(decision, Assignment of a, Assignment of b)] where the two profiles' values differ."""
+    from sim.decisions import DECISIONS
+    return [(key, a.assignments[key], b.assignments[key]) for key in DECISIONS
+            if a.assignments[key].value != b.assignments[key].value]

@@ -1,0 +1,353 @@
+"""`replay(trace, target)`: re-execute a trace on another target and diff every step.
+
+Per call it compares the return value, the last error (by default only where
+either side's return value signals failure: Win32 leaves the last error
+undefined after a success), the bytes the call wrote into the test's memory
+(8-byte words; pointers and handles compared as symbols), and the completion
+routine invocations (routine, dwError, cbTransferred, lpOverlapped, dwFlags).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from harness.winsock import constants as C
+
+from .recorder import EXT_SIGNATURES, SIGNATURES, VOLATILE_RETURNS, MemoryTracker, encode_ret, learn_extension
+from .symbols import Symbols, UnresolvedSymbol
+from .trace import Trace
+
+LAST_ERROR_POLICIES = ("failure", "always", "never")
+_NO_LAST_ERROR = frozenset({"WSAStartup", "WSAGetLastError", "WSASetLastError", "GetLastError",
+                            "GetCurrentProcessId", "GetCurrentThreadId", "SleepEx"})
+
+
+def signals_failure(fn: str, ret_type: str, ret) -> bool:
+    """Whether a return value is the function's failure value (the last error is then meaningful)."""
+    if fn in _NO_LAST_ERROR or type(ret) is not int:
+        return False
+    if ret_type == "int":
+        return ret == C.SOCKET_ERROR
+    if ret_type == "SOCKET":
+        return ret == C.INVALID_SOCKET
+    if ret_type in ("BOOL", "HANDLE", "WSAEVENT"):
+        return ret == 0
+    if fn == "WSAWaitForMultipleEvents":
+        return ret == C.WSA_WAIT_FAILED
+    return False
+
+
+def _fmt(value) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value} (0x{value & 0xFFFFFFFFFFFFFFFF:x})" if abs(value) > 9 else str(value)
+    return repr(value)
+
+
+def _fmt_error(code) -> str:
+    if type(code) is not int:
+        return repr(code)
+    signed = code - (1 << 32) if code & 0x80000000 else code
+    name = C.error_name(signed)
+    return f"{code} ({name})" if name != str(signed) else str(code)
+
+
+@dataclass
+class Divergence:
+    step: int              # index in trace.steps (0-based); the file line is step + 2
+    path: str              # "" for a top-level step, else "completions[0].calls[1]"
+    fn: str
+    field: str             # ret | error | writes | completions | raised | unresolved | step
+    recorded: object
+    replayed: object
+    session: str = ""
+
+    @property
+    def line(self) -> int:
+        return self.step + 2
+
+    def describe(self) -> str:
+        where = f"step {self.step} (line {self.line})" + (f" {self.path}" if self.path else "")
+        if self.field == "error":
+            rec, rep = _fmt_error(self.recorded), _fmt_error(self.replayed)
+        elif self.field == "writes":
+            rec = ", ".join(f"{k}={v}" for k, v in self.recorded.items()) or "nothing"
+            rep = ", ".join(f"{k}={v}" for k, v in self.replayed.items()) or "nothing"
+        elif self.field == "completions":
+            rec = "; ".join(_fmt_completion(c) for c in self.recorded) or "none"
+            rep = "; ".join(_fmt_completion(c) for c in self.replayed) or "none"
+        else:
+            rec, rep = _fmt(self.recorded), _fmt(self.replayed)
+        return f"{where} {self.fn}: {self.field}: recorded {rec}, replayed {rep}"
+
+    def to_dict(self) -> dict:
+        return {"step": self.step, "line": self.line, "path": self.path, "fn": self.fn, "field": self.field,
+                "recorded": self.recorded, "replayed": self.replayed, "session": self.session}
+
+
+def _fmt_completion(c) -> str:
+    return f"{_fmt(c[0])}({', '.join(_fmt(a) for a in c[1])})"
+
+
+@dataclass
+class ReplayResult:
+    trace: Trace
+    divergences: list = field(default_factory=list)
+    calls: int = 0
+    steps: list = field(default_factory=list)      # the replayed steps, in the trace's own format
+    symbols: list = field(default_factory=list)    # per session: the target's values for each symbol
+
+    @property
+    def identical(self) -> bool:
+        return not self.divergences
+
+    @property
+    def first(self):
+        return self.divergences[0] if self.divergences else None
+
+    def format(self, limit: int = 50) -> str:
+        if self.identical:
+            return f"identical: {self.calls} calls replayed, no divergence"
+        lines = [f"diverged: {len(self.divergences)} divergences in {self.calls} calls replayed",
+                 f"first: {self.first.describe()}"]
+        shown = self.divergences[:limit]
+        lines += [f"  {d.describe()}" for d in shown]
+        if len(self.divergences) > limit:
+            lines.append(f"  ... {len(self.divergences) - limit} more")
+        return "\n".join(lines)
+
+
+def _tokens(runs) -> dict:
+    """Write runs -> {"alloc{i}+{offset}": hex or symbol} per 8-byte word."""
+    out = {}
+    for run in runs:
+        data = bytes.fromhex(run["hex"])
+        syms = {off: sym for off, sym in run.get("syms", [])}
+        base = run["offset"]
+        for off in range(0, len(data), 8):
+            key = f"alloc{run['alloc']}+{base + off}"
+            out[key] = _fmt(syms[off]) if off in syms else data[off:off + 8].hex()
+    return out
+
+
+class _Session:
+    def __init__(self, api, name, recorded_completions):
+        self.api = api
+        self.name = name
+        self.symbols = Symbols()
+        self.tracker = MemoryTracker(api.memory, self.symbols)
+        self.frames: list[dict] = []
+        self.recorded_completions = recorded_completions     # routine k -> [recorded completion, ...]
+        self.invocations: dict[int, int] = {}
+        self.threads: list = []
+        self.thread_contexts: list = []
+
+
+def _completions_by_routine(steps, start: int) -> dict:
+    """routine index -> recorded completion records, in the order they happened, for one session."""
+    out: dict[int, list] = {}
+
+    def walk(items):
+        for step in items:
+            if step.get("op") == "session":
+                return False
+            for comp in step.get("completions", []):
+                routine = comp["routine"]
+                if isinstance(routine, list) and routine[0] == "routine":
+                    out.setdefault(routine[1], []).append(comp)
+                walk(comp.get("calls", []))
+        return True
+
+    walk(steps[start:])
+    return out
+
+
+class Replayer:
+    def __init__(self, trace: Trace, target, last_error: str = "failure"):
+        if last_error not in LAST_ERROR_POLICIES:
+            raise ValueError(f"last_error must be one of {LAST_ERROR_POLICIES}")
+        self.trace = trace
+        self.target = target
+        self.last_error = last_error
+        self.result = ReplayResult(trace)
+        self.session: _Session | None = None
+        self._owned = []
+        self._where = (0, "")
+
+    # -- sessions ------------------------------------------------------------------
+    def _new_api(self, first: bool):
+        target = self.target
+        if callable(target) and not hasattr(target, "WSAIoctl"):
+            api = target()
+            self._owned.append(api)
+            return api
+        if not first:
+            raise ValueError("this trace has several sessions: replay it with a factory that makes a fresh "
+                             "provider per session (e.g. lambda: sim.SimulatedWinsock(profile))")
+        return target
+
+    def run(self) -> ReplayResult:
+        steps = self.trace.steps
+        try:
+            started = False
+            for index, step in enumerate(steps):
+                if step["op"] == "session" or not started:
+                    self.session = _Session(self._new_api(not started),
+                                            step.get("name", "") if step["op"] == "session" else "",
+                                            _completions_by_routine(steps, index + (step["op"] == "session")))
+                    started = True
+                    self.result.symbols.append(self.session.symbols)
+                    if step["op"] == "session":
+                        self.result.steps.append(dict(step))
+                        continue
+                self.result.steps.append(self._execute(step, index, ""))
+        finally:
+            for api in self._owned:
+                close = getattr(api, "close", None)
+                if callable(close):
+                    close()
+        return self.result
+
+    def _diverge(self, index, path, fn, fld, recorded, replayed):
+        self.result.divergences.append(Divergence(index, path, fn, fld, recorded, replayed,
+                                                  self.session.name if self.session else ""))
+
+    # -- steps -------------------------------------------------------------------------
+    def _execute(self, step: dict, index: int, path: str) -> dict:
+        session = self.session
+        api, symbols = session.api, session.symbols
+        op = step["op"]
+        try:
+            if op == "alloc":
+                ptr = api.memory.alloc(step["size"], step["prot"])
+                return {**step, "result": symbols.add_alloc(ptr, step["size"])}
+            if op == "free":
+                ptr = symbols.value(step["ptr"])
+                api.memory.free(ptr)
+                symbols.free_alloc(ptr)
+                return dict(step)
+            if op == "protect":
+                api.memory.protect(symbols.value(step["ptr"]), step["prot"])
+                return dict(step)
+            if op == "write":
+                ptr = symbols.value(step["ptr"])
+                data = symbols.substitute(bytes.fromhex(step["hex"]), step.get("syms", []))
+                api.memory.write(ptr, data)
+                return {**step, "hex": data.hex()}
+            if op == "invalid_pointer":
+                return {**step, "result": symbols.add_invalid(api.memory.invalid_pointer())}
+            if op == "routine":
+                return {**step, "result": self._make_routine()}
+            if op == "call":
+                return self._call(step, index, path)
+            if op == "thread":
+                if not hasattr(api, "new_thread"):
+                    raise NotImplementedError("the target has no simulated threads (new_thread)")
+                session.threads.append(api.new_thread(step.get("name", "")))
+                return dict(step)
+            if op == "enter_thread":
+                ctx = api.as_thread(session.threads[step["thread"]])
+                ctx.__enter__()
+                session.thread_contexts.append(ctx)
+                return dict(step)
+            if op == "exit_thread":
+                if session.thread_contexts:
+                    session.thread_contexts.pop().__exit__(None, None, None)
+                return dict(step)
+        except UnresolvedSymbol as exc:
+            self._diverge(index, path, step.get("fn", op), "unresolved", step, str(exc))
+            return {**step, "unresolved": str(exc)}
+        except Exception as exc:    # noqa: BLE001 - the target refused a memory operation: a divergence
+            self._diverge(index, path, op, "step", "ok", f"{type(exc).__name__}: {exc}")
+            return {**step, "raised": f"{type(exc).__name__}: {exc}"}
+        raise ValueError(f"unknown op {op!r}")
+
+    def _make_routine(self):
+        session = self.session
+        k = len(session.symbols.routines)
+
+        def routine(dwError, cbTransferred, lpOverlapped, dwFlags):
+            record = {"routine": ["routine", k],
+                      "args": [dwError, cbTransferred, session.symbols.pointer(lpOverlapped), dwFlags], "calls": []}
+            if session.frames:
+                session.frames[-1].setdefault("completions", []).append(record)
+            # Run the calls the recorded routine made at this invocation.
+            j = session.invocations.get(k, 0)
+            session.invocations[k] = j + 1
+            recorded = session.recorded_completions.get(k, [])
+            if j < len(recorded):
+                frame_index, frame_path = self._where
+                for n, nested in enumerate(recorded[j].get("calls", [])):
+                    sub = f"{frame_path}{'.' if frame_path else ''}completions(routine {k} #{j}).calls[{n}]"
+                    record["calls"].append(self._execute(nested, frame_index, sub))
+                    self._where = (frame_index, frame_path)
+
+        ptr = session.api.completion_routine(routine)
+        return session.symbols.add_routine(ptr)
+
+    def _call(self, step: dict, index: int, path: str) -> dict:
+        session = self.session
+        api, symbols = session.api, session.symbols
+        name = step["fn"]
+        ret_type, params = (EXT_SIGNATURES if step.get("ext") else SIGNATURES)[name]
+        args = [symbols.value(a) for a in step["args"]]
+        if step.get("ext"):
+            fnptr = symbols.value(step["fnptr"])
+            fn = lambda *a: api.call(fnptr, *a)  # noqa: E731
+        else:
+            fn = getattr(api, name)
+        out = {"op": "call", "fn": name, "args": step["args"], "completions": []}
+        self.result.calls += 1
+        before = session.tracker.snapshot()
+        session.frames.append(out)
+        self._where = (index, path)
+        try:
+            ret = fn(*args)
+        except Exception as exc:    # noqa: BLE001 - compared with what the recording saw
+            out["raised"] = f"{type(exc).__name__}: {exc}"
+            ret = None
+        finally:
+            session.frames.pop()
+        if ret is not None:
+            if name == "WSAIoctl" and ret == 0:
+                learn_extension(api.memory, symbols, args)
+            out["ret"] = encode_ret(symbols, ret_type, ret)
+        out["error"] = api.GetLastError() & 0xFFFFFFFF
+        out["writes"] = session.tracker.writes(before, session.tracker.snapshot())
+        self._compare(step, out, index, path, ret_type)
+        return out
+
+    def _compare(self, rec: dict, out: dict, index: int, path: str, ret_type: str) -> None:
+        name = rec["fn"]
+        if "raised" in rec or "raised" in out:
+            if rec.get("raised", "").split(":")[0] != out.get("raised", "").split(":")[0]:
+                self._diverge(index, path, name, "raised", rec.get("raised", "returned"),
+                              out.get("raised", "returned"))
+            return
+        if name not in VOLATILE_RETURNS and rec.get("ret") != out.get("ret"):
+            self._diverge(index, path, name, "ret", rec.get("ret"), out.get("ret"))
+        compare_error = self.last_error == "always" or (
+            self.last_error == "failure" and (signals_failure(name, ret_type, rec.get("ret"))
+                                              or signals_failure(name, ret_type, out.get("ret"))))
+        if compare_error and rec["error"] != out["error"]:
+            self._diverge(index, path, name, "error", rec["error"], out["error"])
+        rec_w, out_w = _tokens(rec.get("writes", [])), _tokens(out["writes"])
+        if rec_w != out_w:
+            keys = sorted(set(rec_w) | set(out_w), key=lambda k: (int(k[5:].split("+")[0]), int(k.split("+")[1])))
+            differing = [k for k in keys if rec_w.get(k) != out_w.get(k)]
+            self._diverge(index, path, name, "writes", {k: rec_w.get(k, "unchanged") for k in differing},
+                          {k: out_w.get(k, "unchanged") for k in differing})
+        rec_c = [(c["routine"], c["args"]) for c in rec.get("completions", [])]
+        out_c = [(c["routine"], c["args"]) for c in out.get("completions", [])]
+        if rec_c != out_c:
+            self._diverge(index, path, name, "completions", rec_c, out_c)
+
+
+def replay(trace: Trace, target, *, last_error: str = "failure") -> ReplayResult:
+    """Re-execute `trace` on `target` (a WinsockApi, or a factory making one per session) and diff.
+
+    last_error: "failure" (default) compares the last error where either
+    side's return value is the function's failure value; "always" after
+    every call; "never" not at all.
+    """
+    return Replayer(trace, target, last_error).run()
