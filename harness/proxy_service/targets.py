@@ -1,0 +1,248 @@
+"""Where the proxy runs: the native provider on Windows, or the simulator.
+
+Both targets give :class:`~harness.proxy_service.core.ProxySession` the same
+things (a WinsockApi, an elevation answer, a policy store, idle and clock), so
+the session, the proxy and the registration are one code path. The simulator
+is imported only when the sim target is built.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+from harness.winsock import constants as C
+from harness.winsock import redirect as rd
+from harness.winsock import sample_driver as sd
+
+from . import core
+
+SERVER = ("192.0.2.20", "2001:db8::20")      # the echo host of sim.scenarios
+CLIENT = ("192.0.2.10", "2001:db8::10")
+REDIRECTED_TCP, REDIRECTED_UDP = 80, 53       # the ports the demo policy redirects
+
+
+class NativeTarget:
+    """Real ws2_32 through harness.native.NativeWinsock; the real driver through win32.py."""
+
+    def __init__(self, fns=None):
+        from . import win32
+        self.win32 = win32
+        self.fns = fns if fns is not None else win32.load()
+        self.api = None
+
+    def is_elevated(self):
+        return self.win32.is_elevated(self.fns)
+
+    def open_api(self):
+        from harness.native import NativeWinsock
+        try:
+            self.api = NativeWinsock()
+        except OSError as exc:
+            raise core.StartupError(f"Winsock: {exc}") from None
+        return self.api
+
+    def policy_store(self):
+        return self.win32.DriverPolicyStore(self.fns)
+
+    def idle(self, api, ms: int) -> None:
+        api.SleepEx(ms, 1)                   # alertable, like RedirectProxy.serve_forever
+
+    @staticmethod
+    def clock() -> float:
+        return time.monotonic()
+
+    def attach(self, proxy) -> None:
+        pass
+
+    def close(self) -> None:
+        if self.api is not None:
+            self.api.close()
+            self.api = None
+
+
+# --- the simulator -----------------------------------------------------------------------
+class SimPolicyStore:
+    """The simulated driver's Parameters key (raw registry bytes) and its reload IOCTL."""
+
+    def __init__(self, target: SimTarget):
+        self.target = target
+
+    def read_values(self) -> dict:
+        return dict(self.target.registry)
+
+    def write_value(self, name: str, regtype: int, data: bytes) -> None:
+        self.target.registry[name] = (regtype, bytes(data))
+
+    def reload(self) -> bytes:
+        """What the driver's WfprcPolicyReload does: parse; refuse, or swap and bump the generation."""
+        try:
+            policy = sd.parse_registry_values(self.target.registry)
+        except ValueError as exc:
+            raise core.PolicyRefused(f"the driver refused the policy (ERROR_INVALID_PARAMETER): {exc}; the "
+                                     f"previous policy stays in force",
+                                     win32_error=core.ERROR_INVALID_PARAMETER) from None
+        callout = self.target.callout
+        callout.reload(policy)
+        return sd.RELOAD_RESULT.pack(generation=callout.generation, proxy_process_id=policy.proxy_process_id,
+                                     tcp_port_count=len(policy.tcp_ports), udp_port_count=len(policy.udp_ports))
+
+    def close(self) -> None:
+        pass
+
+
+class DemoClient:
+    """An application making ``count`` TCP connections, one after the other, each
+    sending a request and reading its echo. Non-blocking, polled by the world."""
+
+    PAYLOAD = b"GET /through-the-packaged-proxy HTTP/1.1\r\nHost: server\r\n\r\n"
+
+    def __init__(self, api, host: str, port: int, count: int):
+        self.api, self.host, self.port, self.count = api, host, port, count
+        self.scratch = rd.Scratch(api, 4096)
+        self.results: list[tuple[bool, str]] = []     # (intact, error) per connection
+        self.current = None
+        self.done = False
+
+    @property
+    def intact(self) -> int:
+        return sum(1 for ok, _ in self.results if ok)
+
+    def poll(self) -> bool:
+        progress = False
+        while not self.done and self._step():
+            progress = True
+        return progress
+
+    def _finish(self, intact: bool, error: str = "") -> bool:
+        self.api.closesocket(self.current["s"])
+        self.results.append((intact, error))
+        self.current = None
+        return True
+
+    def _step(self) -> bool:
+        api, sc, mem = self.api, self.scratch, self.api.memory
+        c = self.current
+        if c is None:
+            if len(self.results) >= self.count:
+                self.done = True
+                return True
+            s = api.socket(rd.family_of(self.host), C.SOCK_STREAM, 0)
+            mem.write_u32(sc.value, 1)
+            api.ioctlsocket(s, C.FIONBIO, sc.value)
+            name = rd.sockaddr_bytes(self.host, self.port)
+            mem.write(sc.addr, name)
+            self.current = {"s": s, "state": "connecting", "got": b""}
+            if api.connect(s, sc.addr, len(name)) and api.WSAGetLastError() != C.WSAEWOULDBLOCK:
+                return self._finish(False, f"connect: {C.error_name(api.WSAGetLastError())}")
+            return True
+        s = c["s"]
+        if c["state"] == "connecting":
+            mem.write_u32(sc.addrlen, 128)
+            if api.getpeername(s, sc.addr, sc.addrlen) != 0:
+                mem.write_u32(sc.addrlen, 4)
+                api.getsockopt(s, C.SOL_SOCKET, C.SO_ERROR, sc.value, sc.addrlen)
+                err = mem.read_u32(sc.value)
+                return self._finish(False, f"connect: {C.error_name(err)}") if err else False
+            mem.write(sc.buf, self.PAYLOAD)
+            if api.send(s, sc.buf, len(self.PAYLOAD), 0) != len(self.PAYLOAD):
+                return self._finish(False, f"send: {C.error_name(api.WSAGetLastError())}")
+            c["state"] = "receiving"
+            return True
+        n = api.recv(s, sc.buf, sc.size, 0)
+        if n > 0:
+            c["got"] += mem.read(sc.buf, n)
+            if len(c["got"]) >= len(self.PAYLOAD):
+                return self._finish(c["got"] == self.PAYLOAD)
+            return True
+        if n == 0:
+            return self._finish(False, f"closed after {len(c['got'])} bytes")
+        err = api.WSAGetLastError()
+        if err == C.WSAEWOULDBLOCK:
+            return False
+        return self._finish(False, f"recv: {C.error_name(err)}")
+
+
+class SimTarget:
+    """A simulated client host with the sample driver installed and the proxy as a process.
+
+    The driver's policy redirects TCP 80 (and UDP 53 when the proxy has a UDP
+    port) to the proxy's ports. Without --register-policy the policy already
+    names the proxy's PID (an administrator wrote it); with it, ProxyProcessId
+    starts at 0, as the INF creates it, and only the proxy's registration makes
+    the driver redirect. With ``demo`` an app makes that many connections to an
+    echo server on another host; when they are done (and the proxy has closed
+    them, or 5 virtual seconds passed) ``stop`` is set, as Ctrl-C would.
+    """
+
+    DEMO_TIMEOUT_S = 120.0
+    DRAIN_S = 5.0
+
+    def __init__(self, config: core.ProxyConfig, *, demo: int = 0, profile: str = "documented",
+                 stop: threading.Event | None = None, realtime: bool = True):
+        from sim.services import EchoServer
+        from sim.world import World
+        self.config, self.demo_count, self.realtime = config, demo, realtime
+        self.stop = stop if stop is not None else threading.Event()
+        self.world = World(profile)
+        self.client_host = self.world.add_host("client", CLIENT)
+        self.server_host = self.world.add_host("server", SERVER)
+        server = self.world.start_process(self.server_host, "echo")
+        self.echo = EchoServer(server, REDIRECTED_TCP, udp=False)
+        self.echo_udp = EchoServer(server, REDIRECTED_UDP, tcp=False)
+        self.world.add_service(self.echo.poll, self.echo.api)
+        self.world.add_service(self.echo_udp.poll, self.echo_udp.api)
+        self.registry: dict = {}
+        self.callout = None
+        self.demo: DemoClient | None = None
+        self.proxy = None
+        self.api = None
+        self._done_at = None
+        self.timed_out = False
+
+    def is_elevated(self):
+        return True                           # the proxy process is started elevated, as services run
+
+    def open_api(self):
+        from sim.wfp.callouts import install_sample_driver
+        cfg = self.config
+        self.api = self.world.start_process(self.client_host, cfg.name, elevated=True)
+        pid = 0 if cfg.register_policy else self.api.GetCurrentProcessId()
+        policy = sd.RedirectPolicy(tcp_ports=(REDIRECTED_TCP,) if cfg.tcp_port else (),
+                                   udp_ports=(REDIRECTED_UDP,) if cfg.udp_port else (),
+                                   tcp_proxy_port=cfg.tcp_port, udp_proxy_port=cfg.udp_port,
+                                   proxy_process_id=pid)
+        self.registry = {name: (regtype, core.encode_value(regtype, value))
+                         for name, (regtype, value) in policy.to_registry_values().items()}
+        self.callout = install_sample_driver(self.world, self.client_host, policy, vendor="Contoso")
+        if self.demo_count:
+            app = self.world.start_process(self.client_host, "demo-app", elevated=False)
+            self.demo = DemoClient(app, SERVER[0], REDIRECTED_TCP, self.demo_count)
+            self.world.add_service(self.demo.poll)
+        self._started_ns = self.world.now_ns
+        return self.api
+
+    def policy_store(self):
+        return SimPolicyStore(self)
+
+    def attach(self, proxy) -> None:
+        self.proxy = proxy
+
+    def idle(self, api, ms: int) -> None:
+        self.world.run(ms)
+        now = self.clock()
+        if self.demo is not None:
+            if self.demo.done and self._done_at is None:
+                self._done_at = now
+            if self._done_at is not None and (not self.proxy.connections or now - self._done_at > self.DRAIN_S):
+                self.stop.set()
+            elif now - self._started_ns / 1e9 > self.DEMO_TIMEOUT_S:
+                self.timed_out = True
+                self.stop.set()
+        elif self.realtime:
+            time.sleep(ms / 1000)             # nothing drives the world: keep to wall time, spare the CPU
+
+    def clock(self) -> float:
+        return self.world.now_ns / 1e9        # virtual seconds: the demo is deterministic
+
+    def close(self) -> None:
+        pass
