@@ -171,6 +171,13 @@ class Orchestrator:
                     self._run_workers(ctx, [n for n in names if self.results[n].status == "not_run"])
             except KeyboardInterrupt:
                 self._interrupt(meta)
+            except (HarnessError, OSError, ValueError) as e:
+                # e.g. the wheel did not build, the driver package is unreadable
+                log.error("run could not start: %s", e)
+                for r in self.results.values():
+                    if r.status == "not_run":
+                        r.status, r.classification, r.phase = "harness", "harness", getattr(e, "phase", "setup")
+                        r.cause = self.registry.redact(f"run could not start: {e}")
             finally:
                 self._cleanup(main_vs)
             meta["finished"] = _now()
@@ -235,7 +242,6 @@ class Orchestrator:
                 while t.is_alive():
                     t.join(0.2)
         except KeyboardInterrupt:
-            self._interrupt_meta = True
             self.cancel.set()
             with self._lock:
                 active = list(self.active.values())

@@ -208,7 +208,7 @@ def test_ctrl_c_destroys_clones_and_keeps_artifacts(vcsim, standins, wheel, tmp_
     env = dict(os.environ, **vcsim.env(), PYTHONUNBUFFERED="1")
     run_id = f"ctrlc-{os.getpid()}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "lab", "nightly", "--config", str(cfg), "--wheel", str(wheel),
+        [sys.executable, "-m", "harness.vm.cli", "lab", "nightly", "--config", str(cfg), "--wheel", str(wheel),
          "--run-id", run_id, "--progress-interval", "0"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     _when_suite_runs(s, lambda: proc.send_signal(signal.SIGINT)).join(120)

@@ -134,7 +134,7 @@ def test_nightly_workflow_is_valid_yaml_for_a_self_hosted_runner():
 
 
 def _cli(*args, env=None, cwd=None):
-    return subprocess.run([sys.executable, "-m", "harness.cli", "lab", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "harness.vm.cli", "lab", *args], capture_output=True, text=True,
                           env=env, cwd=cwd, timeout=300)
 
 
@@ -179,9 +179,32 @@ def test_sharded_nightly_and_merge_via_cli(vcsim, standins, wheel, tmp_path):
         dirs.append(tmp_path / "artifacts" / f"nightly-7-s{i}of2")
         assert [g["guest"] for g in json.loads((dirs[-1] / "results.json").read_text())["guests"]] == \
             [guests[i - 1].name]
-    r = subprocess.run([sys.executable, "-m", "harness.cli", "lab", "merge", "--out", str(tmp_path / "merged"),
+    r = subprocess.run([sys.executable, "-m", "harness.vm.cli", "lab", "merge", "--out", str(tmp_path / "merged"),
                         *map(str, dirs)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     suites = ET.parse(tmp_path / "merged" / "junit.xml").getroot()
     assert sorted(s.get("name") for s in suites.iter("testsuite")) == sorted(g.name for g in guests)
     assert all(int(s.get("tests")) > 50 for s in suites.iter("testsuite"))
+
+
+def test_top_level_cli_registers_the_lab_commands(capsys):
+    # The other CLI tests run `python -m harness.vm.cli` so that another
+    # package's command cannot break them; this one checks the wiring.
+    from harness.cli import main
+    with pytest.raises(SystemExit) as e:
+        main(["lab", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("preflight", "nightly", "gate", "janitor", "merge"):
+        assert cmd in out
+
+
+def test_unreadable_driver_package_is_a_harness_error_with_reports(make_lab, standins, wheel, vcsim, tmp_path):
+    from harness.vm.orchestrator import Orchestrator
+    (s,) = standins(1)
+    lab = make_lab([s])
+    opts, _ = run_options(tmp_path, wheel, vcsim, driver=tmp_path / "no-such-driver")
+    out = Orchestrator(lab, opts).run()
+    g = out.results["guests"][0]
+    assert out.exit_code == 4 and g["classification"] == "harness" and g["attempts"] == []
+    assert "driver package not found" in g["cause"] and (out.run_dir / "report.html").is_file()
