@@ -87,6 +87,8 @@ def set_records(call):
     profile, sock, mem = call.profile, call.sock, call.mem
     if call.cbin and (call.inbuf == 0 or not mem.check(call.inbuf, call.cbin, False)):
         return Fail(C.WSAEFAULT, 0)
+    if call.cbout and call.outbuf and not mem.check(call.outbuf, call.cbout, True):
+        return Fail(C.WSAEFAULT, 0)        # SET page: a bad lpvOutBuffer is WSAEFAULT (NULL: the size rule below)
     if call.cbin == 0 or call.cbout != 0:
         return Fail(C.WSAEINVAL, 0)
     if profile.set_requires_elevation == "WSAEACCES" and not call.process.elevated:

@@ -448,6 +448,8 @@ class SimulatedWinsock:
                 err = C.WSAENOTSOCK
             elif not lpcbBytesReturned or not mem.check(lpcbBytesReturned, 4, True):
                 err = C.WSAEFAULT
+            elif not process.host.up:
+                err = C.WSAENETDOWN
             else:
                 thread = current
                 if lpCompletionRoutine and lpOverlapped and sock.overlapped_attr:

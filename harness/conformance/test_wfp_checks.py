@@ -166,3 +166,12 @@ def test_poisoned_counts_untouched_on_handle_errors(api):
         assert api.WSAIoctl(0xDEADBEEF, code, 0, 0, out.ptr, 64, n.ptr, 0, 0) == C.SOCKET_ERROR
         assert api.WSAGetLastError() == C.WSAENOTSOCK
         assert n.u32() == POISON and out.read() == b"\xcc" * 64
+
+
+def test_set_output_not_in_user_space(api, tcp):
+    """SET page: WSAEFAULT when lpvOutBuffer (with a non-zero size) is not in user space."""
+    inp = api.memory.alloc(32)
+    n = dword(api)
+    rc = api.WSAIoctl(tcp, C.SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS, inp, 32, api.memory.invalid_pointer(), 16,
+                      n.ptr, 0, 0)
+    assert rc == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAEFAULT

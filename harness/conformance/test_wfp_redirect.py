@@ -137,7 +137,8 @@ class TestOverlappedQuery:
         size = n.u32()
         arr = api.memory.alloc(8)
         api.memory.write_u64(arr, event)
-        assert api.WSAWaitForMultipleEvents(1, arr, False, 0, False) == 0
+        signalled = api.WSAWaitForMultipleEvents(1, arr, False, 0, False) == 0
+        assert signalled == (decide("inline_ioctl_signals_event") == "yes")
         expected_bytes = size if decide("wfp_completion_bytes") == "actual" else 0
         assert internal(api, ovl) == (0, expected_bytes)
         got, flags = dword(api), dword(api)
