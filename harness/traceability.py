@@ -476,7 +476,7 @@ def as_text(cov: Coverage, profile=None, path="", all_statements=False) -> str:
 
 def as_markdown(cov: Coverage, profile=None, path="") -> str:
     cols = _cols(cov)
-    out = [f"# Traceability of the WFP redirect IOCTL pages", "",
+    out = ["# Traceability of the WFP redirect IOCTL pages", "",
            f"{len(cov.statements)} statements from `{path}`; verdict: "
            f"**{'complete' if cov.complete else 'INCOMPLETE'}**.", "",
            "| page | section | " + " | ".join(c.replace("_", " ") for c in cols) + " |",

@@ -1,6 +1,5 @@
 """Differential replay: traces of C-shaped calls, replay on another target, observed profiles."""
 import json
-import struct
 
 import pytest
 from hypothesis import given

@@ -30,15 +30,15 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Callable, Iterator
 
 from contextlib import contextmanager
 
 from harness.vm.config import Guest, LabConfig
 from harness.vm.errors import (
-    GuestSetupError, HarnessError, InfrastructureError, ProductFailure, SshError, classify,
+    GuestSetupError, HarnessError, InfrastructureError, ProductFailure, SshError,
 )
-from harness.vm.guest_os import NO_CDB, DumpFile, GuestOs, profile_for, summarize_analysis
+from harness.vm.guest_os import NO_CDB, GuestOs, profile_for, summarize_analysis
 from harness.vm.package import DriverPackage
 from harness.vm.progress import Progress
 from harness.vm.redact import RedactingFilter, SecretRegistry

@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import os
 import re
 import secrets
 import signal

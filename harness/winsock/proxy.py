@@ -15,7 +15,6 @@ step, so the simulator can run many proxies in one thread, and
 """
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 
 from harness.winsock import constants as C

@@ -26,7 +26,6 @@ HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent
 sys.path.insert(0, str(TESTS / "vm_vsphere"))
 
-import vsphere_testlib  # noqa: E402  (the vcsim fixture and config helpers)
 from vsphere_testlib import CANARY_PASSWORD, Vcsim, lab_toml  # noqa: E402,F401
 
 

@@ -12,7 +12,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 
 from harness.vm.orchestrator import Orchestrator
 from lab_testlib import CANARY_PASSWORD, all_text, clones_of, make_driver, run_options, write_lab
