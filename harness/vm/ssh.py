@@ -572,8 +572,8 @@ class GuestSsh:
         if self._sftp is not None:
             try:
                 self._sftp.close()
-            except Exception:
-                pass
+            except Exception as exc:    # closing a half-dead session must not hide the original fault
+                log.debug("closing SFTP after a fault: %s", exc)
             self._sftp = None
         if self._client is not None:
             self._client.close()
@@ -617,7 +617,8 @@ class GuestSsh:
             return False
         try:
             chan = t.open_session(timeout=timeout or self.endpoint.connect_timeout)
-        except Exception:
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            log.debug("probe: cannot open a session: %s", exc)
             return False
         chan.close()
         return True
