@@ -42,16 +42,21 @@ def pytest_configure(config):
         config.addinivalue_line("markers", f"{name}: {text}")
     target = config.getoption("--target") or os.environ.get("WFP_TARGET") or "sim"
     if target not in TARGETS:
-        raise pytest.UsageError(f"--target: unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+        _bad_input(f"--target: unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     if target == "native" and sys.platform != "win32":
-        raise pytest.UsageError("--target native: the native provider needs Windows (ws2_32.dll)")
+        _bad_input("--target native: the native provider needs Windows (ws2_32.dll)")
     from sim.profiles import ProfileError, load
     name = config.getoption("--profile") or os.environ.get("WFP_PROFILE") or "documented"
     try:
         profile = load(name)
     except ProfileError as exc:
-        raise pytest.UsageError(f"--profile: {exc}") from None
+        _bad_input(f"--profile: {exc}")
     config._wfp = {"target": target, "profile": profile}
+
+
+def _bad_input(message: str):
+    """One line naming what is wrong, and exit code 2, like every wfp-harness command."""
+    pytest.exit(f"wfp-harness: {message}", returncode=2)
 
 
 def _capabilities(target: str) -> set:

@@ -35,3 +35,18 @@ def test_unknown_profile_is_a_one_line_usage_error(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
     assert f"{bad}:2: decisions.unknown_ioctl_error.value" in proc.stderr
+
+
+@pytest.mark.parametrize("args,env,needle", [
+    (["--target", "bogus"], {}, "unknown target 'bogus'"),
+    ([], {"WFP_TARGET": "nope"}, "unknown target 'nope'"),
+    (["--profile", "no-such"], {}, "unknown profile"),
+])
+def test_pytest_bad_target_or_profile_exits_2_with_one_line(args, env, needle):
+    import os
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--pyargs", "harness.conformance", "-q",
+                           "-p", "no:cacheprovider", *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **env})
+    assert proc.returncode == 2
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if needle in line]
+    assert len(lines) == 1
