@@ -28,9 +28,6 @@ class Timer:
     def cancel(self) -> None:
         self.cancelled = True
 
-    def __lt__(self, other: "Timer") -> bool:
-        return (self.when, self.seq) < (other.when, other.seq)
-
 
 class Scheduler:
     def __init__(self):
@@ -41,7 +38,8 @@ class Scheduler:
 
     def call_at(self, when_ns: int, fn, label: str = "") -> Timer:
         timer = Timer(max(when_ns, self.now_ns), next(self._seq), fn, label)
-        heapq.heappush(self._heap, timer)
+        # (when, seq) is unique, so the heap compares plain tuples and never the Timer.
+        heapq.heappush(self._heap, (timer.when, timer.seq, timer))
         return timer
 
     def call_later(self, delay_ns: int, fn, label: str = "") -> Timer:
@@ -52,16 +50,16 @@ class Scheduler:
 
     def next_time(self):
         heap = self._heap
-        while heap and heap[0].cancelled:
+        while heap and heap[0][2].cancelled:
             heapq.heappop(heap)
-        return heap[0].when if heap else None
+        return heap[0][0] if heap else None
 
     def run_due(self) -> int:
         """Fire every timer due now (including ones they schedule for now)."""
         count = 0
         heap = self._heap
-        while heap and heap[0].when <= self.now_ns:
-            timer = heapq.heappop(heap)
+        while heap and heap[0][0] <= self.now_ns:
+            timer = heapq.heappop(heap)[2]
             if not timer.cancelled:
                 timer.fn()
                 count += 1
@@ -89,4 +87,4 @@ class Scheduler:
             self.now_ns = when_ns
 
     def pending(self) -> int:
-        return sum(1 for t in self._heap if not t.cancelled)
+        return sum(1 for _, _, t in self._heap if not t.cancelled)
