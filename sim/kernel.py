@@ -113,6 +113,9 @@ class Kernel:
 
     def _others_alive(self) -> bool:
         me = threading.get_ident()
+        threads = self._python_threads
+        if not threads or (len(threads) == 1 and me in threads):
+            return False                    # the common single-threaded case: no enumeration
         alive = {t.ident for t in threading.enumerate()}
         self._python_threads &= alive
         return any(t != me for t in self._python_threads)
