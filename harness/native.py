@@ -144,7 +144,12 @@ COMPLETION_ROUTINE = _FUNCTYPE(None, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_
 _LIVE_ROUTINES: list = []
 
 _EXTENSION_GUIDS = {L.guid_bytes(C.WSAID_WSARECVMSG): "WSARecvMsg",
-                    L.guid_bytes(C.WSAID_WSASENDMSG): "WSASendMsg"}
+                    L.guid_bytes(C.WSAID_WSASENDMSG): "WSASendMsg",
+                    L.guid_bytes(C.WSAID_ACCEPTEX): "AcceptEx",
+                    L.guid_bytes(C.WSAID_CONNECTEX): "ConnectEx",
+                    L.guid_bytes(C.WSAID_GETACCEPTEXSOCKADDRS): "GetAcceptExSockaddrs"}
+# Which socket type the throwaway socket of _learn_extensions needs for each function.
+_STREAM_EXTENSIONS = frozenset({"AcceptEx", "ConnectEx", "GetAcceptExSockaddrs"})
 
 
 # --- virtual memory backends -------------------------------------------------
@@ -607,32 +612,38 @@ class NativeWinsock:
             self._extensions[ptr] = (name, EXTENSION_TYPES[name](ptr))
 
     def _learn_extensions(self) -> None:
-        """Fetch WSARecvMsg/WSASendMsg once from a throwaway socket, for pointers
-        the caller obtained without this object's WSAIoctl."""
+        """Fetch every extension function once from throwaway sockets (a UDP one for
+        WSARecvMsg/WSASendMsg, a TCP one for AcceptEx, ConnectEx and
+        GetAcceptExSockaddrs), for pointers the caller obtained without this object's WSAIoctl."""
         if self._learned:
             return
         self._learned = True
         guid = ctypes.create_string_buffer(16)
         out = ctypes.create_string_buffer(8)
         n = ctypes.c_uint32()
-        for af in (C.AF_INET, C.AF_INET6):
-            s = self._c_socket(af, C.SOCK_DGRAM, C.IPPROTO_UDP)
-            if s == C.INVALID_SOCKET:
-                continue
-            try:
-                for raw in _EXTENSION_GUIDS:
-                    ctypes.memmove(guid, raw, 16)
-                    if self._c_WSAIoctl(s, C.SIO_GET_EXTENSION_FUNCTION_POINTER, ctypes.addressof(guid), 16,
-                                        ctypes.addressof(out), 8, ctypes.addressof(n), 0, 0) == 0:
-                        self._observe_extension(C.SIO_GET_EXTENSION_FUNCTION_POINTER,
-                                                ctypes.addressof(guid), 16, ctypes.addressof(out), 8)
-            finally:
-                self._c_closesocket(s)
-            return
+        for stream in (False, True):
+            kind = (C.SOCK_STREAM, C.IPPROTO_TCP) if stream else (C.SOCK_DGRAM, C.IPPROTO_UDP)
+            for af in (C.AF_INET, C.AF_INET6):
+                s = self._c_socket(af, *kind)
+                if s == C.INVALID_SOCKET:
+                    continue
+                try:
+                    for raw, name in _EXTENSION_GUIDS.items():
+                        if (name in _STREAM_EXTENSIONS) != stream:
+                            continue
+                        ctypes.memmove(guid, raw, 16)
+                        if self._c_WSAIoctl(s, C.SIO_GET_EXTENSION_FUNCTION_POINTER, ctypes.addressof(guid), 16,
+                                            ctypes.addressof(out), 8, ctypes.addressof(n), 0, 0) == 0:
+                            self._observe_extension(C.SIO_GET_EXTENSION_FUNCTION_POINTER,
+                                                    ctypes.addressof(guid), 16, ctypes.addressof(out), 8)
+                finally:
+                    self._c_closesocket(s)
+                break
 
     def call(self, fnptr: int, *args: int) -> int:
         """Call an extension function pointer (SIO_GET_EXTENSION_FUNCTION_POINTER:
-        WSARecvMsg or WSASendMsg) with its C arguments."""
+        WSARecvMsg, WSASendMsg, AcceptEx, ConnectEx or GetAcceptExSockaddrs) with its C
+        arguments; GetAcceptExSockaddrs (void) returns None."""
         if type(fnptr) is not int:
             raise TypeError("call(): fnptr must be an int")
         entry = self._extensions.get(fnptr)

@@ -68,6 +68,11 @@ DECISIONS: dict[str, DecisionPoint] = {d.name: d for d in (
     _dp("gqcs_bad_out_pointer", "kernel",
         "GetQueuedCompletionStatus with an unwritable out-pointer.",
         ERROR_NOACCESS="FALSE with ERROR_NOACCESS; no packet is removed"),
+    _dp("acceptex_short_address", "winsock",
+        "AcceptEx with an address length below sizeof(sockaddr) + 16.",
+        WSAEFAULT="fails at once with WSAEFAULT (the page: 'at least 16 bytes more than the maximum address length')",
+        pending_buffer_too_small="only a zero remote length fails at once; otherwise it goes pending and the "
+                                 "completion fails with STATUS_BUFFER_TOO_SMALL"),
     _dp("zero_length_probe", "memory",
         "Is a zero-length buffer at an invalid address a fault?",
         valid="no: a zero-length range is never probed"),

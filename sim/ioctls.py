@@ -150,4 +150,7 @@ def ale_endpoint_handle(call):
 EXTENSION_GUIDS = {
     guid_bytes(C.WSAID_WSARECVMSG): "WSARecvMsg",
     guid_bytes(C.WSAID_WSASENDMSG): "WSASendMsg",
+    guid_bytes(C.WSAID_ACCEPTEX): "AcceptEx",
+    guid_bytes(C.WSAID_CONNECTEX): "ConnectEx",
+    guid_bytes(C.WSAID_GETACCEPTEXSOCKADDRS): "GetAcceptExSockaddrs",
 }

@@ -77,6 +77,9 @@ class Socket:
         self.redirect = None            # redirect state of an accepted, redirected flow (sim.wfp)
         self.udp_connreset = True       # SIO_UDP_CONNRESET defaults to on
         self.udp_flows: dict = {}       # destination -> where WFP sends that flow
+        self.accepting = None           # the AcceptEx IoRequest accepting into this socket
+        # "accept"/"connect": connected by AcceptEx/ConnectEx, waiting for SO_UPDATE_*_CONTEXT
+        self.context_pending = None
         # SIO_QUERY_WFP_ALE_ENDPOINT_HANDLE: a kernel-address-looking, stable value.
         self.endpoint_handle = 0xFFFF_C000_0000_0000 | (process.pid << 32) | handle
 
@@ -195,15 +198,30 @@ class Socket:
 
     # -- connect / accept --------------------------------------------------
     def connect(self, thread, ip: bytes, port: int) -> None:
+        if not self.begin_connect(ip, port):
+            return
+        if self.nonblocking:
+            raise WsaError(C.WSAEWOULDBLOCK)
+        self.block(thread, lambda: True if self._connect_settled() else None, "connect")
+        self._settle_connect()
+        if self.state != "connected":
+            raise WsaError(self.so_error)
+
+    def begin_connect(self, ip: bytes, port: int) -> bool:
+        """The non-blocking part of connect (also ConnectEx's): checks, bind, the redirect hook.
+
+        Returns False for a UDP association (done at once), True once a TCP connect is under way.
+        """
         self._check_net()
         if self.is_udp:
             if unmap(ip) in (ANY4, ANY6) and port == 0:
                 self.peer = None            # connect to the null address dissolves the association
-                return
+                return False
             self._implicit_bind(ip)
             self.peer = (ip, port)
-            return
-        if self.state == "listening":
+            return False
+        if self.state == "listening" or self.accepting is not None:
+            # Wine test_AcceptEx (runs on Windows): connect on a socket an AcceptEx accepts into: WSAEINVAL.
             raise WsaError(C.WSAEINVAL)
         if self.state == "connected":
             raise WsaError(C.WSAEISCONN)
@@ -224,12 +242,7 @@ class Socket:
             # The ALE connect-redirect layer (sim.wfp) may rewrite the destination,
             # refuse the connect, or pend it and answer later.
             hook(request, lambda error: self._start_connect(request, error))
-        if self.nonblocking:
-            raise WsaError(C.WSAEWOULDBLOCK)
-        self.block(thread, lambda: True if self._connect_settled() else None, "connect")
-        self._settle_connect()
-        if self.state != "connected":
-            raise WsaError(self.so_error)
+        return True
 
     def _start_connect(self, request, error: int) -> None:
         if self.state != "connecting":
@@ -237,6 +250,7 @@ class Socket:
         if error:
             self.state = "failed"
             self.so_error = error
+            self.on_transport_event()   # a pending ConnectEx completes; a blocked connect wakes
             self.kernel.poke()
             return
         self.conn = self.host.tcp_connect(self, self.local, request.remote, request.meta)
@@ -265,13 +279,21 @@ class Socket:
             self.block(thread, lambda: True if lst.queue else None, "accept")
         conn = lst.queue.pop(0)
         new = self.process.new_socket(self.family, self.type, self.protocol, self.overlapped_attr)
-        new.conn = conn
-        new.local = conn.local
-        new.state = "connected"
-        new.options.update({k: v for k, v in self.options.items() if k[0] == C.SOL_SOCKET})
-        new.redirect = conn.meta.get("redirect")
-        conn.socket = new
+        new.adopt(conn)
+        new.inherit_from(self)
         return new
+
+    def adopt(self, conn) -> None:
+        """Take an established connection from a listener's queue (accept, AcceptEx)."""
+        self.conn = conn
+        self.local = conn.local
+        self.state = "connected"
+        self.redirect = conn.meta.get("redirect")
+        conn.socket = self
+
+    def inherit_from(self, listener) -> None:
+        """The SOL_SOCKET options an accepted socket inherits from its listener."""
+        self.options.update({k: v for k, v in listener.options.items() if k[0] == C.SOL_SOCKET})
 
     # -- streams -----------------------------------------------------------
     def _stream_check(self, sending: bool) -> None:
@@ -431,14 +453,17 @@ class Socket:
         for req in list(self.pending):
             if req.start is not None and not req.done:
                 req.start(req)
+        req = self.accepting            # an AcceptEx waiting for this socket's first data
+        if req is not None and req.start is not None and not req.done:
+            req.start(req)
 
     # -- shutdown / close --------------------------------------------------
     def shutdown(self, how: int) -> None:
         self._check_net()
         if how not in (C.SD_RECEIVE, C.SD_SEND, C.SD_BOTH):
             raise WsaError(C.WSAEINVAL)
-        if self.is_tcp and self.state != "connected":
-            raise WsaError(C.WSAENOTCONN)
+        if self.is_tcp and (self.state != "connected" or self.context_pending):
+            raise WsaError(C.WSAENOTCONN)    # AcceptEx/ConnectEx sockets: after SO_UPDATE_*_CONTEXT only
         if how in (C.SD_SEND, C.SD_BOTH):
             self.shut_send = True
             if self.conn is not None:
@@ -451,7 +476,11 @@ class Socket:
         for thread in list(self.blocked):
             thread.interrupted = C.WSAEINTR
         for req in list(self.pending):
-            ov.cancel(req, C.STATUS_CANCELLED if req.kind == "ioctl" else cancel_status)
+            # Wine test_AcceptEx (runs on Windows): closing the listener aborts a pending
+            # AcceptEx with ERROR_OPERATION_ABORTED, as for the IOCTLs.
+            ov.cancel(req, C.STATUS_CANCELLED if req.kind in ("ioctl", "accept") else cancel_status)
+        if self.accepting is not None:
+            ov.cancel(self.accepting)    # closing the accept socket: ERROR_OPERATION_ABORTED (same source)
         host = self.host
         if self.conn is not None:
             conn = self.conn
@@ -476,11 +505,15 @@ class Socket:
 
     # -- names -------------------------------------------------------------
     def sockname(self):
+        if self.context_pending:
+            raise WsaError(C.WSAENOTCONN)    # AcceptEx/ConnectEx pages: after SO_UPDATE_*_CONTEXT only
         if self.local is None:
             raise WsaError(C.WSAEINVAL)
         return self.local
 
     def peername(self):
+        if self.context_pending:
+            raise WsaError(C.WSAENOTCONN)    # AcceptEx/ConnectEx pages: after SO_UPDATE_*_CONTEXT only
         if self.is_tcp:
             if self.state == "connecting":
                 self._settle_connect()

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import threading
 
-from harness.winsock.layouts import guid_bytes  # noqa: F401  (used by callers building GUIDs)
 from sim import profiles
 from sim.kernel import Kernel, SimThread
 from sim.memory import AddressSpace

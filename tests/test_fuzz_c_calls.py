@@ -58,6 +58,14 @@ DOCUMENTED = {
     "getsockopt": COMMON | {C.WSAENOPROTOOPT},
     "WSAIoctl": SOCKET_IO | {C.WSAENOPROTOOPT, C.WSAEACCES, C.ERROR_INSUFFICIENT_BUFFER, C.FWP_E_NOT_FOUND},
     "WSARecv": SOCKET_IO, "WSASend": SOCKET_IO, "WSARecvMsg": SOCKET_IO, "WSASendMsg": SOCKET_IO,
+    # AcceptEx / LPFN_CONNECTEX pages; a NULL lpOverlapped is ERROR_INVALID_PARAMETER (Wine's
+    # test_AcceptEx / test_connect, which run on Windows); WSA_INVALID_HANDLE: bad_event_at_issue.
+    "AcceptEx": COMMON | {C.WSAECONNRESET, C.WSAEOPNOTSUPP, C.WSAEMFILE, C.WSAENOBUFS, C.WSA_IO_PENDING,
+                          C.ERROR_INVALID_PARAMETER, C.WSA_INVALID_HANDLE},
+    "ConnectEx": COMMON | {C.WSAEADDRINUSE, C.WSAEALREADY, C.WSAEADDRNOTAVAIL, C.WSAEAFNOSUPPORT,
+                           C.WSAECONNREFUSED, C.WSAEISCONN, C.WSAENETUNREACH, C.WSAEHOSTUNREACH, C.WSAENOBUFS,
+                           C.WSAETIMEDOUT, C.WSAEACCES, C.WSA_IO_PENDING, C.ERROR_INVALID_PARAMETER,
+                           C.WSA_INVALID_HANDLE},
     "WSAGetOverlappedResult": SOCKET_IO | {C.WSA_IO_INCOMPLETE, C.WSA_INVALID_PARAMETER},
     "WSACloseEvent": {C.WSANOTINITIALISED, C.WSAENETDOWN, C.WSAEINPROGRESS, C.WSA_INVALID_HANDLE},
     "WSASetEvent": {C.WSANOTINITIALISED, C.WSAENETDOWN, C.WSAEINPROGRESS, C.WSA_INVALID_HANDLE},
@@ -71,7 +79,8 @@ DOCUMENTED = {
 # ioctlsocket is WSAIoctl with one 4-byte buffer both ways (ReactOS ws2_32): same errors.
 DOCUMENTED["ioctlsocket"] = DOCUMENTED["WSAIoctl"]
 NO_ERROR_PATH = {"WSAGetLastError", "WSASetLastError", "GetLastError", "GetCurrentProcessId",
-                 "GetCurrentThreadId", "WSACreateEvent", "SleepEx"}
+                 "GetCurrentThreadId", "WSACreateEvent", "SleepEx",
+                 "GetAcceptExSockaddrs"}   # void: parses a buffer, reports nothing
 SKIP = {"WSACleanup"}   # would end the world for the other calls; covered in the conformance suite
 
 u64 = st.integers(min_value=0, max_value=2**64 - 1)
@@ -104,7 +113,9 @@ class World:
         guid = mem.alloc(16)
         mem.write(guid, guid_bytes(C.WSAID_WSARECVMSG))
         self.ext = {}
-        for name, g in (("WSARecvMsg", C.WSAID_WSARECVMSG), ("WSASendMsg", C.WSAID_WSASENDMSG)):
+        for name, g in (("WSARecvMsg", C.WSAID_WSARECVMSG), ("WSASendMsg", C.WSAID_WSASENDMSG),
+                        ("AcceptEx", C.WSAID_ACCEPTEX), ("ConnectEx", C.WSAID_CONNECTEX),
+                        ("GetAcceptExSockaddrs", C.WSAID_GETACCEPTEXSOCKADDRS)):
             mem.write(guid, guid_bytes(g))
             out, n = mem.alloc(8), mem.alloc(4)
             assert api.WSAIoctl(self.tcp, C.SIO_GET_EXTENSION_FUNCTION_POINTER, guid, 16, out, 8, n, 0, 0) == 0

@@ -435,6 +435,13 @@ HEADER_POINTER_TYPES = {
     ("WSASendMsg", "lpMsg"): "LPWSAMSG", ("WSASendMsg", "lpNumberOfBytesSent"): "LPDWORD",
     ("WSASendMsg", "lpOverlapped"): "LPWSAOVERLAPPED",
     ("WSASendMsg", "lpCompletionRoutine"): "LPWSAOVERLAPPED_COMPLETION_ROUTINE",
+    ("AcceptEx", "lpdwBytesReceived"): "LPDWORD", ("AcceptEx", "lpOverlapped"): "LPOVERLAPPED",
+    ("ConnectEx", "name"): "const struct sockaddr *", ("ConnectEx", "lpdwBytesSent"): "LPDWORD",
+    ("ConnectEx", "lpOverlapped"): "LPOVERLAPPED",
+    ("GetAcceptExSockaddrs", "LocalSockaddr"): "struct sockaddr **",
+    ("GetAcceptExSockaddrs", "LocalSockaddrLength"): "LPINT",
+    ("GetAcceptExSockaddrs", "RemoteSockaddr"): "struct sockaddr **",
+    ("GetAcceptExSockaddrs", "RemoteSockaddrLength"): "LPINT",
     ("VirtualProtect", "lpflOldProtect"): "PDWORD",
     ("COMPLETION_ROUTINE", "lpOverlapped"): "LPWSAOVERLAPPED",
 }
@@ -448,7 +455,9 @@ COMPLETION_ROUTINE_C = ("void", (("DWORD", "dwError"), ("DWORD", "cbTransferred"
                                  ("DWORD", "dwFlags")))
 
 # Extension functions are compared with the header's typedefs, not a symbol.
-EXTENSION_TYPEDEFS = {"WSARecvMsg": "LPFN_WSARECVMSG", "WSASendMsg": "LPFN_WSASENDMSG"}
+EXTENSION_TYPEDEFS = {"WSARecvMsg": "LPFN_WSARECVMSG", "WSASendMsg": "LPFN_WSASENDMSG",
+                      "AcceptEx": "LPFN_ACCEPTEX", "ConnectEx": "LPFN_CONNECTEX",
+                      "GetAcceptExSockaddrs": "LPFN_GETACCEPTEXSOCKADDRS"}
 
 CHECK_PRELUDE = cdefs.PRELUDE + """
 #define NATIVE_IS_PTR(T) (__builtin_classify_type((T)0) == 5)

@@ -383,6 +383,40 @@ def probe_wfp_sockopt_on_tcp(api):
     return _choose({C.WSAEINVAL: "WSAEINVAL", C.WSAENOPROTOOPT: "WSAENOPROTOOPT"}, err if rc == -1 else None, ev)
 
 
+def probe_acceptex_short_address(api):
+    from harness.winsock import redirect as rd
+    from harness.winsock.layouts import SOCKADDR_IN
+    lst = _tcp(api)
+    name = rd.sockaddr_bytes("127.0.0.1", 0)
+    ptr = api.memory.alloc(128)
+    api.memory.write(ptr, name)
+    length = _u32(api, 128)
+    if api.bind(lst, ptr, len(name)) or api.listen(lst, 4) or api.getsockname(lst, ptr, length):
+        raise NotProbed(f"could not set up a listener: {_name(_err(api))}")
+    port = rd.parse_sockaddr(api.memory.read(ptr, api.memory.read_u32(length)))[1]
+    acceptex = rd.extension_function(api, lst, C.WSAID_ACCEPTEX)
+    iocp = api.CreateIoCompletionPort(lst, 0, 1, 0)
+    slot = SOCKADDR_IN.size + 16
+    out, ovl = api.memory.alloc(2 * slot), _ovl(api)
+    ok = api.call(acceptex, lst, _tcp(api), out, 0, slot - 1, slot, _u32(api), ovl)
+    err = _err(api)
+    ev = f"AcceptEx(local length {slot - 1}) -> {ok}, last error {_name(err)}"
+    if not ok and err == C.WSAEFAULT:
+        return Observation("WSAEFAULT", ev)
+    if ok or err != C.WSA_IO_PENDING:
+        return Unmatched(ev)
+    client = _tcp(api)
+    api.memory.write(ptr, rd.sockaddr_bytes("127.0.0.1", port))
+    api.connect(client, ptr, 16)
+    n, key, got = _u32(api), api.memory.alloc(8), api.memory.alloc(8)
+    done = api.GetQueuedCompletionStatus(iocp, n, key, got, 5000)
+    perr = api.GetLastError()
+    ev += f"; after a connect the completion -> {done}, {_name(perr)}"
+    if not done and perr == C.ERROR_INSUFFICIENT_BUFFER:
+        return Observation("pending_buffer_too_small", ev)
+    return Unmatched(ev)
+
+
 # -- probes on a redirected connection (redirected_factory) --------------------------------
 
 def _required(api, sock, code):
@@ -488,6 +522,7 @@ API_PROBES = {
     "set_bad_blob": probe_set_bad_blob,
     "set_after_connect": probe_set_after_connect,
     "wfp_sockopt_on_tcp": probe_wfp_sockopt_on_tcp,
+    "acceptex_short_address": probe_acceptex_short_address,
 }
 REDIRECT_PROBES = {
     "query_size_probe": probe_query_size_probe,

@@ -31,7 +31,9 @@ from .trace import Trace, make_header
 
 HANDLE_TYPES = frozenset({"SOCKET", "HANDLE", "WSAEVENT"})
 VOLATILE_RETURNS = frozenset({"GetCurrentProcessId", "GetCurrentThreadId"})
-EXTENSION_GUIDS = {guid_bytes(C.WSAID_WSARECVMSG): "WSARecvMsg", guid_bytes(C.WSAID_WSASENDMSG): "WSASendMsg"}
+EXTENSION_GUIDS = {guid_bytes(C.WSAID_WSARECVMSG): "WSARecvMsg", guid_bytes(C.WSAID_WSASENDMSG): "WSASendMsg",
+                   guid_bytes(C.WSAID_ACCEPTEX): "AcceptEx", guid_bytes(C.WSAID_CONNECTEX): "ConnectEx",
+                   guid_bytes(C.WSAID_GETACCEPTEXSOCKADDRS): "GetAcceptExSockaddrs"}
 
 
 def parse_params(signature: str) -> tuple:

@@ -91,6 +91,16 @@ EXTENSION_PROTOTYPES: dict[str, tuple[str, str]] = {
                           "LPVOID lpCompletionRoutine"),
     "WSASendMsg": ("int", "SOCKET Handle, LPVOID lpMsg, DWORD dwFlags, LPVOID lpNumberOfBytesSent, "
                           "LPVOID lpOverlapped, LPVOID lpCompletionRoutine"),
+    # mswsock.h LPFN_ACCEPTEX / LPFN_CONNECTEX / LPFN_GETACCEPTEXSOCKADDRS (Win64 widths).
+    "AcceptEx": ("BOOL", "SOCKET sListenSocket, SOCKET sAcceptSocket, LPVOID lpOutputBuffer, "
+                         "DWORD dwReceiveDataLength, DWORD dwLocalAddressLength, DWORD dwRemoteAddressLength, "
+                         "LPVOID lpdwBytesReceived, LPVOID lpOverlapped"),
+    "ConnectEx": ("BOOL", "SOCKET s, LPVOID name, int namelen, LPVOID lpSendBuffer, DWORD dwSendDataLength, "
+                          "LPVOID lpdwBytesSent, LPVOID lpOverlapped"),
+    "GetAcceptExSockaddrs": ("void", "LPVOID lpOutputBuffer, DWORD dwReceiveDataLength, "
+                                     "DWORD dwLocalAddressLength, DWORD dwRemoteAddressLength, "
+                                     "LPVOID LocalSockaddr, LPVOID LocalSockaddrLength, "
+                                     "LPVOID RemoteSockaddr, LPVOID RemoteSockaddrLength"),
 }
 
 

@@ -85,6 +85,7 @@ WSAID_WSARECVMSG = uuid.UUID("f689d7c8-6f1f-436b-8a53-e54fe351c322")
 WSAID_WSASENDMSG = uuid.UUID("a441e712-754f-43ca-84a7-0dee44cf606d")
 WSAID_ACCEPTEX = uuid.UUID("b5367df1-cbac-11cf-95ca-00805f48a192")
 WSAID_CONNECTEX = uuid.UUID("25a207b9-ddf3-4660-8ee9-76e58c74063e")
+WSAID_GETACCEPTEXSOCKADDRS = uuid.UUID("b5367df2-cbac-11cf-95ca-00805f48a192")
 
 # --- address families, socket types, protocols ------------------------------
 AF_UNSPEC = 0
@@ -121,6 +122,8 @@ SO_RCVTIMEO = 0x1006
 SO_ERROR = 0x1007
 SO_TYPE = 0x1008
 SO_EXCLUSIVEADDRUSE = (~SO_REUSEADDR) & 0xFFFFFFFF
+SO_UPDATE_ACCEPT_CONTEXT = 0x700B      # mswsock.h: set on an AcceptEx socket, value = the listening SOCKET
+SO_UPDATE_CONNECT_CONTEXT = 0x7010     # mswsock.h: set on a ConnectEx socket, no value
 TCP_NODELAY = 0x0001
 
 # --- IPPROTO_IP / IPPROTO_IPV6 options (ws2ipdef.h) -------------------------
