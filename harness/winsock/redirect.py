@@ -87,9 +87,15 @@ def _ioctl_out(api, scratch, s, code, size):
             mem.free(out)
 
 
-def _query(api, scratch, s, code, name):
-    """Probe the size (cbOutBuffer = 0), then fetch; grow on a short buffer. None if there is none."""
-    size = 0
+def _query(api, scratch, s, code, name, probe=False):
+    """Fetch a variable-length blob; None if there is none.
+
+    Starts with the 1,024-byte buffer the SDK Remarks suggest (Envoy and the Guest
+    Proxy Agent use 2,048), or with the documented cbOutBuffer = 0 size probe when
+    `probe` is set; on a short buffer it retries with the size the call reported,
+    or doubles when none was given.
+    """
+    size = 0 if probe else FIRST_GUESS
     for _ in range(8):
         rc, err, n, data = _ioctl_out(api, scratch, s, code, size)
         if rc == 0:
@@ -105,16 +111,16 @@ def _query(api, scratch, s, code, name):
     raise WinsockError(name, err)
 
 
-def query_records(api, s, scratch=None):
+def query_records(api, s, scratch=None, probe=False):
     """The accepted socket's redirect-records blob, or None if the flow was not redirected."""
     return _query(api, scratch or Scratch(api, 4096), s, C.SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS,
-                  "SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS")
+                  "SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS", probe)
 
 
-def query_context(api, s, scratch=None):
+def query_context(api, s, scratch=None, probe=False):
     """The redirect context the caller's callout attached, or None if there is none."""
     data = _query(api, scratch or Scratch(api, 4096), s, C.SIO_QUERY_WFP_CONNECTION_REDIRECT_CONTEXT,
-                  "SIO_QUERY_WFP_CONNECTION_REDIRECT_CONTEXT")
+                  "SIO_QUERY_WFP_CONNECTION_REDIRECT_CONTEXT", probe)
     return data or None
 
 
