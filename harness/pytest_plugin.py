@@ -113,13 +113,32 @@ def _wfp_junit_properties(request, record_testsuite_property):
 
 
 @pytest.fixture
-def redirected(wfp_target, profile):
-    """A TCP connection a sample driver redirected to this process, accepted (sim.fixtures.Redirected)."""
-    if wfp_target != "sim":
-        pytest.skip("a redirected-connection fixture for native targets (driving the installed sample "
-                    "driver's policy) is not built yet")
-    from sim.fixtures import redirected_tcp
-    return redirected_tcp(profile)
+def redirected(request, wfp_target, profile):
+    """A TCP connection a sample driver redirected to this process, accepted.
+
+    On the simulator a world is built (sim.fixtures.redirected_tcp). On Windows
+    the installed sample driver redirects a connect of this very process to its
+    own listener (harness.redirect_fixture); that needs the driver (capability
+    requires_redirect: WFP_DRIVER_INSTALLED=1) and an elevated process.
+    """
+    if wfp_target == "sim":
+        from sim.fixtures import redirected_tcp
+        yield redirected_tcp(profile)
+        return
+    from harness.proxy_service import win32
+    from harness.redirect_fixture import NoRedirectPolicy, redirected_connection
+    api = request.getfixturevalue("api")
+    store = win32.DriverPolicyStore(win32.load())
+    try:
+        conn = redirected_connection(api, store)
+    except NoRedirectPolicy as exc:
+        store.close()
+        pytest.skip(f"the installed driver cannot redirect for this test: {exc}")
+    try:
+        yield conn
+    finally:
+        conn.release()
+        store.close()
 
 
 @pytest.fixture
