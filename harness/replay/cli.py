@@ -12,6 +12,7 @@ error naming the file, line and field).
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import platform
 import sys
@@ -157,6 +158,13 @@ def cmd_probe(args) -> int:
     if args.target == "sim":
         from sim.fixtures import redirected_tcp
         redirected = lambda: redirected_tcp(profile)     # noqa: E731
+    elif os.environ.get("WFP_DRIVER_INSTALLED") == "1":
+        def redirected():
+            """The installed sample driver redirects this process to itself (harness.redirect_fixture)."""
+            from harness.native import NativeWinsock
+            from harness.proxy_service import win32
+            from harness.redirect_fixture import redirected_connection
+            return redirected_connection(NativeWinsock(), win32.DriverPolicyStore(win32.load()))
     build = os_build(args.target)
     try:
         result = probe_profile(api_factory(args.target, profile), redirected, target=args.target, os_build=build,

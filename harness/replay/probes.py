@@ -578,7 +578,13 @@ def probe_profile(api_factory, redirected_factory=None, *, target: str = "sim", 
             result.not_probed[key] = str(exc)
             continue
         finally:
-            _close(getattr(subject, "api", subject) if key in REDIRECT_PROBES else subject)
+            if key in REDIRECT_PROBES:
+                release = getattr(subject, "release", None)   # a native redirected connection
+                if callable(release):
+                    release()
+                _close(getattr(subject, "api", subject))
+            else:
+                _close(subject)
         if isinstance(outcome, Observation):
             if outcome.value not in DECISIONS[key].choices:
                 result.unmatched[key] = f"{outcome.evidence} (answer {outcome.value!r} is not a known choice)"
