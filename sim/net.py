@@ -344,6 +344,10 @@ class Host:
         if ep is not None and "redirect" in meta and (
                 ep.socket is None or ep.socket.process.pid != meta.get("redirect_target_pid")):
             ep = None           # only the target PID receives a redirected flow (decisions.md §5)
+        if ep is not None and ep.socket is not None and ep.socket.peer is not None:
+            peer_ip, peer_port = ep.socket.peer
+            if (unmap(peer_ip), peer_port) != (unmap(src[0]), src[1]):
+                return      # a connected UDP socket takes datagrams from its peer only (connect page)
         if ep is None:
             # ICMP port unreachable goes back to the sender (SIO_UDP_CONNRESET default on).
             self.network.send_icmp_unreachable(self, dst, src)

@@ -293,3 +293,21 @@ def test_send_recv_bad_buffers(api):
     assert api.recv(server, Guarded(api, 1).ptr, 1, 0x4000) == C.SOCKET_ERROR
     assert api.WSAGetLastError() == C.WSAEOPNOTSUPP
     assert api.recv(POISON, 0, 0, 0) == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAENOTSOCK
+
+
+@pytest.mark.udp
+def test_connected_udp_socket_takes_only_its_peer(api):
+    """connect page: for a connectionless socket, datagrams from addresses other than the
+    connected one are discarded."""
+    a, pa = udp_socket(api)
+    b, pb = udp_socket(api)
+    c, _ = udp_socket(api)
+    peer, peerlen = sockaddr(api, "127.0.0.1", pa)
+    assert api.connect(b, peer, peerlen) == 0
+    to_b, to_blen = sockaddr(api, "127.0.0.1", pb)
+    api.sendto(c, _bytes(api, b"stranger"), 8, 0, to_b, to_blen)
+    api.sendto(a, _bytes(api, b"peer"), 4, 0, to_b, to_blen)
+    buf = Guarded(api, 16)
+    assert api.recv(b, buf.ptr, 16, 0) == 4 and buf.read(4) == b"peer"
+    assert api.ioctlsocket(b, C.FIONBIO, dword(api, 1).ptr) == 0
+    assert api.recv(b, buf.ptr, 16, 0) == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAEWOULDBLOCK
