@@ -134,8 +134,3 @@ DECISIONS: dict[str, DecisionPoint] = {d.name: d for d in (
         WSAEINVAL="fails with WSAEINVAL", WSAENOPROTOOPT="fails with WSAENOPROTOOPT (older Windows)"),
 )}
 
-
-def ledger_rows(profiles):
-    """(decision, question, {profile: (value, provenance, source)}) for reports."""
-    for name, dp in DECISIONS.items():
-        yield dp, {p.name: p.assignments[name] for p in profiles}

@@ -32,8 +32,8 @@ class Redirected:
     callout: object
 
 
-def _listen(api, kind, ip, port):
-    s = api.socket(rd.family_of(ip), kind, 0)
+def _listen(api, kind, ip, port, flags=C.WSA_FLAG_OVERLAPPED):
+    s = api.WSASocketW(rd.family_of(ip), kind, 0, 0, 0, flags)
     name = rd.sockaddr_bytes(ip, port)
     ptr = api.memory.alloc(len(name))
     api.memory.write(ptr, name)
@@ -43,7 +43,10 @@ def _listen(api, kind, ip, port):
     return s
 
 
-def redirected_tcp(profile="documented", family=C.AF_INET, overrides=None) -> Redirected:
+def redirected_tcp(profile="documented", family=C.AF_INET, overrides=None, *,
+                   listener_flags=C.WSA_FLAG_OVERLAPPED, install=install_sample_driver) -> Redirected:
+    """`listener_flags`: the WSASocketW flags of the proxy's listener (its accepted socket inherits
+    the overlapped attribute); `install(world, host, policy)`: loads the redirecting driver."""
     world = World(profile, overrides)
     client = world.add_host("client", CLIENT)
     server = world.add_host("server", SERVER)
@@ -51,8 +54,8 @@ def redirected_tcp(profile="documented", family=C.AF_INET, overrides=None) -> Re
     world.add_service(echo.poll, echo.api)
     proxy = world.start_process(client, "proxy")
     loop_ip = "127.0.0.1" if family == C.AF_INET else "::1"
-    lst = _listen(proxy, C.SOCK_STREAM, loop_ip, PROXY_PORT)
-    callout = install_sample_driver(world, client, RedirectPolicy(
+    lst = _listen(proxy, C.SOCK_STREAM, loop_ip, PROXY_PORT, listener_flags)
+    callout = install(world, client, RedirectPolicy(
         tcp_ports=(80,), tcp_proxy_port=PROXY_PORT, proxy_process_id=proxy.GetCurrentProcessId()))
     app = world.start_process(client, "app", elevated=False)
     original = (SERVER[0] if family == C.AF_INET else SERVER[1], 80)

@@ -17,7 +17,6 @@ import struct
 PAGE = 0x1000
 USER_BASE = 0x0000_0000_1000_0000        # first allocation
 CODE_BASE = 0x0000_7FF7_0000_0000        # completion routines and extension functions
-USER_LIMIT = 0x0000_7FFF_FFFF_0000       # x64 user space ends below this
 KERNEL_ADDRESS = 0xFFFF_F800_0000_1000   # a canonical kernel address: never user memory
 
 PROT_NONE = 0

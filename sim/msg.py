@@ -107,10 +107,7 @@ def recvmsg(api, thread, sock, lpMsg, lpNumber, lpOverlapped, lpRoutine):
 
 
 def sendmsg(api, thread, sock, lpMsg, dwFlags, lpNumber, lpOverlapped, lpRoutine):
-    from sim import overlapped as ov
-    from sim.provider import start_overlapped
     mem = api.memory
-    req = None
     try:
         if sock.is_tcp:
             raise WsaError(C.WSAEOPNOTSUPP)
@@ -144,19 +141,7 @@ def sendmsg(api, thread, sock, lpMsg, dwFlags, lpNumber, lpOverlapped, lpRoutine
         if control and not seen:
             raise WsaError(C.WSAEINVAL)                    # control data without a valid header
         payload = b"".join(mem.kread(p, n) for p, n in bufs)
-        if overlapped:
-            req, err = start_overlapped(api.process, sock, thread, lpOverlapped, lpRoutine, "sendmsg")
-            if req is None:
-                raise WsaError(err)
-            ov.mark_pending(api.process, lpOverlapped)
-        n = sock.dgram_send(payload, dst, meta)
     except WsaError as exc:
-        if req is not None:
-            from sim import status as st
-            ov.complete(req, st.from_winsock(exc.code), 0)
         return api._err(thread, exc.code)
-    if lpNumber:
-        mem.kwrite_u32(lpNumber, n)
-    if req is not None:
-        ov.complete(req, 0, n, synchronous=True)
-    return api._ok(thread)
+    return api.send_now(thread, sock, "sendmsg", lpOverlapped, lpRoutine, lpNumber,
+                        lambda: sock.dgram_send(payload, dst, meta))

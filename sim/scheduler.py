@@ -34,7 +34,6 @@ class Scheduler:
         self.now_ns = 0
         self._heap: list[Timer] = []
         self._seq = itertools.count()
-        self.fired = 0
 
     def call_at(self, when_ns: int, fn, label: str = "") -> Timer:
         timer = Timer(max(when_ns, self.now_ns), next(self._seq), fn, label)
@@ -63,7 +62,6 @@ class Scheduler:
             if not timer.cancelled:
                 timer.fn()
                 count += 1
-        self.fired += count
         return count
 
     def step(self, limit_ns=None) -> bool:

@@ -7,13 +7,12 @@ thread fails with WSAEINTR (decisions.md §4).
 """
 from __future__ import annotations
 
-import struct
 
 from harness.winsock import constants as C
 from sim import overlapped as ov
 from sim.errors import WsaError
 from sim.kernel import INFINITE
-from sim.net import ANY4, ANY6, LOOP4, LOOP6, is_v4_mapped, unmap
+from sim.net import ANY4, ANY6, is_v4_mapped, unmap
 
 MAX_UDP_PAYLOAD = 65507
 
@@ -524,10 +523,3 @@ class Socket:
             raise WsaError(C.WSAENOTCONN)
         return self.peer
 
-
-def loopback_for(family: int) -> bytes:
-    return LOOP4 if family == C.AF_INET else LOOP6
-
-
-def pack_int(value: int) -> bytes:
-    return struct.pack("<i", value)

@@ -649,7 +649,6 @@ class SimulatedWinsock:
                 lpCompletionRoutine):
         mem = self.memory
         overlapped = bool(sock.overlapped_attr and lpOverlapped)
-        req = None
         try:
             bufs = self._buffers(lpBuffers, dwBufferCount, False)
             if lpNumberOfBytesSent and not mem.check(lpNumberOfBytesSent, 4, True):
@@ -659,19 +658,32 @@ class SimulatedWinsock:
             if dwFlags & ~(C.MSG_OOB | C.MSG_DONTROUTE | C.MSG_PARTIAL):
                 raise WsaError(C.WSAEOPNOTSUPP)
             data = b"".join(mem.kread(p, n) for p, n in bufs)
-            if overlapped:
-                req, err = start_overlapped(self.process, sock, thread, lpOverlapped,
-                                            lpCompletionRoutine, "send")
+        except WsaError as exc:
+            return self._err(thread, exc.code)
+        return self.send_now(thread, sock, "send", lpOverlapped, lpCompletionRoutine, lpNumberOfBytesSent,
+                             lambda: sock.stream_send(data) if sock.is_tcp else sock.dgram_send(data, None))
+
+    def send_now(self, thread, sock, kind, lpOverlapped, lpCompletionRoutine, lpNumber, send):
+        """The common end of WSASend and WSASendMsg: start the request if overlapped, send, report.
+
+        `send()` sends and returns the byte count or raises WsaError. Sends never wait
+        for buffer space here, so an overlapped send completes inline; a failure after
+        the request started is indicated through its mechanism too.
+        """
+        req = None
+        try:
+            if sock.overlapped_attr and lpOverlapped:
+                req, err = start_overlapped(self.process, sock, thread, lpOverlapped, lpCompletionRoutine, kind)
                 if req is None:
                     raise WsaError(err)
                 ov.mark_pending(self.process, lpOverlapped)
-            n = sock.stream_send(data) if sock.is_tcp else sock.dgram_send(data, None)
+            n = send()
         except WsaError as exc:
             if req is not None:
                 ov.complete(req, st.from_winsock(exc.code), 0)
             return self._err(thread, exc.code)
-        if lpNumberOfBytesSent:
-            mem.kwrite_u32(lpNumberOfBytesSent, n)
+        if lpNumber:
+            self.memory.kwrite_u32(lpNumber, n)
         if req is not None:
             ov.complete(req, C.STATUS_SUCCESS, n, synchronous=True)
         return self._ok(thread)

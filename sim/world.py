@@ -215,25 +215,21 @@ class World:
         """Let virtual time pass: fire every timer up to the target time."""
         with self.kernel.lock:
             target = until_ns if until_ns is not None else self.kernel.now_ns + int((ms or 0) * NS_PER_MS)
-            sched = self.kernel.scheduler
-            while True:
-                sched.run_due()
-                if self.kernel.services and self.kernel.run_services():
-                    continue
-                if not sched.step(target):
-                    break
-            sched.advance_to(target)
-            self.kernel.poke()
+            self._run_to(target)
+            self.kernel.scheduler.advance_to(target)
 
     def run_until_idle(self, limit_ms: float = 60_000) -> None:
         """Fire timers until none is left (or the limit passes)."""
         with self.kernel.lock:
-            limit = self.kernel.now_ns + int(limit_ms * NS_PER_MS)
-            sched = self.kernel.scheduler
-            while True:
-                sched.run_due()
-                if self.kernel.services and self.kernel.run_services():
-                    continue
-                if not sched.step(limit):
-                    break
-            self.kernel.poke()
+            self._run_to(self.kernel.now_ns + int(limit_ms * NS_PER_MS))
+
+    def _run_to(self, limit_ns: int) -> None:
+        """Fire timers and give services their turns until nothing is left before `limit_ns`."""
+        kernel, sched = self.kernel, self.kernel.scheduler
+        while True:
+            sched.run_due()
+            if kernel.services and kernel.run_services():
+                continue
+            if not sched.step(limit_ns):
+                break
+        kernel.poke()

@@ -4,12 +4,11 @@ Everything here goes through the WinsockApi, so it works on any target.
 """
 from __future__ import annotations
 
-import ipaddress
 import struct
 
 from harness.winsock import constants as C
-from harness.winsock.layouts import SOCKADDR_IN, SOCKADDR_IN6, WSAOVERLAPPED
-from harness.winsock.redirect import parse_sockaddr  # noqa: F401  (re-exported for the cases)
+from harness.winsock.layouts import WSAOVERLAPPED
+from harness.winsock.redirect import parse_sockaddr, sockaddr_bytes  # noqa: F401  (parse_sockaddr: for the cases)
 
 GUARD = b"\xA5" * 32
 POISON = 0xDEADBEEF
@@ -48,11 +47,7 @@ def dword(api, value: int = POISON) -> Guarded:
 
 def sockaddr(api, ip: str, port: int) -> tuple[int, int]:
     """(ptr, length) of a SOCKADDR_IN/IN6 in the target's memory."""
-    addr = ipaddress.ip_address(ip)
-    if addr.version == 4:
-        data = SOCKADDR_IN.pack(sin_family=C.AF_INET, sin_port=port, sin_addr=addr.packed)
-    else:
-        data = SOCKADDR_IN6.pack(sin6_family=C.AF_INET6, sin6_port=port, sin6_addr=addr.packed)
+    data = sockaddr_bytes(ip, port)
     ptr = api.memory.alloc(len(data))
     api.memory.write(ptr, data)
     return ptr, len(data)

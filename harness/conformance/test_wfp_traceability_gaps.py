@@ -11,7 +11,6 @@ provider entry point WSPIoctl are `sim_only`.
 import struct
 import threading
 import types
-import uuid
 
 import pytest
 
@@ -98,48 +97,25 @@ class _NoContextFwps:
         return self._inner.FwpsApplyModifiedLayerData0(classifyHandle, modifiedLayerData, flags)
 
 
+def _install_without_context(world, host, policy):
+    """The sample driver, but its callout applies without a context (localRedirectContext is optional)."""
+    from sim.wfp.callouts import install_sample_driver
+    callout = install_sample_driver(world, host, policy, vendor="Traceability")
+    callout.fwps = _NoContextFwps(callout.fwps)
+    return callout
+
+
 def _redirected_world(profile, *, family=C.AF_INET, listener_flags=C.WSA_FLAG_OVERLAPPED, with_context=True,
                       overrides=None):
-    """Like sim.fixtures.redirected_tcp, with the proxy's listener flags and the callout's context chosen.
+    """sim.fixtures.redirected_tcp with the proxy's listener flags and the callout's context chosen.
 
     Returns (proxy api, accepted redirected socket, original destination).
     """
-    from harness.winsock import redirect as rd
-    from harness.winsock.sample_driver import RedirectPolicy
-    from sim.fixtures import CLIENT, PROXY_PORT, SERVER
-    from sim.wfp.callouts import SampleCallout
-    from sim.world import World
-
-    world = World(profile, overrides)
-    client = world.add_host("client", CLIENT)
-    world.add_host("server", SERVER)
-    proxy = world.start_process(client, "proxy")
-    lst = proxy.WSASocketW(family, C.SOCK_STREAM, 0, 0, 0, listener_flags)
-    name = rd.sockaddr_bytes("127.0.0.1" if family == C.AF_INET else "::1", PROXY_PORT)
-    ptr = proxy.memory.alloc(len(name))
-    proxy.memory.write(ptr, name)
-    assert proxy.bind(lst, ptr, len(name)) == 0 and proxy.listen(lst, 4) == 0
-    policy = RedirectPolicy(tcp_ports=(80,), tcp_proxy_port=PROXY_PORT, proxy_process_id=proxy.GetCurrentProcessId())
-    engine = world.wfp(client)
-    key = uuid.uuid5(uuid.NAMESPACE_DNS, "traceability.wfp.example")
-    provider = engine.add_provider(key, "Traceability")
-    sublayer = engine.add_sublayer(uuid.uuid5(key, "sublayer"), "Traceability redirect", 0x7F00, provider)
-    engine.current_callout = "Traceability"
-    callout = SampleCallout("Traceability", engine.fwps if with_context else _NoContextFwps(engine.fwps),
-                            provider.key, policy)
-    engine.current_callout = ""
-    for layer in (C.FWPS_LAYER_ALE_CONNECT_REDIRECT_V4, C.FWPS_LAYER_ALE_CONNECT_REDIRECT_V6):
-        engine.add_filter("Traceability redirect", layer, sublayer, 10, callout, protocols=(C.IPPROTO_TCP,))
-    app = world.start_process(client, "app", elevated=False)
-    original = (SERVER[0] if family == C.AF_INET else SERVER[1], 80)
-    s = app.socket(family, C.SOCK_STREAM, 0)
-    dest = rd.sockaddr_bytes(*original)
-    ptr = app.memory.alloc(len(dest))
-    app.memory.write(ptr, dest)
-    assert app.connect(s, ptr, len(dest)) == 0, app.WSAGetLastError()
-    accepted = proxy.accept(lst, 0, 0)
-    assert accepted != C.INVALID_SOCKET, proxy.WSAGetLastError()
-    return proxy, accepted, original
+    from sim.fixtures import redirected_tcp
+    from sim.wfp.callouts import install_sample_driver
+    r = redirected_tcp(profile, family, overrides, listener_flags=listener_flags,
+                       install=install_sample_driver if with_context else _install_without_context)
+    return r.api, r.sock, r.original
 
 
 # -- parameters: dwIoControlCode, lpvInBuffer, cbInBuffer ------------------------------------------

@@ -534,8 +534,8 @@ class GuestSsh:
                 if t is not None:
                     try:
                         offered = t.get_remote_server_key()
-                    except Exception:
-                        offered = None
+                    except paramiko.SSHException:
+                        offered = None      # the handshake died before a key was offered
                 client.close()
                 if offered is not None and "known_hosts" in str(exc):
                     raise self._host_key_error(pinned, offered) from None

@@ -184,7 +184,6 @@ class Classification:
         self.modified_after_reauth_flag = False
         self.flags = 0
         self.gen = None
-        self.callout_name = ""
         self.blocked = False
 
 
