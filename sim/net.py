@@ -9,9 +9,11 @@ link's latency, so a run is deterministic.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import itertools
+import types
 from dataclasses import dataclass, field
 
 from harness.winsock.constants import AF_INET, AF_INET6
@@ -25,10 +27,12 @@ SYN_TIMEOUT_NS = 21_000_000_000     # Windows gives up a connect after ~21 s (3 
 SYN, ACK, FIN, RST, PSH = 0x02, 0x10, 0x01, 0x04, 0x08
 
 
+@functools.lru_cache(maxsize=4096)       # pure, and on every classify and hop: parse each address once
 def ip_bytes(text: str) -> bytes:
     return ipaddress.ip_address(text).packed
 
 
+@functools.lru_cache(maxsize=4096)
 def ip_text(raw: bytes) -> str:
     return str(ipaddress.ip_address(raw))
 
@@ -45,16 +49,24 @@ def is_loopback(raw: bytes) -> bool:
     return raw[0] == 127 if len(raw) == 4 else raw == LOOP6 or is_v4_mapped(raw) and raw[12] == 127
 
 
+V4_MAPPED_PREFIX = b"\0" * 10 + b"\xff\xff"
+
+
 def is_v4_mapped(raw: bytes) -> bool:
-    return len(raw) == 16 and raw[:12] == b"\0" * 10 + b"\xff\xff"
+    return len(raw) == 16 and raw[:12] == V4_MAPPED_PREFIX
 
 
 def v4_mapped(raw4: bytes) -> bytes:
-    return b"\0" * 10 + b"\xff\xff" + raw4
+    return V4_MAPPED_PREFIX + raw4
 
 
 def unmap(raw: bytes) -> bytes:
-    return raw[12:] if is_v4_mapped(raw) else raw
+    return raw[12:] if len(raw) == 16 and raw[:12] == V4_MAPPED_PREFIX else raw
+
+
+def unmap_endpoint(ep: tuple) -> tuple:
+    ip = ep[0]
+    return (ip[12:], ep[1]) if len(ip) == 16 and ip[:12] == V4_MAPPED_PREFIX else ep
 
 
 @dataclass
@@ -71,7 +83,10 @@ class Packet:
     note: str = ""
 
 
-@dataclass
+_NO_META = types.MappingProxyType({})      # shared by the segments that carry no kernel data: read-only
+
+
+@dataclass(slots=True)
 class Segment:
     src: tuple
     dst: tuple
@@ -399,22 +414,21 @@ class Network:
                                        (unmap(dst[0]), dst[1]), flags, seq, ack, bytes(payload), note))
 
     def send_tcp(self, host: Host, conn: TcpConn, flags: int, payload: bytes = b"", meta=None) -> None:
-        seg = Segment(conn.local, conn.remote, flags, conn.snd_nxt, conn.rcv_nxt if flags & ACK else 0,
-                      payload, meta or {})
-        self.send_raw(host, seg)
+        self.send_raw(host, Segment(conn.local, conn.remote, flags, conn.snd_nxt,
+                                    conn.rcv_nxt if flags & ACK else 0, payload, meta or _NO_META))
 
     def send_raw(self, host: Host, seg: Segment) -> None:
+        """Put a segment we own on the wire: on the wire addresses are plain IPv4 or IPv6."""
         if not host.up:
             return
-        src = (unmap(seg.src[0]), seg.src[1])
-        dst = (unmap(seg.dst[0]), seg.dst[1])
-        note = seg.meta.get("note", "") if seg.flags & SYN and not seg.flags & ACK else ""
-        self._log("tcp", src, dst, seg.flags, seg.seq, seg.ack, seg.payload, note)
+        seg.src = unmap_endpoint(seg.src)
+        seg.dst = dst = unmap_endpoint(seg.dst)
+        if self.record:
+            note = seg.meta.get("note", "") if seg.flags & SYN and not seg.flags & ACK else ""
+            self._log("tcp", seg.src, dst, seg.flags, seg.seq, seg.ack, seg.payload, note)
         target, latency = self._route(host, dst[0])
-        if target is None:
-            return
-        seg = Segment(src, dst, seg.flags, seg.seq, seg.ack, seg.payload, seg.meta)
-        self.kernel.scheduler.call_later(latency, lambda: target.receive_tcp(seg), "tcp")
+        if target is not None:
+            self.kernel.scheduler.call_later(latency, target.receive_tcp, "tcp", seg)
 
     def send_udp(self, host: Host, src, dst, payload: bytes, meta=None) -> bool:
         if not host.up:

@@ -16,12 +16,13 @@ NS_PER_US = 1_000
 
 
 class Timer:
-    __slots__ = ("when", "seq", "fn", "cancelled", "label")
+    __slots__ = ("when", "seq", "fn", "args", "cancelled", "label")
 
-    def __init__(self, when: int, seq: int, fn, label: str):
+    def __init__(self, when: int, seq: int, fn, label: str, args: tuple = ()):
         self.when = when
         self.seq = seq
         self.fn = fn
+        self.args = args
         self.cancelled = False
         self.label = label
 
@@ -35,14 +36,16 @@ class Scheduler:
         self._heap: list[Timer] = []
         self._seq = itertools.count()
 
-    def call_at(self, when_ns: int, fn, label: str = "") -> Timer:
-        timer = Timer(max(when_ns, self.now_ns), next(self._seq), fn, label)
+    def call_at(self, when_ns: int, fn, label: str = "", *args) -> Timer:
+        """Run fn(*args) at virtual time `when_ns` (now, if that has passed)."""
+        now = self.now_ns
+        timer = Timer(when_ns if when_ns > now else now, next(self._seq), fn, label, args)
         # (when, seq) is unique, so the heap compares plain tuples and never the Timer.
         heapq.heappush(self._heap, (timer.when, timer.seq, timer))
         return timer
 
-    def call_later(self, delay_ns: int, fn, label: str = "") -> Timer:
-        return self.call_at(self.now_ns + delay_ns, fn, label)
+    def call_later(self, delay_ns: int, fn, label: str = "", *args) -> Timer:
+        return self.call_at(self.now_ns + delay_ns, fn, label, *args)
 
     def call_soon(self, fn, label: str = "") -> Timer:
         return self.call_at(self.now_ns, fn, label)
@@ -60,7 +63,7 @@ class Scheduler:
         while heap and heap[0][0] <= self.now_ns:
             timer = heapq.heappop(heap)[2]
             if not timer.cancelled:
-                timer.fn()
+                timer.fn(*timer.args)
                 count += 1
         return count
 

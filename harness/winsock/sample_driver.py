@@ -23,6 +23,7 @@ from the constants and layouts below against the C header.
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import re
 import struct
@@ -608,6 +609,20 @@ REDIRECT_CONTEXT = Layout("WFPRC_REDIRECT_CONTEXT", CONTEXT_SIZE, (
 ), header="wfp_redirect_callout.h")
 
 
+def _canonical_host(host) -> tuple:
+    """(canonical text, IP version) of an address; ValueError when it is not one."""
+    try:
+        return _canonical_text(host)
+    except (ValueError, TypeError):
+        raise ValueError(f"{host!r} is not an IPv4 or IPv6 address") from None
+
+
+@functools.lru_cache(maxsize=4096)       # pure; proxies parse the same few addresses on every connection
+def _canonical_text(host) -> tuple:
+    addr = ipaddress.ip_address(host)
+    return str(addr), addr.version
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """An IPv4/IPv6 address and port, as held in a SOCKADDR_STORAGE."""
@@ -618,15 +633,12 @@ class Endpoint:
     scope_id: int = 0
 
     def __post_init__(self):
-        try:
-            addr = ipaddress.ip_address(self.host)
-        except (ValueError, TypeError):
-            raise ValueError(f"{self.host!r} is not an IPv4 or IPv6 address") from None
-        object.__setattr__(self, "host", str(addr))
+        host, version = _canonical_host(self.host)
+        object.__setattr__(self, "host", host)
         _check_int("port", self.port, 0, 0xFFFF, "port")
         _check_int("flowinfo", self.flowinfo, 0, MAX_DWORD, "value")
         _check_int("scope_id", self.scope_id, 0, MAX_DWORD, "value")
-        if addr.version == 4 and (self.flowinfo or self.scope_id):
+        if version == 4 and (self.flowinfo or self.scope_id):
             raise ValueError("flowinfo/scope_id are IPv6 only")
 
     @property
@@ -644,7 +656,11 @@ def _endpoint(value) -> Endpoint:
 
 def sockaddr_bytes(endpoint) -> bytes:
     """A SOCKADDR_STORAGE (128 bytes) holding ``endpoint``."""
-    ep = _endpoint(endpoint)
+    return _storage_of(_endpoint(endpoint))
+
+
+@functools.lru_cache(maxsize=4096)
+def _storage_of(ep: Endpoint) -> bytes:
     addr = ipaddress.ip_address(ep.host)
     if addr.version == 4:
         raw = SOCKADDR_IN.pack(sin_family=C.AF_INET, sin_port=ep.port, sin_addr=addr.packed)
@@ -694,10 +710,15 @@ def pack_context(original_remote, original_local, *, protocol: int, process_id: 
     remote, local = _endpoint(original_remote), _endpoint(original_local)
     if remote.family != local.family:
         raise ValueError("original_remote and original_local must be of the same address family")
-    if protocol not in (C.IPPROTO_TCP, C.IPPROTO_UDP):
+    if protocol not in (C.IPPROTO_TCP, C.IPPROTO_UDP) or isinstance(protocol, bool):
         raise ValueError(f"protocol {protocol} is neither IPPROTO_TCP nor IPPROTO_UDP")
     _check_int("process_id", process_id, 0, 0xFFFFFFFFFFFFFFFF, "value")
     _check_int("policy_generation", policy_generation, 0, MAX_DWORD, "value")
+    return _packed_context(remote, local, int(protocol), process_id, policy_generation)
+
+
+@functools.lru_cache(maxsize=1024)       # pure (arguments checked above): drivers pack the same few destinations
+def _packed_context(remote: Endpoint, local: Endpoint, protocol, process_id, policy_generation) -> bytes:
     return REDIRECT_CONTEXT.pack(
         magic=CONTEXT_MAGIC, version=CONTEXT_VERSION, size=CONTEXT_SIZE,
         original_remote=sockaddr_bytes(remote), original_local=sockaddr_bytes(local),
@@ -709,7 +730,11 @@ def unpack_context(data: bytes) -> RedirectContext:
     """Parse a context blob; ValueError on wrong size, magic, version or content."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ValueError(f"redirect context must be bytes, not {type(data).__name__}")
-    data = bytes(data)
+    return _unpacked_context(bytes(data))
+
+
+@functools.lru_cache(maxsize=1024)       # pure, and the result is frozen
+def _unpacked_context(data: bytes) -> RedirectContext:
     if len(data) < 8:
         raise ValueError(f"redirect context too short: {len(data)} bytes, need {CONTEXT_SIZE}")
     f = REDIRECT_CONTEXT.unpack(data + bytes(max(0, CONTEXT_SIZE - len(data))))

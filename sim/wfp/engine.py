@@ -317,6 +317,7 @@ class FilterEngine:
         self.providers: dict = {}
         self.sublayers: dict = {}
         self.filters: list[Filter] = []
+        self._plans: dict = {}            # (layer, protocol) -> evaluation order; cleared when filters change
         self.redirect_handles: dict = {}
         self._filter_ids = itertools.count(70000)
         self.fwps = Fwps(self)
@@ -342,10 +343,24 @@ class FilterEngine:
             raise ValueError(f"layer {layer}: only the connect- and bind-redirect layers are modelled")
         flt = Filter(next(self._filter_ids), name, layer, sublayer, weight, callout, frozenset(protocols), flags)
         self.filters.append(flt)
+        self._plans.clear()
         return flt
 
     def delete_filter(self, flt: Filter) -> None:
         self.filters.remove(flt)
+        self._plans.clear()
+
+    def _plan(self, layer: int, protocol: int) -> list:
+        """[(sublayer, its filters for this layer and protocol)], in evaluation order (cached)."""
+        key = (layer, protocol)
+        plan = self._plans.get(key)
+        if plan is None:
+            subs = sorted({f.sublayer.key: f.sublayer for f in self.filters}.values(), key=lambda s: -s.weight)
+            plan = self._plans[key] = [
+                (sub, sorted((f for f in self.filters if f.sublayer is sub and f.layerId == layer
+                              and (not f.protocols or protocol in f.protocols)), key=lambda f: -f.weight))
+                for sub in subs]
+        return plan
 
     def diagnose(self, kind: str, message: str) -> None:
         self.world.kernel.note(f"callout:{kind}", f"{self.current_callout or 'callout'} on "
@@ -410,12 +425,9 @@ class FilterEngine:
         layer = self._layer(cls)
         for attempt in range(2):                      # the second pass is a reauthorization
             rights = C.FWPS_RIGHT_ACTION_WRITE
-            for sub in sorted({f.sublayer.key: f.sublayer for f in self.filters}.values(),
-                              key=lambda s: -s.weight):
+            for _sub, filters in self._plan(layer, cls.protocol):
                 out = ClassifyOut(rights=rights)
-                for flt in sorted((f for f in self.filters if f.sublayer is sub and f.layerId == layer
-                                   and (not f.protocols or cls.protocol in f.protocols)),
-                                  key=lambda f: -f.weight):
+                for flt in filters:
                     out.filterId = flt.filterId
                     done = yield from self._call(cls, flt, out, attempt)
                     if cls.blocked:
