@@ -192,14 +192,12 @@ class Host:
     def port_in_use(self, proto: str, ip: bytes, port: int) -> bool:
         """Is (ip, port) taken in the same address family (IPv4 and IPv6 tables are separate)?"""
         plain = unmap(ip)
-        if proto == "tcp":
-            keys = list(self.tcp_listeners) + [c[:2] for c in self.tcp_conns]
-        else:
-            keys = list(self.udp)
-        for k_ip, k_port in keys:
-            if k_port != port:
+        # Listener and UDP keys are (ip, port); connection keys start with the local (ip, port).
+        keys = itertools.chain(self.tcp_listeners, self.tcp_conns) if proto == "tcp" else self.udp
+        for key in keys:
+            if key[1] != port:
                 continue
-            other = unmap(k_ip)
+            other = unmap(key[0])
             if len(other) != len(plain):
                 continue
             if other == plain or other in (ANY4, ANY6) or plain in (ANY4, ANY6):

@@ -22,7 +22,7 @@ _ENTRY = struct.Struct("<Q16sQI4x")        # redirect handle, provider GUID, fil
 TAG_SIZE = 16
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RedirectEntry:
     redirect_handle: int
     provider: uuid.UUID

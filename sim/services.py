@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from harness.winsock import constants as C
 from harness.winsock import redirect as rd
+from harness.winsock.poller import READ, Poller
 
 
 class EchoServer:
@@ -19,6 +20,7 @@ class EchoServer:
         self.scratch = rd.Scratch(api)
         self.listeners, self.udp, self.conns = [], [], []
         self.echoed = 0
+        self.poller = Poller(api)
         for address in addresses:
             for kind, wanted in ((C.SOCK_STREAM, tcp), (C.SOCK_DGRAM, udp)):
                 if not wanted:
@@ -40,36 +42,36 @@ class EchoServer:
         self.api.ioctlsocket(s, C.FIONBIO, self.scratch.value)
 
     def poll(self) -> bool:
-        """Echo everything that is waiting now; True if anything happened."""
-        progress = False
-        while self._round():          # a round handles one event per socket; drain them all
-            progress = True
-        return progress
-
-    def _round(self) -> bool:
+        """One turn: a WSAPoll over every socket, then echo what each ready one has."""
         api, sc, mem = self.api, self.scratch, self.api.memory
-        progress = False
-        for lst in self.listeners:
-            s = api.accept(lst, 0, 0)
-            if s != C.INVALID_SOCKET:
-                self._nonblocking(s)
-                self.conns.append(s)
-                progress = True
-        for s in list(self.conns):
-            n = api.recv(s, sc.buf, sc.size, 0)
-            if n > 0:
-                api.send(s, sc.buf, n, 0)
-                self.echoed += n
-                progress = True
-            elif n == 0 or api.WSAGetLastError() != C.WSAEWOULDBLOCK:
-                api.closesocket(s)
-                self.conns.remove(s)
-                progress = True
-        for s in self.udp:
-            mem.write_u32(sc.addrlen, 128)
-            n = api.recvfrom(s, sc.buf, sc.size, 0, sc.addr, sc.addrlen)
-            if n >= 0:
-                api.sendto(s, sc.buf, n, 0, sc.addr, mem.read_u32(sc.addrlen))
-                self.echoed += n
-                progress = True
-        return progress
+        interest = [(s, READ) for s in self.listeners + self.conns + self.udp]
+        ready = self.poller.poll(interest)
+        for s, _revents in ready:
+            if s in self.listeners:
+                while True:                           # drain the backlog: nothing else says it is there
+                    new = api.accept(s, 0, 0)
+                    if new == C.INVALID_SOCKET:
+                        break
+                    self._nonblocking(new)
+                    self.conns.append(new)
+            elif s in self.udp:
+                while True:
+                    mem.write_u32(sc.addrlen, 128)
+                    n = api.recvfrom(s, sc.buf, sc.size, 0, sc.addr, sc.addrlen)
+                    if n < 0:
+                        break
+                    api.sendto(s, sc.buf, n, 0, sc.addr, mem.read_u32(sc.addrlen))
+                    self.echoed += n
+            else:
+                while True:
+                    n = api.recv(s, sc.buf, sc.size, 0)
+                    if n > 0:
+                        api.send(s, sc.buf, n, 0)
+                        self.echoed += n
+                        if n == sc.size:
+                            continue                  # a full buffer: there may be more
+                    elif n == 0 or api.WSAGetLastError() != C.WSAEWOULDBLOCK:
+                        api.closesocket(s)
+                        self.conns.remove(s)
+                    break
+        return bool(ready)

@@ -289,6 +289,10 @@ class Socket:
         self.state = "connected"
         self.redirect = conn.meta.get("redirect")
         conn.socket = self
+        if conn.rx or conn.peer_fin or conn.reset:
+            # What arrived before the accept had no socket to signal: the new socket has news
+            # (World.add_service: a gated service is polled again when its process has news).
+            self.process.activity += 1
 
     def inherit_from(self, listener) -> None:
         """The SOL_SOCKET options an accepted socket inherits from its listener."""

@@ -23,6 +23,7 @@ from sim import status as st
 from sim.errors import WsaError
 from sim.kernel import CompletionPort, Event
 from sim.msg import recvmsg, sendmsg
+from sim.poll import wsapoll
 from sim.provider import start_overlapped, wsp_ioctl
 
 SOCKET_ERROR = C.SOCKET_ERROR
@@ -1049,6 +1050,13 @@ class SimulatedWinsock:
                 return None
             return self._wait(thread, ready, dwTimeout, bool(fAlertable), "WSAWaitForMultipleEvents",
                               C.WSA_WAIT_EVENT_0, C.WSA_WAIT_TIMEOUT)
+
+    @cfunc("LPVOID fdArray, ULONG fds, INT timeout")
+    def WSAPoll(self, fdArray, fds, timeout):
+        """The WSAPoll page: readiness of several sockets, waiting up to `timeout` ms (sim.poll)."""
+        with self._lock:
+            thread = self._enter()
+            return wsapoll(self, thread, fdArray, fds, timeout)
 
     def _wait(self, thread, ready, timeout, alertable, what, base, timeout_value):
         if alertable and thread.apcs and self.process.profile.wait_satisfaction_order == "apcs_first":

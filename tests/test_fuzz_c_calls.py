@@ -72,6 +72,8 @@ DOCUMENTED = {
     "WSAResetEvent": {C.WSANOTINITIALISED, C.WSAENETDOWN, C.WSAEINPROGRESS, C.WSA_INVALID_HANDLE},
     "WSAWaitForMultipleEvents": {C.WSANOTINITIALISED, C.WSAENETDOWN, C.WSAEINPROGRESS, C.WSA_NOT_ENOUGH_MEMORY,
                                  C.WSA_INVALID_HANDLE, C.WSA_INVALID_PARAMETER},
+    # WSAPoll page; WSAENOTSOCK when no entry is a socket: ledger decision poll_no_valid_socket.
+    "WSAPoll": {C.WSANOTINITIALISED, C.WSAENETDOWN, C.WSAEFAULT, C.WSAEINVAL, C.WSAENOBUFS, C.WSAENOTSOCK},
     "CreateIoCompletionPort": KERNEL32, "GetQueuedCompletionStatus": KERNEL32,
     "PostQueuedCompletionStatus": KERNEL32, "SetFileCompletionNotificationModes": KERNEL32,
     "CancelIoEx": KERNEL32, "CloseHandle": KERNEL32,
@@ -170,7 +172,7 @@ def _arg(world, draw, ctype, name):
         if name == "lpCompletionRoutine":
             return draw(st.sampled_from([0, world.routine, draw(u64)]))
         return world.pointer(draw)
-    if name in ("dwTimeout", "dwMilliseconds"):
+    if name in ("dwTimeout", "dwMilliseconds", "timeout"):
         return draw(st.integers(0, 100_000))
     if name in ("dwIoControlCode", "cmd"):
         return draw(st.one_of(st.sampled_from([

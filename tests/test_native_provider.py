@@ -424,6 +424,7 @@ HEADER_POINTER_TYPES = {
     ("WSAGetOverlappedResult", "lpOverlapped"): "LPWSAOVERLAPPED",
     ("WSAGetOverlappedResult", "lpcbTransfer"): "LPDWORD", ("WSAGetOverlappedResult", "lpdwFlags"): "LPDWORD",
     ("WSAWaitForMultipleEvents", "lphEvents"): "const WSAEVENT *",
+    ("WSAPoll", "fdArray"): "LPWSAPOLLFD",
     ("GetQueuedCompletionStatus", "lpNumberOfBytesTransferred"): "LPDWORD",
     ("GetQueuedCompletionStatus", "lpCompletionKey"): "PULONG_PTR",
     ("GetQueuedCompletionStatus", "lpOverlapped"): "LPOVERLAPPED *",

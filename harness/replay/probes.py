@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.winsock import constants as C
-from harness.winsock.layouts import WSABUF, WSAOVERLAPPED
+from harness.winsock.layouts import WSABUF, WSAOVERLAPPED, WSAPOLLFD
 
 POISON = 0xDEADBEEF
 RECORDS = C.SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS
@@ -383,6 +383,33 @@ def probe_wfp_sockopt_on_tcp(api):
     return _choose({C.WSAEINVAL: "WSAEINVAL", C.WSAENOPROTOOPT: "WSAENOPROTOOPT"}, err if rc == -1 else None, ev)
 
 
+def _poll(api, entries):
+    """WSAPoll(entries, timeout 0) -> (rc, last error, [revents])."""
+    arr = api.memory.alloc(WSAPOLLFD.size * len(entries))
+    api.memory.write(arr, b"".join(WSAPOLLFD.pack(fd=fd, events=events, revents=0x5A5A)
+                                   for fd, events in entries))
+    rc = api.WSAPoll(arr, len(entries), 0)
+    err = _err(api)
+    data = api.memory.read(arr, WSAPOLLFD.size * len(entries))
+    return rc, err, [WSAPOLLFD.get(data[i * 16:(i + 1) * 16], "revents") for i in range(len(entries))]
+
+
+def probe_poll_no_valid_socket(api):
+    rc, err, got = _poll(api, [(C.INVALID_SOCKET, C.POLLRDNORM)])
+    ev = f"WSAPoll({{INVALID_SOCKET, POLLRDNORM}}, 1, 0) -> {rc}, last error {_name(err)}, revents {got[0]:#x}"
+    return _choose({C.WSAEINVAL: "WSAEINVAL", C.WSAENOTSOCK: "WSAENOTSOCK"}, err if rc == -1 else None, ev)
+
+
+def probe_poll_nval_counted(api):
+    s = _tcp(api)
+    rc, err, got = _poll(api, [(C.INVALID_SOCKET, C.POLLRDNORM), (s, C.POLLRDNORM)])
+    ev = (f"WSAPoll({{INVALID_SOCKET}}, {{unconnected tcp}}, timeout 0) -> {rc}, last error {_name(err)}, "
+          f"revents {got[0]:#x}, {got[1]:#x}")
+    if got != [C.POLLNVAL, 0]:
+        return Unmatched(ev)
+    return _choose({1: "counted", 0: "not_counted"}, rc, ev)
+
+
 def probe_acceptex_short_address(api):
     from harness.winsock import redirect as rd
     from harness.winsock.layouts import SOCKADDR_IN
@@ -523,6 +550,8 @@ API_PROBES = {
     "set_after_connect": probe_set_after_connect,
     "wfp_sockopt_on_tcp": probe_wfp_sockopt_on_tcp,
     "acceptex_short_address": probe_acceptex_short_address,
+    "poll_no_valid_socket": probe_poll_no_valid_socket,
+    "poll_nval_counted": probe_poll_nval_counted,
 }
 REDIRECT_PROBES = {
     "query_size_probe": probe_query_size_probe,

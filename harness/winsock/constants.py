@@ -160,6 +160,19 @@ SD_BOTH = 2
 WSA_FLAG_OVERLAPPED = 0x01
 WSA_FLAG_NO_HANDLE_INHERIT = 0x80
 
+# --- WSAPoll (winsock2.h, _WIN32_WINNT >= 0x0600) ---------------------------
+# Request flags (WSAPOLLFD.events) and result flags (WSAPOLLFD.revents).
+POLLRDNORM = 0x0100
+POLLRDBAND = 0x0200
+POLLIN = POLLRDNORM | POLLRDBAND
+POLLPRI = 0x0400
+POLLWRNORM = 0x0010
+POLLOUT = POLLWRNORM
+POLLWRBAND = 0x0020
+POLLERR = 0x0001
+POLLHUP = 0x0002
+POLLNVAL = 0x0004
+
 # --- return values, handles, waits ------------------------------------------
 SOCKET_ERROR = -1
 INVALID_SOCKET = 0xFFFFFFFFFFFFFFFF     # (SOCKET)(~0) on x64

@@ -59,6 +59,7 @@ U64 = "<Q"
 U32 = "<I"
 I32 = "<i"
 U16 = "<H"
+I16 = "<h"      # SHORT
 
 GUID = Layout("GUID", 16, (
     Field("Data1", 0, U32), Field("Data2", 4, U16), Field("Data3", 6, U16),
@@ -122,9 +123,12 @@ TCP_KEEPALIVE = Layout("struct tcp_keepalive", 12, (
 
 LINGER = Layout("LINGER", 4, (Field("l_onoff", 0, U16), Field("l_linger", 2, U16)))
 
+# WSAPoll's array element (winsock2.h, Vista+; typedef struct pollfd ... WSAPOLLFD).
+WSAPOLLFD = Layout("WSAPOLLFD", 16, (Field("fd", 0, PTR), Field("events", 8, I16), Field("revents", 10, I16)))
+
 ALL_LAYOUTS = (GUID, WSAOVERLAPPED, WSABUF, WSAMSG, WSACMSGHDR, SOCKADDR, SOCKADDR_IN,
                SOCKADDR_IN6, SOCKADDR_STORAGE, IN_PKTINFO, IN6_PKTINFO, WSADATA,
-               WSATHREADID, TCP_KEEPALIVE, LINGER)
+               WSATHREADID, TCP_KEEPALIVE, LINGER, WSAPOLLFD)
 
 POINTER_SIZE = 8
 

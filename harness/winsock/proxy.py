@@ -9,8 +9,8 @@ connects to the original destination and relays both directions. For UDP
 it reads the records and context cmsgs of a flow's first datagram and
 forwards the records on its own first datagram to the destination.
 
-Written only against WinsockApi with non-blocking sockets and one `poll()`
-step, so the simulator can run many proxies in one thread, and
+Written only against WinsockApi: non-blocking sockets and one WSAPoll per
+turn (`poll()`), so the simulator can run many proxies in one thread, and
 `serve_forever()` runs it as a console program or service on Windows.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from harness.winsock import constants as C
 from harness.winsock import redirect as rd
+from harness.winsock.poller import FAILED, READ, WRITE, Poller
 from harness.winsock.sample_driver import unpack_context
 
 
@@ -32,6 +33,9 @@ class ProxyStats:
     bytes_up: int = 0
     bytes_down: int = 0
     errors: list = field(default_factory=list)
+
+
+_LISTENER, _UDP = "listener", "udp"      # owners of the sockets a proxy polls, besides connections
 
 
 class _Tcp:
@@ -48,6 +52,21 @@ class _Tcp:
         self.eof = {"up": False, "down": False}
         self.shut = {"up": False, "down": False}
         self.inspected = {"up": 0, "down": 0}
+
+    def interest(self, out) -> None:
+        """Append (socket, events) for what this connection waits for."""
+        pending, eof = self.pending, self.eof
+        if self.state == "connecting":
+            out.append((self.out, WRITE))
+            if not eof["up"]:
+                out.append((self.client, READ))
+            return
+        events = (0 if eof["down"] else READ) | (WRITE if pending["up"] else 0)
+        if events:
+            out.append((self.out, events))
+        events = (0 if eof["up"] else READ) | (WRITE if pending["down"] else 0)
+        if events:
+            out.append((self.client, events))
 
 
 class RedirectProxy:
@@ -66,6 +85,7 @@ class RedirectProxy:
         self.connections: list[_Tcp] = []
         self.udp_flows = {}               # (proxy socket, client endpoint) -> outbound socket info
         self.scratch = None
+        self.poller = None
         self.pid = api.GetCurrentProcessId()
 
     # -- setup ---------------------------------------------------------------
@@ -92,6 +112,7 @@ class RedirectProxy:
     def start(self) -> "RedirectProxy":
         api = self.api
         self.scratch = rd.Scratch(api)
+        self.poller = Poller(api)
         for address in self.addresses:
             if self.tcp_port:
                 s, _ = self._bound(C.SOCK_STREAM, address, self.tcp_port)
@@ -118,33 +139,52 @@ class RedirectProxy:
         for s in self.listeners + self.udp_sockets:
             api.closesocket(s)
         self.connections, self.udp_flows, self.listeners, self.udp_sockets = [], {}, [], []
+        if self.poller is not None:
+            self.poller.close()
 
     # -- the loop --------------------------------------------------------------
-    def poll(self) -> bool:
-        """Do everything that can be done now without blocking; True if anything happened.
+    def poll(self, timeout_ms: int = 0) -> bool:
+        """One turn: a WSAPoll over every socket, then one step on each ready one.
 
-        Each part drains its sockets until WSAEWOULDBLOCK, so one round leaves
-        nothing behind that a second round would find.
+        True if anything was ready. A ready listener is drained (accept until
+        WSAEWOULDBLOCK), so what is left after a turn is only what arrives
+        later. The WSAPoll waits up to `timeout_ms` (0: not at all).
         """
-        progress = False
-        for lst in self.listeners:
-            while self._accept(lst):
-                progress = True
-        for conn in list(self.connections):
-            while conn.state != "closed" and self._advance(conn):
-                progress = True
-        for s in self.udp_sockets:
-            while self._udp_in(s):
-                progress = True
-        for key, flow in list(self.udp_flows.items()):
-            while self._udp_back(key, flow):
-                progress = True
-        return progress
+        interest, owners = self._interest()
+        ready = self.poller.poll(interest, timeout_ms)
+        for s, revents in ready:
+            owner = owners[s]
+            if owner is _LISTENER:
+                while self._accept(s):
+                    pass
+            elif owner is _UDP:
+                while self._udp_in(s):
+                    pass
+            elif isinstance(owner, _Tcp):
+                self._on_tcp(owner, s, revents)
+            elif owner[0] in self.udp_flows:
+                while self._udp_back(*owner):
+                    pass
+        return bool(ready)
 
-    def serve_forever(self, idle_ms: int = 1) -> None:    # pragma: no cover - the native console loop
+    def _interest(self):
+        """([(socket, events)], {socket: what it belongs to}) for this turn."""
+        interest = [(s, READ) for s in self.listeners + self.udp_sockets]
+        owners = dict.fromkeys(self.listeners, _LISTENER)
+        owners.update(dict.fromkeys(self.udp_sockets, _UDP))
+        for conn in self.connections:
+            start = len(interest)
+            conn.interest(interest)
+            for s, _ in interest[start:]:
+                owners[s] = conn
+        for key, flow in self.udp_flows.items():
+            interest.append((flow["out"], READ))
+            owners[flow["out"]] = (key, flow)
+        return interest, owners
+
+    def serve_forever(self, idle_ms: int = 1000) -> None:    # pragma: no cover - the native console loop
         while True:
-            if not self.poll():
-                self.api.SleepEx(idle_ms, True)
+            self.poll(idle_ms)
 
     # -- TCP -------------------------------------------------------------------
     def _error(self, what: str) -> None:
@@ -189,9 +229,13 @@ class RedirectProxy:
         name = rd.sockaddr_bytes(*conn.original)
         api.memory.write(self.scratch.addr, name)
         if api.connect(out, self.scratch.addr, len(name)) == 0:
-            conn.state = "relay"
+            self._connected(conn)
         elif api.WSAGetLastError() != C.WSAEWOULDBLOCK:
             self._fail(conn, f"connect to {conn.original}: {C.error_name(api.WSAGetLastError())}")
+
+    def _connected(self, conn: _Tcp) -> None:
+        conn.state = "relay"
+        self.stats.forwarded += 1
 
     def _fail(self, conn: _Tcp, why: str) -> None:
         self._error(why)
@@ -205,56 +249,60 @@ class RedirectProxy:
         self.connections.remove(conn)
         self.stats.closed += 1
 
-    def _connected(self, conn: _Tcp):
-        """True when the outbound connect finished, False while pending, an error code on failure."""
+    def _connect_error(self, conn: _Tcp) -> int:
+        """SO_ERROR of the outbound socket: why its connect failed (WSAPoll page Remarks)."""
         api, scratch = self.api, self.scratch
-        api.memory.write_u32(scratch.addrlen, 128)
-        if api.getpeername(conn.out, scratch.addr, scratch.addrlen) == 0:
-            return True
         api.memory.write_u32(scratch.addrlen, 4)
         api.getsockopt(conn.out, C.SOL_SOCKET, C.SO_ERROR, scratch.value, scratch.addrlen)
-        err = api.memory.read_u32(scratch.value)
-        return err or False
+        return api.memory.read_u32(scratch.value) or C.WSAECONNREFUSED
 
-    def _advance(self, conn: _Tcp) -> bool:
-        if conn.state == "connecting":
-            done = self._connected(conn)
-            if done is False:
-                return False
-            if done is not True:
-                self._fail(conn, f"connect to {conn.original}: {C.error_name(done)}")
-                return True
-            conn.state = "relay"
-            self.stats.forwarded += 1
-        progress = self._pump(conn, "up", conn.client, conn.out)
-        progress |= self._pump(conn, "down", conn.out, conn.client)
-        if conn.eof["up"] and conn.eof["down"] and not conn.pending["up"] and not conn.pending["down"]:
+    def _on_tcp(self, conn: _Tcp, s, revents) -> None:
+        if conn.state == "closed":
+            return                            # finished by an earlier socket of this turn
+        if s == conn.out and conn.state == "connecting":
+            if revents & (C.POLLERR | C.POLLHUP):
+                self._fail(conn, f"connect to {conn.original}: {C.error_name(self._connect_error(conn))}")
+                return
+            self._connected(conn)
+            self._flush(conn, "up", conn.out)
+        else:
+            up = s == conn.client
+            direction, dst = ("up", conn.out) if up else ("down", conn.client)
+            if revents & (READ | FAILED) and not conn.eof[direction]:
+                while self._receive(conn, direction, s):
+                    pass                      # a full buffer: there may be more
+            if conn.state != "connecting" or not up:
+                self._flush(conn, direction, dst)
+            if revents & WRITE:               # the other direction waited for room on this socket
+                self._flush(conn, "down" if up else "up", s)
+        eof, pending = conn.eof, conn.pending
+        if eof["up"] and eof["down"] and not pending["up"] and not pending["down"] and conn.state != "closed":
             self._finish(conn)
-            return True
-        return progress
 
-    def _pump(self, conn: _Tcp, direction: str, src, dst) -> bool:
-        api, scratch, mem = self.api, self.scratch, self.api.memory
-        progress = False
-        if not conn.eof[direction]:
-            n = api.recv(src, scratch.buf, scratch.size, 0)
-            if n > 0:
-                data = mem.read(scratch.buf, n)
-                conn.inspected[direction] += n
-                if self.inspect is not None:
-                    self.inspect(self, conn, direction, data)
-                conn.pending[direction] += data
-                progress = True
-            elif n == 0:
-                conn.eof[direction] = True
-                progress = True
-            elif api.WSAGetLastError() != C.WSAEWOULDBLOCK:
-                conn.eof["up"] = conn.eof["down"] = True
-                conn.pending = {"up": b"", "down": b""}
-                return True
+    def _receive(self, conn: _Tcp, direction: str, src) -> bool:
+        """One recv into `direction`'s pending data; True when it filled the whole buffer."""
+        api, scratch = self.api, self.scratch
+        n = api.recv(src, scratch.buf, scratch.size, 0)
+        if n > 0:
+            data = api.memory.read(scratch.buf, n)
+            conn.inspected[direction] += n
+            if self.inspect is not None:
+                self.inspect(self, conn, direction, data)
+            conn.pending[direction] += data
+            return n == scratch.size
+        if n == 0:
+            conn.eof[direction] = True
+        elif api.WSAGetLastError() != C.WSAEWOULDBLOCK:
+            conn.eof["up"] = conn.eof["down"] = True         # reset or failure: drop both directions
+            conn.pending = {"up": b"", "down": b""}
+        return False
+
+    def _flush(self, conn: _Tcp, direction: str, dst) -> None:
+        """Send what `direction` holds to `dst`; after the EOF, pass the FIN on."""
+        api, scratch = self.api, self.scratch
         data = conn.pending[direction]
         if data:
-            mem.write(scratch.buf, data[:scratch.size])
+            api.memory.write(scratch.buf, data[:scratch.size])
             sent = api.send(dst, scratch.buf, min(len(data), scratch.size), 0)
             if sent > 0:
                 conn.pending[direction] = data[sent:]
@@ -262,13 +310,11 @@ class RedirectProxy:
                     self.stats.bytes_up += sent
                 else:
                     self.stats.bytes_down += sent
-                progress = True
             elif api.WSAGetLastError() != C.WSAEWOULDBLOCK:
                 conn.pending[direction] = b""
         if conn.eof[direction] and not conn.pending[direction] and not conn.shut[direction]:
             api.shutdown(dst, C.SD_SEND)
             conn.shut[direction] = True
-        return progress
 
     # -- UDP -------------------------------------------------------------------
     def _udp_in(self, s) -> bool:

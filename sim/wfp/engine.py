@@ -67,7 +67,7 @@ class Filter:
     flags: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class ClassifyOut:
     """FWPS_CLASSIFY_OUT0."""
     actionType: int = C.FWP_ACTION_CONTINUE
@@ -78,7 +78,7 @@ class ClassifyOut:
     reserved: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class ConnectRequest0:
     """FWPS_CONNECT_REQUEST0 (fwpsk.h): one version of the connection being classified."""
     localAddressAndPort: tuple
@@ -116,7 +116,7 @@ def writable_copy(previous, filter_id: int):
                            previousVersion=previous, modifierFilterId=filter_id)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FixedValues:
     """The incoming values of ALE_CONNECT_REDIRECT_V4/V6 this model provides."""
     layerId: int
@@ -129,7 +129,7 @@ class FixedValues:
     ale_app_id: str = ""
 
 
-@dataclass
+@dataclass(slots=True)
 class MetaValues:
     """FWPS_INCOMING_METADATA_VALUES0 fields present at the connect-redirect layer."""
     processId: int
@@ -138,7 +138,7 @@ class MetaValues:
     currentMetadataValues: int = C.FWPS_METADATA_FIELD_REDIRECT_RECORD_HANDLE
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RecordsHandle:
     """The kernel handle to a flow's redirect records (inMetaValues->redirectRecords)."""
     entries: tuple
@@ -159,7 +159,7 @@ class RedirectHandle:
         return f"<RedirectHandle 0x{self.id:x} of {self.owner}>"
 
 
-@dataclass
+@dataclass(slots=True)
 class StateSeen:
     """A FwpsQueryConnectionRedirectState0 answer, for scenario reports."""
     callout: str
