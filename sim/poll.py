@@ -41,10 +41,10 @@ ALWAYS_REPORTED = C.POLLERR | C.POLLHUP | C.POLLNVAL
 # the simulator models the current behaviour.
 CONNECT_FAILED = C.POLLHUP | C.POLLERR | C.POLLWRNORM
 
-ENTRY = struct.Struct("<Qh")                       # WSAPOLLFD.fd, WSAPOLLFD.events
-REVENTS = struct.Struct("<h")
+ENTRY = struct.Struct("<Qh6x")                     # WSAPOLLFD.fd, WSAPOLLFD.events, revents + padding
+pack_revents = struct.Struct("<h").pack_into
 REVENTS_OFFSET = WSAPOLLFD.offset("revents")
-assert WSAPOLLFD.offset("events") == ENTRY.size - 2 and WSAPOLLFD.size == 16
+assert (WSAPOLLFD.offset("events"), REVENTS_OFFSET, ENTRY.size) == (8, 10, WSAPOLLFD.size)
 
 
 def readiness(sock) -> int:
@@ -114,15 +114,6 @@ def _stream(sock) -> int:
     return flags
 
 
-def revents(sock, events: int) -> int:
-    """What WSAPoll writes for `sock` asked for `events`: requested flags plus the errors."""
-    return readiness(sock) & (events | ALWAYS_REPORTED)
-
-
-def _signed(fd: int) -> int:
-    return fd - (1 << 64) if fd >> 63 else fd
-
-
 def wsapoll(api, thread, fdArray: int, fds: int, timeout: int) -> int:
     """The body of SimulatedWinsock.WSAPoll, under the world lock on `thread`.
 
@@ -146,50 +137,52 @@ def wsapoll(api, thread, fdArray: int, fds: int, timeout: int) -> int:
         # (assumed: writing revents would fault; the simulator writes nothing on failure).
         return api._err(thread, C.WSAEFAULT)
     raw = mem.kread(fdArray, size)
-    entries = []                      # (index, events, socket or None)
+    entries = []                      # (index, events, socket)
     nval = []                         # indexes whose fd is negative or not a socket
-    valid = False
     bad_flags = False
     sockets = process.sockets
-    for i in range(fds):
-        fd, events = ENTRY.unpack_from(raw, i * WSAPOLLFD.size)
-        events &= 0xFFFF
-        if _signed(fd) < 0:
+    for i, (fd, events) in enumerate(ENTRY.iter_unpack(raw)):
+        if fd >> 63:
             # The page: "Members of fdarray which have their fd member set to a negative
             # value are ignored and their revents will be set to POLLNVAL upon return"
             # (older versions of the page said "cleared"); Wine test_WSAPoll agrees with
             # the current text, and ignores even invalid request flags there.
             nval.append(i)
             continue
-        sock = sockets.get(fd)
+        events &= 0xFFFF
         if events & ~REQUEST_FLAGS:
             bad_flags = True          # Wine test_WSAPoll: checked for non-sockets too
+        sock = sockets.get(fd)
         if sock is None:
             nval.append(i)            # Wine test_WSAPoll: POLLNVAL for a handle that is no socket
             continue
-        valid = True
-        entries.append((i, events, sock))
+        entries.append((i, events | ALWAYS_REPORTED, sock))
+    # revents are written into a copy of the caller's array, stored back in one write: the
+    # other bytes are the caller's own, unchanged (nothing outside the array is touched).
+    out = bytearray(raw)
 
-    def write(index: int, value: int) -> None:
-        mem.kwrite(fdArray + index * WSAPOLLFD.size + REVENTS_OFFSET, REVENTS.pack(value))
+    def store(index: int, value: int) -> None:
+        pack_revents(out, index * WSAPOLLFD.size + REVENTS_OFFSET, value)
 
-    if not valid:
+    if not entries:
         # The page: WSAEINVAL "if none of the sockets specified in the fd member ... were
         # valid"; Wine test_WSAPoll on Windows: WSAENOTSOCK, every revents POLLNVAL.
         for i in nval:
-            write(i, C.POLLNVAL)
+            store(i, C.POLLNVAL)
+        mem.kwrite(fdArray, out)
         return api._err(thread, getattr(C, process.profile.poll_no_valid_socket))
     if bad_flags:
         # The page and Wine test_WSAPoll (above); on Windows every revents reads 0 after
         # this failure, the non-socket's included.
         for i in range(fds):
-            write(i, 0)
+            store(i, 0)
+        mem.kwrite(fdArray, out)
         return api._err(thread, C.WSAEINVAL)
     if not process.host.up:
         return api._err(thread, C.WSAENETDOWN)            # the page (assumed position)
 
     def ready():
-        return True if any(revents(sock, events) for _, events, sock in entries) else None
+        return True if any(readiness(sock) & mask for _, mask, sock in entries) else None
 
     if timeout != 0:
         # The page: timeout > 0 waits that many milliseconds, < 0 indefinitely, 0 returns at
@@ -199,12 +192,13 @@ def wsapoll(api, thread, fdArray: int, fds: int, timeout: int) -> int:
         # runs completion routines only in the explicitly alertable waits (README).
         api.kernel.wait(thread, ready, INFINITE if timeout < 0 else timeout, False, "WSAPoll")
     count = 0
-    for i, events, sock in entries:
-        value = revents(sock, events)
-        write(i, value)
+    for i, mask, sock in entries:
+        value = readiness(sock) & mask        # the request plus what is always reported
+        store(i, value)
         count += bool(value)
     for i in nval:
-        write(i, C.POLLNVAL)
+        store(i, C.POLLNVAL)
     if process.profile.poll_nval_counted == "counted":
         count += len(nval)     # the page's return value: "the number of elements ... revents nonzero"
+    mem.kwrite(fdArray, out)
     return api._ok(thread, count)

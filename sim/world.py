@@ -186,9 +186,11 @@ class World:
         """Run `poll()` (non-blocking, returns True on progress) whenever the world waits.
 
         With `api` (the service's process), a poll is skipped while none of that
-        process's sockets has had news since its last poll: such a poll could
-        only collect WSAEWOULDBLOCKs. Gated services must drain what they can
-        in one poll.
+        process's sockets has had news since its last poll began: such a poll
+        could only collect WSAEWOULDBLOCKs. News is anything arriving for a
+        socket, and an accepted socket that already holds data. Gated services
+        must handle, in one poll, everything that is ready when it looks
+        (e.g. accept until WSAEWOULDBLOCK).
         """
         if api is not None:
             process = api.process

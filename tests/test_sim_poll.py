@@ -220,5 +220,5 @@ def test_readiness_is_read_only():
 
 
 def test_layout_matches_the_parser():
-    assert sim_poll.ENTRY.unpack(WSAPOLLFD.pack(fd=7, events=-1, revents=3)[:10]) == (7, -1)
+    assert sim_poll.ENTRY.unpack(WSAPOLLFD.pack(fd=7, events=-1, revents=3)) == (7, -1)
     assert struct.calcsize("<Qhh4x") == WSAPOLLFD.size == 16

@@ -45,7 +45,7 @@ class NativeTarget:
         return self.win32.DriverPolicyStore(self.fns)
 
     def idle(self, api, ms: int) -> None:
-        api.SleepEx(ms, 1)                   # alertable, like RedirectProxy.serve_forever
+        api.SleepEx(ms, 1)                   # alertable: queued completion routines run while idle
 
     @staticmethod
     def clock() -> float:
