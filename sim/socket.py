@@ -31,6 +31,22 @@ class ConnectRequest:
         self.meta = {}
 
 
+# Every socket starts with these option values (copied: each socket changes its own).
+DEFAULT_OPTIONS = {
+    (C.SOL_SOCKET, C.SO_RCVBUF): 65536, (C.SOL_SOCKET, C.SO_SNDBUF): 65536,
+    (C.SOL_SOCKET, C.SO_REUSEADDR): 0, (C.SOL_SOCKET, C.SO_EXCLUSIVEADDRUSE): 0,
+    (C.SOL_SOCKET, C.SO_KEEPALIVE): 0, (C.SOL_SOCKET, C.SO_BROADCAST): 0,
+    (C.SOL_SOCKET, C.SO_RCVTIMEO): 0, (C.SOL_SOCKET, C.SO_SNDTIMEO): 0,
+    (C.SOL_SOCKET, C.SO_OOBINLINE): 0, (C.SOL_SOCKET, C.SO_DEBUG): 0,
+    (C.IPPROTO_IP, C.IP_TTL): 128, (C.IPPROTO_IPV6, C.IPV6_UNICAST_HOPS): 128,
+    (C.IPPROTO_IP, C.IP_PKTINFO): 0, (C.IPPROTO_IPV6, C.IPV6_PKTINFO): 0,
+    (C.IPPROTO_IPV6, C.IPV6_V6ONLY): 1,
+    (C.IPPROTO_TCP, C.TCP_NODELAY): 0,
+    (C.IPPROTO_IP, C.IP_WFP_REDIRECT_RECORDS): 0, (C.IPPROTO_IP, C.IP_WFP_REDIRECT_CONTEXT): 0,
+    (C.IPPROTO_IPV6, C.IPV6_WFP_REDIRECT_RECORDS): 0, (C.IPPROTO_IPV6, C.IPV6_WFP_REDIRECT_CONTEXT): 0,
+}
+
+
 class Socket:
     kind = "socket"
 
@@ -43,19 +59,7 @@ class Socket:
         self.protocol = protocol
         self.overlapped_attr = overlapped_attr
         self.nonblocking = False
-        self.options = {
-            (C.SOL_SOCKET, C.SO_RCVBUF): 65536, (C.SOL_SOCKET, C.SO_SNDBUF): 65536,
-            (C.SOL_SOCKET, C.SO_REUSEADDR): 0, (C.SOL_SOCKET, C.SO_EXCLUSIVEADDRUSE): 0,
-            (C.SOL_SOCKET, C.SO_KEEPALIVE): 0, (C.SOL_SOCKET, C.SO_BROADCAST): 0,
-            (C.SOL_SOCKET, C.SO_RCVTIMEO): 0, (C.SOL_SOCKET, C.SO_SNDTIMEO): 0,
-            (C.SOL_SOCKET, C.SO_OOBINLINE): 0, (C.SOL_SOCKET, C.SO_DEBUG): 0,
-            (C.IPPROTO_IP, C.IP_TTL): 128, (C.IPPROTO_IPV6, C.IPV6_UNICAST_HOPS): 128,
-            (C.IPPROTO_IP, C.IP_PKTINFO): 0, (C.IPPROTO_IPV6, C.IPV6_PKTINFO): 0,
-            (C.IPPROTO_IPV6, C.IPV6_V6ONLY): 1,
-            (C.IPPROTO_TCP, C.TCP_NODELAY): 0,
-            (C.IPPROTO_IP, C.IP_WFP_REDIRECT_RECORDS): 0, (C.IPPROTO_IP, C.IP_WFP_REDIRECT_CONTEXT): 0,
-            (C.IPPROTO_IPV6, C.IPV6_WFP_REDIRECT_RECORDS): 0, (C.IPPROTO_IPV6, C.IPV6_WFP_REDIRECT_CONTEXT): 0,
-        }
+        self.options = dict(DEFAULT_OPTIONS)
         self.linger = (0, 0)
         self.local = None
         self.listener = None
