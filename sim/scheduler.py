@@ -16,18 +16,22 @@ NS_PER_US = 1_000
 
 
 class Timer:
-    __slots__ = ("when", "seq", "fn", "args", "cancelled", "label")
+    __slots__ = ("when", "seq", "fn", "args", "cancelled", "label", "scheduler")
 
-    def __init__(self, when: int, seq: int, fn, label: str, args: tuple = ()):
+    def __init__(self, when: int, seq: int, fn, label: str, args: tuple = (), scheduler=None):
         self.when = when
         self.seq = seq
         self.fn = fn
         self.args = args
         self.cancelled = False
         self.label = label
+        self.scheduler = scheduler
 
     def cancel(self) -> None:
-        self.cancelled = True
+        if not self.cancelled:
+            self.cancelled = True
+            if self.scheduler is not None:
+                self.scheduler._cancelled_one()
 
 
 class Scheduler:
@@ -35,11 +39,21 @@ class Scheduler:
         self.now_ns = 0
         self._heap: list[Timer] = []
         self._seq = itertools.count()
+        self._cancelled = 0            # cancelled timers still in the heap
+
+    def _cancelled_one(self) -> None:
+        # Most timers are cancelled long before they fall due (every connect's SYN timeout):
+        # drop them once they are half the heap, so the heap stays the size of the live ones.
+        self._cancelled += 1
+        if self._cancelled > 64 and 2 * self._cancelled > len(self._heap):
+            self._heap[:] = [entry for entry in self._heap if not entry[2].cancelled]   # in place: run_due holds it
+            heapq.heapify(self._heap)
+            self._cancelled = 0
 
     def call_at(self, when_ns: int, fn, label: str = "", *args) -> Timer:
         """Run fn(*args) at virtual time `when_ns` (now, if that has passed)."""
         now = self.now_ns
-        timer = Timer(when_ns if when_ns > now else now, next(self._seq), fn, label, args)
+        timer = Timer(when_ns if when_ns > now else now, next(self._seq), fn, label, args, self)
         # (when, seq) is unique, so the heap compares plain tuples and never the Timer.
         heapq.heappush(self._heap, (timer.when, timer.seq, timer))
         return timer
@@ -54,6 +68,7 @@ class Scheduler:
         heap = self._heap
         while heap and heap[0][2].cancelled:
             heapq.heappop(heap)
+            self._cancelled -= 1
         return heap[0][0] if heap else None
 
     def run_due(self) -> int:
@@ -62,7 +77,10 @@ class Scheduler:
         heap = self._heap
         while heap and heap[0][0] <= self.now_ns:
             timer = heapq.heappop(heap)[2]
-            if not timer.cancelled:
+            if timer.cancelled:
+                self._cancelled -= 1
+            else:
+                timer.scheduler = None          # fired: a later cancel() has nothing to drop
                 timer.fn(*timer.args)
                 count += 1
         return count

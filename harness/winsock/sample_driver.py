@@ -661,13 +661,26 @@ def sockaddr_bytes(endpoint) -> bytes:
 
 @functools.lru_cache(maxsize=4096)
 def _storage_of(ep: Endpoint) -> bytes:
-    addr = ipaddress.ip_address(ep.host)
-    if addr.version == 4:
-        raw = SOCKADDR_IN.pack(sin_family=C.AF_INET, sin_port=ep.port, sin_addr=addr.packed)
+    version, packed = _packed_address(ep.host)
+    if version == 4:
+        raw = SOCKADDR_IN.pack(sin_family=C.AF_INET, sin_port=ep.port, sin_addr=packed)
     else:
         raw = SOCKADDR_IN6.pack(sin6_family=C.AF_INET6, sin6_port=ep.port, sin6_flowinfo=ep.flowinfo,
-                                sin6_addr=addr.packed, sin6_scope_id=ep.scope_id)
+                                sin6_addr=packed, sin6_scope_id=ep.scope_id)
     return raw + bytes(SOCKADDR_STORAGE.size - len(raw))
+
+
+# Pure, and cached apart from the ports: every connection has its own source port, but
+# drivers and proxies see the same few addresses again and again.
+@functools.lru_cache(maxsize=4096)
+def _packed_address(host: str) -> tuple:
+    addr = ipaddress.ip_address(host)
+    return addr.version, addr.packed
+
+
+@functools.lru_cache(maxsize=4096)
+def _address_text(raw: bytes) -> str:
+    return str(ipaddress.ip_address(raw))
 
 
 def parse_sockaddr(data: bytes) -> Endpoint:
@@ -677,10 +690,10 @@ def parse_sockaddr(data: bytes) -> Endpoint:
     family = SOCKADDR_STORAGE.get(data, "ss_family")
     if family == C.AF_INET and len(data) >= SOCKADDR_IN.size:
         f = SOCKADDR_IN.unpack(data)
-        return Endpoint(str(ipaddress.IPv4Address(f["sin_addr"])), f["sin_port"])
+        return Endpoint(_address_text(f["sin_addr"]), f["sin_port"])
     if family == C.AF_INET6 and len(data) >= SOCKADDR_IN6.size:
         f = SOCKADDR_IN6.unpack(data)
-        return Endpoint(str(ipaddress.IPv6Address(f["sin6_addr"])), f["sin6_port"],
+        return Endpoint(_address_text(f["sin6_addr"]), f["sin6_port"],
                         f["sin6_flowinfo"], f["sin6_scope_id"])
     raise ValueError(f"sockaddr family {family} is not AF_INET/AF_INET6 (or data too short)")
 
