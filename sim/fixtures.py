@@ -50,7 +50,7 @@ def redirected_tcp(profile="documented", family=C.AF_INET, overrides=None, *,
     world = World(profile, overrides)
     client = world.add_host("client", CLIENT)
     server = world.add_host("server", SERVER)
-    echo = EchoServer(world.start_process(server, "echo"), 80, udp=False)
+    echo = EchoServer(world.start_process(server, "echo"), tcp_port=80)
     world.add_service(echo.poll, echo.api)
     proxy = world.start_process(client, "proxy")
     loop_ip = "127.0.0.1" if family == C.AF_INET else "::1"

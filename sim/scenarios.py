@@ -71,10 +71,8 @@ class Story:
         self.client_host = self.world.add_host("client", CLIENT)
         self.server_host = self.world.add_host("server", SERVER)
         server = self.world.start_process(self.server_host, "echo")
-        self.echo = EchoServer(server, TCP_PORT, udp=False)
-        self.echo_udp = EchoServer(server, UDP_PORT, tcp=False)
+        self.echo = EchoServer(server, tcp_port=TCP_PORT, udp_port=UDP_PORT)
         self.world.add_service(self.echo.poll, self.echo.api)
-        self.world.add_service(self.echo_udp.poll, self.echo_udp.api)
         self.inspected: dict = {}
         self.proxies = {}
         self.errors: list[str] = []

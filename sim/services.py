@@ -12,18 +12,23 @@ from harness.winsock.poller import READ, Poller
 
 
 class EchoServer:
-    """Echoes TCP streams and UDP datagrams on `port` of every given address."""
+    """Echoes TCP streams on `tcp_port` and UDP datagrams on `udp_port` of every given address.
 
-    def __init__(self, api, port: int, addresses=("0.0.0.0", "::"), tcp=True, udp=True):
+    One process, one service, one WSAPoll per turn for both protocols.
+    """
+
+    def __init__(self, api, tcp_port: int = 0, udp_port: int = 0, addresses=("0.0.0.0", "::")):
+        if not tcp_port and not udp_port:
+            raise ValueError("EchoServer needs a TCP port, a UDP port or both")
         self.api = api
-        self.port = port
+        self.tcp_port, self.udp_port = tcp_port, udp_port
         self.scratch = rd.Scratch(api)
         self.listeners, self.udp, self.conns = [], [], []
         self.echoed = 0
         self.poller = Poller(api)
         for address in addresses:
-            for kind, wanted in ((C.SOCK_STREAM, tcp), (C.SOCK_DGRAM, udp)):
-                if not wanted:
+            for kind, port in ((C.SOCK_STREAM, tcp_port), (C.SOCK_DGRAM, udp_port)):
+                if not port:
                     continue
                 s = api.socket(rd.family_of(address), kind, 0)
                 name = rd.sockaddr_bytes(address, port)

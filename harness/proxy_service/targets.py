@@ -187,10 +187,8 @@ class SimTarget:
         self.client_host = self.world.add_host("client", CLIENT)
         self.server_host = self.world.add_host("server", SERVER)
         server = self.world.start_process(self.server_host, "echo")
-        self.echo = EchoServer(server, REDIRECTED_TCP, udp=False)
-        self.echo_udp = EchoServer(server, REDIRECTED_UDP, tcp=False)
+        self.echo = EchoServer(server, tcp_port=REDIRECTED_TCP, udp_port=REDIRECTED_UDP)
         self.world.add_service(self.echo.poll, self.echo.api)
-        self.world.add_service(self.echo_udp.poll, self.echo_udp.api)
         self.registry: dict = {}
         self.callout = None
         self.demo: DemoClient | None = None

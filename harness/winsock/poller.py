@@ -25,6 +25,8 @@ assert (_ENTRY.size, WSAPOLLFD.offset("events"), WSAPOLLFD.offset("revents")) ==
 
 
 class Poller:
+    """One WSAPOLLFD array in the process's memory, grown as needed and reused every turn."""
+
     def __init__(self, api, capacity: int = 16):
         self.api = api
         self.capacity = 0
@@ -37,6 +39,7 @@ class Poller:
             mem.free(self.array)
         self.capacity = capacity
         self.array = mem.alloc(capacity * WSAPOLLFD.size)
+        self._written = None               # the (socket, events) pairs the array holds
 
     def poll(self, interest, timeout_ms: int = 0) -> list:
         """[(socket, revents)] of the (socket, events) pairs in `interest` that are ready.
@@ -49,8 +52,11 @@ class Poller:
         if n > self.capacity:
             self._grow(max(n, 2 * self.capacity))
         api, mem = self.api, self.api.memory
-        pack = _ENTRY.pack
-        mem.write(self.array, b"".join([pack(s, events, 0) for s, events in interest]))
+        if interest != self._written:
+            # WSAPoll changes only revents: the array it left holds the same fd/events pairs.
+            pack = _ENTRY.pack
+            mem.write(self.array, b"".join([pack(s, events, 0) for s, events in interest]))
+            self._written = list(interest)
         count = api.WSAPoll(self.array, n, timeout_ms)
         if count == C.SOCKET_ERROR:
             raise WinsockError("WSAPoll", api.WSAGetLastError())
@@ -67,3 +73,4 @@ class Poller:
         if self.array:
             self.api.memory.free(self.array)
             self.array = 0
+            self._written = None

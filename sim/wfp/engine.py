@@ -27,6 +27,7 @@ import itertools
 import traceback
 import uuid
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from harness.winsock import constants as C
 from sim.net import is_loopback, unmap, v4_mapped
@@ -116,9 +117,8 @@ def writable_copy(previous, filter_id: int):
                            previousVersion=previous, modifierFilterId=filter_id)
 
 
-@dataclass(frozen=True, slots=True)
-class FixedValues:
-    """The incoming values of ALE_CONNECT_REDIRECT_V4/V6 this model provides."""
+class FixedValues(NamedTuple):
+    """The incoming values of ALE_CONNECT_REDIRECT_V4/V6 this model provides (read-only)."""
     layerId: int
     ip_protocol: int
     ip_local_address: bytes
