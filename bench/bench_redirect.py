@@ -8,6 +8,16 @@ redirected TCP connections per second set up through two vendors' proxies
 (connect, redirect, accept, query, set, connect out, one round trip of
 data). Each is printed beside a bare Python floor measured in the same run.
 Figures only: nothing here asserts on time.
+
+Where a proxied connection's time goes (measured with per-call timers on a
+2-core machine, one connection at a time, about 750 us each): 71 C-shaped
+calls (the application 5, the echo server 12, each proxy 30 of which 6 are
+WSAPolls), 21 TCP segments (three handshakes, data each way, FINs) and 3
+classifies (each connect out passes both vendors' callouts). The two proxies
+take about 65% (their calls, the classify of their outbound connects, their
+own Python), segment delivery about 10%, the echo server about 8%, the
+application and the world's wait loop the rest. At 2 to 10 us a call no
+single part reaches the 200 us that 5,000/s allows.
 """
 from __future__ import annotations
 
