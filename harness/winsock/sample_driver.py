@@ -650,8 +650,17 @@ def _endpoint(value) -> Endpoint:
     if isinstance(value, Endpoint):
         return value
     if isinstance(value, tuple) and 2 <= len(value) <= 4:
-        return Endpoint(*value)
+        try:
+            # Keyed with the parts' types too: True == 1, but True is not a port.
+            return _endpoint_of(value, tuple(map(type, value)))
+        except TypeError:               # an unhashable part: let Endpoint say what is wrong
+            return Endpoint(*value)
     raise ValueError(f"expected an Endpoint or a (host, port[, flowinfo, scope_id]) tuple, got {value!r}")
+
+
+@functools.lru_cache(maxsize=4096)       # Endpoints are frozen; a driver builds the same few again and again
+def _endpoint_of(value: tuple, _types: tuple) -> Endpoint:
+    return Endpoint(*value)
 
 
 def sockaddr_bytes(endpoint) -> bytes:

@@ -317,7 +317,7 @@ class FilterEngine:
         self.providers: dict = {}
         self.sublayers: dict = {}
         self.filters: list[Filter] = []
-        self._plans: dict = {}            # (layer, protocol) -> evaluation order; cleared when filters change
+        self._plans: dict = {}            # evaluation orders and lookups by layer; cleared when filters change
         self.redirect_handles: dict = {}
         self._filter_ids = itertools.count(70000)
         self.fwps = Fwps(self)
@@ -362,6 +362,14 @@ class FilterEngine:
                 for sub in subs]
         return plan
 
+    def _any_filter_at(self, layers: tuple) -> bool:
+        """Does any filter sit at one of `layers`? (cached with the plans)"""
+        key = ("any", layers)
+        found = self._plans.get(key)
+        if found is None:
+            found = self._plans[key] = any(f.layerId in layers for f in self.filters)
+        return found
+
     def diagnose(self, kind: str, message: str) -> None:
         self.world.kernel.note(f"callout:{kind}", f"{self.current_callout or 'callout'} on "
                                f"{self.host.name}: {message}")
@@ -399,7 +407,7 @@ class FilterEngine:
         Changes apply to every connection of the socket (HOWTO). A pended bind
         classify is not modelled: it is refused with a diagnostic.
         """
-        if not any(f.layerId in BIND_LAYERS for f in self.filters):
+        if not self._any_filter_at(BIND_LAYERS):
             return 0
         family = C.AF_INET if len(unmap(request.local[0])) == 4 else C.AF_INET6
         cls = Classification(self, request, None, request.socket.protocol, family)
