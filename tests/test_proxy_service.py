@@ -802,3 +802,34 @@ def test_unusable_log_file_is_a_one_line_startup_failure(tmp_path, capsys):
     assert code == core.EXIT_STARTUP
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("python -m harness.proxy_service: cannot open the log file ")
+
+
+def test_native_idle_waits_in_the_proxys_wsapoll_and_ends_on_traffic():
+    """On Windows the service loop idles inside the proxy's WSAPoll: a connection ends the idle
+    at once. Run here with the simulator standing in for ws2_32 (virtual time)."""
+    from harness.winsock import constants as C
+    from harness.winsock import redirect as rd
+    from harness.winsock.proxy import RedirectProxy
+    from sim import World
+
+    world = World("documented")
+    host = world.add_host("box", ["192.0.2.10"])
+    proxy_api = world.start_process(host, "proxy")
+    proxy = RedirectProxy(proxy_api, "native", tcp_port=9000, addresses=("127.0.0.1",)).start()
+    target = targets.NativeTarget(fns=object())
+    target.attach(proxy)
+
+    app = world.start_process(host, "app")
+    sc = rd.Scratch(app)
+    app.memory.write_u32(sc.value, 1)
+    s = app.socket(C.AF_INET, C.SOCK_STREAM, 0)
+    assert app.ioctlsocket(s, C.FIONBIO, sc.value) == 0
+    name = rd.sockaddr_bytes("127.0.0.1", 9000)
+    app.memory.write(sc.addr, name)
+    assert app.connect(s, sc.addr, len(name)) == C.SOCKET_ERROR     # in flight: WSAEWOULDBLOCK
+
+    start = world.now_ns
+    target.idle(proxy_api, 500)
+    assert proxy.stats.accepted == 1
+    assert proxy.stats.refused == 1            # not redirected: no context, nothing to forward to
+    assert world.now_ns - start < 10_000_000   # woke on the connection, far before the 500 ms

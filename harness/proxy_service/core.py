@@ -68,7 +68,7 @@ class ProxyConfig:
     set_records: bool = True
     register_policy: bool = False
     stats_interval: float = 60.0        # seconds of the target's clock
-    max_idle_ms: int = 8                # the poll loop sleeps 1, 2, 4 .. max_idle_ms while idle
+    max_idle_ms: int = 8                # the poll loop idles 1, 2, 4 .. max_idle_ms (natively: in WSAPoll)
     name: str = "proxy"
 
 
@@ -273,7 +273,8 @@ class ProxySession:
 
     # -- the loop ----------------------------------------------------------------------
     def serve(self, stop: threading.Event) -> None:
-        """Poll until ``stop`` is set; sleep 1, 2, 4 .. max_idle_ms while idle; log stats
+        """Poll until ``stop`` is set; idle 1, 2, 4 .. max_idle_ms at a time (the target's idle:
+        natively a WSAPoll that traffic ends at once); log stats
         every stats_interval seconds and each new proxy error as it appears."""
         proxy, target, cfg = self.proxy, self.target, self.config
         next_stats = target.clock() + cfg.stats_interval

@@ -29,6 +29,7 @@ class NativeTarget:
         self.win32 = win32
         self.fns = fns if fns is not None else win32.load()
         self.api = None
+        self.proxy = None
 
     def is_elevated(self):
         return self.win32.is_elevated(self.fns)
@@ -45,14 +46,19 @@ class NativeTarget:
         return self.win32.DriverPolicyStore(self.fns)
 
     def idle(self, api, ms: int) -> None:
-        api.SleepEx(ms, 1)                   # alertable: queued completion routines run while idle
+        # Wait in the proxy's own WSAPoll: a new connection or datagram ends the idle at once
+        # instead of after the sleep. Before the proxy is attached, an alertable sleep.
+        if self.proxy is not None:
+            self.proxy.poll(ms)
+        else:
+            api.SleepEx(ms, 1)
 
     @staticmethod
     def clock() -> float:
         return time.monotonic()
 
     def attach(self, proxy) -> None:
-        pass
+        self.proxy = proxy
 
     def close(self) -> None:
         if self.api is not None:
