@@ -1,8 +1,11 @@
-"""Ready-made worlds for tests: a connection that a sample driver redirected to the caller.
+"""Ready-made worlds: a client and a server host, and a connection a sample driver redirected.
 
-The caller is the proxy process: `Redirected.api` is its WinsockApi and
-`Redirected.sock` the accepted, redirected socket, exactly what a redirect
-service holds when it is about to query the records and the context.
+`client_server_world` is the two hosts every story starts from (scenarios,
+the packaged proxy's sim target, the fixtures below). In `redirected_tcp`
+and `redirected_udp` the caller is the proxy process: `Redirected.api` is
+its WinsockApi and `Redirected.sock` the accepted, redirected socket,
+exactly what a redirect service holds when it is about to query the records
+and the context.
 """
 from __future__ import annotations
 
@@ -18,6 +21,28 @@ from sim.world import World
 CLIENT = ("192.0.2.10", "2001:db8::10")
 SERVER = ("192.0.2.20", "2001:db8::20")
 PROXY_PORT = 9000
+
+
+@dataclass
+class ClientServer:
+    world: World
+    client: object         # sim.net.Host at CLIENT
+    server: object         # sim.net.Host at SERVER
+    echo: EchoServer       # the server's echo process (None without ports)
+
+
+def client_server_world(profile="documented", overrides=None, *, tcp_port: int = 0,
+                        udp_port: int = 0) -> ClientServer:
+    """A world with a client host (CLIENT) and a server host (SERVER) whose echo process serves
+    `tcp_port` and `udp_port` (none when both are 0)."""
+    world = World(profile, overrides)
+    client = world.add_host("client", CLIENT)
+    server = world.add_host("server", SERVER)
+    echo = None
+    if tcp_port or udp_port:
+        echo = EchoServer(world.start_process(server, "echo"), tcp_port=tcp_port, udp_port=udp_port)
+        world.add_service(echo.poll, echo.api)
+    return ClientServer(world, client, server, echo)
 
 
 @dataclass
@@ -47,11 +72,8 @@ def redirected_tcp(profile="documented", family=C.AF_INET, overrides=None, *,
                    listener_flags=C.WSA_FLAG_OVERLAPPED, install=install_sample_driver) -> Redirected:
     """`listener_flags`: the WSASocketW flags of the proxy's listener (its accepted socket inherits
     the overlapped attribute); `install(world, host, policy)`: loads the redirecting driver."""
-    world = World(profile, overrides)
-    client = world.add_host("client", CLIENT)
-    server = world.add_host("server", SERVER)
-    echo = EchoServer(world.start_process(server, "echo"), tcp_port=80)
-    world.add_service(echo.poll, echo.api)
+    hosts = client_server_world(profile, overrides, tcp_port=80)
+    world, client = hosts.world, hosts.client
     proxy = world.start_process(client, "proxy")
     loop_ip = "127.0.0.1" if family == C.AF_INET else "::1"
     lst = _listen(proxy, C.SOCK_STREAM, loop_ip, PROXY_PORT, listener_flags)
@@ -71,9 +93,8 @@ def redirected_tcp(profile="documented", family=C.AF_INET, overrides=None, *,
 
 def redirected_udp(profile="documented", family=C.AF_INET, enable_cmsgs=True) -> Redirected:
     """The proxy's UDP socket, with the application's first datagram already sent to it."""
-    world = World(profile)
-    client = world.add_host("client", CLIENT)
-    world.add_host("server", SERVER)
+    hosts = client_server_world(profile)
+    world, client = hosts.world, hosts.client
     proxy = world.start_process(client, "proxy")
     loop_ip = "127.0.0.1" if family == C.AF_INET else "::1"
     udp = _listen(proxy, C.SOCK_DGRAM, loop_ip, PROXY_PORT + 53)

@@ -21,12 +21,9 @@ from harness.winsock import constants as C
 from harness.winsock import redirect as rd
 from harness.winsock.proxy import RedirectProxy
 from harness.winsock.sample_driver import RedirectPolicy
-from sim.services import EchoServer
+from sim.fixtures import SERVER, client_server_world
 from sim.wfp.callouts import install_sample_driver
-from sim.world import World
 
-CLIENT = ("192.0.2.10", "2001:db8::10")
-SERVER = ("192.0.2.20", "2001:db8::20")
 TCP_PORT, UDP_PORT = 80, 53
 VENDORS = {"VendorX": (9000, 9053), "VendorY": (9100, 9153), "VendorZ": (9200, 9253)}
 PAYLOAD = b"GET /redirect-me HTTP/1.1\r\nHost: server\r\n\r\n"
@@ -67,12 +64,9 @@ class Story:
                  udp=True):
         """`vendors` in order of sublayer weight (first = heaviest); `set_records` True, False,
         or the names of the vendors whose proxies forward the records."""
-        self.world = World(profile)
-        self.client_host = self.world.add_host("client", CLIENT)
-        self.server_host = self.world.add_host("server", SERVER)
-        server = self.world.start_process(self.server_host, "echo")
-        self.echo = EchoServer(server, tcp_port=TCP_PORT, udp_port=UDP_PORT)
-        self.world.add_service(self.echo.poll, self.echo.api)
+        hosts = client_server_world(profile, tcp_port=TCP_PORT, udp_port=UDP_PORT)
+        self.world, self.client_host, self.server_host, self.echo = (hosts.world, hosts.client, hosts.server,
+                                                                     hosts.echo)
         self.inspected: dict = {}
         self.proxies = {}
         self.errors: list[str] = []

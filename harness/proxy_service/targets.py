@@ -16,8 +16,6 @@ from harness.winsock import sample_driver as sd
 
 from . import core
 
-SERVER = ("192.0.2.20", "2001:db8::20")      # the echo host of sim.scenarios
-CLIENT = ("192.0.2.10", "2001:db8::10")
 REDIRECTED_TCP, REDIRECTED_UDP = 80, 53       # the ports the demo policy redirects
 
 
@@ -185,16 +183,12 @@ class SimTarget:
 
     def __init__(self, config: core.ProxyConfig, *, demo: int = 0, profile: str = "documented",
                  stop: threading.Event | None = None, realtime: bool = True):
-        from sim.services import EchoServer
-        from sim.world import World
+        from sim.fixtures import client_server_world
         self.config, self.demo_count, self.realtime = config, demo, realtime
         self.stop = stop if stop is not None else threading.Event()
-        self.world = World(profile)
-        self.client_host = self.world.add_host("client", CLIENT)
-        self.server_host = self.world.add_host("server", SERVER)
-        server = self.world.start_process(self.server_host, "echo")
-        self.echo = EchoServer(server, tcp_port=REDIRECTED_TCP, udp_port=REDIRECTED_UDP)
-        self.world.add_service(self.echo.poll, self.echo.api)
+        hosts = client_server_world(profile, tcp_port=REDIRECTED_TCP, udp_port=REDIRECTED_UDP)
+        self.world, self.client_host, self.server_host, self.echo = (hosts.world, hosts.client, hosts.server,
+                                                                     hosts.echo)
         self.registry: dict = {}
         self.callout = None
         self.demo: DemoClient | None = None
@@ -207,6 +201,7 @@ class SimTarget:
         return True                           # the proxy process is started elevated, as services run
 
     def open_api(self):
+        from sim.fixtures import SERVER
         from sim.wfp.callouts import install_sample_driver
         cfg = self.config
         self.api = self.world.start_process(self.client_host, cfg.name, elevated=True)
@@ -220,7 +215,7 @@ class SimTarget:
         self.callout = install_sample_driver(self.world, self.client_host, policy, vendor="Contoso")
         if self.demo_count:
             app = self.world.start_process(self.client_host, "demo-app", elevated=False)
-            self.demo = DemoClient(app, SERVER[0], REDIRECTED_TCP, self.demo_count)
+            self.demo = DemoClient(app, SERVER[0], REDIRECTED_TCP, self.demo_count)   # the echo host
             self.world.add_service(self.demo.poll)
         self._started_ns = self.world.now_ns
         return self.api
