@@ -61,12 +61,12 @@ def v4_mapped(raw4: bytes) -> bytes:
 
 
 def unmap(raw: bytes) -> bytes:
-    return raw[12:] if len(raw) == 16 and raw[:12] == V4_MAPPED_PREFIX else raw
+    return raw[12:] if is_v4_mapped(raw) else raw
 
 
 def unmap_endpoint(ep: tuple) -> tuple:
-    ip = ep[0]
-    return (ip[12:], ep[1]) if len(ip) == 16 and ip[:12] == V4_MAPPED_PREFIX else ep
+    """(ip, port) with a v4-mapped ip made plain IPv4; `ep` itself when it already is."""
+    return (ep[0][12:], ep[1]) if is_v4_mapped(ep[0]) else ep
 
 
 @dataclass

@@ -134,11 +134,8 @@ class SimulatedWinsock:
 
     def _enter(self):
         """Fire what virtual time has made due, and name the calling simulated thread."""
-        sched = self._scheduler
-        heap = sched._heap
-        if heap and heap[0][0] <= sched.now_ns:
-            sched.run_due()
-        return self.process._tls.__dict__.get("thread") or self.process.current_thread()
+        self._scheduler.run_due()
+        return self.process.current_thread()
 
     def _socket(self, thread, s):
         """The socket for handle s after ws2_32's checks, or an error code."""

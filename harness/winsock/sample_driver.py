@@ -609,18 +609,20 @@ REDIRECT_CONTEXT = Layout("WFPRC_REDIRECT_CONTEXT", CONTEXT_SIZE, (
 ), header="wfp_redirect_callout.h")
 
 
-def _canonical_host(host) -> tuple:
-    """(canonical text, IP version) of an address; ValueError when it is not one."""
+def _parsed_host(host) -> tuple:
+    """(canonical text, IP version, packed bytes) of an address; ValueError when it is not one."""
     try:
-        return _canonical_text(host)
+        return _parsed(host)
     except (ValueError, TypeError):
         raise ValueError(f"{host!r} is not an IPv4 or IPv6 address") from None
 
 
-@functools.lru_cache(maxsize=4096)       # pure; proxies parse the same few addresses on every connection
-def _canonical_text(host) -> tuple:
+# Pure, and cached apart from the ports: every connection has its own source port, but
+# drivers and proxies see the same few addresses again and again.
+@functools.lru_cache(maxsize=4096)
+def _parsed(host) -> tuple:
     addr = ipaddress.ip_address(host)
-    return str(addr), addr.version
+    return str(addr), addr.version, addr.packed
 
 
 @dataclass(frozen=True)
@@ -633,7 +635,7 @@ class Endpoint:
     scope_id: int = 0
 
     def __post_init__(self):
-        host, version = _canonical_host(self.host)
+        host, version, _packed = _parsed_host(self.host)
         object.__setattr__(self, "host", host)
         _check_int("port", self.port, 0, 0xFFFF, "port")
         _check_int("flowinfo", self.flowinfo, 0, MAX_DWORD, "value")
@@ -650,17 +652,8 @@ def _endpoint(value) -> Endpoint:
     if isinstance(value, Endpoint):
         return value
     if isinstance(value, tuple) and 2 <= len(value) <= 4:
-        try:
-            # Keyed with the parts' types too: True == 1, but True is not a port.
-            return _endpoint_of(value, tuple(map(type, value)))
-        except TypeError:               # an unhashable part: let Endpoint say what is wrong
-            return Endpoint(*value)
+        return Endpoint(*value)
     raise ValueError(f"expected an Endpoint or a (host, port[, flowinfo, scope_id]) tuple, got {value!r}")
-
-
-@functools.lru_cache(maxsize=4096)       # Endpoints are frozen; a driver builds the same few again and again
-def _endpoint_of(value: tuple, _types: tuple) -> Endpoint:
-    return Endpoint(*value)
 
 
 def sockaddr_bytes(endpoint) -> bytes:
@@ -670,21 +663,13 @@ def sockaddr_bytes(endpoint) -> bytes:
 
 @functools.lru_cache(maxsize=4096)
 def _storage_of(ep: Endpoint) -> bytes:
-    version, packed = _packed_address(ep.host)
+    _host, version, packed = _parsed(ep.host)          # ep.host is already canonical
     if version == 4:
         raw = SOCKADDR_IN.pack(sin_family=C.AF_INET, sin_port=ep.port, sin_addr=packed)
     else:
         raw = SOCKADDR_IN6.pack(sin6_family=C.AF_INET6, sin6_port=ep.port, sin6_flowinfo=ep.flowinfo,
                                 sin6_addr=packed, sin6_scope_id=ep.scope_id)
     return raw + bytes(SOCKADDR_STORAGE.size - len(raw))
-
-
-# Pure, and cached apart from the ports: every connection has its own source port, but
-# drivers and proxies see the same few addresses again and again.
-@functools.lru_cache(maxsize=4096)
-def _packed_address(host: str) -> tuple:
-    addr = ipaddress.ip_address(host)
-    return addr.version, addr.packed
 
 
 @functools.lru_cache(maxsize=4096)
