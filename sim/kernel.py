@@ -91,6 +91,7 @@ class Kernel:
         self.deadlock_grace_s = 2.0     # real time a stuck infinite wait allows other Python threads
         self.cross_thread_grace_s = 0.02
         self.generation = 0
+        self._poke_waiters = 0          # Python threads inside _wait_for_poke
         self.services: list = []        # other processes' event loops, run while a thread waits
         self._in_services = False
 
@@ -109,7 +110,8 @@ class Kernel:
     def poke(self) -> None:
         """Wake Python threads blocked in simulated waits: state changed."""
         self.generation += 1
-        self.cond.notify_all()
+        if self._poke_waiters:          # notify_all is Python code: skip it when nobody listens
+            self.cond.notify_all()
 
     def _others_alive(self) -> bool:
         me = threading.get_ident()
@@ -193,5 +195,9 @@ class Kernel:
     def _wait_for_poke(self, seconds: float) -> bool:
         """Release the lock for up to `seconds` of real time; True if state changed."""
         before = self.generation
-        self.cond.wait(seconds)
+        self._poke_waiters += 1
+        try:
+            self.cond.wait(seconds)
+        finally:
+            self._poke_waiters -= 1
         return self.generation != before

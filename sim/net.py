@@ -60,13 +60,15 @@ def v4_mapped(raw4: bytes) -> bytes:
     return V4_MAPPED_PREFIX + raw4
 
 
+# unmap and unmap_endpoint run on every segment and classify: is_v4_mapped spelled out inline.
 def unmap(raw: bytes) -> bytes:
-    return raw[12:] if is_v4_mapped(raw) else raw
+    return raw[12:] if len(raw) == 16 and raw[:12] == V4_MAPPED_PREFIX else raw
 
 
 def unmap_endpoint(ep: tuple) -> tuple:
     """(ip, port) with a v4-mapped ip made plain IPv4; `ep` itself when it already is."""
-    return (ep[0][12:], ep[1]) if is_v4_mapped(ep[0]) else ep
+    ip = ep[0]
+    return (ip[12:], ep[1]) if len(ip) == 16 and ip[:12] == V4_MAPPED_PREFIX else ep
 
 
 @dataclass
@@ -419,8 +421,11 @@ class Network:
         """Put a segment we own on the wire: on the wire addresses are plain IPv4 or IPv6."""
         if not host.up:
             return
-        seg.src = unmap_endpoint(seg.src)
-        seg.dst = dst = unmap_endpoint(seg.dst)
+        if len(seg.src[0]) == 16:          # plain IPv4 (the common case) needs no unmapping
+            seg.src = unmap_endpoint(seg.src)
+        dst = seg.dst
+        if len(dst[0]) == 16:
+            seg.dst = dst = unmap_endpoint(dst)
         if self.record:
             note = seg.meta.get("note", "") if seg.flags & SYN and not seg.flags & ACK else ""
             self._log("tcp", seg.src, dst, seg.flags, seg.seq, seg.ack, seg.payload, note)

@@ -9,7 +9,6 @@ treat it as opaque; the format here is the simulator's own.
 """
 from __future__ import annotations
 
-import hashlib
 import hmac
 import struct
 import uuid
@@ -30,11 +29,16 @@ class RedirectEntry:
     target_pid: int
 
 
+def _tag(key: bytes, body: bytes) -> bytes:
+    # hmac.digest: the one-shot HMAC in C, the same bytes as hmac.new(...).digest() at a fraction of the cost.
+    return hmac.digest(key, body, "sha256")[:TAG_SIZE]
+
+
 def encode(flow_id: int, entries, key: bytes) -> bytes:
     body = _HEADER.pack(MAGIC, VERSION, len(entries), flow_id)
     body += b"".join(_ENTRY.pack(e.redirect_handle, e.provider.bytes_le, e.filter_id, e.target_pid)
                      for e in entries)
-    return body + hmac.new(key, body, hashlib.sha256).digest()[:TAG_SIZE]
+    return body + _tag(key, body)
 
 
 def decode(blob: bytes, key: bytes):
@@ -42,7 +46,7 @@ def decode(blob: bytes, key: bytes):
     if len(blob) < _HEADER.size + TAG_SIZE:
         return None
     body, tag = blob[:-TAG_SIZE], blob[-TAG_SIZE:]
-    if not hmac.compare_digest(hmac.new(key, body, hashlib.sha256).digest()[:TAG_SIZE], tag):
+    if not hmac.compare_digest(_tag(key, body), tag):
         return None
     magic, version, count, flow_id = _HEADER.unpack_from(body)
     if magic != MAGIC or version != VERSION or len(body) != _HEADER.size + count * _ENTRY.size:

@@ -59,7 +59,11 @@ class Scheduler:
         return timer
 
     def call_later(self, delay_ns: int, fn, label: str = "", *args) -> Timer:
-        return self.call_at(self.now_ns + delay_ns, fn, label, *args)
+        # call_at spelled out: every segment and datagram is delivered through here.
+        when = self.now_ns + delay_ns if delay_ns > 0 else self.now_ns
+        timer = Timer(when, next(self._seq), fn, label, args, self)
+        heapq.heappush(self._heap, (when, timer.seq, timer))
+        return timer
 
     def call_soon(self, fn, label: str = "") -> Timer:
         return self.call_at(self.now_ns, fn, label)

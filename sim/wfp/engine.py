@@ -465,7 +465,7 @@ class FilterEngine:
         meta = MetaValues(request.process.pid, cls.records, request.socket.endpoint_handle)
         name = getattr(flt.callout, "name", type(flt.callout).__name__)
         self.current_callout, self.active = name, cls
-        before = dict(cls.acquired)
+        before = tuple(cls.acquired)         # handles held before this callout (usually none)
         try:
             flt.callout.classify(fixed, meta, cls.current, cls, flt, 0, out)
         except Exception as exc:    # a bug in a user's callout is a bugcheck on Windows: keep it, block the flow
@@ -487,7 +487,7 @@ class FilterEngine:
                 out.actionType, out.rights = completion_out.actionType, completion_out.rights
             # The HOWTO releases the pended handle after FwpsCompleteClassify0 returns: look once it has.
             self.world.kernel.scheduler.call_soon(lambda: self._check_released(cls, pended, name), "wfp-leak")
-        for handle, slot in list(cls.acquired.items()):
+        for handle, slot in list(cls.acquired.items()) if cls.acquired else ():
             if handle in before or handle == pended:
                 continue
             self.current_callout = name
