@@ -52,16 +52,13 @@ class Scheduler:
 
     def call_at(self, when_ns: int, fn, label: str = "", *args) -> Timer:
         """Run fn(*args) at virtual time `when_ns` (now, if that has passed)."""
-        now = self.now_ns
-        timer = Timer(when_ns if when_ns > now else now, next(self._seq), fn, label, args, self)
-        # (when, seq) is unique, so the heap compares plain tuples and never the Timer.
-        heapq.heappush(self._heap, (timer.when, timer.seq, timer))
-        return timer
+        return self.call_later(when_ns - self.now_ns, fn, label, *args)
 
     def call_later(self, delay_ns: int, fn, label: str = "", *args) -> Timer:
-        # call_at spelled out: every segment and datagram is delivered through here.
+        """Run fn(*args) `delay_ns` from now (every segment and datagram is delivered so)."""
         when = self.now_ns + delay_ns if delay_ns > 0 else self.now_ns
         timer = Timer(when, next(self._seq), fn, label, args, self)
+        # (when, seq) is unique, so the heap compares plain tuples and never the Timer.
         heapq.heappush(self._heap, (when, timer.seq, timer))
         return timer
 
