@@ -29,6 +29,9 @@ are a third of it (each classify runs both vendors' callouts, the hop
 tracking, the bind and the SYN); the two proxies' own calls and turns about
 as much; segments, the echo server and the world's wait loop the rest.
 Calls cost 2 to 10 us each; the profile is flat (no function above 5%).
+The cyclic garbage collector takes another 5 to 25% in a long run: the world
+keeps every connection's hop report, and each connection leaves reference
+cycles behind (measured with gc.disable(): flat at about 380 us set up).
 """
 from __future__ import annotations
 
