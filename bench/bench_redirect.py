@@ -147,7 +147,7 @@ class Client:
         setup_s = total_s = 0.0
         clock = time.perf_counter
         ran = 0
-        while ran < batches if batches else total_s < seconds:
+        while (ran < batches) if batches else (total_s < seconds):
             start = clock()
             self._open = self._setup()
             mid = clock()
