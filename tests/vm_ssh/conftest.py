@@ -118,6 +118,10 @@ class Sshd:
             "PrintMotd no\n"
             "LogLevel VERBOSE\n"
             "Subsystem sftp internal-sftp\n"
+            # bash sources ~/.bashrc for a command run by sshd only as a top-level shell (SHLVL < 2):
+            # keep the machine user's dotfiles out of the stand-in (here: a pyenv rehash whose lock,
+            # left by a session a fault test killed, hangs every later command).
+            "SetEnv SHLVL=1\n"
         )
         return cfg
 
