@@ -222,14 +222,24 @@ class Host:
         self.network.send_tcp(self, conn, SYN, meta=meta)
         conn.snd_nxt = (conn.snd_nxt + 1) & 0xFFFFFFFF
         kernel = self.network.kernel
-        conn.syn_timer = kernel.scheduler.call_later(SYN_TIMEOUT_NS, lambda: self._syn_timeout(conn), "syn-timeout")
+        conn.syn_timer = kernel.scheduler.call_later(SYN_TIMEOUT_NS, self._syn_timeout, "syn-timeout", conn)
         return conn
 
+    @staticmethod
+    def _stop_syn_timer(conn) -> None:
+        # Dropped, not just cancelled: the timer holds the connection, which would make a cycle.
+        timer = conn.syn_timer
+        if timer is not None:
+            conn.syn_timer = None
+            timer.cancel()
+
     def _syn_timeout(self, conn):
+        conn.syn_timer = None
         if conn.state == "SYN_SENT":
             self._fail(conn, 10060)   # WSAETIMEDOUT
 
     def _fail(self, conn, error):
+        self._stop_syn_timer(conn)
         conn.state = "CLOSED"
         conn.error = error
         self.tcp_conns.pop(conn.key(), None)
@@ -275,8 +285,7 @@ class Host:
         if conn.state == "SYN_SENT" and seg.flags & SYN and seg.flags & ACK:
             conn.rcv_nxt = (seg.seq + 1) & 0xFFFFFFFF
             conn.state = "ESTABLISHED"
-            if conn.syn_timer:
-                conn.syn_timer.cancel()
+            self._stop_syn_timer(conn)
             self.network.send_tcp(self, conn, ACK)
         elif conn.state == "SYN_RCVD" and seg.flags & ACK:
             conn.state = "ESTABLISHED"
@@ -338,8 +347,7 @@ class Host:
         if conn.state in ("ESTABLISHED", "SYN_RCVD", "SYN_SENT") and not conn.reset:
             self.network.send_tcp(self, conn, RST | ACK)
         conn.state = "CLOSED"
-        if conn.syn_timer:
-            conn.syn_timer.cancel()
+        self._stop_syn_timer(conn)
         self.tcp_conns.pop(conn.key(), None)
 
     # -- UDP ---------------------------------------------------------------

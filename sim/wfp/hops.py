@@ -9,10 +9,18 @@ A redirection to a proxy the flow already passed is a loop (the one the
 SDK Remarks warn about): the world records it with its hop chain, lets it
 go round `loop_limit` more times (so a capture shows the loop on the wire)
 and then refuses the next connect, so a scenario never hangs.
+
+The report keeps the newest `keep` chains (older ones are dropped and
+counted), so a soak run of millions of connections stays the same size; a
+connect that continues a dropped chain starts a new one.
+Nothing here holds a flow's redirect records or contexts: those die with
+the flow's sockets and connections, as the kernel frees a redirect context
+with its flow (decisions.md §5).
 """
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from dataclasses import dataclass, field
 
 from harness.winsock import constants as C
@@ -57,16 +65,21 @@ class Lineage:
     original_destination: str
     hops: list = field(default_factory=list)
     loop: bool = False
+    flow_ids: list = field(default_factory=list)   # the redirected flows of the chain (HopTracker.by_flow)
 
     def targets(self):
         return [(h.proxy_pid, h.redirected_to) for h in self.hops if h.redirected_to]
 
 
 class HopTracker:
-    def __init__(self, loop_limit: int = 2):
+    KEEP = 1000          # chains in the report; the scenarios' few, a long run's latest
+
+    def __init__(self, loop_limit: int = 2, keep: int = KEEP):
         self.loop_limit = loop_limit
-        self.lineages: list[Lineage] = []
-        self.by_flow: dict = {}
+        self.keep = keep
+        self.lineages: deque[Lineage] = deque()
+        self.dropped = 0                 # older chains no longer in the report
+        self.by_flow: dict = {}          # flow id (in its records blob) -> the chain it belongs to
         self._ids = itertools.count(1)
 
     def _hop(self, request, states) -> Hop:
@@ -75,21 +88,34 @@ class HopTracker:
                    records_forwarded=bool(request.meta.get("records") or request.socket.redirect_records))
 
     def _parent(self, request):
-        """The chain this connect continues, if any (and marks the accepted flow forwarded)."""
+        """The chain this connect continues, if any.
+
+        With records, the chain of the flow they came from. Without, an accepted
+        redirected flow of the same process to the same original destination whose
+        chain has not grown since (no connect has continued it yet).
+        """
         records = request.meta.get("records") or request.socket.redirect_records
         if records:
-            flow = self.by_flow.get(records[0])
-            if flow is not None:
-                flow.forwarded = True
-                return flow.lineage
+            lineage = self.by_flow.get(records[0])
+            if lineage is not None:
+                return lineage
         want = endpoint_text(request.original_remote)
         for sock in list(request.process.sockets.values()):
             flow = sock.redirect
-            if flow is not None and flow.lineage is not None and not flow.forwarded \
+            if flow is not None and flow.lineage is not None and len(flow.lineage.hops) == flow.hops_before \
                     and flow.lineage.original_destination == want:
-                flow.forwarded = True
                 return flow.lineage
         return None
+
+    def _new_lineage(self, destination: str) -> Lineage:
+        if len(self.lineages) >= self.keep:
+            old = self.lineages.popleft()
+            for flow_id in old.flow_ids:
+                self.by_flow.pop(flow_id, None)
+            self.dropped += 1
+        lineage = Lineage(next(self._ids), destination)
+        self.lineages.append(lineage)
+        return lineage
 
     def redirected(self, request, new_entries, remote, states, engine):
         """A connect was redirected. Returns its lineage, or None when it is a loop."""
@@ -100,10 +126,7 @@ class HopTracker:
         hop.proxy_pid = last.target_pid
         provider = engine.providers.get(last.provider)
         hop.vendor = provider.name if provider else str(last.provider)
-        lineage = parent
-        if lineage is None:
-            lineage = Lineage(next(self._ids), hop.destination)
-            self.lineages.append(lineage)
+        lineage = parent if parent is not None else self._new_lineage(hop.destination)
         revisits = lineage.targets().count((hop.proxy_pid, hop.redirected_to))
         lineage.hops.append(hop)
         if revisits:
@@ -121,7 +144,9 @@ class HopTracker:
         return lineage
 
     def register(self, flow_redirect) -> None:
-        self.by_flow[flow_redirect.flow_id] = flow_redirect
+        lineage = flow_redirect.lineage
+        self.by_flow[flow_redirect.flow_id] = lineage
+        lineage.flow_ids.append(flow_redirect.flow_id)
 
     def passed(self, request, states) -> None:
         """A connect that no callout redirected: the last hop of a chain, if it continues one."""
