@@ -9,6 +9,7 @@ treat it as opaque; the format here is the simulator's own.
 """
 from __future__ import annotations
 
+import functools
 import hmac
 import struct
 import uuid
@@ -29,6 +30,11 @@ class RedirectEntry:
     target_pid: int
 
 
+# A host has a few providers, and every blob names them: build each GUID's UUID (and its bytes) once.
+_provider = functools.lru_cache(maxsize=256)(lambda raw: uuid.UUID(bytes_le=raw))
+_provider_bytes = functools.lru_cache(maxsize=256)(lambda provider: provider.bytes_le)
+
+
 def _tag(key: bytes, body: bytes) -> bytes:
     # hmac.digest: the one-shot HMAC in C, the same bytes as hmac.new(...).digest() at a fraction of the cost.
     return hmac.digest(key, body, "sha256")[:TAG_SIZE]
@@ -36,7 +42,7 @@ def _tag(key: bytes, body: bytes) -> bytes:
 
 def encode(flow_id: int, entries, key: bytes) -> bytes:
     body = _HEADER.pack(MAGIC, VERSION, len(entries), flow_id)
-    body += b"".join(_ENTRY.pack(e.redirect_handle, e.provider.bytes_le, e.filter_id, e.target_pid)
+    body += b"".join(_ENTRY.pack(e.redirect_handle, _provider_bytes(e.provider), e.filter_id, e.target_pid)
                      for e in entries)
     return body + _tag(key, body)
 
@@ -54,5 +60,5 @@ def decode(blob: bytes, key: bytes):
     entries = []
     for i in range(count):
         handle, provider, filter_id, pid = _ENTRY.unpack_from(body, _HEADER.size + i * _ENTRY.size)
-        entries.append(RedirectEntry(handle, uuid.UUID(bytes_le=provider), filter_id, pid))
+        entries.append(RedirectEntry(handle, _provider(provider), filter_id, pid))
     return flow_id, entries

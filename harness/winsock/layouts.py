@@ -31,15 +31,22 @@ class Layout:
     fields: tuple[Field, ...]
     header: str = "winsock2.h"
     by_name: dict = field(default_factory=dict, compare=False, repr=False)
+    # The whole structure as one struct.Struct (fields in offset order, pad bytes between), when its
+    # fields do not overlap and share one byte order: one C call instead of one per field.
+    whole: struct.Struct = field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self):
         for f in self.fields:
             self.by_name[f.name] = f
+        object.__setattr__(self, "whole", _whole_struct(self))
 
     def offset(self, name: str) -> int:
         return self.by_name[name].offset
 
     def pack(self, **values) -> bytes:
+        whole = self.whole
+        if whole is not None and len(values) == len(self.fields) and values.keys() == self.by_name.keys():
+            return whole.pack(*[values[f.name] for f in self.fields])
         buf = bytearray(self.size)
         for name, value in values.items():
             f = self.by_name[name]
@@ -47,11 +54,30 @@ class Layout:
         return bytes(buf)
 
     def unpack(self, data: bytes) -> dict:
+        whole = self.whole
+        if whole is not None and len(data) >= self.size:
+            return dict(zip(self.by_name, whole.unpack_from(data)))
         return {f.name: struct.unpack_from(f.fmt, data, f.offset)[0] for f in self.fields}
 
     def get(self, data: bytes, name: str):
         f = self.by_name[name]
         return struct.unpack_from(f.fmt, data, f.offset)[0]
+
+
+def _whole_struct(layout: Layout):
+    order = {f.fmt[0] for f in layout.fields if f.fmt[0] in "<>"}
+    if len(order) != 1 or [f.offset for f in layout.fields] != sorted(f.offset for f in layout.fields):
+        return None
+    fmt, at = order.pop(), 0
+    for f in layout.fields:
+        if f.offset < at:
+            return None                       # overlapping fields (a union)
+        fmt += f"{f.offset - at}x" * (f.offset > at) + f.fmt.lstrip("<>")
+        at = f.offset + f.size
+    if at > layout.size:
+        return None
+    whole = struct.Struct(fmt + f"{layout.size - at}x" * (layout.size > at))
+    return whole if whole.size == layout.size else None
 
 
 PTR = "<Q"      # pointers, SIZE_T, ULONG_PTR, HANDLE, SOCKET on x64

@@ -637,10 +637,14 @@ class Endpoint:
     def __post_init__(self):
         host, version, _packed = _parsed_host(self.host)
         object.__setattr__(self, "host", host)
-        _check_int("port", self.port, 0, 0xFFFF, "port")
-        _check_int("flowinfo", self.flowinfo, 0, MAX_DWORD, "value")
-        _check_int("scope_id", self.scope_id, 0, MAX_DWORD, "value")
-        if version == 4 and (self.flowinfo or self.scope_id):
+        port, flowinfo, scope_id = self.port, self.flowinfo, self.scope_id
+        # The checks below in one test for the usual case (on every connection a proxy takes).
+        if not (type(port) is int and 0 <= port <= 0xFFFF and type(flowinfo) is int and type(scope_id) is int
+                and 0 <= flowinfo <= MAX_DWORD and 0 <= scope_id <= MAX_DWORD):
+            _check_int("port", port, 0, 0xFFFF, "port")
+            _check_int("flowinfo", flowinfo, 0, MAX_DWORD, "value")
+            _check_int("scope_id", scope_id, 0, MAX_DWORD, "value")
+        if version == 4 and (flowinfo or scope_id):
             raise ValueError("flowinfo/scope_id are IPv6 only")
 
     @property
@@ -721,15 +725,11 @@ def pack_context(original_remote, original_local, *, protocol: int, process_id: 
         raise ValueError(f"protocol {protocol} is neither IPPROTO_TCP nor IPPROTO_UDP")
     _check_int("process_id", process_id, 0, 0xFFFFFFFFFFFFFFFF, "value")
     _check_int("policy_generation", policy_generation, 0, MAX_DWORD, "value")
-    return _packed_context(remote, local, int(protocol), process_id, policy_generation)
-
-
-@functools.lru_cache(maxsize=1024)       # pure (arguments checked above): drivers pack the same few destinations
-def _packed_context(remote: Endpoint, local: Endpoint, protocol, process_id, policy_generation) -> bytes:
+    # Not cached: each connection's context differs (the original local port).
     return REDIRECT_CONTEXT.pack(
         magic=CONTEXT_MAGIC, version=CONTEXT_VERSION, size=CONTEXT_SIZE,
         original_remote=sockaddr_bytes(remote), original_local=sockaddr_bytes(local),
-        process_id=process_id, policy_generation=policy_generation, protocol=protocol,
+        process_id=process_id, policy_generation=policy_generation, protocol=int(protocol),
         reserved=b"\0\0\0")
 
 
@@ -740,7 +740,6 @@ def unpack_context(data: bytes) -> RedirectContext:
     return _unpacked_context(bytes(data))
 
 
-@functools.lru_cache(maxsize=1024)       # pure, and the result is frozen
 def _unpacked_context(data: bytes) -> RedirectContext:
     if len(data) < 8:
         raise ValueError(f"redirect context too short: {len(data)} bytes, need {CONTEXT_SIZE}")
