@@ -160,7 +160,7 @@ class AddressSpace:
         """True when [ptr, ptr+n) lies in one mapped region with the needed access."""
         if n == 0:
             return True
-        region = self._region_at(ptr)
+        region = self._pages.get(ptr >> 12) or self._region_at(ptr)     # the page index inline: every call
         if region is None or ptr + n > region.start + region.size:
             return False
         return region.prot == PROT_RW if write else region.prot != PROT_NONE
@@ -169,7 +169,7 @@ class AddressSpace:
         """Bytes at [ptr, ptr+n), or None when the range is not readable."""
         if n == 0:
             return b""
-        region = self._region_at(ptr)
+        region = self._pages.get(ptr >> 12) or self._region_at(ptr)
         if region is None or ptr + n > region.start + region.size:
             return None
         if need and region.prot == PROT_NONE:
@@ -182,7 +182,7 @@ class AddressSpace:
         n = len(data)
         if n == 0:
             return True
-        region = self._region_at(ptr)
+        region = self._pages.get(ptr >> 12) or self._region_at(ptr)
         if region is None or ptr + n > region.start + region.size:
             return False
         if need and region.prot != PROT_RW:

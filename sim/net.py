@@ -154,7 +154,8 @@ class Host:
     def __init__(self, network, name: str, addresses):
         self.network = network
         self.name = name
-        self.addresses = [ip_bytes(a) if isinstance(a, str) else a for a in addresses]
+        self.addresses = tuple(ip_bytes(a) if isinstance(a, str) else a for a in addresses)
+        self._owns: dict = {}              # address -> owns(address): asked on every segment
         self.up = True
         self.tcp_conns: dict[tuple, TcpConn] = {}
         self.tcp_listeners: dict[tuple, TcpListener] = {}
@@ -173,8 +174,13 @@ class Host:
 
     # -- addresses ---------------------------------------------------------
     def owns(self, raw: bytes) -> bool:
-        raw = unmap(raw)
-        return is_loopback(raw) or raw in self.addresses
+        known = self._owns.get(raw)
+        if known is None:
+            if len(self._owns) >= 4096:
+                self._owns.clear()             # a run that tries many addresses: stay bounded
+            plain = unmap(raw)
+            known = self._owns[raw] = is_loopback(plain) or plain in self.addresses
+        return known
 
     def source_for(self, dst: bytes, family: int) -> bytes:
         """Source address selection (simplified RFC 6724): loopback to loopback."""
@@ -410,11 +416,9 @@ class Network:
         return host
 
     def _route(self, src_host: Host, dst_ip: bytes):
-        plain = unmap(dst_ip)
-        if src_host.owns(plain):
+        if src_host.owns(dst_ip):
             return src_host, self.loopback_latency_ns
-        host = self.by_address.get(plain)
-        return host, self.link_latency_ns
+        return self.by_address.get(unmap(dst_ip)), self.link_latency_ns
 
     def _log(self, proto, src, dst, flags=0, seq=0, ack=0, payload=b"", note=""):
         if self.record:
@@ -439,7 +443,7 @@ class Network:
             self._log("tcp", seg.src, dst, seg.flags, seg.seq, seg.ack, seg.payload, note)
         target, latency = self._route(host, dst[0])
         if target is not None:
-            self.kernel.scheduler.call_later(latency, target.receive_tcp, "tcp", seg)
+            self.kernel.scheduler.post(latency, target.receive_tcp, seg)
 
     def send_udp(self, host: Host, src, dst, payload: bytes, meta=None) -> bool:
         if not host.up:
@@ -451,11 +455,11 @@ class Network:
         if target is None:
             return True
         meta = meta or {}
-        self.kernel.scheduler.call_later(latency, lambda: target.receive_udp(src, dst, payload, meta), "udp")
+        self.kernel.scheduler.post(latency, target.receive_udp, src, dst, payload, meta)
         return True
 
     def send_icmp_unreachable(self, host: Host, unreachable_dst, back_to) -> None:
         self._log("icmp", unreachable_dst, back_to, note="port unreachable")
         target, latency = self._route(host, back_to[0])
         if target is not None:
-            self.kernel.scheduler.call_later(latency, lambda: target.receive_icmp_unreachable(back_to), "icmp")
+            self.kernel.scheduler.post(latency, target.receive_icmp_unreachable, back_to)

@@ -34,6 +34,12 @@ class Timer:
                 self.scheduler._cancelled_one()
 
 
+def _cancelled(entry) -> bool:
+    """Is this heap entry (when, seq, Timer or posted (fn, args)) a cancelled timer?"""
+    item = entry[2]
+    return type(item) is not tuple and item.cancelled
+
+
 class Scheduler:
     def __init__(self):
         self.now_ns = 0
@@ -46,7 +52,7 @@ class Scheduler:
         # drop them once they are half the heap, so the heap stays the size of the live ones.
         self._cancelled += 1
         if self._cancelled > 64 and 2 * self._cancelled > len(self._heap):
-            self._heap[:] = [entry for entry in self._heap if not entry[2].cancelled]   # in place: run_due holds it
+            self._heap[:] = [entry for entry in self._heap if not _cancelled(entry)]   # in place: run_due holds it
             heapq.heapify(self._heap)
             self._cancelled = 0
 
@@ -55,19 +61,27 @@ class Scheduler:
         return self.call_later(when_ns - self.now_ns, fn, label, *args)
 
     def call_later(self, delay_ns: int, fn, label: str = "", *args) -> Timer:
-        """Run fn(*args) `delay_ns` from now (every segment and datagram is delivered so)."""
+        """Run fn(*args) `delay_ns` from now, unless the returned Timer is cancelled first."""
         when = self.now_ns + delay_ns if delay_ns > 0 else self.now_ns
         timer = Timer(when, next(self._seq), fn, label, args, self)
-        # (when, seq) is unique, so the heap compares plain tuples and never the Timer.
+        # (when, seq) is unique, so the heap compares plain tuples and never what they hold.
         heapq.heappush(self._heap, (when, timer.seq, timer))
         return timer
+
+    def post(self, delay_ns: int, fn, *args) -> None:
+        """Run fn(*args) `delay_ns` from now, for good: no Timer to cancel, so none is made.
+
+        Every segment and datagram is delivered so. Same order as call_later's timers.
+        """
+        when = self.now_ns + delay_ns if delay_ns > 0 else self.now_ns
+        heapq.heappush(self._heap, (when, next(self._seq), (fn, args)))
 
     def call_soon(self, fn, label: str = "") -> Timer:
         return self.call_at(self.now_ns, fn, label)
 
     def next_time(self):
         heap = self._heap
-        while heap and heap[0][2].cancelled:
+        while heap and _cancelled(heap[0]):
             heapq.heappop(heap)
             self._cancelled -= 1
         return heap[0][0] if heap else None
@@ -78,7 +92,10 @@ class Scheduler:
         heap = self._heap
         while heap and heap[0][0] <= self.now_ns:
             timer = heapq.heappop(heap)[2]
-            if timer.cancelled:
+            if type(timer) is tuple:            # posted: (fn, args)
+                timer[0](*timer[1])
+                count += 1
+            elif timer.cancelled:
                 self._cancelled -= 1
             else:
                 timer.scheduler = None          # fired: a later cancel() has nothing to drop
@@ -107,4 +124,4 @@ class Scheduler:
             self.now_ns = when_ns
 
     def pending(self) -> int:
-        return sum(1 for _, _, t in self._heap if not t.cancelled)
+        return sum(1 for entry in self._heap if not _cancelled(entry))

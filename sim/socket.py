@@ -56,6 +56,8 @@ class Socket:
         self.handle = handle
         self.family = family
         self.type = type_
+        self.is_tcp = type_ == C.SOCK_STREAM      # plain attributes: read on nearly every call
+        self.is_udp = type_ == C.SOCK_DGRAM
         self.protocol = protocol
         self.overlapped_attr = overlapped_attr
         self.nonblocking = False
@@ -92,14 +94,6 @@ class Socket:
     @property
     def type_name(self) -> str:
         return {C.SOCK_STREAM: "tcp", C.SOCK_DGRAM: "udp", C.SOCK_RAW: "raw"}.get(self.type, "?")
-
-    @property
-    def is_tcp(self) -> bool:
-        return self.type == C.SOCK_STREAM
-
-    @property
-    def is_udp(self) -> bool:
-        return self.type == C.SOCK_DGRAM
 
     @property
     def kernel(self):
@@ -457,9 +451,10 @@ class Socket:
         self.process.activity += 1
         if self.state == "connecting":
             self._settle_connect()
-        for req in list(self.pending):
-            if req.start is not None and not req.done:
-                req.start(req)
+        if self.pending:
+            for req in list(self.pending):
+                if req.start is not None and not req.done:
+                    req.start(req)
         req = self.accepting            # an AcceptEx waiting for this socket's first data
         if req is not None and req.start is not None and not req.done:
             req.start(req)

@@ -22,6 +22,22 @@ def test_scheduler_orders_by_time_then_insertion():
     assert fired == ["a1", "a2", "b"] and sched.now_ns == 100
 
 
+def test_posted_work_keeps_its_place_among_timers_and_survives_the_purge():
+    """post() (segments, datagrams) orders with call_later's timers by time, then insertion; the
+    purge of cancelled timers keeps it."""
+    sched = Scheduler()
+    fired = []
+    sched.call_later(10, lambda: fired.append("timer"))
+    sched.post(10, fired.append, "posted")
+    sched.post(5, fired.append, "early")
+    doomed = [sched.call_later(50, fired.append, "", "never") for _ in range(200)]
+    for timer in doomed:
+        timer.cancel()                                   # more than half the heap: purged
+    assert sched.pending() == 3 and sched.next_time() == 5
+    sched.advance_to(100)
+    assert fired == ["early", "timer", "posted"] and sched.pending() == 0
+
+
 def _story(profile):
     """A fixed sequence of calls; returns everything observable about it."""
     api = SimulatedWinsock(profile)
