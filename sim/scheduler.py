@@ -13,6 +13,7 @@ import itertools
 
 NS_PER_MS = 1_000_000
 NS_PER_US = 1_000
+NEVER = float("inf")
 
 
 class Timer:
@@ -46,6 +47,9 @@ class Scheduler:
         self._heap: list[Timer] = []
         self._seq = itertools.count()
         self._cancelled = 0            # cancelled timers still in the heap
+        # Never later than the first entry's time: callers skip run_due() while it is in the
+        # future (most C-shaped calls find nothing due). Lowered on push, set when run_due ends.
+        self.next_due_ns = NEVER
 
     def _cancelled_one(self) -> None:
         # Most timers are cancelled long before they fall due (every connect's SYN timeout):
@@ -66,6 +70,8 @@ class Scheduler:
         timer = Timer(when, next(self._seq), fn, label, args, self)
         # (when, seq) is unique, so the heap compares plain tuples and never what they hold.
         heapq.heappush(self._heap, (when, timer.seq, timer))
+        if when < self.next_due_ns:
+            self.next_due_ns = when
         return timer
 
     def post(self, delay_ns: int, fn, *args) -> None:
@@ -75,6 +81,8 @@ class Scheduler:
         """
         when = self.now_ns + delay_ns if delay_ns > 0 else self.now_ns
         heapq.heappush(self._heap, (when, next(self._seq), (fn, args)))
+        if when < self.next_due_ns:
+            self.next_due_ns = when
 
     def call_soon(self, fn, label: str = "") -> Timer:
         return self.call_at(self.now_ns, fn, label)
@@ -101,6 +109,7 @@ class Scheduler:
                 timer.scheduler = None          # fired: a later cancel() has nothing to drop
                 timer.fn(*timer.args)
                 count += 1
+        self.next_due_ns = heap[0][0] if heap else NEVER
         return count
 
     def step(self, limit_ns=None) -> bool:

@@ -15,7 +15,7 @@ import inspect
 import struct
 
 from harness.winsock import constants as C
-from harness.winsock.ctype import cfunc
+from harness.winsock.ctype import COERCION_NAMESPACE, cfunc, coercion_lines, parse_signature
 from harness.winsock.layouts import WSABUF, WSADATA, WSAOVERLAPPED, WSATHREADID
 from sim import overlapped as ov
 from sim import sockaddr, sockopt
@@ -39,35 +39,47 @@ def _address_slot(family: int, ip: bytes, port: int) -> bytes:
     return struct.pack("<i", len(data)) + data
 
 
-def on_socket(failure=SOCKET_ERROR, name="s"):
-    """The C boundary of a call on a socket: lock, current thread, ws2_32's handle checks.
+def socket_call(signature: str, failure=SOCKET_ERROR):
+    """A C-shaped call on a socket: `cfunc`'s argument checks, then the lock, the current
+    thread and ws2_32's handle checks, in one generated function.
 
-    The decorated method receives (thread, sock) in place of the SOCKET; its
-    advertised signature keeps the C parameter names for `cfunc`.
+    The decorated method receives (thread, sock) in place of the SOCKET (the
+    signature's first parameter); the wrapper advertises the C signature. One
+    frame, and the lock taken without a `with`: this runs on every call on a
+    socket (bench/ measures it).
     """
+    params = parse_signature(signature)
+    names = [n for _, n in params]
+
     def decorate(fn):
-        params = list(inspect.signature(fn).parameters.values())
-        c_params = [params[0], inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD)] + params[3:]
-        rest = "".join(f", {p.name}" for p in params[3:])
-        # Straight-line code, like cfunc's: this runs on every call on a socket (bench/ measures it).
-        source = (
-            f"def {fn.__name__}(self, {name}{rest}):\n"
-            f"    with self._lock:\n"
-            f"        thread = self._enter()\n"
-            f"        process = self.process\n"
-            f"        if process.wsa_refcount == 0:\n"
-            f"            thread.last_error = WSANOTINITIALISED\n"
-            f"            return failure\n"
-            f"        sock = process.sockets.get({name})\n"
-            f"        if sock is None:\n"
-            f"            thread.last_error = WSAENOTSOCK\n"
-            f"            return failure\n"
-            f"        return fn(self, thread, sock{rest})\n")
-        namespace = {"fn": fn, "failure": failure, "WSANOTINITIALISED": C.WSANOTINITIALISED,
-                     "WSAENOTSOCK": C.WSAENOTSOCK}
-        exec(source, namespace)  # noqa: S102 - generated from the method's own parameter names
+        expected = ["self", "thread", "sock"] + names[1:]
+        if list(inspect.signature(fn).parameters) != expected:
+            raise ValueError(f"{fn.__name__}: parameters must be {expected}")
+        handle, rest = names[0], "".join(f", {n}" for n in names[1:])
+        lines = [f"def {fn.__name__}(self, {', '.join(names)}):"]
+        lines += coercion_lines(params, fn.__name__)
+        lines += [
+            "    lock = self._lock",
+            "    lock.acquire()",
+            "    try:",
+            "        thread = self._enter()",
+            "        process = self.process",
+            "        if process.wsa_refcount == 0:",
+            "            thread.last_error = WSANOTINITIALISED",
+            "            return failure",
+            f"        sock = process.sockets.get({handle})",
+            "        if sock is None:",
+            "            thread.last_error = WSAENOTSOCK",
+            "            return failure",
+            f"        return _fn(self, thread, sock{rest})",
+            "    finally:",
+            "        lock.release()"]
+        namespace = dict(COERCION_NAMESPACE, _fn=fn, failure=failure, WSANOTINITIALISED=C.WSANOTINITIALISED,
+                         WSAENOTSOCK=C.WSAENOTSOCK)
+        exec("\n".join(lines), namespace)  # noqa: S102 - generated from the declared signature
         wrapper = functools.wraps(fn)(namespace[fn.__name__])
-        wrapper.__signature__ = inspect.Signature(c_params)
+        del wrapper.__wrapped__                 # advertise the C signature, not fn's (thread, sock, ...)
+        wrapper.__c_signature__ = tuple(params)
         return wrapper
     return decorate
 
@@ -134,7 +146,9 @@ class SimulatedWinsock:
 
     def _enter(self):
         """Fire what virtual time has made due, and name the calling simulated thread."""
-        self._scheduler.run_due()
+        scheduler = self._scheduler
+        if scheduler.next_due_ns <= scheduler.now_ns:
+            scheduler.run_due()
         return self.process.current_thread()
 
     def _socket(self, thread, s):
@@ -269,18 +283,15 @@ class SimulatedWinsock:
         thread.last_error = 0
         return 0 if result is None else result
 
-    @cfunc("SOCKET s, LPVOID name, int namelen")
-    @on_socket()
+    @socket_call("SOCKET s, LPVOID name, int namelen")
     def bind(self, thread, sock, name, namelen):
         return self._run(thread, lambda: sock.bind(*sockaddr.read(self.memory, name, namelen, sock.family)))
 
-    @cfunc("SOCKET s, int backlog")
-    @on_socket()
+    @socket_call("SOCKET s, int backlog")
     def listen(self, thread, sock, backlog):
         return self._run(thread, sock.listen, backlog)
 
-    @cfunc("SOCKET s, LPVOID addr, LPVOID addrlen")
-    @on_socket(INVALID_SOCKET)
+    @socket_call("SOCKET s, LPVOID addr, LPVOID addrlen", INVALID_SOCKET)
     def accept(self, thread, sock, addr, addrlen):
         mem = self.memory
         if addr:
@@ -297,8 +308,7 @@ class SimulatedWinsock:
             sockaddr.write(mem, addr, addrlen, new.family, *new.conn.remote)
         return self._ok(thread, new.handle)
 
-    @cfunc("SOCKET s, LPVOID name, int namelen")
-    @on_socket()
+    @socket_call("SOCKET s, LPVOID name, int namelen")
     def connect(self, thread, sock, name, namelen):
         return self._run(thread, lambda: sock.connect(thread, *sockaddr.read(self.memory, name, namelen,
                                                                                sock.family)))
@@ -311,14 +321,12 @@ class SimulatedWinsock:
         process.sockets.pop(sock.handle, None)
         process.handles.pop(sock.handle, None)
 
-    @cfunc("SOCKET s")
-    @on_socket()
+    @socket_call("SOCKET s")
     def closesocket(self, thread, sock):
         self._close(sock)
         return self._ok(thread)
 
-    @cfunc("SOCKET s, int how")
-    @on_socket()
+    @socket_call("SOCKET s, int how")
     def shutdown(self, thread, sock, how):
         return self._run(thread, sock.shutdown, how)
 
@@ -334,13 +342,11 @@ class SimulatedWinsock:
             return sock.stream_send(data)
         return sock.dgram_send(data, dst)
 
-    @cfunc("SOCKET s, LPVOID buf, int len, int flags")
-    @on_socket()
+    @socket_call("SOCKET s, LPVOID buf, int len, int flags")
     def send(self, thread, sock, buf, len, flags):
         return self._run(thread, self._send, thread, sock, buf, len, flags, None)
 
-    @cfunc("SOCKET s, LPVOID buf, int len, int flags, LPVOID to, int tolen")
-    @on_socket()
+    @socket_call("SOCKET s, LPVOID buf, int len, int flags, LPVOID to, int tolen")
     def sendto(self, thread, sock, buf, len, flags, to, tolen):
 
         def op():
@@ -381,30 +387,25 @@ class SimulatedWinsock:
             raise WsaError(C.WSAEMSGSIZE)     # truncated datagram: the rest is discarded
         return len(payload)
 
-    @cfunc("SOCKET s, LPVOID buf, int len, int flags")
-    @on_socket()
+    @socket_call("SOCKET s, LPVOID buf, int len, int flags")
     def recv(self, thread, sock, buf, len, flags):
         return self._run(thread, self._recv, thread, sock, buf, len, flags, 0, 0)
 
-    @cfunc("SOCKET s, LPVOID buf, int len, int flags, LPVOID from_, LPVOID fromlen")
-    @on_socket()
+    @socket_call("SOCKET s, LPVOID buf, int len, int flags, LPVOID from_, LPVOID fromlen")
     def recvfrom(self, thread, sock, buf, len, flags, from_, fromlen):
         return self._run(thread, self._recv, thread, sock, buf, len, flags, from_, fromlen)
 
-    @cfunc("SOCKET s, LPVOID name, LPVOID namelen")
-    @on_socket()
+    @socket_call("SOCKET s, LPVOID name, LPVOID namelen")
     def getsockname(self, thread, sock, name, namelen):
         return self._run(thread, lambda: sockaddr.write(self.memory, name, namelen, sock.family,
                                                         *sock.sockname()))
 
-    @cfunc("SOCKET s, LPVOID name, LPVOID namelen")
-    @on_socket()
+    @socket_call("SOCKET s, LPVOID name, LPVOID namelen")
     def getpeername(self, thread, sock, name, namelen):
         return self._run(thread, lambda: sockaddr.write(self.memory, name, namelen, sock.family,
                                                         *sock.peername()))
 
-    @cfunc("SOCKET s, int level, int optname, LPVOID optval, int optlen")
-    @on_socket()
+    @socket_call("SOCKET s, int level, int optname, LPVOID optval, int optlen")
     def setsockopt(self, thread, sock, level, optname, optval, optlen):
         if level == C.SOL_SOCKET and optname in (C.SO_UPDATE_ACCEPT_CONTEXT, C.SO_UPDATE_CONNECT_CONTEXT):
             return self._run(thread, self._update_context, sock, optname, optval, optlen)
@@ -439,14 +440,12 @@ class SimulatedWinsock:
             sock.inherit_from(listener)
         sock.context_pending = None
 
-    @cfunc("SOCKET s, int level, int optname, LPVOID optval, LPVOID optlen")
-    @on_socket()
+    @socket_call("SOCKET s, int level, int optname, LPVOID optval, LPVOID optlen")
     def getsockopt(self, thread, sock, level, optname, optval, optlen):
         return self._run(thread, sockopt.getsockopt, sock, self.memory, level, optname, optval, optlen)
 
     # -- IOCTLs ------------------------------------------------------------
-    @cfunc("SOCKET s, LONG cmd, LPVOID argp")
-    @on_socket()
+    @socket_call("SOCKET s, LONG cmd, LPVOID argp")
     def ioctlsocket(self, thread, sock, cmd, argp):
         code = cmd & 0xFFFFFFFF
         writes = bool(code & C.IOC_OUT)
@@ -553,9 +552,8 @@ class SimulatedWinsock:
             pos += len(chunk)
         return pos
 
-    @cfunc("SOCKET s, LPVOID lpBuffers, DWORD dwBufferCount, LPVOID lpNumberOfBytesRecvd, LPVOID lpFlags, "
-           "LPVOID lpOverlapped, LPVOID lpCompletionRoutine")
-    @on_socket()
+    @socket_call("SOCKET s, LPVOID lpBuffers, DWORD dwBufferCount, LPVOID lpNumberOfBytesRecvd, LPVOID lpFlags, "
+                 "LPVOID lpOverlapped, LPVOID lpCompletionRoutine")
     def WSARecv(self, thread, sock, lpBuffers, dwBufferCount, lpNumberOfBytesRecvd, lpFlags, lpOverlapped,
                 lpCompletionRoutine):
         mem = self.memory
@@ -655,9 +653,8 @@ class SimulatedWinsock:
             return self._err(thread, st.to_winsock(status))
         return self._ok(thread)
 
-    @cfunc("SOCKET s, LPVOID lpBuffers, DWORD dwBufferCount, LPVOID lpNumberOfBytesSent, DWORD dwFlags, "
-           "LPVOID lpOverlapped, LPVOID lpCompletionRoutine")
-    @on_socket()
+    @socket_call("SOCKET s, LPVOID lpBuffers, DWORD dwBufferCount, LPVOID lpNumberOfBytesSent, DWORD dwFlags, "
+                 "LPVOID lpOverlapped, LPVOID lpCompletionRoutine")
     def WSASend(self, thread, sock, lpBuffers, dwBufferCount, lpNumberOfBytesSent, dwFlags, lpOverlapped,
                 lpCompletionRoutine):
         mem = self.memory
@@ -701,8 +698,7 @@ class SimulatedWinsock:
             ov.complete(req, C.STATUS_SUCCESS, n, synchronous=True)
         return self._ok(thread)
 
-    @cfunc("SOCKET s, LPVOID lpOverlapped, LPVOID lpcbTransfer, BOOL fWait, LPVOID lpdwFlags")
-    @on_socket(C.FALSE)
+    @socket_call("SOCKET s, LPVOID lpOverlapped, LPVOID lpcbTransfer, BOOL fWait, LPVOID lpdwFlags", C.FALSE)
     def WSAGetOverlappedResult(self, thread, sock, lpOverlapped, lpcbTransfer, fWait, lpdwFlags):
         process, mem = self.process, self.memory
         if not lpOverlapped or not mem.check(lpOverlapped, WSAOVERLAPPED.size, True):
@@ -754,15 +750,13 @@ class SimulatedWinsock:
         raise TypeError(f"call(): 0x{fnptr:x} is not an extension function pointer of this process"
                         if isinstance(fnptr, int) else "call(): fnptr must be an int")
 
-    @cfunc("SOCKET s, LPVOID lpMsg, LPVOID lpdwNumberOfBytesRecvd, LPVOID lpOverlapped, "
-           "LPVOID lpCompletionRoutine")
-    @on_socket()
+    @socket_call("SOCKET s, LPVOID lpMsg, LPVOID lpdwNumberOfBytesRecvd, LPVOID lpOverlapped, "
+                 "LPVOID lpCompletionRoutine")
     def WSARecvMsg(self, thread, sock, lpMsg, lpdwNumberOfBytesRecvd, lpOverlapped, lpCompletionRoutine):
         return recvmsg(self, thread, sock, lpMsg, lpdwNumberOfBytesRecvd, lpOverlapped, lpCompletionRoutine)
 
-    @cfunc("SOCKET Handle, LPVOID lpMsg, DWORD dwFlags, LPVOID lpNumberOfBytesSent, LPVOID lpOverlapped, "
-           "LPVOID lpCompletionRoutine")
-    @on_socket(name="Handle")
+    @socket_call("SOCKET Handle, LPVOID lpMsg, DWORD dwFlags, LPVOID lpNumberOfBytesSent, LPVOID lpOverlapped, "
+                 "LPVOID lpCompletionRoutine")
     def WSASendMsg(self, thread, sock, lpMsg, dwFlags, lpNumberOfBytesSent, lpOverlapped, lpCompletionRoutine):
         return sendmsg(self, thread, sock, lpMsg, dwFlags, lpNumberOfBytesSent, lpOverlapped,
                        lpCompletionRoutine)

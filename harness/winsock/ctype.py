@@ -38,18 +38,43 @@ def coerce(value, ctype: str, param: str, func: str = "") -> int:
     return value
 
 
-def cfunc(signature: str):
-    """Decorate a method taking C arguments; `signature` is 'TYPE name, ...'.
-
-    The wrapper is generated as straight-line code so the per-call cost stays
-    near that of the checks themselves (bench/ measures it).
-    """
+def parse_signature(signature: str) -> list[tuple[str, str]]:
+    """[(C type, name)] of 'TYPE name, ...'."""
     params = []
     for part in filter(None, (p.strip() for p in signature.split(","))):
         ctype, name = part.split()
         if ctype not in C_TYPES:
             raise ValueError(f"unknown C type {ctype}")
         params.append((ctype, name))
+    return params
+
+
+# What coercion_lines' code refers to, for the namespace it is compiled in.
+COERCION_NAMESPACE = {"_coerce": coerce, "_type": type, "_int": int}
+
+
+def coercion_lines(params, func: str) -> list[str]:
+    """Straight-line source (indented one level) that reduces each parameter to its C width."""
+    lines = []
+    for ctype, name in params:
+        bits, signed = C_TYPES[ctype]
+        mask = (1 << bits) - 1
+        lines.append(f"    if _type({name}) is not _int: {name} = _coerce({name}, {ctype!r}, {name!r}, {func!r})")
+        if signed:
+            lines.append(f"    elif not -{1 << (bits - 1)} <= {name} < {1 << (bits - 1)}: "
+                         f"{name} = _coerce({name}, {ctype!r}, {name!r})")
+        else:
+            lines.append(f"    elif not 0 <= {name} <= {mask}: {name} = {name} & {mask}")
+    return lines
+
+
+def cfunc(signature: str):
+    """Decorate a method taking C arguments; `signature` is 'TYPE name, ...'.
+
+    The wrapper is generated as straight-line code so the per-call cost stays
+    near that of the checks themselves (bench/ measures it).
+    """
+    params = parse_signature(signature)
 
     def decorate(fn):
         names = [n for _, n in params]
@@ -57,17 +82,9 @@ def cfunc(signature: str):
         if sig_params != names:
             raise ValueError(f"{fn.__name__}: signature {sig_params} != declared {names}")
         lines = [f"def {fn.__name__}(self, {', '.join(names)}):"]
-        for ctype, name in params:
-            bits, signed = C_TYPES[ctype]
-            mask = (1 << bits) - 1
-            lines.append(f"    if _type({name}) is not _int: {name} = _coerce({name}, {ctype!r}, {name!r}, {fn.__name__!r})")
-            if signed:
-                lines.append(f"    elif not -{1 << (bits - 1)} <= {name} < {1 << (bits - 1)}: "
-                             f"{name} = _coerce({name}, {ctype!r}, {name!r})")
-            else:
-                lines.append(f"    elif not 0 <= {name} <= {mask}: {name} = {name} & {mask}")
+        lines += coercion_lines(params, fn.__name__)
         lines.append(f"    return _fn(self, {', '.join(names)})")
-        namespace = {"_coerce": coerce, "_fn": fn, "_type": type, "_int": int}
+        namespace = dict(COERCION_NAMESPACE, _fn=fn)
         exec("\n".join(lines), namespace)  # noqa: S102 - generated from a fixed grammar
         wrapper = functools.wraps(fn)(namespace[fn.__name__])
         wrapper.__c_signature__ = tuple(params)
