@@ -54,7 +54,7 @@ def readiness(sock) -> int:
         # closed by another thread during the poll ends it with POLLNVAL, counted.
         return C.POLLNVAL
     if sock.is_tcp:
-        return _stream(sock)
+        return _stream(sock) if sock.state != "connected" else _connected(sock.conn)
     # UDP (and raw): Wine test_WSAPoll and afd.c test_poll: POLLWRNORM bound or not.
     flags = C.POLLWRNORM
     ep = sock.udp
@@ -91,6 +91,11 @@ def _stream(sock) -> int:
         # New or bound, never connected: Wine afd.c test_poll (an IOCTL_AFD_POLL for every
         # flag on such a socket pends until connect), so no event.
         return 0
+    return _connected(conn)
+
+
+def _connected(conn) -> int:
+    """A connected stream socket's flags (readiness calls this directly: most polled sockets are)."""
     # Connected. Writable: the simulator has no flow control, so a send never blocks
     # (Wine afd.c test_poll shows WRITE on connected sockets until the send buffer
     # fills). Our own shutdown changes nothing: Wine test_WSAPoll, after

@@ -104,6 +104,7 @@ class SimulatedWinsock:
         self.memory = process.memory
         self.kernel = process.kernel
         self._lock = process.kernel.lock
+        self._tls = process._tls
         self._scheduler = process.kernel.scheduler
         if own_world:
             self.startup()
@@ -149,7 +150,8 @@ class SimulatedWinsock:
         scheduler = self._scheduler
         if scheduler.next_due_ns <= scheduler.now_ns:
             scheduler.run_due()
-        return self.process.current_thread()
+        # Process.current_thread's first step inline (a Python thread that has called before).
+        return self._tls.__dict__.get("thread") or self.process.current_thread()
 
     def _socket(self, thread, s):
         """The socket for handle s after ws2_32's checks, or an error code."""
