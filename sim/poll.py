@@ -187,7 +187,10 @@ def wsapoll(api, thread, fdArray: int, fds: int, timeout: int) -> int:
         return api._err(thread, C.WSAENETDOWN)            # the page (assumed position)
 
     def ready():
-        return True if any(readiness(sock) & mask for _, mask, sock in entries) else None
+        for _, mask, sock in entries:         # a loop, not any(generator): no frame per socket
+            if readiness(sock) & mask:
+                return True
+        return None
 
     if timeout != 0:
         # The page: timeout > 0 waits that many milliseconds, < 0 indefinitely, 0 returns at
@@ -197,9 +200,10 @@ def wsapoll(api, thread, fdArray: int, fds: int, timeout: int) -> int:
         # runs completion routines only in the explicitly alertable waits (README).
         api.kernel.wait(thread, ready, INFINITE if timeout < 0 else timeout, False, "WSAPoll")
     count = 0
+    size = WSAPOLLFD.size
     for i, mask, sock in entries:
         value = readiness(sock) & mask        # the request plus what is always reported
-        store(i, value)
+        pack_revents(out, i * size + REVENTS_OFFSET, value)     # store(), inline: once per socket per poll
         count += bool(value)
     for i in nval:
         store(i, C.POLLNVAL)
