@@ -441,13 +441,9 @@ class Network:
         if self.record:
             note = seg.meta.get("note", "") if seg.flags & SYN and not seg.flags & ACK else ""
             self._log("tcp", seg.src, dst, seg.flags, seg.seq, seg.ack, seg.payload, note)
-        # _route spelled out: this runs for every segment.
-        if host.owns(dst[0]):
-            self.kernel.scheduler.post(self.loopback_latency_ns, host.receive_tcp, seg)
-            return
-        target = self.by_address.get(dst[0])          # on the wire: plain IPv4 or IPv6
+        target, latency = self._route(host, dst[0])
         if target is not None:
-            self.kernel.scheduler.post(self.link_latency_ns, target.receive_tcp, seg)
+            self.kernel.scheduler.post(latency, target.receive_tcp, seg)
 
     def send_udp(self, host: Host, src, dst, payload: bytes, meta=None) -> bool:
         if not host.up:

@@ -45,7 +45,7 @@ class Layout:
 
     def pack(self, **values) -> bytes:
         whole = self.whole
-        if whole is not None and len(values) == len(self.fields) and values.keys() == self.by_name.keys():
+        if whole is not None and values.keys() == self.by_name.keys():     # every field given
             return whole.pack(*[values[f.name] for f in self.fields])
         buf = bytearray(self.size)
         for name, value in values.items():
