@@ -209,7 +209,10 @@ def test_ctrl_c_destroys_clones_and_keeps_artifacts(vcsim, standins, wheel, tmp_
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness.vm.cli", "lab", "nightly", "--config", str(cfg), "--wheel", str(wheel),
          "--run-id", run_id, "--progress-interval", "0"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # A user's Ctrl-C reaches a process whose SIGINT is at its default, even when this test
+        # runs in a background job (a non-interactive shell starts those with SIGINT ignored).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _when_suite_runs(s, lambda: proc.send_signal(signal.SIGINT)).join(120)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, output
