@@ -2,14 +2,15 @@
 
 decisions.md §5: the blob carries the ordered list of redirections of the
 flow (redirect handle, provider, filter, target PID) and an integrity tag,
-so a tampered or foreign blob is refused. The tag is an HMAC keyed by a
-secret of the host's kernel: a blob is only meaningful on the host that
+so a tampered or foreign blob is refused. The tag is a keyed BLAKE2s MAC
+(RFC 7693's keyed mode) under a secret of the host's kernel: a blob is only meaningful on the host that
 issued it, like the kernel handle it stands for (facts §5.6). Callers must
 treat it as opaque; the format here is the simulator's own.
 """
 from __future__ import annotations
 
 import functools
+import hashlib
 import hmac
 import struct
 import uuid
@@ -36,8 +37,8 @@ _provider_bytes = functools.lru_cache(maxsize=256)(lambda provider: provider.byt
 
 
 def _tag(key: bytes, body: bytes) -> bytes:
-    # hmac.digest: the one-shot HMAC in C, the same bytes as hmac.new(...).digest() at a fraction of the cost.
-    return hmac.digest(key, body, "sha256")[:TAG_SIZE]
+    # Keyed BLAKE2s is a MAC in one C call, about a third of the cost of HMAC-SHA256 (no OpenSSL set-up).
+    return hashlib.blake2s(body, key=key, digest_size=TAG_SIZE).digest()
 
 
 def encode(flow_id: int, entries, key: bytes) -> bytes:

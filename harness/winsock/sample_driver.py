@@ -721,16 +721,47 @@ def pack_context(original_remote, original_local, *, protocol: int, process_id: 
     remote, local = _endpoint(original_remote), _endpoint(original_local)
     if remote.family != local.family:
         raise ValueError("original_remote and original_local must be of the same address family")
+    return _context(sockaddr_bytes(remote), sockaddr_bytes(local), protocol, process_id, policy_generation)
+
+
+def pack_context_raw(remote_ip: bytes, remote_port: int, local_ip: bytes, local_port: int, *,
+                     protocol: int, process_id: int = 0, policy_generation: int = 0) -> bytes:
+    """:func:`pack_context` from packed addresses (4 or 16 bytes each) and ports.
+
+    What classify.c does: it copies the connect request's SOCKADDR_STORAGEs
+    as they are, with no text form on the way (the simulated callout runs
+    this on every redirect). Flow info and scope id are zero.
+    """
+    if len(remote_ip) != len(local_ip) or len(remote_ip) not in (4, 16):
+        raise ValueError("original_remote and original_local must be packed addresses of the same family")
+    return _context(_storage_raw(remote_ip, remote_port), _storage_raw(local_ip, local_port), protocol,
+                    process_id, policy_generation)
+
+
+_FAMILY_IN, _FAMILY_IN6 = C.AF_INET.to_bytes(2, "little"), C.AF_INET6.to_bytes(2, "little")
+_TAIL_IN = bytes(SOCKADDR_STORAGE.size - SOCKADDR_IN.offset("sin_zero"))
+_TAIL_IN6 = bytes(SOCKADDR_STORAGE.size - SOCKADDR_IN6.offset("sin6_scope_id"))
+
+
+def _storage_raw(ip: bytes, port: int) -> bytes:
+    """sockaddr_bytes((host, port)) for a packed address: the same 128 bytes (tested)."""
+    if not (type(port) is int and 0 <= port <= 0xFFFF):
+        _check_int("port", port, 0, 0xFFFF, "port")
+    if len(ip) == 4:
+        return _FAMILY_IN + port.to_bytes(2, "big") + ip + _TAIL_IN
+    return _FAMILY_IN6 + port.to_bytes(2, "big") + bytes(4) + ip + _TAIL_IN6
+
+
+def _context(remote: bytes, local: bytes, protocol: int, process_id: int, policy_generation: int) -> bytes:
     if protocol not in (C.IPPROTO_TCP, C.IPPROTO_UDP) or isinstance(protocol, bool):
         raise ValueError(f"protocol {protocol} is neither IPPROTO_TCP nor IPPROTO_UDP")
     _check_int("process_id", process_id, 0, 0xFFFFFFFFFFFFFFFF, "value")
     _check_int("policy_generation", policy_generation, 0, MAX_DWORD, "value")
     # Not cached: each connection's context differs (the original local port).
     return REDIRECT_CONTEXT.pack(
-        magic=CONTEXT_MAGIC, version=CONTEXT_VERSION, size=CONTEXT_SIZE,
-        original_remote=sockaddr_bytes(remote), original_local=sockaddr_bytes(local),
-        process_id=process_id, policy_generation=policy_generation, protocol=int(protocol),
-        reserved=b"\0\0\0")
+        magic=CONTEXT_MAGIC, version=CONTEXT_VERSION, size=CONTEXT_SIZE, original_remote=remote,
+        original_local=local, process_id=process_id, policy_generation=policy_generation,
+        protocol=int(protocol), reserved=b"\0\0\0")
 
 
 def unpack_context(data: bytes) -> RedirectContext:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import uuid
 
 from harness.winsock import constants as C
-from harness.winsock.sample_driver import RedirectPolicy, pack_context
-from sim.net import LOOP4, LOOP6, ip_text, unmap
+from harness.winsock.sample_driver import RedirectPolicy, pack_context_raw
+from sim.net import LOOP4, LOOP6, unmap
 
 STATUS_SUCCESS = 0
 
@@ -77,13 +77,14 @@ class SampleCallout:
             out.actionType = C.FWP_ACTION_PERMIT
             out.rights |= C.FWPS_RIGHT_ACTION_WRITE
             return
-        original_remote = (ip_text(unmap(writable.remoteAddressAndPort[0])), writable.remoteAddressAndPort[1])
-        original_local = (ip_text(unmap(writable.localAddressAndPort[0])), writable.localAddressAndPort[1])
+        # classify.c copies the request's remote and local SOCKADDR_STORAGEs into the context.
+        (remote_ip, remote_port), (local_ip, local_port) = writable.remoteAddressAndPort, writable.localAddressAndPort
+        remote_ip, local_ip = unmap(remote_ip), unmap(local_ip)
         v4 = fixed.layerId == C.FWPS_LAYER_ALE_CONNECT_REDIRECT_V4
-        if v4 != (":" not in original_local[0]):
-            original_local = ("0.0.0.0" if v4 else "::", original_local[1])
-        context = pack_context(original_remote, original_local, protocol=fixed.ip_protocol,
-                               process_id=meta.processId, policy_generation=self.generation)
+        if v4 != (len(local_ip) == 4):
+            local_ip = bytes(4 if v4 else 16)        # not bound in the layer's family: the unspecified address
+        context = pack_context_raw(remote_ip, remote_port, local_ip, local_port, protocol=fixed.ip_protocol,
+                                   process_id=meta.processId, policy_generation=self.generation)
         writable.remoteAddressAndPort = (LOOP4 if v4 else LOOP6, self.policy.proxy_port_for(fixed.ip_protocol))
         writable.localRedirectTargetPID = self.policy.proxy_process_id
         writable.localRedirectHandle = self.redirect_handle

@@ -295,6 +295,28 @@ def test_property_context_round_trips(pair, protocol, pid, generation):
     assert sd.unpack_context(ctx.pack()) == ctx
 
 
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(st.tuples(st.ip_addresses(v=4), st.ip_addresses(v=4)), st.tuples(st.ip_addresses(v=6), st.ip_addresses(v=6))),
+       st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), st.sampled_from([C.IPPROTO_TCP, C.IPPROTO_UDP]),
+       st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1))
+def test_property_context_from_packed_addresses_is_the_same_bytes(pair, rport, lport, protocol, pid, generation):
+    remote, local = pair
+    kw = dict(protocol=protocol, process_id=pid, policy_generation=generation)
+    assert sd.pack_context_raw(remote.packed, rport, local.packed, lport, **kw) == \
+        sd.pack_context((str(remote), rport), (str(local), lport), **kw)
+
+
+def test_pack_context_raw_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="same family"):
+        sd.pack_context_raw(bytes(4), 1, bytes(16), 1, protocol=C.IPPROTO_TCP)
+    with pytest.raises(ValueError, match="same family"):
+        sd.pack_context_raw(bytes(5), 1, bytes(5), 1, protocol=C.IPPROTO_TCP)
+    with pytest.raises(ValueError, match="port 65536 is out of range"):
+        sd.pack_context_raw(bytes(4), 65536, bytes(4), 1, protocol=C.IPPROTO_TCP)
+    with pytest.raises(ValueError, match="protocol 1"):
+        sd.pack_context_raw(bytes(4), 1, bytes(4), 1, protocol=C.IPPROTO_ICMP)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(min_size=0, max_size=300))
 def test_property_arbitrary_context_bytes_never_escape_value_error(blob):
