@@ -676,6 +676,14 @@ def _storage_of(ep: Endpoint) -> bytes:
     return raw + bytes(SOCKADDR_STORAGE.size - len(raw))
 
 
+def _frozen(cls, **fields):
+    """An instance of frozen dataclass `cls` with `fields` (every one) as they are: for values
+    already checked, the cost of one dict update instead of __init__ and __post_init__."""
+    obj = object.__new__(cls)
+    obj.__dict__.update(fields)
+    return obj
+
+
 @functools.lru_cache(maxsize=4096)
 def _address_text(raw: bytes) -> str:
     return str(ipaddress.ip_address(raw))
@@ -686,13 +694,15 @@ def parse_sockaddr(data: bytes) -> Endpoint:
     if len(data) < 2:
         raise ValueError("sockaddr too short")
     family = SOCKADDR_STORAGE.get(data, "ss_family")
+    # Text from the address bytes is canonical and each field is in range by its width: the
+    # Endpoints are built without __post_init__'s parsing and checks (a proxy parses two a connection).
     if family == C.AF_INET and len(data) >= SOCKADDR_IN.size:
         f = SOCKADDR_IN.unpack(data)
-        return Endpoint(_address_text(f["sin_addr"]), f["sin_port"])
+        return _frozen(Endpoint, host=_address_text(f["sin_addr"]), port=f["sin_port"], flowinfo=0, scope_id=0)
     if family == C.AF_INET6 and len(data) >= SOCKADDR_IN6.size:
         f = SOCKADDR_IN6.unpack(data)
-        return Endpoint(_address_text(f["sin6_addr"]), f["sin6_port"],
-                        f["sin6_flowinfo"], f["sin6_scope_id"])
+        return _frozen(Endpoint, host=_address_text(f["sin6_addr"]), port=f["sin6_port"],
+                       flowinfo=f["sin6_flowinfo"], scope_id=f["sin6_scope_id"])
     raise ValueError(f"sockaddr family {family} is not AF_INET/AF_INET6 (or data too short)")
 
 
@@ -790,7 +800,8 @@ def _unpacked_context(data: bytes) -> RedirectContext:
         raise ValueError("redirect context: endpoints of different address families")
     if f["protocol"] not in (C.IPPROTO_TCP, C.IPPROTO_UDP):
         raise ValueError(f"redirect context: protocol {f['protocol']} is neither TCP nor UDP")
-    return RedirectContext(remote, local, f["protocol"], f["process_id"], f["policy_generation"])
+    return _frozen(RedirectContext, original_remote=remote, original_local=local, protocol=f["protocol"],
+                   process_id=f["process_id"], policy_generation=f["policy_generation"])
 
 
 # --- the callout's decision (src/classify.c, facts §5.4, §5.5, §5.7) ---------

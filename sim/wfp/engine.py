@@ -41,6 +41,8 @@ STATUS_NOT_FOUND = C.STATUS_NOT_FOUND
 STATUS_FWP_WRITE_ALREADY_ACQUIRED = 0xC022003D   # ntstatus.h: another callout holds the writable data
 STATUS_FWP_NULL_POINTER = 0xC0220016
 
+_new_tuple = tuple.__new__
+
 
 @dataclass
 class Provider:
@@ -66,6 +68,10 @@ class Filter:
     callout: object
     protocols: frozenset = frozenset()     # empty: every protocol
     flags: int = 0
+    callout_name: str = field(init=False, repr=False, compare=False)   # for diagnostics and reports
+
+    def __post_init__(self):
+        self.callout_name = getattr(self.callout, "name", type(self.callout).__name__)
 
 
 @dataclass(slots=True)
@@ -129,9 +135,8 @@ class FixedValues(NamedTuple):
     ale_app_id: str = ""
 
 
-@dataclass(slots=True)
-class MetaValues:
-    """FWPS_INCOMING_METADATA_VALUES0 fields present at the connect-redirect layer."""
+class MetaValues(NamedTuple):
+    """FWPS_INCOMING_METADATA_VALUES0 fields present at the connect-redirect layer (read-only)."""
     processId: int
     redirectRecords: object          # RecordsHandle or None (FWPS_METADATA_FIELD_REDIRECT_RECORD_HANDLE)
     transportEndpointHandle: int
@@ -460,12 +465,15 @@ class FilterEngine:
             flags |= C.FWP_CONDITION_FLAG_IS_LOOPBACK
         if cls.records is not None:
             flags |= C.FWP_CONDITION_FLAG_IS_CONNECTION_REDIRECTED
-        fixed = FixedValues(flt.layerId, cls.protocol, plain_local, cls.current.localAddressAndPort[1],
-                            plain_remote, cls.current.remoteAddressAndPort[1], flags, request.process.name)
-        meta = MetaValues(request.process.pid, cls.records, request.socket.endpoint_handle)
-        name = getattr(flt.callout, "name", type(flt.callout).__name__)
+        # tuple.__new__ with every field: what the named tuples' own __new__ does, without its Python frame.
+        fixed = _new_tuple(FixedValues, (flt.layerId, cls.protocol, plain_local, cls.current.localAddressAndPort[1],
+                                         plain_remote, cls.current.remoteAddressAndPort[1], flags,
+                                         request.process.name))
+        meta = _new_tuple(MetaValues, (request.process.pid, cls.records, request.socket.endpoint_handle,
+                                       C.FWPS_METADATA_FIELD_REDIRECT_RECORD_HANDLE))
+        name = flt.callout_name
         self.current_callout, self.active = name, cls
-        before = tuple(cls.acquired)         # handles held before this callout (usually none)
+        before = tuple(cls.acquired) if cls.acquired else ()     # handles held before this callout (usually none)
         try:
             flt.callout.classify(fixed, meta, cls.current, cls, flt, 0, out)
         except Exception as exc:    # a bug in a user's callout is a bugcheck on Windows: keep it, block the flow
@@ -475,9 +483,13 @@ class FilterEngine:
             return True
         finally:
             self.current_callout, self.active = "", None
-        if cls.records is None and not any(seen.callout == name for seen in cls.states_seen):
-            # Without a records handle nobody has redirected the flow yet (classify.c step 3).
-            cls.states_seen.append(StateSeen(name, C.FWPS_CONNECTION_NOT_REDIRECTED))
+        if cls.records is None:
+            for seen in cls.states_seen:
+                if seen.callout == name:
+                    break
+            else:
+                # Without a records handle nobody has redirected the flow yet (classify.c step 3).
+                cls.states_seen.append(StateSeen(name, C.FWPS_CONNECTION_NOT_REDIRECTED))
         pended = cls.pended
         if pended is not None:
             self.current_callout = name
@@ -569,6 +581,6 @@ class FilterEngine:
 
     def _blame(self, version, message: str) -> None:
         flt = next((f for f in self.filters if f.filterId == version.modifierFilterId), None)
-        self.current_callout = getattr(flt.callout, "name", "callout") if flt else "callout"
+        self.current_callout = flt.callout_name if flt else "callout"
         self.diagnose("bad-redirect", message)
         self.current_callout = ""
