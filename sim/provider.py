@@ -18,6 +18,8 @@ from sim.errors import WsaError
 from sim.ioctl_outcomes import Deferred, Fail, Inline, IoctlCall
 from sim.ioctls import HANDLERS, unknown
 
+_U32 = struct.Struct("<I")
+
 
 def start_overlapped(process, sock, thread, lpOverlapped, lpCompletionRoutine, kind):
     """Validate an OVERLAPPED and routine for an overlapped call.
@@ -67,7 +69,7 @@ def wsp_ioctl(process, thread, sock, code, lpvInBuffer, cbInBuffer, lpvOutBuffer
         if outcome.write is not None:
             outcome.write()
         if outcome.bytes_returned is not None:
-            mem.kwrite(lpcbBytesReturned, struct.pack("<I", outcome.bytes_returned))
+            mem.kwrite(lpcbBytesReturned, _U32.pack(outcome.bytes_returned))
         if req is not None:
             signal = process.profile.inline_ioctl_signals_event == "yes"
             if not signal:
@@ -76,7 +78,7 @@ def wsp_ioctl(process, thread, sock, code, lpvInBuffer, cbInBuffer, lpvOutBuffer
         return 0, 0
     if kind is Fail:
         if outcome.bytes_returned is not None:
-            mem.kwrite(lpcbBytesReturned, struct.pack("<I", outcome.bytes_returned))
+            mem.kwrite(lpcbBytesReturned, _U32.pack(outcome.bytes_returned))
         return -1, outcome.error
     if kind is Deferred:
         return _deferred(process, thread, sock, req, outcome, lpcbBytesReturned)

@@ -1,7 +1,6 @@
 """SOCKADDR_IN / SOCKADDR_IN6 in caller memory <-> (ip bytes, port)."""
 from __future__ import annotations
 
-import struct
 
 from harness.winsock import constants as C
 from harness.winsock.layouts import SOCKADDR_IN, SOCKADDR_IN6
@@ -21,19 +20,17 @@ def read(mem, ptr: int, namelen: int, family: int):
     """
     if namelen < 2 or not mem.check(ptr, max(namelen, 0), False) or ptr == 0:
         raise WsaError(C.WSAEFAULT)
-    fam = struct.unpack("<H", mem.kread(ptr, 2))[0]
+    raw = mem.kread(ptr, min(namelen, SOCKADDR_IN6.size))      # one read: the longest sockaddr parsed
+    fam = int.from_bytes(raw[:2], "little")
     if fam != family:
         if namelen < size_for(fam if fam in (C.AF_INET, C.AF_INET6) else family):
             raise WsaError(C.WSAEFAULT)
         raise WsaError(C.WSAEAFNOSUPPORT)
-    need = size_for(family)
-    if namelen < need:
+    if namelen < size_for(family):
         raise WsaError(C.WSAEFAULT)
-    raw = mem.kread(ptr, need)
+    port = int.from_bytes(raw[2:4], "big")
     if family == C.AF_INET:
-        port = struct.unpack_from(">H", raw, 2)[0]
         return raw[4:8], port
-    port = struct.unpack_from(">H", raw, 2)[0]
     return raw[8:24], port
 
 

@@ -294,7 +294,8 @@ class Socket:
 
     def inherit_from(self, listener) -> None:
         """The SOL_SOCKET options an accepted socket inherits from its listener."""
-        self.options.update({k: v for k, v in listener.options.items() if k[0] == C.SOL_SOCKET})
+        if self.options != listener.options:      # usually both hold the defaults: nothing to copy
+            self.options.update({k: v for k, v in listener.options.items() if k[0] == C.SOL_SOCKET})
 
     # -- streams -----------------------------------------------------------
     def _stream_check(self, sending: bool) -> None:

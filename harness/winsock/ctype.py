@@ -61,8 +61,9 @@ def coercion_lines(params, func: str) -> list[str]:
         mask = (1 << bits) - 1
         lines.append(f"    if _type({name}) is not _int: {name} = _coerce({name}, {ctype!r}, {name!r}, {func!r})")
         if signed:
-            lines.append(f"    elif not -{1 << (bits - 1)} <= {name} < {1 << (bits - 1)}: "
-                         f"{name} = _coerce({name}, {ctype!r}, {name!r})")
+            # coerce()'s two's complement wrap, inline: e.g. FIONBIO (0x8004667E) as a LONG.
+            half = 1 << (bits - 1)
+            lines.append(f"    elif not -{half} <= {name} < {half}: {name} = (({name} + {half}) & {mask}) - {half}")
         else:
             lines.append(f"    elif not 0 <= {name} <= {mask}: {name} = {name} & {mask}")
     return lines
