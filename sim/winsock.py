@@ -62,7 +62,11 @@ def socket_call(signature: str, failure=SOCKET_ERROR):
             "    lock = self._lock",
             "    lock.acquire()",
             "    try:",
-            "        thread = self._enter()",
+            # self._enter(), inline: one frame fewer on every call on a socket.
+            "        scheduler = self._scheduler",
+            "        if scheduler.next_due_ns <= scheduler.now_ns:",
+            "            scheduler.run_due()",
+            "        thread = self._tls.__dict__.get('thread') or self.process.current_thread()",
             "        process = self.process",
             "        if process.wsa_refcount == 0:",
             "            thread.last_error = WSANOTINITIALISED",
@@ -146,7 +150,9 @@ class SimulatedWinsock:
             tls.thread = previous
 
     def _enter(self):
-        """Fire what virtual time has made due, and name the calling simulated thread."""
+        """Fire what virtual time has made due, and name the calling simulated thread.
+
+        socket_call's generated wrappers carry a copy of these lines."""
         scheduler = self._scheduler
         if scheduler.next_due_ns <= scheduler.now_ns:
             scheduler.run_due()
@@ -335,11 +341,12 @@ class SimulatedWinsock:
     # -- data --------------------------------------------------------------
     def _send(self, thread, sock, buf, length, flags, dst):
         mem = self.memory
-        if length < 0 or (length and (buf == 0 or not mem.check(buf, length, False))):
+        # kread checks the range: None when any of it is unreadable.
+        data = mem.kread(buf, length) if length >= 0 and (buf or not length) else None
+        if data is None:
             raise WsaError(C.WSAEFAULT)
         if flags & ~(C.MSG_OOB | C.MSG_DONTROUTE):
             raise WsaError(C.WSAEOPNOTSUPP)
-        data = mem.kread(buf, length)
         if sock.is_tcp:
             return sock.stream_send(data)
         return sock.dgram_send(data, dst)
