@@ -50,7 +50,10 @@ def start_overlapped(process, sock, thread, lpOverlapped, lpCompletionRoutine, k
 
 def wsp_ioctl(process, thread, sock, code, lpvInBuffer, cbInBuffer, lpvOutBuffer, cbOutBuffer,
               lpcbBytesReturned, lpOverlapped, lpCompletionRoutine):
-    """Returns (return value, error); the caller stores the error."""
+    """Returns (return value, error); the caller stores the error.
+
+    lpcbBytesReturned 0: the caller (ioctlsocket) does not want the count; WSAIoctl has
+    refused a NULL one before this runs."""
     mem = process.memory
     is_overlapped = bool(sock.overlapped_attr and lpOverlapped)
     fn = HANDLERS.get(code, unknown)
@@ -68,7 +71,7 @@ def wsp_ioctl(process, thread, sock, code, lpvInBuffer, cbInBuffer, lpvOutBuffer
     if kind is Inline:
         if outcome.write is not None:
             outcome.write()
-        if outcome.bytes_returned is not None:
+        if outcome.bytes_returned is not None and lpcbBytesReturned:
             mem.kwrite(lpcbBytesReturned, _U32.pack(outcome.bytes_returned))
         if req is not None:
             signal = process.profile.inline_ioctl_signals_event == "yes"
@@ -77,7 +80,7 @@ def wsp_ioctl(process, thread, sock, code, lpvInBuffer, cbInBuffer, lpvOutBuffer
             ov.complete(req, C.STATUS_SUCCESS, outcome.completion_bytes, synchronous=True)
         return 0, 0
     if kind is Fail:
-        if outcome.bytes_returned is not None:
+        if outcome.bytes_returned is not None and lpcbBytesReturned:
             mem.kwrite(lpcbBytesReturned, _U32.pack(outcome.bytes_returned))
         return -1, outcome.error
     if kind is Deferred:
@@ -110,5 +113,6 @@ def _deferred(process, thread, sock, req, outcome: Deferred, lpcbBytesReturned):
     status, info = box[0]
     if not st.nt_success(status):
         return -1, st.to_winsock(status)
-    process.memory.kwrite(lpcbBytesReturned, struct.pack("<I", info))
+    if lpcbBytesReturned:
+        process.memory.kwrite(lpcbBytesReturned, _U32.pack(info))
     return 0, 0

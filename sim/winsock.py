@@ -460,9 +460,9 @@ class SimulatedWinsock:
         writes = bool(code & C.IOC_OUT)
         if not argp or not self.memory.check(argp, 4, writes):
             return self._err(thread, C.WSAEFAULT)          # windows-observed items 18, 21
-        # ioctlsocket is WSAIoctl with the same 4-byte buffer both ways (ReactOS ws2_32).
-        rc, err = wsp_ioctl(self.process, thread, sock, code, argp, 4, argp, 4,
-                            self.process.scratch, 0, 0)
+        # ioctlsocket is WSAIoctl with the same 4-byte buffer both ways (ReactOS ws2_32); the byte
+        # count goes to a local of ws2_32 that nobody reads, so it is not written (0).
+        rc, err = wsp_ioctl(self.process, thread, sock, code, argp, 4, argp, 4, 0, 0, 0)
         return self._err(thread, err) if rc else self._ok(thread)
 
     @cfunc("SOCKET s, DWORD dwIoControlCode, LPVOID lpvInBuffer, DWORD cbInBuffer, LPVOID lpvOutBuffer, "

@@ -62,7 +62,6 @@ class Process:
         self._extensions: dict = {}
         self.faults = FaultPlan()
         self.activity = 0                 # bumped when one of its sockets has news (sim.world services)
-        self.scratch = self.memory.alloc(16, tag="ws2_32 internal")
         host.processes.append(self)
 
     def __repr__(self) -> str:
