@@ -22,19 +22,20 @@ The last figure is this machine's: one world per worker process, all at
 once (a world is single-threaded: one lock, one virtual clock), summed; each
 worker runs the same in-flight client as the single-world case.
 
-Where a proxied connection's time goes (one at a time, 2-core machine):
-71 C-shaped calls (the application 5, the echo server 12, each proxy 30 of
-which 6 are WSAPolls), 21 TCP segments and 3 classifies: about 1,450 Python
-function calls and 1,200 calls into C (16 in flight). The three connects
-are a third of it (each classify runs both vendors' callouts, the hop
-tracking, the bind and the SYN); the two proxies' own calls and turns about
-as much; segments, the echo server and the world's wait loop the rest.
-The profile is flat (no function above 5%): what is left is the cost of a
-Python call (about 450 instructions; a `with` on an RLock about 1,600),
-times the calls a faithful model makes. The cyclic garbage collector takes
-2 to 3%, flat over a long run (the world keeps a bounded report and
-connections leave no cycles). Wall-clock figures move with the machine;
-instructions_per_connection.py counts what does not.
+Where a proxied connection's time goes (2-core machine): one at a time,
+69 C-shaped calls (the application 5, the echo server 10 of which 3 are
+WSAPolls, each proxy 27 of which 6 are WSAPolls); 16 in flight, 51 (the
+WSAPolls shared), with 21 TCP segments and 3 classifies: about 1,210 Python
+function calls and 1,170 calls into C. The three connects are a third of it
+(each classify runs both vendors' callouts, the hop tracking, the bind and
+the SYN); the two proxies' own calls and turns about as much; segments,
+the echo server and the world's wait loop the rest. The profile is flat (no
+function above 5%), and so is the interpreter's (about 50,000 bytecodes a
+connection, none above 5%): what is left is the bytecode a faithful model
+runs. The cyclic garbage collector takes 2 to 3%, flat over a long run (the
+world keeps a bounded report and connections leave no cycles). Wall-clock
+figures move with the machine; instructions_per_connection.py counts what
+does not.
 """
 from __future__ import annotations
 
