@@ -190,8 +190,10 @@ class Host:
         elif plain in self.addresses:
             src = plain
         else:
-            src = next((a for a in self.addresses if len(a) == len(plain)), None)
-            if src is None:
+            for src in self.addresses:             # the host's first address of the family
+                if len(src) == len(plain):
+                    break
+            else:
                 return None
         if family == AF_INET6 and len(src) == 4:
             return v4_mapped(src)

@@ -43,8 +43,8 @@ def _tag(key: bytes, body: bytes) -> bytes:
 
 def encode(flow_id: int, entries, key: bytes) -> bytes:
     body = _HEADER.pack(MAGIC, VERSION, len(entries), flow_id)
-    body += b"".join(_ENTRY.pack(e.redirect_handle, _provider_bytes(e.provider), e.filter_id, e.target_pid)
-                     for e in entries)
+    body += b"".join([_ENTRY.pack(e.redirect_handle, _provider_bytes(e.provider), e.filter_id, e.target_pid)
+                      for e in entries])
     return body + _tag(key, body)
 
 

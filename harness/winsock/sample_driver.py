@@ -689,20 +689,30 @@ def _address_text(raw: bytes) -> str:
     return str(ipaddress.ip_address(raw))
 
 
+# SOCKADDR_IN/IN6 mix byte orders (the port is big-endian), which Layout.unpack reads field by
+# field; a proxy parses two sockaddrs a connection, so these read them in two struct calls.
+_SIN = struct.Struct(">H4s")                 # sin_port, sin_addr
+_SIN6_PORT = struct.Struct(">H")             # sin6_port
+_SIN6_REST = struct.Struct("<I16sI")         # sin6_flowinfo, sin6_addr, sin6_scope_id
+assert (SOCKADDR_IN.offset("sin_port"), SOCKADDR_IN.offset("sin_addr")) == (2, 2 + 2)
+assert (SOCKADDR_IN6.offset("sin6_port"), SOCKADDR_IN6.offset("sin6_flowinfo"), SOCKADDR_IN6.offset("sin6_addr"),
+        SOCKADDR_IN6.offset("sin6_scope_id")) == (2, 4, 4 + 4, 4 + 4 + 16)
+
+
 def parse_sockaddr(data: bytes) -> Endpoint:
     """Inverse of :func:`sockaddr_bytes` (accepts SOCKADDR_IN/IN6/STORAGE bytes)."""
     if len(data) < 2:
         raise ValueError("sockaddr too short")
     family = SOCKADDR_STORAGE.get(data, "ss_family")
     # Text from the address bytes is canonical and each field is in range by its width: the
-    # Endpoints are built without __post_init__'s parsing and checks (a proxy parses two a connection).
+    # Endpoints are built without __post_init__'s parsing and checks.
     if family == C.AF_INET and len(data) >= SOCKADDR_IN.size:
-        f = SOCKADDR_IN.unpack(data)
-        return _frozen(Endpoint, host=_address_text(f["sin_addr"]), port=f["sin_port"], flowinfo=0, scope_id=0)
+        port, addr = _SIN.unpack_from(data, 2)
+        return _frozen(Endpoint, host=_address_text(addr), port=port, flowinfo=0, scope_id=0)
     if family == C.AF_INET6 and len(data) >= SOCKADDR_IN6.size:
-        f = SOCKADDR_IN6.unpack(data)
-        return _frozen(Endpoint, host=_address_text(f["sin6_addr"]), port=f["sin6_port"],
-                       flowinfo=f["sin6_flowinfo"], scope_id=f["sin6_scope_id"])
+        flowinfo, addr, scope_id = _SIN6_REST.unpack_from(data, 4)
+        return _frozen(Endpoint, host=_address_text(addr), port=_SIN6_PORT.unpack_from(data, 2)[0],
+                       flowinfo=flowinfo, scope_id=scope_id)
     raise ValueError(f"sockaddr family {family} is not AF_INET/AF_INET6 (or data too short)")
 
 

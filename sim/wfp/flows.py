@@ -25,12 +25,12 @@ _flow_ids = itertools.count(1)
 def redirect_state(entries, handle_id: int) -> int:
     if not entries:
         return C.FWPS_CONNECTION_NOT_REDIRECTED
-    ids = [e.redirect_handle for e in entries]
-    if handle_id not in ids:
-        return C.FWPS_CONNECTION_REDIRECTED_BY_OTHER
-    if ids[-1] == handle_id:
+    if entries[-1].redirect_handle == handle_id:
         return C.FWPS_CONNECTION_REDIRECTED_BY_SELF
-    return C.FWPS_CONNECTION_PREVIOUSLY_REDIRECTED_BY_SELF
+    for entry in entries:
+        if entry.redirect_handle == handle_id:
+            return C.FWPS_CONNECTION_PREVIOUSLY_REDIRECTED_BY_SELF
+    return C.FWPS_CONNECTION_REDIRECTED_BY_OTHER
 
 
 class FlowRedirect:
