@@ -23,6 +23,8 @@ class EchoServer:
         self.api = api
         self.tcp_port, self.udp_port = tcp_port, udp_port
         self.scratch = rd.Scratch(api)
+        self.one = api.memory.alloc(4)           # a u_long 1 for FIONBIO, written once
+        api.memory.write_u32(self.one, 1)
         self.listeners, self.udp, self.conns = [], [], []
         self.echoed = 0
         self.poller = Poller(api)
@@ -43,8 +45,7 @@ class EchoServer:
                     self.udp.append(s)
 
     def _nonblocking(self, s) -> None:
-        self.api.memory.write_u32(self.scratch.value, 1)
-        self.api.ioctlsocket(s, C.FIONBIO, self.scratch.value)
+        self.api.ioctlsocket(s, C.FIONBIO, self.one)
 
     def poll(self) -> bool:
         """One turn: a WSAPoll over every socket, then echo what each ready one has."""

@@ -88,13 +88,13 @@ class RedirectProxy:
         self.connections: list[_Tcp] = []
         self.udp_flows = {}               # (proxy socket, client endpoint) -> outbound socket info
         self.scratch = None
+        self.one = 0
         self.poller = None
         self.pid = api.GetCurrentProcessId()
 
     # -- setup ---------------------------------------------------------------
     def _nonblocking(self, s) -> None:
-        self.api.memory.write_u32(self.scratch.value, 1)
-        if self.api.ioctlsocket(s, C.FIONBIO, self.scratch.value):
+        if self.api.ioctlsocket(s, C.FIONBIO, self.one):
             raise rd.WinsockError("ioctlsocket(FIONBIO)", self.api.WSAGetLastError())
 
     def _bound(self, kind, address, port):
@@ -115,6 +115,8 @@ class RedirectProxy:
     def start(self) -> "RedirectProxy":
         api = self.api
         self.scratch = rd.Scratch(api)
+        self.one = api.memory.alloc(4)           # a u_long 1 for FIONBIO, written once
+        api.memory.write_u32(self.one, 1)
         self.poller = Poller(api)
         for address in self.addresses:
             if self.tcp_port:

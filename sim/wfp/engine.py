@@ -190,6 +190,7 @@ class Classification:
         self.flags = 0
         self.gen = None
         self.blocked = False
+        self.layers = None                 # the (V4, V6) layers; None: the connect-redirect ones
 
 
 class Fwps:
@@ -431,7 +432,7 @@ class FilterEngine:
         return C.WSAEACCES
 
     def _layer(self, cls: Classification) -> int:
-        pair = getattr(cls, "layers", CONNECT_LAYERS)
+        pair = cls.layers or CONNECT_LAYERS
         return pair[0] if cls.family == C.AF_INET else pair[1]
 
     def _run(self, cls: Classification):

@@ -19,6 +19,7 @@ with its flow (decisions.md §5).
 """
 from __future__ import annotations
 
+import functools
 import itertools
 from collections import deque
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ STATE_NAMES = {
 }
 
 
+@functools.lru_cache(maxsize=4096)     # pure; the destinations and proxies of a run are few
 def endpoint_text(ep) -> str:
     ip = ip_text(unmap(ep[0]))
     return f"[{ip}]:{ep[1]}" if ":" in ip else f"{ip}:{ep[1]}"
