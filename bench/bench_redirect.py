@@ -25,17 +25,15 @@ worker runs the same in-flight client as the single-world case.
 Where a proxied connection's time goes (2-core machine): one at a time,
 69 C-shaped calls (the application 5, the echo server 10 of which 3 are
 WSAPolls, each proxy 27 of which 6 are WSAPolls); 16 in flight, 51 (the
-WSAPolls shared), with 21 TCP segments and 3 classifies: about 1,210 Python
-function calls and 1,170 calls into C. The three connects are a third of it
-(each classify runs both vendors' callouts, the hop tracking, the bind and
-the SYN); the two proxies' own calls and turns about as much; segments,
-the echo server and the world's wait loop the rest. The profile is flat (no
-function above 5%), and so is the interpreter's (about 50,000 bytecodes a
-connection, none above 5%): what is left is the bytecode a faithful model
-runs. The cyclic garbage collector takes 2 to 3%, flat over a long run (the
-world keeps a bounded report and connections leave no cycles). Wall-clock
-figures move with the machine; instructions_per_connection.py counts what
-does not.
+WSAPolls shared), with 21 TCP segments and 3 classifies: about 1,170 Python
+function calls, 1,120 calls into C and 48,000 bytecodes. callgrind, per
+connection: the three classifies (both vendors' callouts, the hop
+tracking) about 9% of the instructions, creating objects 10% and freeing
+them 10%, the scheduler's heap 4%, the cyclic garbage collector 2% (flat
+over a long run: the world keeps a bounded report and connections leave no
+cycles). No Python function takes more than 4% (perf, sampling): what is
+left is the bytecode a faithful model runs. Wall-clock figures move with
+the machine; instructions_per_connection.py counts what does not.
 """
 from __future__ import annotations
 
