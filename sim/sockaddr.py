@@ -1,7 +1,6 @@
 """SOCKADDR_IN / SOCKADDR_IN6 in caller memory <-> (ip bytes, port)."""
 from __future__ import annotations
 
-
 from harness.winsock import constants as C
 from harness.winsock.layouts import SOCKADDR_IN, SOCKADDR_IN6
 from sim.errors import WsaError

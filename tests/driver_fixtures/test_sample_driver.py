@@ -296,7 +296,8 @@ def test_property_context_round_trips(pair, protocol, pid, generation):
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.one_of(st.tuples(st.ip_addresses(v=4), st.ip_addresses(v=4)), st.tuples(st.ip_addresses(v=6), st.ip_addresses(v=6))),
+@given(st.one_of(st.tuples(st.ip_addresses(v=4), st.ip_addresses(v=4)),
+                 st.tuples(st.ip_addresses(v=6), st.ip_addresses(v=6))),
        st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), st.sampled_from([C.IPPROTO_TCP, C.IPPROTO_UDP]),
        st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1))
 def test_property_context_from_packed_addresses_is_the_same_bytes(pair, rport, lport, protocol, pid, generation):
