@@ -202,13 +202,8 @@ def wsapoll(api, thread, fdArray: int, fds: int, timeout: int) -> int:
     count = 0
     size = WSAPOLLFD.size
     for i, mask, sock in entries:
-        # The request plus what is always reported; readiness()'s commonest case (a connected
-        # stream) read directly: this runs once per socket per poll.
-        if sock.state == "connected" and sock.is_tcp:
-            value = _connected(sock.conn) & mask
-        else:
-            value = readiness(sock) & mask
-        pack_revents(out, i * size + REVENTS_OFFSET, value)     # store(), inline
+        value = readiness(sock) & mask        # the request plus what is always reported
+        pack_revents(out, i * size + REVENTS_OFFSET, value)     # store(), inline: once per socket per poll
         count += bool(value)
     for i in nval:
         store(i, C.POLLNVAL)

@@ -62,11 +62,7 @@ def socket_call(signature: str, failure=SOCKET_ERROR):
             "    lock = self._lock",
             "    lock.acquire()",
             "    try:",
-            # self._enter(), inline: one frame fewer on every call on a socket.
-            "        scheduler = self._scheduler",
-            "        if scheduler.next_due_ns <= scheduler.now_ns:",
-            "            scheduler.run_due()",
-            "        thread = self._tls.__dict__.get('thread') or self.process.current_thread()",
+            "        thread = self._enter()",
             "        process = self.process",
             "        if process.wsa_refcount == 0:",
             "            thread.last_error = WSANOTINITIALISED",
@@ -150,9 +146,7 @@ class SimulatedWinsock:
             tls.thread = previous
 
     def _enter(self):
-        """Fire what virtual time has made due, and name the calling simulated thread.
-
-        socket_call's generated wrappers carry a copy of these lines."""
+        """Fire what virtual time has made due, and name the calling simulated thread."""
         scheduler = self._scheduler
         if scheduler.next_due_ns <= scheduler.now_ns:
             scheduler.run_due()

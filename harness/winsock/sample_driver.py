@@ -667,13 +667,7 @@ def sockaddr_bytes(endpoint) -> bytes:
 
 @functools.lru_cache(maxsize=4096)
 def _storage_of(ep: Endpoint) -> bytes:
-    _host, version, packed = _parsed(ep.host)          # ep.host is already canonical
-    if version == 4:
-        raw = SOCKADDR_IN.pack(sin_family=C.AF_INET, sin_port=ep.port, sin_addr=packed)
-    else:
-        raw = SOCKADDR_IN6.pack(sin6_family=C.AF_INET6, sin6_port=ep.port, sin6_flowinfo=ep.flowinfo,
-                                sin6_addr=packed, sin6_scope_id=ep.scope_id)
-    return raw + bytes(SOCKADDR_STORAGE.size - len(raw))
+    return _storage_raw(_parsed(ep.host)[2], ep.port, ep.flowinfo, ep.scope_id)   # ep.host is canonical
 
 
 def _frozen(cls, **fields):
@@ -760,16 +754,18 @@ def pack_context_raw(remote_ip: bytes, remote_port: int, local_ip: bytes, local_
 
 _FAMILY_IN, _FAMILY_IN6 = C.AF_INET.to_bytes(2, "little"), C.AF_INET6.to_bytes(2, "little")
 _TAIL_IN = bytes(SOCKADDR_STORAGE.size - SOCKADDR_IN.offset("sin_zero"))
-_TAIL_IN6 = bytes(SOCKADDR_STORAGE.size - SOCKADDR_IN6.offset("sin6_scope_id"))
+_TAIL_IN6 = bytes(SOCKADDR_STORAGE.size - SOCKADDR_IN6.size)
 
 
-def _storage_raw(ip: bytes, port: int) -> bytes:
-    """sockaddr_bytes((host, port)) for a packed address: the same 128 bytes (tested)."""
+def _storage_raw(ip: bytes, port: int, flowinfo: int = 0, scope_id: int = 0) -> bytes:
+    """The SOCKADDR_STORAGE (128 bytes) of a packed address: SOCKADDR_IN or SOCKADDR_IN6, then
+    zeros (tested against the layouts)."""
     if not (type(port) is int and 0 <= port <= 0xFFFF):
         _check_int("port", port, 0, 0xFFFF, "port")
     if len(ip) == 4:
         return _FAMILY_IN + port.to_bytes(2, "big") + ip + _TAIL_IN
-    return _FAMILY_IN6 + port.to_bytes(2, "big") + bytes(4) + ip + _TAIL_IN6
+    return (_FAMILY_IN6 + port.to_bytes(2, "big") + flowinfo.to_bytes(4, "little") + ip
+            + scope_id.to_bytes(4, "little") + _TAIL_IN6)
 
 
 def _context(remote: bytes, local: bytes, protocol: int, process_id: int, policy_generation: int) -> bytes:

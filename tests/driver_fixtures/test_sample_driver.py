@@ -1,6 +1,7 @@
 """Unit and property tests of harness.winsock.sample_driver (POLICY.md)."""
 from __future__ import annotations
 
+import ipaddress
 import re
 import struct
 from pathlib import Path
@@ -305,6 +306,21 @@ def test_property_context_from_packed_addresses_is_the_same_bytes(pair, rport, l
     kw = dict(protocol=protocol, process_id=pid, policy_generation=generation)
     assert sd.pack_context_raw(remote.packed, rport, local.packed, lport, **kw) == \
         sd.pack_context((str(remote), rport), (str(local), lport), **kw)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(endpoints_v4, endpoints_v6))
+def test_property_sockaddr_bytes_are_the_layouts(ep):
+    """sockaddr_bytes builds its bytes by hand: the same as packing SOCKADDR_IN/IN6, then zeros."""
+    from harness.winsock.layouts import SOCKADDR_IN, SOCKADDR_IN6
+    packed = ipaddress.ip_address(ep.host).packed
+    if len(packed) == 4:
+        raw = SOCKADDR_IN.pack(sin_family=C.AF_INET, sin_port=ep.port, sin_addr=packed)
+    else:
+        raw = SOCKADDR_IN6.pack(sin6_family=C.AF_INET6, sin6_port=ep.port, sin6_flowinfo=ep.flowinfo,
+                                sin6_addr=packed, sin6_scope_id=ep.scope_id)
+    assert sd.sockaddr_bytes(ep) == raw + bytes(128 - len(raw))
+    assert sd.parse_sockaddr(sd.sockaddr_bytes(ep)) == ep
 
 
 def test_pack_context_raw_rejects_bad_arguments():
