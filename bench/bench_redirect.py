@@ -46,10 +46,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from measure import per_second  # noqa: E402
 from harness.winsock import constants as C
-from harness.winsock import redirect as rd
-from harness.winsock.poller import READ, WRITE, Poller
-from sim.fixtures import redirected_tcp
-from sim.scenarios import PAYLOAD, Story
+from harness.proxy import redirect as rd
+from harness.proxy.poller import READ, WRITE, Poller
+from sim.worlds.fixtures import redirected_tcp
+from sim.worlds.scenarios import PAYLOAD, Story
 
 
 def main(argv=None) -> None:

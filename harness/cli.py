@@ -85,7 +85,7 @@ def _print_report(collector, profile, target, junit, elapsed) -> None:
 
 
 def cmd_fidelity(args) -> int:
-    from sim.decisions import DECISIONS
+    from sim.decision_points import DECISIONS
     from sim.profiles import BUILTIN
     profiles = [_load_profile(n) for n in BUILTIN] + [_load_profile(p) for p in args.profile or []]
     rows = []

@@ -116,13 +116,13 @@ def _wfp_junit_properties(request, record_testsuite_property):
 def redirected(request, wfp_target, profile):
     """A TCP connection a sample driver redirected to this process, accepted.
 
-    On the simulator a world is built (sim.fixtures.redirected_tcp). On Windows
+    On the simulator a world is built (sim.worlds.fixtures.redirected_tcp). On Windows
     the installed sample driver redirects a connect of this very process to its
     own listener (harness.redirect_fixture); that needs the driver (capability
     requires_redirect: WFP_DRIVER_INSTALLED=1) and an elevated process.
     """
     if wfp_target == "sim":
-        from sim.fixtures import redirected_tcp
+        from sim.worlds.fixtures import redirected_tcp
         yield redirected_tcp(profile)
         return
     from harness.proxy_service import win32
@@ -143,14 +143,14 @@ def redirected(request, wfp_target, profile):
 
 @pytest.fixture
 def two_vendor_world(wfp_target, profile):
-    """Two vendors' sample drivers and reference proxies on one client host (sim.scenarios.Story).
+    """Two vendors' sample drivers and reference proxies on one client host (sim.worlds.scenarios.Story).
 
     `.tcp(label, family, destination)` / `.udp(...)` make a connection through them;
     `.finish()` then fills in hops, final destination and verdicts.
     """
     if wfp_target != "sim":
         pytest.skip("a two-vendor world needs two installed callout drivers; only the simulator builds one")
-    from sim.scenarios import Story
+    from sim.worlds.scenarios import Story
     return Story(profile, ("VendorX", "VendorY"))
 
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 from harness.proxy_service import core
 from harness.winsock import constants as C
-from harness.winsock import redirect as rd
-from harness.winsock import sample_driver as sd
+from harness.proxy import redirect as rd
+from harness import sample_driver as sd
 
 
 class NoRedirectPolicy(RuntimeError):

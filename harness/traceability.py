@@ -103,7 +103,7 @@ class Statement:
 
 def _known_decisions():
     try:
-        from sim.decisions import DECISIONS
+        from sim.decision_points import DECISIONS
     except ImportError:             # the suite without the simulator: names cannot be checked
         return None
     return set(DECISIONS)
@@ -190,7 +190,7 @@ def parse(data: dict, path="traceability.toml") -> list[Statement]:
                                         "harness/conformance (test_file.py::[Class::]test_name[params])")
         for i, name in enumerate(kwargs.get("decision", ())):
             if decisions is not None and name not in decisions:
-                raise TraceabilityError(path, sid, f"decision[{i}]", f"no decision point {name!r} in sim/decisions.py")
+                raise TraceabilityError(path, sid, f"decision[{i}]", f"no decision point {name!r} in sim/decision_points.py")
         for i, name in enumerate(kwargs.get("contradiction", ())):
             if not _CONTRADICTION.match(name):
                 raise TraceabilityError(path, sid, f"contradiction[{i}]", f"{name!r} is not one of C1-C17")

@@ -7,7 +7,7 @@ import sys
 
 
 def main(argv=None) -> int:
-    from sim.scenarios import SCENARIOS, run
+    from sim.worlds.scenarios import SCENARIOS, run
     parser = argparse.ArgumentParser(prog="python -m sim", description="Simulated WFP redirect stories")
     sub = parser.add_subparsers(dest="command", required=True)
     scen = sub.add_parser("scenario", help="named end-to-end stories")

@@ -14,7 +14,8 @@ import struct
 
 from harness.winsock import constants as C
 from harness.winsock.layouts import IN6_PKTINFO, IN_PKTINFO, WSAMSG, iter_cmsgs, pack_cmsgs
-from sim import records, sockaddr
+from sim import sockaddr
+from sim.wfp import records
 from sim.errors import WsaError
 from sim.net import unmap
 

@@ -166,7 +166,7 @@ class Host:
         self.connect_redirect = None
         self.bind_redirect = None          # the ALE bind-redirect layer (sim.wfp)
         self.processes = []
-        # Key of the integrity tag on this host's redirect-records blobs (sim.records).
+        # Key of the integrity tag on this host's redirect-records blobs (sim.wfp.records).
         self.records_key = hashlib.sha256(b"wfp-records:" + name.encode()).digest()
 
     def __repr__(self) -> str:

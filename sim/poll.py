@@ -11,7 +11,7 @@ Sources, cited at each rule below:
 * assumed: where neither says, with the reason.
 
 Where the page and observed Windows disagree the profile decides
-(`poll_no_valid_socket`, `poll_nval_counted`; sim/decisions.py).
+(`poll_no_valid_socket`, `poll_nval_counted`; sim/decision_points.py).
 
 Readiness is computed from the socket's state without changing it: polling
 never settles a connect, consumes data or clears an error.

@@ -13,7 +13,7 @@ from harness.winsock import constants as C
 from harness.winsock.layouts import WSAOVERLAPPED
 from sim import overlapped as ov
 from sim import status as st
-from sim import wfp_ioctls  # noqa: F401  (registers the WFP handlers)
+from sim.wfp import ioctls as wfp_ioctls  # noqa: F401  (registers the WFP handlers)
 from sim.errors import WsaError
 from sim.ioctl_outcomes import Deferred, Fail, Inline, IoctlCall
 from sim.ioctls import HANDLERS, unknown

@@ -111,7 +111,7 @@ class Socket:
 
     def set_wfp_option_blob(self, key, data: bytes) -> None:
         """IP_WFP_REDIRECT_RECORDS set with a records blob: forwarded with the next flow."""
-        from sim import records
+        from sim.wfp import records
         decoded = records.decode(data, self.host.records_key)
         if decoded is None:
             raise WsaError(C.WSAEINVAL)

@@ -1,6 +1,6 @@
 """The Winsock contract (constants.py, layouts.py) checked by a real C compiler.
 
-harness.winsock.cdefs turns every layout and integer constant into C11
+tests/support/cdefs.py turns every layout and integer constant into C11
 static asserts; x86_64-w64-mingw32-gcc compiles them against the mingw-w64
 headers, so a size, offset or value that drifts from the headers fails the
 build. GUIDs cannot be compared in a static assert: they are compiled into
@@ -25,7 +25,8 @@ import uuid
 
 import pytest
 
-from harness.winsock import cdefs, constants, layouts
+from harness.winsock import constants, layouts
+from support import cdefs
 
 CC = shutil.which("x86_64-w64-mingw32-gcc")
 pytestmark = pytest.mark.skipif(

@@ -11,10 +11,10 @@ from __future__ import annotations
 import gc
 
 from harness.winsock import constants as C
-from harness.winsock import redirect as rd
-from harness.winsock.sample_driver import unpack_context
-from sim.fixtures import redirected_tcp
-from sim.scenarios import SERVER, Story
+from harness.proxy import redirect as rd
+from harness.sample_driver import unpack_context
+from sim.worlds.fixtures import redirected_tcp
+from sim.worlds.scenarios import SERVER, Story
 from sim.wfp.flows import FlowRedirect
 
 

@@ -35,7 +35,8 @@ from pathlib import Path
 import pytest
 
 from harness import native
-from harness.winsock import cdefs, layouts
+from harness.winsock import layouts
+from support import cdefs
 from harness.winsock import constants as C
 from harness.winsock.api import EXTENSION_PROTOTYPES, PROTOTYPES, Memory, WinsockApi
 from harness.winsock.ctype import C_TYPES

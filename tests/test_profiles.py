@@ -1,7 +1,7 @@
 """Profiles as data: every decision answered with a source; malformed files named precisely."""
 import pytest
 
-from sim.decisions import DECISIONS, PROVENANCES
+from sim.decision_points import DECISIONS, PROVENANCES
 from sim.profiles import BUILTIN, ProfileError, load, load_file
 
 

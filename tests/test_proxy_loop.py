@@ -1,4 +1,4 @@
-"""The reference proxy's WSAPoll loop (harness.winsock.proxy) in simulated two-vendor worlds.
+"""The reference proxy's WSAPoll loop (harness.proxy.reference) in simulated two-vendor worlds.
 
 Scenarios run one connection at a time; these put several in flight at
 once (a listener with a backlog, data that arrives before the accept),
@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 
 from harness.winsock import constants as C
-from harness.winsock import redirect as rd
-from harness.winsock.poller import READ, WRITE, Poller
-from sim.scenarios import PAYLOAD, SERVER, Story
+from harness.proxy import redirect as rd
+from harness.proxy.poller import READ, WRITE, Poller
+from sim.worlds.scenarios import PAYLOAD, SERVER, Story
 
 
 def _nonblocking_connects(story, count, port=80):

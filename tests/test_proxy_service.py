@@ -29,8 +29,8 @@ import pytest
 from harness.proxy_service import core, options, targets, win32
 from harness.proxy_service.cli import main
 from harness.winsock import constants as C
-from harness.winsock import redirect as rd
-from harness.winsock import sample_driver as sd
+from harness.proxy import redirect as rd
+from harness import sample_driver as sd
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "harness" / "proxy_service"
@@ -808,8 +808,8 @@ def test_native_idle_waits_in_the_proxys_wsapoll_and_ends_on_traffic():
     """On Windows the service loop idles inside the proxy's WSAPoll: a connection ends the idle
     at once. Run here with the simulator standing in for ws2_32 (virtual time)."""
     from harness.winsock import constants as C
-    from harness.winsock import redirect as rd
-    from harness.winsock.proxy import RedirectProxy
+    from harness.proxy import redirect as rd
+    from harness.proxy.reference import RedirectProxy
     from sim import World
 
     world = World("documented")

@@ -13,10 +13,10 @@ from harness.proxy_service import core
 from harness.proxy_service.targets import SimPolicyStore
 from harness.redirect_fixture import NoRedirectPolicy, redirected_connection
 from harness.winsock import constants as C
-from harness.winsock import redirect as rd
-from harness.winsock import sample_driver as sd
+from harness.proxy import redirect as rd
+from harness import sample_driver as sd
 from sim import World
-from sim.wfp.callouts import install_sample_driver
+from sim.worlds.sample_callout import install_sample_driver
 
 
 def _guest(policy):

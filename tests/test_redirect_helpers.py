@@ -1,9 +1,9 @@
 """The Pythonic redirect helpers work whatever answer a profile gives to the contested size rules."""
 import pytest
 
-from harness.winsock import redirect as rd
-from harness.winsock.sample_driver import unpack_context
-from sim.fixtures import redirected_tcp
+from harness.proxy import redirect as rd
+from harness.sample_driver import unpack_context
+from sim.worlds.fixtures import redirected_tcp
 
 SHORT_ANSWERS = ["insufficient_buffer", "WSAEFAULT", "WSAENOBUFS", "WSAEINVAL"]
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.winsock import constants as C
-from sim.scenarios import PAYLOAD, SERVER, Story
+from sim.worlds.scenarios import PAYLOAD, SERVER, Story
 
 vendor_lists = st.lists(st.sampled_from(["VendorX", "VendorY", "VendorZ"]), min_size=1, max_size=3, unique=True)
 

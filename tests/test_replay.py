@@ -12,8 +12,8 @@ from harness.replay import RecordingApi, TraceError, load_trace, loads_trace, re
 from harness.replay.probes import API_PROBES, PROBES, REDIRECT_PROBES, diff_profiles, probe_profile
 from harness.winsock import constants as C
 from harness.winsock.layouts import WSABUF
-from sim.decisions import DECISIONS
-from sim.fixtures import redirected_tcp
+from sim.decision_points import DECISIONS
+from sim.worlds.fixtures import redirected_tcp
 from sim.profiles import BUILTIN, load, load_file
 
 UNKNOWN = 0xDEADBEEF

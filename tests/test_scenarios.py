@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from sim.profiles import BUILTIN
-from sim.scenarios import PAYLOAD, SCENARIOS, run
+from sim.worlds.scenarios import PAYLOAD, SCENARIOS, run
 
 EXPECTED = {
     "single-proxy": "ok", "two-vendors": "ok", "missing-set-loop": "loop", "dual-stack": "ok",

@@ -4,11 +4,11 @@ import uuid
 import pytest
 
 from harness.winsock import constants as C
-from harness.winsock import redirect as rd
-from harness.winsock.sample_driver import RedirectPolicy
+from harness.proxy import redirect as rd
+from harness.sample_driver import RedirectPolicy
 from sim import World
-from sim.records import RedirectEntry, decode, encode
-from sim.wfp.callouts import install_sample_driver
+from sim.wfp.records import RedirectEntry, decode, encode
+from sim.worlds.sample_callout import install_sample_driver
 from sim.wfp.flows import redirect_state
 
 PROVIDER = uuid.UUID("11111111-2222-3333-4444-555555555555")
@@ -224,8 +224,8 @@ def test_redirect_to_wrong_pid_is_not_accepted():
 
 def test_context_goes_only_to_its_target_process():
     """decisions §5: in a two-vendor chain each proxy gets its own callout's context."""
-    from sim.scenarios import Story
-    from harness.winsock.sample_driver import unpack_context
+    from sim.worlds.scenarios import Story
+    from harness.sample_driver import unpack_context
     story = Story("documented", ("VendorX", "VendorY"))
     contexts = {}
     for vendor, proxy in story.proxies.items():
@@ -246,13 +246,13 @@ def test_context_goes_only_to_its_target_process():
 
 def test_sample_callout_matches_the_shared_decision_table():
     """The Python model and sample_driver.decide() agree (the C driver follows the same order)."""
-    from harness.winsock.sample_driver import Decision, decide
+    from harness.sample_driver import Decision, decide
     policy = RedirectPolicy(tcp_ports=(80,), tcp_proxy_port=9000, proxy_process_id=42)
     assert decide(policy, protocol=C.IPPROTO_TCP, remote_port=80, process_id=7,
                   redirect_state=C.FWPS_CONNECTION_NOT_REDIRECTED) == Decision.REDIRECT
     assert decide(policy, protocol=C.IPPROTO_TCP, remote_port=80, process_id=7,
                   redirect_state=C.FWPS_CONNECTION_PREVIOUSLY_REDIRECTED_BY_SELF) == Decision.PERMIT
-    from sim.scenarios import run
+    from sim.worlds.scenarios import run
     report, _ = run("single-proxy")
     assert report["connections"][0]["hops"][0]["vendor"] == "VendorX"
 

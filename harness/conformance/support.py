@@ -8,7 +8,7 @@ import struct
 
 from harness.winsock import constants as C
 from harness.winsock.layouts import WSAOVERLAPPED
-from harness.winsock.redirect import parse_sockaddr, sockaddr_bytes  # noqa: F401  (parse_sockaddr: for the cases)
+from harness.proxy.redirect import parse_sockaddr, sockaddr_bytes  # noqa: F401  (parse_sockaddr: for the cases)
 
 GUARD = b"\xA5" * 32
 POISON = 0xDEADBEEF

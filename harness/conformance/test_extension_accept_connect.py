@@ -370,10 +370,10 @@ def test_connectex_is_redirected_like_connect(profile):
     """facts §3 / decisions §5: the ALE connect-redirect layer sees ConnectEx exactly as it sees
     connect: the sample driver sends the connection to its proxy, whose context query names the
     original destination and the application's process; ConnectEx's data reaches the proxy."""
-    from harness.winsock import redirect as rd
-    from harness.winsock.sample_driver import RedirectPolicy, unpack_context
-    from sim.fixtures import CLIENT, PROXY_PORT, SERVER, _listen
-    from sim.wfp.callouts import install_sample_driver
+    from harness.proxy import redirect as rd
+    from harness.sample_driver import RedirectPolicy, unpack_context
+    from sim.worlds.fixtures import CLIENT, PROXY_PORT, SERVER, _listen
+    from sim.worlds.sample_callout import install_sample_driver
     from sim.world import World
 
     world = World(profile)

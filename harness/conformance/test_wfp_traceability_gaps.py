@@ -18,7 +18,7 @@ from harness.conformance.support import (POISON, Guarded, RoutineLog, dequeue, d
                                          udp_socket)
 from harness.winsock import constants as C
 from harness.winsock.layouts import WSATHREADID
-from harness.winsock.sample_driver import unpack_context
+from harness.sample_driver import unpack_context
 
 RECORDS = C.SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS
 CONTEXT = C.SIO_QUERY_WFP_CONNECTION_REDIRECT_CONTEXT
@@ -99,7 +99,7 @@ class _NoContextFwps:
 
 def _install_without_context(world, host, policy):
     """The sample driver, but its callout applies without a context (localRedirectContext is optional)."""
-    from sim.wfp.callouts import install_sample_driver
+    from sim.worlds.sample_callout import install_sample_driver
     callout = install_sample_driver(world, host, policy, vendor="Traceability")
     callout.fwps = _NoContextFwps(callout.fwps)
     return callout
@@ -107,12 +107,12 @@ def _install_without_context(world, host, policy):
 
 def _redirected_world(profile, *, family=C.AF_INET, listener_flags=C.WSA_FLAG_OVERLAPPED, with_context=True,
                       overrides=None):
-    """sim.fixtures.redirected_tcp with the proxy's listener flags and the callout's context chosen.
+    """sim.worlds.fixtures.redirected_tcp with the proxy's listener flags and the callout's context chosen.
 
     Returns (proxy api, accepted redirected socket, original destination).
     """
-    from sim.fixtures import redirected_tcp
-    from sim.wfp.callouts import install_sample_driver
+    from sim.worlds.fixtures import redirected_tcp
+    from sim.worlds.sample_callout import install_sample_driver
     r = redirected_tcp(profile, family, overrides, listener_flags=listener_flags,
                        install=install_sample_driver if with_context else _install_without_context)
     return r.api, r.sock, r.original
@@ -168,7 +168,7 @@ def test_redirected_queries_and_set_per_family(profile, decide, family):
     CTX-REM-SIZE-PROBE, SET-DESC-PURPOSE, SET-REM-FORWARD-SET: on an accepted connection redirected at the
     ALE_CONNECT_REDIRECT layer of its family (V4 or V6), the size probe, the records and the context queries
     work, and the records go onto a new socket of the same family."""
-    from sim.fixtures import redirected_tcp
+    from sim.worlds.fixtures import redirected_tcp
     r = redirected_tcp(profile, family=family)
     api, sock = r.api, r.sock
     for code in (RECORDS, CONTEXT):
@@ -274,7 +274,7 @@ def test_non_overlapped_socket_ignores_overlapped_and_routine(profile):
 def test_synchronous_query_waits_for_the_kernel(profile, code):
     """REC-PARAM-lpOverlapped-SYNC, CTX-PARAM-lpOverlapped-SYNC: without lpOverlapped the call does not return
     until the operation is complete, even when the kernel answers later (knob: pending)."""
-    from sim.fixtures import redirected_tcp
+    from sim.worlds.fixtures import redirected_tcp
     r = redirected_tcp(profile, overrides=PENDING)
     api = r.api
     world = _simulator(api).world
@@ -293,7 +293,7 @@ def test_pending_query_aborted(profile, decide, code, cause):
     CTX-PARAM-lpOverlapped-SYNC, CTX-RET-FAILURE, CTX-ERR-WSA_IO_PENDING, CTX-ERR-WSA_OPERATION_ABORTED: a
     pending query is cancelled by closing the socket or by SIO_FLUSH and completes through its routine with
     WSA_OPERATION_ABORTED (SIO_FLUSH support: profile)."""
-    from sim.fixtures import redirected_tcp
+    from sim.worlds.fixtures import redirected_tcp
     r = redirected_tcp(profile, overrides=PENDING)
     api, sock = r.api, r.sock
     log = RoutineLog(api)
@@ -439,7 +439,7 @@ def test_wspioctl_reports_through_lperrno(profile, decide, code):
     """REC-DESC-WSPIOCTL, REC-PARAM-lpErrno, REC-RET-SUCCESS, CTX-DESC-WSPIOCTL, CTX-PARAM-lpErrno,
     CTX-RET-SUCCESS, SET-DESC-WSPIOCTL, SET-PARAM-lpErrno: through the provider's WSPIoctl the error goes to
     *lpErrno (0 on success), not to the thread's last error."""
-    from sim.fixtures import redirected_tcp
+    from sim.worlds.fixtures import redirected_tcp
     r = redirected_tcp(profile)
     api = r.api
     sim = _simulator(api)
@@ -479,7 +479,7 @@ def test_wspioctl_thread_id_is_copied(profile, code):
     """REC-PARAM-lpThreadId, CTX-PARAM-lpThreadId, SET-PARAM-lpThreadId: the provider keeps a copy of the
     WSATHREADID structure (not the pointer) and queues the completion routine to that thread, even when the
     structure is overwritten before the operation completes (queries: knob pending)."""
-    from sim.fixtures import redirected_tcp
+    from sim.worlds.fixtures import redirected_tcp
     r = redirected_tcp(profile, overrides=PENDING)
     api = r.api
     sim = _simulator(api)
@@ -516,7 +516,7 @@ def test_wspioctl_thread_id_is_copied(profile, code):
 def test_network_down(profile, code):
     """REC-ERR-WSAENETDOWN, CTX-ERR-WSAENETDOWN, SET-ERR-WSAENETDOWN: with the host's network down the call fails
     with WSAENETDOWN and writes nothing."""
-    from sim.fixtures import redirected_tcp
+    from sim.worlds.fixtures import redirected_tcp
     r = redirected_tcp(profile)
     api = r.api
     blob = _blob(api, r.sock)
@@ -536,7 +536,7 @@ def test_network_down(profile, code):
 def test_blocking_query_interrupted_by_close(profile, code):
     """REC-ERR-WSAEINTR, CTX-ERR-WSAEINTR: a blocking query (the kernel answers later: knob pending) is
     interrupted when another thread closes the socket: WSAEINTR."""
-    from sim.fixtures import redirected_tcp
+    from sim.worlds.fixtures import redirected_tcp
     r = redirected_tcp(profile, overrides=PENDING)
     api, sock = r.api, r.sock
     sim = _simulator(api)
@@ -572,7 +572,7 @@ def test_injected_error(profile, code, error):
     realistic cause in the simulator (a Winsock 1.1 callback in progress, a SET interrupted, a provider
     without the IOCTL) come from the fault plan: the call fails with that code, writes nothing, and the next
     call is unaffected."""
-    from sim.fixtures import redirected_tcp
+    from sim.worlds.fixtures import redirected_tcp
     r = redirected_tcp(profile)
     api = r.api
     blob = _blob(api, r.sock)
@@ -598,7 +598,7 @@ def test_single_proxy_redirect_and_forward(profile):
     CTX-REM-TRACKING, CTX-REM-FORWARD-SET, SET-DESC-PURPOSE, SET-REM-REDIRECT-FEATURE, SET-REM-TRACKING,
     SET-REM-FORWARD-SET: a callout redirects a connection to a local user-mode proxy, which inspects it and
     forwards it on a new connection, carrying the records (SET), to the original destination."""
-    from sim.scenarios import run
+    from sim.worlds.scenarios import run
     report, _ = run("single-proxy", profile)
     (conn,) = report["connections"]
     assert report["verdict"] == "ok" and conn["intact"]
@@ -617,7 +617,7 @@ def test_two_vendors_cooperate_without_a_loop(profile):
     CTX-REM-CONTEXT-SEMANTICS, SET-REM-MULTI-PROXY, SET-REM-TRACKING: with two vendors' proxies each inspects
     the flow once; the records carried by SET let each callout see its own earlier redirection (BY_SELF, then
     PREVIOUSLY_BY_SELF) so nobody redirects again; without SET the flow loops."""
-    from sim.scenarios import run
+    from sim.worlds.scenarios import run
     report, _ = run("two-vendors", profile)
     (conn,) = report["connections"]
     assert report["verdict"] == "ok" and conn["intact"]
@@ -640,8 +640,8 @@ def test_udp_records_forwarded_on_first_datagram_only(profile, family):
     """REC-REM-UDP-RECVMSG, REC-REM-UDP-SENDMSG, REC-REM-UDP-FIRST-PACKET: the proxy receives the record as
     WSARecvMsg control data of the flow's first datagram and forwards it as WSASendMsg control data of its own
     first datagram only; the flow reaches the original destination in two hops, no loop."""
-    from harness.winsock import redirect as rd
-    from sim.fixtures import redirected_udp
+    from harness.proxy import redirect as rd
+    from sim.worlds.fixtures import redirected_udp
     r = redirected_udp(profile, family)
     api = r.api
     scratch = rd.Scratch(api)

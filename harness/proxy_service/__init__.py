@@ -5,7 +5,7 @@
     python -m harness.proxy_service uninstall
     python -m harness.proxy_service run --target sim --demo 5
 
-The proxy is :class:`harness.winsock.proxy.RedirectProxy` (WinsockApi code only)
+The proxy is :class:`harness.proxy.reference.RedirectProxy` (WinsockApi code only)
 over :class:`harness.native.NativeWinsock` on Windows, or over the simulator
 with ``--target sim``. See harness/PROXY_SERVICE.md.
 

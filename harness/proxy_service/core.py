@@ -6,7 +6,7 @@
   periodic stats, close (unregister, close sockets).
 * :func:`plan_registration` / :func:`plan_unregistration`: the policy update
   plan, current registry values -> values to write -> the reload result to
-  expect, built on :mod:`harness.winsock.sample_driver`.
+  expect, built on :mod:`harness.sample_driver`.
 * :class:`ServiceStatusMachine` and :func:`run_service`: which
   ``SetServiceStatus`` calls a service makes, in which order, for start,
   stop and a failed start. The ctypes layer (``win32.py``) only turns each
@@ -20,9 +20,9 @@ import threading
 from dataclasses import dataclass, field
 
 from harness.winsock import constants as C
-from harness.winsock import redirect as rd
-from harness.winsock import sample_driver as sd
-from harness.winsock.proxy import RedirectProxy
+from harness.proxy import redirect as rd
+from harness import sample_driver as sd
+from harness.proxy.reference import RedirectProxy
 
 LOG = logging.getLogger("harness.proxy_service")
 

@@ -13,7 +13,7 @@ import ntpath
 import subprocess
 from dataclasses import dataclass
 
-from harness.winsock import sample_driver as sd
+from harness import sample_driver as sd
 
 from .core import ProxyConfig
 
@@ -24,7 +24,7 @@ DEFAULT_DISPLAY_NAME = "WFP redirect proxy (harness reference)"
 DESCRIPTION = ("Reference redirect proxy for the WFP connect-redirect callout: accepts redirected "
                "connections, queries the redirect records and context, forwards to the original "
                "destination. Part of the WFP redirect test harness.")
-SIM_DEFAULT_PORTS = (9000, 9053)          # --target sim without ports: VendorX's ports in sim.scenarios
+SIM_DEFAULT_PORTS = (9000, 9053)          # --target sim without ports: VendorX's ports in sim.worlds.scenarios
 START_TYPES = {"demand": 3, "auto": 2}    # SERVICE_DEMAND_START, SERVICE_AUTO_START
 
 

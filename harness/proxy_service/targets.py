@@ -11,8 +11,8 @@ import threading
 import time
 
 from harness.winsock import constants as C
-from harness.winsock import redirect as rd
-from harness.winsock import sample_driver as sd
+from harness.proxy import redirect as rd
+from harness import sample_driver as sd
 
 from . import core
 
@@ -183,7 +183,7 @@ class SimTarget:
 
     def __init__(self, config: core.ProxyConfig, *, demo: int = 0, profile: str = "documented",
                  stop: threading.Event | None = None, realtime: bool = True):
-        from sim.fixtures import client_server_world
+        from sim.worlds.fixtures import client_server_world
         self.config, self.demo_count, self.realtime = config, demo, realtime
         self.stop = stop if stop is not None else threading.Event()
         hosts = client_server_world(profile, tcp_port=REDIRECTED_TCP, udp_port=REDIRECTED_UDP)
@@ -201,8 +201,8 @@ class SimTarget:
         return True                           # the proxy process is started elevated, as services run
 
     def open_api(self):
-        from sim.fixtures import SERVER
-        from sim.wfp.callouts import install_sample_driver
+        from sim.worlds.fixtures import SERVER
+        from sim.worlds.sample_callout import install_sample_driver
         cfg = self.config
         self.api = self.world.start_process(self.client_host, cfg.name, elevated=True)
         pid = 0 if cfg.register_policy else self.api.GetCurrentProcessId()

@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 
-from harness.winsock import sample_driver as sd
+from harness import sample_driver as sd
 
 from . import core
 

@@ -156,7 +156,7 @@ def cmd_probe(args) -> int:
         return bad
     redirected = None
     if args.target == "sim":
-        from sim.fixtures import redirected_tcp
+        from sim.worlds.fixtures import redirected_tcp
         redirected = lambda: redirected_tcp(profile)     # noqa: E731
     elif os.environ.get("WFP_DRIVER_INSTALLED") == "1":
         def redirected():

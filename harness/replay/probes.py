@@ -9,7 +9,7 @@ choice of the decision point that the target's behaviour matches, or
 `Unmatched(evidence)` when it matches none (then the point is left out of the
 profile file and listed in its header comment). Probes that need a
 connection a WFP callout redirected take `redirected_factory` (something
-with `.api` and `.sock`, as sim.fixtures.redirected_tcp returns); without it
+with `.api` and `.sock`, as sim.worlds.fixtures.redirected_tcp returns); without it
 they are `not probed`. Decision points with no probe are listed as such.
 
 The written file inherits every unprobed answer from a base profile
@@ -59,7 +59,7 @@ class ProbeResult:
         return {k: o.value for k, o in self.answers.items()}
 
     def to_toml(self, name: str, inherit: str = "windows-observed", description: str = "") -> str:
-        from sim.decisions import DECISIONS
+        from sim.decision_points import DECISIONS
         lines = ["# Observed profile written by `wfp-harness profile probe` (harness.replay.probes).",
                  f"# Target: {self.target}; OS build: {self.os_build}.",
                  f"# Probed: {len(self.answers)} decision points; every other answer is inherited from "
@@ -411,7 +411,7 @@ def probe_poll_nval_counted(api):
 
 
 def probe_acceptex_short_address(api):
-    from harness.winsock import redirect as rd
+    from harness.proxy import redirect as rd
     from harness.winsock.layouts import SOCKADDR_IN
     lst = _tcp(api)
     name = rd.sockaddr_bytes("127.0.0.1", 0)
@@ -581,7 +581,7 @@ def probe_profile(api_factory, redirected_factory=None, *, target: str = "sim", 
 
     skip: decision points not to probe (e.g. CRASHY on a real target); only: probe just these.
     """
-    from sim.decisions import DECISIONS
+    from sim.decision_points import DECISIONS
     result = ProbeResult(target, os_build or ("simulated" if target == "sim" else "unknown"))
     for key in DECISIONS:
         if only is not None and key not in only:
@@ -626,6 +626,6 @@ def probe_profile(api_factory, redirected_factory=None, *, target: str = "sim", 
 
 def diff_profiles(a, b) -> list:
     """[(decision, Assignment of a, Assignment of b)] where the two profiles' values differ."""
-    from sim.decisions import DECISIONS
+    from sim.decision_points import DECISIONS
     return [(key, a.assignments[key], b.assignments[key]) for key in DECISIONS
             if a.assignments[key].value != b.assignments[key].value]

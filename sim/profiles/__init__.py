@@ -20,7 +20,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from sim.decisions import DECISIONS, PROVENANCES
+from sim.decision_points import DECISIONS, PROVENANCES
 
 BUILTIN_DIR = Path(__file__).parent
 BUILTIN = ("documented", "windows-observed")

@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 from harness.winsock import constants as C
 from sim.net import is_loopback, unmap, v4_mapped
-from sim.records import RedirectEntry
+from sim.wfp.records import RedirectEntry
 from sim.wfp.flows import FlowRedirect, redirect_state
 
 STATUS_SUCCESS = C.STATUS_SUCCESS
@@ -236,7 +236,7 @@ class Fwps:
         """(status, blob or required size): the blob user mode passes to SIO_SET_..."""
         if redirectRecords is None:
             return STATUS_NOT_FOUND, 0
-        from sim import records
+        from sim.wfp import records
         data = records.encode(redirectRecords.flow_id, redirectRecords.entries, self._engine.host.records_key)
         if outputBufferLength < len(data):
             return STATUS_BUFFER_TOO_SMALL, len(data)

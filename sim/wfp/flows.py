@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 
 from harness.winsock import constants as C
-from sim import records as blob
+from sim.wfp import records as blob
 
 _flow_ids = itertools.count(1)
 

@@ -18,7 +18,7 @@ from harness.capture import Endpoint, analyze_file
 
 pytestmark = pytest.mark.slow
 
-pytest.importorskip("sim.scenarios", reason="the simulator's scenarios are not built yet")
+pytest.importorskip("sim.worlds.scenarios", reason="the simulator's scenarios are not built yet")
 
 
 def run_scenario(name, tmp_path):

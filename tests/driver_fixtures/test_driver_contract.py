@@ -1,4 +1,4 @@
-"""The C header and harness.winsock.sample_driver describe the same bytes.
+"""The C header and harness.sample_driver describe the same bytes.
 
 Static asserts are generated from the Python module and compiled twice: in
 user mode with x86_64-w64-mingw32-gcc (what a C proxy sees) and in kernel
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.winsock import sample_driver as sd
+from harness import sample_driver as sd
 
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = ROOT / "driver-fixtures" / "wfp-redirect-callout"

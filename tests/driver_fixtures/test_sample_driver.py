@@ -1,4 +1,4 @@
-"""Unit and property tests of harness.winsock.sample_driver (POLICY.md)."""
+"""Unit and property tests of harness.sample_driver (POLICY.md)."""
 from __future__ import annotations
 
 import ipaddress
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from harness.winsock import constants as C
-from harness.winsock import sample_driver as sd
-from harness.winsock.sample_driver import Decision, Endpoint, RedirectPolicy
+from harness import sample_driver as sd
+from harness.sample_driver import Decision, Endpoint, RedirectPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = sd.PARAMETERS_KEY

@@ -1,7 +1,7 @@
 /*
  * wfp_redirect_callout.h - what the sample WFP redirect callout shares with
  * user mode (the proxy, tools, the Python contract module
- * harness/winsock/sample_driver.py).
+ * harness/sample_driver.py).
  *
  * Include after the platform headers that define SOCKADDR_STORAGE, GUID,
  * DEFINE_GUID, CTL_CODE and C_ASSERT: in user mode <winsock2.h> and

@@ -42,7 +42,7 @@
     DbgPrintEx(DPFLTR_IHVNETWORK_ID, (level), "wfprc: " fmt "\n", __VA_ARGS__)
 
 /* Policy as the driver holds it; same rules as POLICY.md and
- * harness/winsock/sample_driver.py. Arrays are sorted ascending. */
+ * harness/sample_driver.py. Arrays are sorted ascending. */
 typedef struct WFPRC_POLICY_ {
     BOOLEAN enabled;
     ULONG proxyProcessId;

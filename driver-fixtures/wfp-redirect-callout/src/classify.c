@@ -1,7 +1,7 @@
 /*
  * classify.c - the ALE_CONNECT_REDIRECT_V4/V6 classifyFn.
  *
- * Decision order (the Python mirror is harness.winsock.sample_driver.decide):
+ * Decision order (the Python mirror is harness.sample_driver.decide):
  *   1. no FWPS_RIGHT_ACTION_WRITE        -> return untouched (facts §5.5)
  *   2. policy does not match             -> PERMIT
  *   3. redirect state (facts §5.4):

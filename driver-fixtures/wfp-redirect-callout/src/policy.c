@@ -1,7 +1,7 @@
 /*
  * policy.c - read, validate and match the redirect policy (POLICY.md).
  *
- * The rules here and in harness/winsock/sample_driver.py are one format:
+ * The rules here and in harness/sample_driver.py are one format:
  * a value that Python rejects is rejected here, with the same reason.
  */
 #include "wfprc_kernel.h"

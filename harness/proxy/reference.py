@@ -21,9 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from harness.winsock import constants as C
-from harness.winsock import redirect as rd
-from harness.winsock.poller import FAILED, READ, WRITE, Poller
-from harness.winsock.sample_driver import unpack_context
+from harness.proxy import redirect as rd
+from harness.proxy.poller import FAILED, READ, WRITE, Poller
+from harness.sample_driver import unpack_context
 
 
 @dataclass

@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.winsock import constants as C
-from harness.winsock import redirect as rd
-from harness.winsock.sample_driver import RedirectPolicy
-from sim.services import EchoServer
-from sim.wfp.callouts import install_sample_driver
+from harness.proxy import redirect as rd
+from harness.sample_driver import RedirectPolicy
+from sim.worlds.services import EchoServer
+from sim.worlds.sample_callout import install_sample_driver
 from sim.world import World
 
 CLIENT = ("192.0.2.10", "2001:db8::10")

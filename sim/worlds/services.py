@@ -7,8 +7,8 @@ Python thread.
 from __future__ import annotations
 
 from harness.winsock import constants as C
-from harness.winsock import redirect as rd
-from harness.winsock.poller import READ, Poller
+from harness.proxy import redirect as rd
+from harness.proxy.poller import READ, Poller
 
 
 class EchoServer:

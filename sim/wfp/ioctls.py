@@ -8,7 +8,7 @@ decision point read from the profile.
 from __future__ import annotations
 
 from harness.winsock import constants as C
-from sim import records
+from sim.wfp import records
 from sim.ioctl_outcomes import Deferred, Fail, Inline
 from sim.ioctls import handler
 

@@ -18,11 +18,11 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from harness.winsock import constants as C
-from harness.winsock import redirect as rd
-from harness.winsock.proxy import RedirectProxy
-from harness.winsock.sample_driver import RedirectPolicy
-from sim.fixtures import SERVER, client_server_world
-from sim.wfp.callouts import install_sample_driver
+from harness.proxy import redirect as rd
+from harness.proxy.reference import RedirectProxy
+from harness.sample_driver import RedirectPolicy
+from sim.worlds.fixtures import SERVER, client_server_world
+from sim.worlds.sample_callout import install_sample_driver
 
 TCP_PORT, UDP_PORT = 80, 53
 VENDORS = {"VendorX": (9000, 9053), "VendorY": (9100, 9153), "VendorZ": (9200, 9253)}

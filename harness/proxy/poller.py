@@ -12,7 +12,7 @@ import struct
 
 from harness.winsock import constants as C
 from harness.winsock.layouts import WSAPOLLFD
-from harness.winsock.redirect import WinsockError
+from harness.proxy.redirect import WinsockError
 
 READ = C.POLLRDNORM
 WRITE = C.POLLWRNORM

@@ -1,7 +1,7 @@
 """The sample driver's callout, in Python, and how to install one vendor's driver on a host.
 
 `SampleCallout.classify` follows driver-fixtures/wfp-redirect-callout/src/
-classify.c step by step (and so harness.winsock.sample_driver.decide):
+classify.c step by step (and so harness.sample_driver.decide):
 1. no FWPS_RIGHT_ACTION_WRITE: return untouched;
 2. the policy does not match: PERMIT;
 3. redirect state (FwpsQueryConnectionRedirectState0): BY_SELF or
@@ -17,7 +17,7 @@ from __future__ import annotations
 import uuid
 
 from harness.winsock import constants as C
-from harness.winsock.sample_driver import RedirectPolicy, pack_context_raw
+from harness.sample_driver import RedirectPolicy, pack_context_raw
 from sim.net import LOOP4, LOOP6, unmap
 
 STATUS_SUCCESS = 0
