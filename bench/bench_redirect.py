@@ -46,7 +46,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from measure import per_second  # noqa: E402
 from harness.winsock import constants as C
-from harness.proxy import redirect as rd
+from harness.winsock import sockaddr
 from harness.proxy.poller import READ, WRITE, Poller
 from sim.worlds.fixtures import redirected_tcp
 from sim.worlds.scenarios import PAYLOAD, Story
@@ -134,7 +134,7 @@ class Client:
         self.story = story = Story("documented", ("VendorX", "VendorY"), udp=False)     # TCP proxies only
         story.world.network.record = False           # no packet log: measure the redirect path itself
         app, sc = story.app, story.scratch
-        self.name = rd.sockaddr_bytes("192.0.2.20", 80)
+        self.name = sockaddr.from_text("192.0.2.20", 80)
         app.memory.write(sc.addr, self.name)
         app.memory.write(sc.buf + 8192, PAYLOAD)
         app.memory.write_u32(sc.value, 1)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from harness.proxy_service import core
 from harness.winsock import constants as C
+from harness.winsock import sockaddr
 from harness.proxy import redirect as rd
 from harness import sample_driver as sd
 
@@ -71,7 +72,7 @@ def redirected_connection(api, store) -> RedirectedConnection:
     scratch = rd.Scratch(api, 256)
     mem = api.memory
     listener = api.socket(C.AF_INET, C.SOCK_STREAM, C.IPPROTO_TCP)
-    name = rd.sockaddr_bytes("127.0.0.1", policy.tcp_proxy_port)
+    name = sockaddr.from_text("127.0.0.1", policy.tcp_proxy_port)
     mem.write(scratch.addr, name)
     _check(api, api.bind(listener, scratch.addr, len(name)), "bind(proxy port)")
     _check(api, api.listen(listener, 4), "listen")
@@ -79,7 +80,7 @@ def redirected_connection(api, store) -> RedirectedConnection:
     core.apply_plan(store, core.plan_registration(store.read_values(), pid, tcp_port=policy.tcp_proxy_port))
     client = api.socket(C.AF_INET, C.SOCK_STREAM, C.IPPROTO_TCP)
     original = ("127.0.0.1", port)
-    name = rd.sockaddr_bytes(*original)
+    name = sockaddr.from_text(*original)
     mem.write(scratch.addr, name)
     try:
         _check(api, api.connect(client, scratch.addr, len(name)), f"connect({original})")

@@ -13,8 +13,9 @@ from __future__ import annotations
 import struct
 
 from harness.winsock import constants as C
+from harness.winsock import sockaddr as codec
 from harness.winsock.layouts import IN6_PKTINFO, IN_PKTINFO, WSAMSG, iter_cmsgs, pack_cmsgs
-from sim import sockaddr
+from sim import sockaddr_io
 from sim.wfp import records
 from sim.errors import WsaError
 from sim.net import unmap
@@ -62,7 +63,7 @@ def recvmsg(api, thread, sock, lpMsg, lpNumber, lpOverlapped, lpRoutine):
         name, namelen, lpBuffers, count, control_len, control_buf, _flags = _read_msg(mem, lpMsg)
         if not name and namelen:
             raise WsaError(C.WSAEFAULT)
-        if name and (namelen < sockaddr.size_for(sock.family) or not mem.check(name, namelen, True)):
+        if name and (namelen < sockaddr_io.size_for(sock.family) or not mem.check(name, namelen, True)):
             raise WsaError(C.WSAEFAULT)
         if control_len and (not control_buf or not mem.check(control_buf, control_len, True)):
             raise WsaError(C.WSAEFAULT)
@@ -96,7 +97,7 @@ def recvmsg(api, thread, sock, lpMsg, lpNumber, lpOverlapped, lpRoutine):
             control += packed
         mem.kwrite(control_buf, control)
         if name:
-            data = sockaddr.encode(sock.family, *src)
+            data = codec.pack_for(sock.family, *src)
             mem.kwrite(name, data[:namelen])
             mem.kwrite(lpMsg + WSAMSG.offset("namelen"), struct.pack("<i", len(data)))
         mem.kwrite(lpMsg + WSAMSG.offset("Control_len"), struct.pack("<I", len(control)))
@@ -120,7 +121,7 @@ def sendmsg(api, thread, sock, lpMsg, dwFlags, lpNumber, lpOverlapped, lpRoutine
             raise WsaError(C.WSAEOPNOTSUPP)
         if not name and namelen:
             raise WsaError(C.WSAEFAULT)
-        dst = sockaddr.read(mem, name, namelen, sock.family) if name else None
+        dst = sockaddr_io.read(mem, name, namelen, sock.family) if name else None
         if control_len and (not control_buf or not mem.check(control_buf, control_len, False)):
             raise WsaError(C.WSAEFAULT)
         bufs = api._buffers(lpBuffers, count, False)

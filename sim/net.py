@@ -9,14 +9,14 @@ link's latency, so a run is deterministic.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
-import ipaddress
 import itertools
 import types
 from dataclasses import dataclass, field
 
-from harness.winsock.constants import AF_INET, AF_INET6
+from harness.winsock.constants import AF_INET6
+from harness.winsock.sockaddr import (  # noqa: F401  (the address helpers the model uses)
+    V4_MAPPED_PREFIX, family_of, ip_bytes, ip_text, is_v4_mapped, unmap, v4_mapped)
 from sim.scheduler import NS_PER_US
 
 LOOPBACK_LATENCY_NS = 20 * NS_PER_US
@@ -27,20 +27,6 @@ SYN_TIMEOUT_NS = 21_000_000_000     # Windows gives up a connect after ~21 s (3 
 SYN, ACK, FIN, RST, PSH = 0x02, 0x10, 0x01, 0x04, 0x08
 
 
-@functools.lru_cache(maxsize=4096)       # pure, and on every classify and hop: parse each address once
-def ip_bytes(text: str) -> bytes:
-    return ipaddress.ip_address(text).packed
-
-
-@functools.lru_cache(maxsize=4096)
-def ip_text(raw: bytes) -> str:
-    return str(ipaddress.ip_address(raw))
-
-
-def family_of(raw: bytes) -> int:
-    return AF_INET if len(raw) == 4 else AF_INET6
-
-
 ANY4, ANY6 = bytes(4), bytes(16)
 LOOP4, LOOP6 = ip_bytes("127.0.0.1"), ip_bytes("::1")
 
@@ -49,22 +35,7 @@ def is_loopback(raw: bytes) -> bool:
     return raw[0] == 127 if len(raw) == 4 else raw == LOOP6 or is_v4_mapped(raw) and raw[12] == 127
 
 
-V4_MAPPED_PREFIX = b"\0" * 10 + b"\xff\xff"
-
-
-def is_v4_mapped(raw: bytes) -> bool:
-    return len(raw) == 16 and raw[:12] == V4_MAPPED_PREFIX
-
-
-def v4_mapped(raw4: bytes) -> bytes:
-    return V4_MAPPED_PREFIX + raw4
-
-
-# unmap and unmap_endpoint run on every segment and classify: is_v4_mapped spelled out inline.
-def unmap(raw: bytes) -> bytes:
-    return raw[12:] if len(raw) == 16 and raw[:12] == V4_MAPPED_PREFIX else raw
-
-
+# unmap_endpoint runs on every segment and classify: is_v4_mapped spelled out inline.
 def unmap_endpoint(ep: tuple) -> tuple:
     """(ip, port) with a v4-mapped ip made plain IPv4; `ep` itself when it already is."""
     ip = ep[0]

@@ -15,10 +15,11 @@ import inspect
 import struct
 
 from harness.winsock import constants as C
+from harness.winsock import sockaddr as codec
 from harness.winsock.ctype import COERCION_NAMESPACE, cfunc, coercion_lines, parse_signature
 from harness.winsock.layouts import WSABUF, WSADATA, WSAOVERLAPPED, WSATHREADID
 from sim import overlapped as ov
-from sim import sockaddr, sockopt
+from sim import sockaddr_io, sockopt
 from sim import status as st
 from sim.errors import WsaError
 from sim.kernel import CompletionPort, Event
@@ -35,7 +36,7 @@ _ADDRESS_PAD = 16        # AcceptEx page: each address slot is the sockaddr plus
 
 def _address_slot(family: int, ip: bytes, port: int) -> bytes:
     """One AcceptEx address slot: the sockaddr's length (int) then the sockaddr."""
-    data = sockaddr.encode(family, ip, port)
+    data = codec.pack_for(family, ip, port)
     return struct.pack("<i", len(data)) + data
 
 
@@ -287,7 +288,7 @@ class SimulatedWinsock:
 
     @socket_call("SOCKET s, LPVOID name, int namelen")
     def bind(self, thread, sock, name, namelen):
-        return self._run(thread, lambda: sock.bind(*sockaddr.read(self.memory, name, namelen, sock.family)))
+        return self._run(thread, lambda: sock.bind(*sockaddr_io.read(self.memory, name, namelen, sock.family)))
 
     @socket_call("SOCKET s, int backlog")
     def listen(self, thread, sock, backlog):
@@ -299,7 +300,7 @@ class SimulatedWinsock:
         if addr:
             if not addrlen or not mem.check(addrlen, 4, True):
                 return self._err(thread, C.WSAEFAULT, INVALID_SOCKET)
-            need = sockaddr.size_for(sock.family)
+            need = sockaddr_io.size_for(sock.family)
             if mem.kread_i32(addrlen) < need or not mem.check(addr, need, True):
                 return self._err(thread, C.WSAEFAULT, INVALID_SOCKET)
         try:
@@ -307,12 +308,12 @@ class SimulatedWinsock:
         except WsaError as exc:
             return self._err(thread, exc.code, INVALID_SOCKET)
         if addr:
-            sockaddr.write(mem, addr, addrlen, new.family, *new.conn.remote)
+            sockaddr_io.write(mem, addr, addrlen, new.family, *new.conn.remote)
         return self._ok(thread, new.handle)
 
     @socket_call("SOCKET s, LPVOID name, int namelen")
     def connect(self, thread, sock, name, namelen):
-        return self._run(thread, lambda: sock.connect(thread, *sockaddr.read(self.memory, name, namelen,
+        return self._run(thread, lambda: sock.connect(thread, *sockaddr_io.read(self.memory, name, namelen,
                                                                                sock.family)))
 
     def _close(self, sock) -> None:
@@ -355,7 +356,7 @@ class SimulatedWinsock:
         def op():
             dst = None
             if to and not sock.is_tcp:      # sendto on a stream ignores `to`
-                dst = sockaddr.read(self.memory, to, tolen, sock.family)
+                dst = sockaddr_io.read(self.memory, to, tolen, sock.family)
             elif not to and not sock.is_tcp and sock.peer is None:
                 raise WsaError(C.WSAEDESTADDRREQ)
             return self._send(thread, sock, buf, len, flags, dst)
@@ -368,7 +369,7 @@ class SimulatedWinsock:
         if flags & ~(C.MSG_PEEK | C.MSG_OOB | C.MSG_WAITALL):
             raise WsaError(C.WSAEOPNOTSUPP)
         if from_:
-            need = sockaddr.size_for(sock.family)
+            need = sockaddr_io.size_for(sock.family)
             if not fromlen or not mem.check(fromlen, 4, True) or mem.kread_i32(fromlen) < need \
                     or not mem.check(from_, need, True):
                 raise WsaError(C.WSAEFAULT)
@@ -376,7 +377,7 @@ class SimulatedWinsock:
             data = sock.stream_recv(thread, length, flags)
             mem.kwrite(buf, data)
             if from_:
-                sockaddr.write(mem, from_, fromlen, sock.family, *sock.conn.remote)
+                sockaddr_io.write(mem, from_, fromlen, sock.family, *sock.conn.remote)
             return len(data)
         if flags & C.MSG_WAITALL:
             raise WsaError(C.WSAEOPNOTSUPP)
@@ -385,7 +386,7 @@ class SimulatedWinsock:
             sock.udp.queue.insert(0, (src, _dst, payload, _meta))
         mem.kwrite(buf, payload[:length])
         if from_:
-            sockaddr.write(mem, from_, fromlen, sock.family, *src)
+            sockaddr_io.write(mem, from_, fromlen, sock.family, *src)
         if len(payload) > length:
             raise WsaError(C.WSAEMSGSIZE)     # truncated datagram: the rest is discarded
         return len(payload)
@@ -400,12 +401,12 @@ class SimulatedWinsock:
 
     @socket_call("SOCKET s, LPVOID name, LPVOID namelen")
     def getsockname(self, thread, sock, name, namelen):
-        return self._run(thread, lambda: sockaddr.write(self.memory, name, namelen, sock.family,
+        return self._run(thread, lambda: sockaddr_io.write(self.memory, name, namelen, sock.family,
                                                         *sock.sockname()))
 
     @socket_call("SOCKET s, LPVOID name, LPVOID namelen")
     def getpeername(self, thread, sock, name, namelen):
-        return self._run(thread, lambda: sockaddr.write(self.memory, name, namelen, sock.family,
+        return self._run(thread, lambda: sockaddr_io.write(self.memory, name, namelen, sock.family,
                                                         *sock.peername()))
 
     @socket_call("SOCKET s, int level, int optname, LPVOID optval, int optlen")
@@ -801,7 +802,7 @@ class SimulatedWinsock:
                 return self._err(thread, err, C.FALSE)
             lst = process.sockets.get(sListenSocket)
             acc = process.sockets.get(sAcceptSocket)
-            need = sockaddr.size_for(lst.family if lst is not None else C.AF_INET) + _ADDRESS_PAD
+            need = sockaddr_io.size_for(lst.family if lst is not None else C.AF_INET) + _ADDRESS_PAD
             total = dwReceiveDataLength + dwLocalAddressLength + dwRemoteAddressLength
             short = dwLocalAddressLength < need or dwRemoteAddressLength < need
             strict = process.profile.acceptex_short_address == "WSAEFAULT"
@@ -903,7 +904,7 @@ class SimulatedWinsock:
                     raise WsaError(C.WSAEALREADY)
                 if sock.local is None:
                     raise WsaError(C.WSAEINVAL)       # page: s must be "previously bound"
-                ip, port = sockaddr.read(mem, name, namelen, sock.family)
+                ip, port = sockaddr_io.read(mem, name, namelen, sock.family)
                 if lpSendBuffer and dwSendDataLength and not mem.check(lpSendBuffer, dwSendDataLength, False):
                     raise WsaError(C.WSAEFAULT)
                 if lpdwBytesSent and not mem.check(lpdwBytesSent, 4, True):

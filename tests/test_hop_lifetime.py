@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 
 from harness.winsock import constants as C
+from harness.winsock import sockaddr
 from harness.proxy import redirect as rd
 from harness.sample_driver import unpack_context
 from sim.worlds.fixtures import redirected_tcp
@@ -36,7 +37,7 @@ def test_a_chain_continues_after_the_accepted_flow_is_gone():
 
     out = proxy.socket(C.AF_INET, C.SOCK_STREAM, 0)
     rd.set_records(proxy, out, records)
-    name = rd.sockaddr_bytes(original.host, original.port)
+    name = sockaddr.from_text(original.host, original.port)
     ptr = proxy.memory.alloc(len(name))
     proxy.memory.write(ptr, name)
     assert proxy.connect(out, ptr, len(name)) == 0, proxy.WSAGetLastError()

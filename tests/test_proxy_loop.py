@@ -10,14 +10,14 @@ from __future__ import annotations
 import pytest
 
 from harness.winsock import constants as C
-from harness.proxy import redirect as rd
+from harness.winsock import sockaddr
 from harness.proxy.poller import READ, WRITE, Poller
 from sim.worlds.scenarios import PAYLOAD, SERVER, Story
 
 
 def _nonblocking_connects(story, count, port=80):
     app, sc = story.app, story.scratch
-    name = rd.sockaddr_bytes(SERVER[0], port)
+    name = sockaddr.from_text(SERVER[0], port)
     app.memory.write(sc.addr, name)
     app.memory.write_u32(sc.value, 1)
     socks = []
@@ -69,7 +69,7 @@ def test_more_than_one_buffer_each_way():
     proxy_buffer = story.proxies["VendorX"].scratch.size
     data = bytes(range(256)) * ((2 * proxy_buffer + 1000) // 256)
     s = app.socket(C.AF_INET, C.SOCK_STREAM, 0)
-    name = rd.sockaddr_bytes(SERVER[0], 80)
+    name = sockaddr.from_text(SERVER[0], 80)
     app.memory.write(sc.addr, name)
     assert app.connect(s, sc.addr, len(name)) == 0
     big = app.memory.alloc(len(data))
@@ -91,7 +91,7 @@ def test_refused_outbound_connect_closes_the_client_and_is_reported():
     server.closesocket(story.echo.listeners[0])              # nobody listens on 192.0.2.20:80 now
     story.echo.listeners.pop(0)
     s = app.socket(C.AF_INET, C.SOCK_STREAM, 0)
-    name = rd.sockaddr_bytes(SERVER[0], 80)
+    name = sockaddr.from_text(SERVER[0], 80)
     app.memory.write(sc.addr, name)
     assert app.connect(s, sc.addr, len(name)) == 0            # to the proxy
     assert app.recv(s, sc.buf, 16, 0) == 0                    # the proxy gave up and closed

@@ -29,6 +29,7 @@ import pytest
 from harness.proxy_service import core, options, targets, win32
 from harness.proxy_service.cli import main
 from harness.winsock import constants as C
+from harness.winsock import sockaddr
 from harness.proxy import redirect as rd
 from harness import sample_driver as sd
 
@@ -250,7 +251,7 @@ def _squat(target, port):
     other = target.world.start_process(target.client_host, "squatter")
     sc = rd.Scratch(other, 256)
     s = other.socket(C.AF_INET, C.SOCK_STREAM, 0)
-    name = rd.sockaddr_bytes("127.0.0.1", port)
+    name = sockaddr.from_text("127.0.0.1", port)
     other.memory.write(sc.addr, name)
     assert other.bind(s, sc.addr, len(name)) == 0 and other.listen(s, 5) == 0
 
@@ -824,7 +825,7 @@ def test_native_idle_waits_in_the_proxys_wsapoll_and_ends_on_traffic():
     app.memory.write_u32(sc.value, 1)
     s = app.socket(C.AF_INET, C.SOCK_STREAM, 0)
     assert app.ioctlsocket(s, C.FIONBIO, sc.value) == 0
-    name = rd.sockaddr_bytes("127.0.0.1", 9000)
+    name = sockaddr.from_text("127.0.0.1", 9000)
     app.memory.write(sc.addr, name)
     assert app.connect(s, sc.addr, len(name)) == C.SOCKET_ERROR     # in flight: WSAEWOULDBLOCK
 

@@ -4,7 +4,7 @@ import uuid
 import pytest
 
 from harness.winsock import constants as C
-from harness.proxy import redirect as rd
+from harness.winsock import sockaddr
 from harness.sample_driver import RedirectPolicy
 from sim import World
 from sim.wfp.records import RedirectEntry, decode, encode
@@ -62,7 +62,7 @@ class Harness:
             one = api.memory.alloc(4)
             api.memory.write_u32(one, 1)
             api.ioctlsocket(s, C.FIONBIO, one)
-        name = rd.sockaddr_bytes(ip, port)
+        name = sockaddr.from_text(ip, port)
         ptr = api.memory.alloc(len(name))
         api.memory.write(ptr, name)
         rc = api.connect(s, ptr, len(name))
@@ -187,7 +187,7 @@ def test_pended_classify_completes_later_and_redirects():
     proxy = h.world.start_process(h.host, "proxy")
     h.callout.pid = proxy.GetCurrentProcessId()
     lst = proxy.socket(C.AF_INET, C.SOCK_STREAM, 0)
-    name = rd.sockaddr_bytes("127.0.0.1", 9000)
+    name = sockaddr.from_text("127.0.0.1", 9000)
     ptr = proxy.memory.alloc(len(name))
     proxy.memory.write(ptr, name)
     assert proxy.bind(lst, ptr, len(name)) == 0 and proxy.listen(lst, 4) == 0
@@ -206,7 +206,7 @@ def test_redirect_to_wrong_pid_is_not_accepted():
     world.add_host("server", ["192.0.2.20"])
     intruder = world.start_process(host, "intruder")
     lst = intruder.socket(C.AF_INET, C.SOCK_STREAM, 0)
-    name = rd.sockaddr_bytes("127.0.0.1", 9000)
+    name = sockaddr.from_text("127.0.0.1", 9000)
     ptr = intruder.memory.alloc(len(name))
     intruder.memory.write(ptr, name)
     intruder.bind(lst, ptr, len(name))
@@ -215,7 +215,7 @@ def test_redirect_to_wrong_pid_is_not_accepted():
                                                       proxy_process_id=intruder.GetCurrentProcessId() + 4))
     app = world.start_process(host, "app")
     s = app.socket(C.AF_INET, C.SOCK_STREAM, 0)
-    name = rd.sockaddr_bytes("192.0.2.20", 80)
+    name = sockaddr.from_text("192.0.2.20", 80)
     ptr = app.memory.alloc(len(name))
     app.memory.write(ptr, name)
     assert app.connect(s, ptr, len(name)) == C.SOCKET_ERROR
@@ -291,14 +291,14 @@ def test_bind_redirect_changes_the_local_port():
     engine.add_filter("pin", C.FWPS_LAYER_ALE_BIND_REDIRECT_V4, sub, 1, BindPinner(engine))
     api = world.start_process(host, "app")
     s = api.socket(C.AF_INET, C.SOCK_DGRAM, 0)
-    name = rd.sockaddr_bytes("0.0.0.0", 0)
+    name = sockaddr.from_text("0.0.0.0", 0)
     ptr = api.memory.alloc(128)
     api.memory.write(ptr, name)
     assert api.bind(s, ptr, len(name)) == 0
     length = api.memory.alloc(4)
     api.memory.write_u32(length, 128)
     assert api.getsockname(s, ptr, length) == 0
-    assert rd.parse_sockaddr(api.memory.read(ptr, api.memory.read_u32(length)))[1] == 40000
+    assert sockaddr.to_text(api.memory.read(ptr, api.memory.read_u32(length)))[1] == 40000
     s2 = api.socket(C.AF_INET, C.SOCK_DGRAM, 0)
     api.memory.write(ptr, name)
     assert api.bind(s2, ptr, len(name)) == C.SOCKET_ERROR            # the pinned port is taken now

@@ -8,7 +8,7 @@ import struct
 
 from harness.winsock import constants as C
 from harness.winsock.layouts import WSAOVERLAPPED
-from harness.proxy.redirect import parse_sockaddr, sockaddr_bytes  # noqa: F401  (parse_sockaddr: for the cases)
+from harness.winsock.sockaddr import from_text, to_text  # noqa: F401  (to_text: for the cases)
 
 GUARD = b"\xA5" * 32
 POISON = 0xDEADBEEF
@@ -47,7 +47,7 @@ def dword(api, value: int = POISON) -> Guarded:
 
 def sockaddr(api, ip: str, port: int) -> tuple[int, int]:
     """(ptr, length) of a SOCKADDR_IN/IN6 in the target's memory."""
-    data = sockaddr_bytes(ip, port)
+    data = from_text(ip, port)
     ptr = api.memory.alloc(len(data))
     api.memory.write(ptr, data)
     return ptr, len(data)
@@ -57,7 +57,7 @@ def local_name(api, s) -> tuple[str, int]:
     buf = api.memory.alloc(128)
     length = dword(api, 128)
     assert api.getsockname(s, buf, length.ptr) == 0, api.WSAGetLastError()
-    return parse_sockaddr(api.memory.read(buf, length.u32()))
+    return to_text(api.memory.read(buf, length.u32()))
 
 
 def loopback(family: int) -> str:

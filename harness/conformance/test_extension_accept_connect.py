@@ -22,7 +22,8 @@ from harness.conformance.support import (
     loopback,
     make_iocp,
     overlapped,
-    parse_sockaddr,
+    from_text,
+    to_text,
     sockaddr,
 )
 from harness.winsock import constants as C
@@ -92,7 +93,7 @@ class _Accept:
         for ptr, n in ((lptr, llen), (rptr, rlen)):      # pointers into lpOutputBuffer (page: [out] parameters)
             assert buf.ptr + self.receive <= ptr and ptr + n <= buf.ptr + buf.size
         mem = self.api.memory
-        return parse_sockaddr(mem.read(lptr, llen)), parse_sockaddr(mem.read(rptr, rlen))
+        return to_text(mem.read(lptr, llen)), to_text(mem.read(rptr, rlen))
 
 
 # --- AcceptEx ----------------------------------------------------------------------------------------
@@ -178,7 +179,7 @@ def test_so_update_accept_context(api):
     api.memory.write_u64(value, lst)
     assert api.setsockopt(acc, C.SOL_SOCKET, C.SO_UPDATE_ACCEPT_CONTEXT, value, 8) == 0, api.WSAGetLastError()
     assert api.getpeername(acc, name.ptr, namelen.ptr) == 0
-    assert parse_sockaddr(name.read(namelen.u32())) == local_name(api, client)
+    assert to_text(name.read(namelen.u32())) == local_name(api, client)
     assert local_name(api, acc) == ("127.0.0.1", port)
     assert a.decoded(lst)[1] == local_name(api, client)
     buf = Guarded(api, 16)
@@ -345,7 +346,7 @@ def test_connectex_completes_through_the_event_and_sends_the_data(api):
     assert api.WSAGetLastError() == C.WSAENOTCONN
     assert api.setsockopt(s, C.SOL_SOCKET, C.SO_UPDATE_CONNECT_CONTEXT, 0, 0) == 0, api.WSAGetLastError()
     assert api.getpeername(s, name.ptr, namelen.ptr) == 0
-    assert parse_sockaddr(name.read(namelen.u32())) == (loopback(C.AF_INET), port)
+    assert to_text(name.read(namelen.u32())) == (loopback(C.AF_INET), port)
 
 
 def test_connectex_refused_through_the_completion(api):
@@ -388,7 +389,7 @@ def test_connectex_is_redirected_like_connect(profile):
     any_ptr, any_len = sockaddr(app, "0.0.0.0", 0)
     assert app.bind(s, any_ptr, any_len) == 0
     fn = get_extension(app, s, C.WSAID_CONNECTEX)
-    name = rd.sockaddr_bytes(SERVER[0], 80)
+    name = from_text(SERVER[0], 80)
     ptr = app.memory.alloc(len(name) + 8)
     app.memory.write(ptr, name + b"GET /\r\n\r")
     event = app.WSACreateEvent()

@@ -7,13 +7,11 @@ the simulator and, with the native provider, on Windows.
 """
 from __future__ import annotations
 
-import functools
-import ipaddress
-import struct
 from dataclasses import dataclass
 
 from harness.winsock import constants as C
-from harness.winsock.layouts import (SOCKADDR_IN, SOCKADDR_IN6, WSABUF, WSAMSG, guid_bytes, iter_cmsgs,
+from harness.winsock import sockaddr
+from harness.winsock.layouts import (WSABUF, WSAMSG, guid_bytes, iter_cmsgs,
                                      pack_cmsgs)
 
 FIRST_GUESS = 1024          # the size the SDK Remarks suggest for a first try
@@ -30,27 +28,6 @@ class WinsockError(OSError):
         super().__init__(code, f"{function} failed: {C.error_name(code)} ({code})")
         self.function = function
         self.code = code
-
-
-@functools.lru_cache(maxsize=4096)
-def sockaddr_bytes(ip: str, port: int) -> bytes:
-    addr = ipaddress.ip_address(ip)
-    if addr.version == 4:
-        return SOCKADDR_IN.pack(sin_family=C.AF_INET, sin_port=port, sin_addr=addr.packed)
-    return SOCKADDR_IN6.pack(sin6_family=C.AF_INET6, sin6_port=port, sin6_addr=addr.packed)
-
-
-def parse_sockaddr(data: bytes) -> tuple[str, int]:
-    family = struct.unpack_from("<H", data)[0]
-    port = struct.unpack_from(">H", data, 2)[0]
-    if family == C.AF_INET:
-        return str(ipaddress.ip_address(data[4:8])), port
-    return str(ipaddress.ip_address(data[8:24])), port
-
-
-@functools.lru_cache(maxsize=4096)
-def family_of(ip: str) -> int:
-    return C.AF_INET if ipaddress.ip_address(ip).version == 4 else C.AF_INET6
 
 
 class Scratch:
@@ -181,7 +158,7 @@ def recv_datagram(api, s, recvmsg: int, scratch: Scratch):
         raise WinsockError("WSARecvMsg", err)
     n = mem.read_u32(scratch.count)
     msg = WSAMSG.unpack(mem.read(scratch.msg, WSAMSG.size))
-    dgram = Datagram(mem.read(scratch.buf, n), parse_sockaddr(mem.read(scratch.addr, msg["namelen"])),
+    dgram = Datagram(mem.read(scratch.buf, n), sockaddr.to_text(mem.read(scratch.addr, msg["namelen"])),
                      flags=msg["dwFlags"])
     for level, ctype, data in iter_cmsgs(mem.read(scratch.control, msg["Control_len"])):
         if level in (C.IPPROTO_IP, C.IPPROTO_IPV6):
@@ -195,10 +172,10 @@ def recv_datagram(api, s, recvmsg: int, scratch: Scratch):
 def send_datagram(api, s, sendmsg: int, payload: bytes, destination: tuple, records: bytes, scratch: Scratch):
     """Send one datagram to `destination` with the records cmsg (the flow's first datagram)."""
     mem = api.memory
-    family = family_of(destination[0])
+    family = sockaddr.text_family(destination[0])
     level = C.IPPROTO_IP if family == C.AF_INET else C.IPPROTO_IPV6
     control = pack_cmsgs([(level, C.IP_WFP_REDIRECT_RECORDS, records)]) if records else b""
-    name = sockaddr_bytes(*destination)
+    name = sockaddr.from_text(*destination)
     mem.write(scratch.addr, name)
     mem.write(scratch.buf, payload)
     mem.write(scratch.control, control)

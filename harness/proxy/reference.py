@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from harness.winsock import constants as C
+from harness.winsock import sockaddr
 from harness.proxy import redirect as rd
 from harness.proxy.poller import FAILED, READ, WRITE, Poller
 from harness.sample_driver import unpack_context
@@ -99,11 +100,11 @@ class RedirectProxy:
 
     def _bound(self, kind, address, port):
         api = self.api
-        family = rd.family_of(address)
+        family = sockaddr.text_family(address)
         s = api.socket(family, kind, 0)
         if s == C.INVALID_SOCKET:
             raise rd.WinsockError("socket", api.WSAGetLastError())
-        name = rd.sockaddr_bytes(address, port)
+        name = sockaddr.from_text(address, port)
         api.memory.write(self.scratch.addr, name)
         if api.bind(s, self.scratch.addr, len(name)):
             err = api.WSAGetLastError()
@@ -223,7 +224,7 @@ class RedirectProxy:
 
     def _connect_out(self, conn: _Tcp) -> None:
         api = self.api
-        out = api.socket(rd.family_of(conn.original[0]), C.SOCK_STREAM, 0)
+        out = api.socket(sockaddr.text_family(conn.original[0]), C.SOCK_STREAM, 0)
         conn.out = out
         self._nonblocking(out)
         try:
@@ -231,7 +232,7 @@ class RedirectProxy:
                 rd.set_records(api, out, conn.records, self.scratch)
         except rd.WinsockError as exc:
             self._error(f"set records: {exc}")
-        name = rd.sockaddr_bytes(*conn.original)
+        name = sockaddr.from_text(*conn.original)
         api.memory.write(self.scratch.addr, name)
         if api.connect(out, self.scratch.addr, len(name)) == 0:
             self._connected(conn)
@@ -344,7 +345,7 @@ class RedirectProxy:
             except ValueError as exc:
                 self._error(f"udp context: {exc}")
                 return True
-            out = api.socket(rd.family_of(original.host), C.SOCK_DGRAM, 0)
+            out = api.socket(sockaddr.text_family(original.host), C.SOCK_DGRAM, 0)
             flow = {"out": out, "original": (original.host, original.port), "client": dgram.source}
             self.udp_flows[key] = flow
             self.stats.udp_flows += 1
@@ -355,7 +356,7 @@ class RedirectProxy:
                 self._error(str(exc))
             self._nonblocking(out)
         else:
-            name = rd.sockaddr_bytes(*flow["original"])
+            name = sockaddr.from_text(*flow["original"])
             api.memory.write(self.scratch.addr, name)
             api.memory.write(self.scratch.buf, dgram.payload)
             api.sendto(flow["out"], self.scratch.buf, len(dgram.payload), 0, self.scratch.addr, len(name))
@@ -370,7 +371,7 @@ class RedirectProxy:
         data = mem.read(scratch.buf, n)
         if self.inspect is not None:
             self.inspect(self, flow, "down", data)
-        name = rd.sockaddr_bytes(*flow["client"])
+        name = sockaddr.from_text(*flow["client"])
         mem.write(scratch.addr, name)
         api.sendto(key[0], scratch.buf, n, 0, scratch.addr, len(name))
         self.stats.bytes_down += n

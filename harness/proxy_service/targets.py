@@ -11,6 +11,7 @@ import threading
 import time
 
 from harness.winsock import constants as C
+from harness.winsock import sockaddr
 from harness.proxy import redirect as rd
 from harness import sample_driver as sd
 
@@ -130,10 +131,10 @@ class DemoClient:
             if len(self.results) >= self.count:
                 self.done = True
                 return True
-            s = api.socket(rd.family_of(self.host), C.SOCK_STREAM, 0)
+            s = api.socket(sockaddr.text_family(self.host), C.SOCK_STREAM, 0)
             mem.write_u32(sc.value, 1)
             api.ioctlsocket(s, C.FIONBIO, sc.value)
-            name = rd.sockaddr_bytes(self.host, self.port)
+            name = sockaddr.from_text(self.host, self.port)
             mem.write(sc.addr, name)
             self.current = {"s": s, "state": "connecting", "got": b""}
             if api.connect(s, sc.addr, len(name)) and api.WSAGetLastError() != C.WSAEWOULDBLOCK:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.winsock import constants as C
+from harness.winsock import sockaddr
 from harness.winsock.layouts import WSABUF, WSAOVERLAPPED, WSAPOLLFD
 
 POISON = 0xDEADBEEF
@@ -414,13 +415,13 @@ def probe_acceptex_short_address(api):
     from harness.proxy import redirect as rd
     from harness.winsock.layouts import SOCKADDR_IN
     lst = _tcp(api)
-    name = rd.sockaddr_bytes("127.0.0.1", 0)
+    name = sockaddr.from_text("127.0.0.1", 0)
     ptr = api.memory.alloc(128)
     api.memory.write(ptr, name)
     length = _u32(api, 128)
     if api.bind(lst, ptr, len(name)) or api.listen(lst, 4) or api.getsockname(lst, ptr, length):
         raise NotProbed(f"could not set up a listener: {_name(_err(api))}")
-    port = rd.parse_sockaddr(api.memory.read(ptr, api.memory.read_u32(length)))[1]
+    port = sockaddr.to_text(api.memory.read(ptr, api.memory.read_u32(length)))[1]
     acceptex = rd.extension_function(api, lst, C.WSAID_ACCEPTEX)
     iocp = api.CreateIoCompletionPort(lst, 0, 1, 0)
     slot = SOCKADDR_IN.size + 16
@@ -433,7 +434,7 @@ def probe_acceptex_short_address(api):
     if ok or err != C.WSA_IO_PENDING:
         return Unmatched(ev)
     client = _tcp(api)
-    api.memory.write(ptr, rd.sockaddr_bytes("127.0.0.1", port))
+    api.memory.write(ptr, sockaddr.from_text("127.0.0.1", port))
     api.connect(client, ptr, 16)
     n, key, got = _u32(api), api.memory.alloc(8), api.memory.alloc(8)
     done = api.GetQueuedCompletionStatus(iocp, n, key, got, 5000)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.winsock import constants as C
+from harness.winsock import sockaddr
 from harness.proxy import redirect as rd
 from harness.sample_driver import RedirectPolicy
 from sim.worlds.services import EchoServer
@@ -58,8 +59,8 @@ class Redirected:
 
 
 def _listen(api, kind, ip, port, flags=C.WSA_FLAG_OVERLAPPED):
-    s = api.WSASocketW(rd.family_of(ip), kind, 0, 0, 0, flags)
-    name = rd.sockaddr_bytes(ip, port)
+    s = api.WSASocketW(sockaddr.text_family(ip), kind, 0, 0, 0, flags)
+    name = sockaddr.from_text(ip, port)
     ptr = api.memory.alloc(len(name))
     api.memory.write(ptr, name)
     assert api.bind(s, ptr, len(name)) == 0, api.WSAGetLastError()
@@ -82,7 +83,7 @@ def redirected_tcp(profile="documented", family=C.AF_INET, overrides=None, *,
     app = world.start_process(client, "app", elevated=False)
     original = (SERVER[0] if family == C.AF_INET else SERVER[1], 80)
     s = app.socket(family, C.SOCK_STREAM, 0)
-    name = rd.sockaddr_bytes(*original)
+    name = sockaddr.from_text(*original)
     ptr = app.memory.alloc(len(name))
     app.memory.write(ptr, name)
     assert app.connect(s, ptr, len(name)) == 0, app.WSAGetLastError()
@@ -105,7 +106,7 @@ def redirected_udp(profile="documented", family=C.AF_INET, enable_cmsgs=True) ->
     app = world.start_process(client, "app", elevated=False)
     original = (SERVER[0] if family == C.AF_INET else SERVER[1], 53)
     s = app.socket(family, C.SOCK_DGRAM, 0)
-    name = rd.sockaddr_bytes(*original)
+    name = sockaddr.from_text(*original)
     ptr = app.memory.alloc(64)
     app.memory.write(ptr, name)
     for payload in (b"first", b"second"):

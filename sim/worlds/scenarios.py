@@ -18,6 +18,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from harness.winsock import constants as C
+from harness.winsock import sockaddr
 from harness.proxy import redirect as rd
 from harness.proxy.reference import RedirectProxy
 from harness.sample_driver import RedirectPolicy
@@ -105,7 +106,7 @@ class Story:
         if family == C.AF_INET6 and destination.startswith("::ffff:"):
             api.memory.write_u32(sc.value, 0)          # a dual-stack socket: IPV6_V6ONLY off
             api.setsockopt(s, C.IPPROTO_IPV6, C.IPV6_V6ONLY, sc.value, 4)
-        name = rd.sockaddr_bytes(destination, port)
+        name = sockaddr.from_text(destination, port)
         api.memory.write(sc.addr, name)
         if api.connect(s, sc.addr, len(name)):
             conn.error = f"connect: {C.error_name(api.WSAGetLastError())}"
@@ -131,7 +132,7 @@ class Story:
         conn = Connection(label, "udp", _endpoint(destination, port))
         s = api.socket(family, C.SOCK_DGRAM, 0)
         self._timeout(s, 2000)
-        name = rd.sockaddr_bytes(destination, port)
+        name = sockaddr.from_text(destination, port)
         api.memory.write(sc.addr, name)
         got = b""
         for _ in range(2):              # the flow-creating datagram and one more

@@ -7,6 +7,7 @@ Python thread.
 from __future__ import annotations
 
 from harness.winsock import constants as C
+from harness.winsock import sockaddr
 from harness.proxy import redirect as rd
 from harness.proxy.poller import READ, Poller
 
@@ -32,8 +33,8 @@ class EchoServer:
             for kind, port in ((C.SOCK_STREAM, tcp_port), (C.SOCK_DGRAM, udp_port)):
                 if not port:
                     continue
-                s = api.socket(rd.family_of(address), kind, 0)
-                name = rd.sockaddr_bytes(address, port)
+                s = api.socket(sockaddr.text_family(address), kind, 0)
+                name = sockaddr.from_text(address, port)
                 api.memory.write(self.scratch.addr, name)
                 if api.bind(s, self.scratch.addr, len(name)):
                     raise rd.WinsockError("bind", api.WSAGetLastError())

@@ -310,8 +310,8 @@ def test_property_context_from_packed_addresses_is_the_same_bytes(pair, rport, l
 
 @settings(max_examples=150, deadline=None)
 @given(st.one_of(endpoints_v4, endpoints_v6))
-def test_property_sockaddr_bytes_are_the_layouts(ep):
-    """sockaddr_bytes builds its bytes by hand: the same as packing SOCKADDR_IN/IN6, then zeros."""
+def test_property_storage_of_is_the_layouts(ep):
+    """storage_of builds its bytes with the contract codec: the same as packing SOCKADDR_IN/IN6, then zeros."""
     from harness.winsock.layouts import SOCKADDR_IN, SOCKADDR_IN6
     packed = ipaddress.ip_address(ep.host).packed
     if len(packed) == 4:
@@ -319,8 +319,8 @@ def test_property_sockaddr_bytes_are_the_layouts(ep):
     else:
         raw = SOCKADDR_IN6.pack(sin6_family=C.AF_INET6, sin6_port=ep.port, sin6_flowinfo=ep.flowinfo,
                                 sin6_addr=packed, sin6_scope_id=ep.scope_id)
-    assert sd.sockaddr_bytes(ep) == raw + bytes(128 - len(raw))
-    assert sd.parse_sockaddr(sd.sockaddr_bytes(ep)) == ep
+    assert sd.storage_of(ep) == raw + bytes(128 - len(raw))
+    assert sd.endpoint_of(sd.storage_of(ep)) == ep
 
 
 def test_pack_context_raw_rejects_bad_arguments():

@@ -1,10 +1,12 @@
-"""SOCKADDR_IN / SOCKADDR_IN6 in caller memory <-> (ip bytes, port)."""
+"""Sockaddr arguments in caller memory, with the errors Winsock gives: (ip bytes, port) in and out.
+
+The byte codec is the contract's (harness.winsock.sockaddr)."""
 from __future__ import annotations
 
 from harness.winsock import constants as C
+from harness.winsock import sockaddr as codec
 from harness.winsock.layouts import SOCKADDR_IN, SOCKADDR_IN6
 from sim.errors import WsaError
-from sim.net import is_v4_mapped, v4_mapped
 
 
 def size_for(family: int) -> int:
@@ -33,22 +35,12 @@ def read(mem, ptr: int, namelen: int, family: int):
     return raw[8:24], port
 
 
-def encode(family: int, ip: bytes, port: int) -> bytes:
-    if family == C.AF_INET:
-        if len(ip) == 16 and is_v4_mapped(ip):
-            ip = ip[12:]
-        return SOCKADDR_IN.pack(sin_family=C.AF_INET, sin_port=port, sin_addr=ip)
-    if len(ip) == 4:
-        ip = v4_mapped(ip)
-    return SOCKADDR_IN6.pack(sin6_family=C.AF_INET6, sin6_port=port, sin6_addr=ip)
-
-
 def write(mem, name: int, namelen_ptr: int, family: int, ip: bytes, port: int) -> None:
     """Write a sockaddr into (name, *namelen) as getsockname/accept/recvfrom do.
 
     *namelen is in/out: too small or unwritable is WSAEFAULT, and nothing is written.
     """
-    data = encode(family, ip, port)
+    data = codec.pack_for(family, ip, port)
     if not mem.check(namelen_ptr, 4, True) or namelen_ptr == 0:
         raise WsaError(C.WSAEFAULT)
     have = mem.kread_i32(namelen_ptr)
