@@ -48,7 +48,7 @@ from measure import per_second  # noqa: E402
 from harness.winsock import constants as C
 from harness.winsock import sockaddr
 from harness.proxy.poller import READ, WRITE, Poller
-from sim.worlds.fixtures import redirected_tcp
+from sim.worlds.ready import redirected_tcp
 from sim.worlds.scenarios import PAYLOAD, Story
 
 

@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from harness import targets
+
 
 def _load_profile(name):
     from sim.profiles import ProfileError, load
@@ -44,8 +46,10 @@ class _Collector:
 def cmd_conformance(args) -> int:
     import pytest
     profile = _load_profile(args.profile)
-    if args.target not in ("sim", "native"):
-        print(f"wfp-harness: --target: unknown target {args.target!r}; choose sim or native", file=sys.stderr)
+    try:
+        targets.check(args.target)
+    except targets.TargetError as exc:
+        print(f"wfp-harness: {exc}", file=sys.stderr)
         return 2
     junit = Path(args.junitxml or f"reports/conformance-{args.target}-{profile.name}.xml")
     junit.parent.mkdir(parents=True, exist_ok=True)
@@ -130,7 +134,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="wfp-harness", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("conformance", help="run the conformance suite and print its report")
-    p.add_argument("--target", default="sim", help="sim (default) or native")
+    p.add_argument("--target", default="sim", help="where the calls go: " + ", ".join(targets.TARGETS))
     p.add_argument("--profile", default="documented", help="profile name or file (default: documented)")
     p.add_argument("--junitxml", help="where to write JUnit XML (default: reports/...)")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: passed to pytest")

@@ -12,12 +12,9 @@ naming the target, profile, OS build and driver version.
 from __future__ import annotations
 
 import os
-import platform
-import sys
 
 import pytest
 
-TARGETS = ("sim", "native")
 MARKERS = {
     "requires_redirect": "needs a WFP callout that redirects connections (the sample driver on native)",
     "udp": "exercises UDP",
@@ -29,9 +26,10 @@ MARKERS = {
 
 def pytest_addoption(parser):
     group = parser.getgroup("wfp-harness")
+    from harness import targets
     group.addoption("--target", default=None, choices=None,
-                    help="where WinsockApi calls go: sim (default) or native (real ws2_32; Windows only); "
-                         "env WFP_TARGET")
+                    help="where WinsockApi calls go: " + "; ".join(f"{k}: {v}" for k, v in targets.TARGETS.items())
+                         + "; env WFP_TARGET")
     group.addoption("--profile", default=None,
                     help="behaviour profile for expected values: documented (default), windows-observed, "
                          "or a profile file; env WFP_PROFILE")
@@ -40,11 +38,12 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
+    from harness import targets
     target = config.getoption("--target") or os.environ.get("WFP_TARGET") or "sim"
-    if target not in TARGETS:
-        _bad_input(f"--target: unknown target {target!r}; choose one of {', '.join(TARGETS)}")
-    if target == "native" and sys.platform != "win32":
-        _bad_input("--target native: the native provider needs Windows (ws2_32.dll)")
+    try:
+        targets.check(target)
+    except targets.TargetError as exc:
+        _bad_input(str(exc))
     from sim.profiles import ProfileError, load
     name = config.getoption("--profile") or os.environ.get("WFP_PROFILE") or "documented"
     try:
@@ -59,26 +58,12 @@ def _bad_input(message: str):
     pytest.exit(f"wfp-harness: {message}", returncode=2)
 
 
-def _capabilities(target: str) -> set:
-    if target == "sim":
-        return {"requires_redirect", "udp", "ipv6", "sim_only", "elevated"}
-    caps = {"udp", "ipv6"}
-    if os.environ.get("WFP_DRIVER_INSTALLED") == "1":
-        caps.add("requires_redirect")
-    try:
-        import ctypes
-        if ctypes.windll.shell32.IsUserAnAdmin():    # type: ignore[attr-defined]
-            caps.add("elevated")
-    except (AttributeError, OSError):
-        pass
-    return caps
-
-
 def pytest_collection_modifyitems(config, items):
     state = getattr(config, "_wfp", None)
     if state is None:
         return
-    caps = _capabilities(state["target"])
+    from harness import targets
+    caps = targets.capabilities(state["target"])
     for item in items:
         for name in MARKERS:
             if item.get_closest_marker(name) and name not in caps:
@@ -107,38 +92,25 @@ def _wfp_junit_properties(request, record_testsuite_property):
     state = request.config._wfp
     record_testsuite_property("wfp.target", state["target"])
     record_testsuite_property("wfp.profile", state["profile"].name)
-    record_testsuite_property("wfp.os_build", platform.platform() if state["target"] == "native"
-                              else "simulated")
+    from harness import targets
+    record_testsuite_property("wfp.os_build", targets.os_build(state["target"]))
     record_testsuite_property("wfp.driver_version", os.environ.get("WFP_DRIVER_VERSION", "none"))
 
 
 @pytest.fixture
 def redirected(request, wfp_target, profile):
-    """A TCP connection a sample driver redirected to this process, accepted.
+    """A TCP connection a sample driver redirected to this process, accepted (harness.targets.redirected).
 
-    On the simulator a world is built (sim.worlds.fixtures.redirected_tcp). On Windows
-    the installed sample driver redirects a connect of this very process to its
-    own listener (harness.redirect_fixture); that needs the driver (capability
-    requires_redirect: WFP_DRIVER_INSTALLED=1) and an elevated process.
+    On the simulator a world is built; on a real Winsock the installed sample
+    driver redirects a connect of this very process to its own listener.
     """
-    if wfp_target == "sim":
-        from sim.worlds.fixtures import redirected_tcp
-        yield redirected_tcp(profile)
-        return
-    from harness.proxy_service import win32
-    from harness.redirect_fixture import NoRedirectPolicy, redirected_connection
-    api = request.getfixturevalue("api")
-    store = win32.DriverPolicyStore(win32.load())
+    from harness import targets
+    api = None if wfp_target == "sim" else request.getfixturevalue("api")
     try:
-        conn = redirected_connection(api, store)
-    except NoRedirectPolicy as exc:
-        store.close()
-        pytest.skip(f"the installed driver cannot redirect for this test: {exc}")
-    try:
-        yield conn
-    finally:
-        conn.release()
-        store.close()
+        with targets.redirected(wfp_target, profile, api) as conn:
+            yield conn
+    except targets.NoRedirect as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture
@@ -155,15 +127,11 @@ def two_vendor_world(wfp_target, profile):
 
 
 @pytest.fixture
-def api(request, wfp_target, profile):
+def api(wfp_target, profile):
     """A fresh WinsockApi for one test (WSAStartup already called)."""
-    if wfp_target == "sim":
-        from sim import SimulatedWinsock
-        yield SimulatedWinsock(profile)
-        return
-    from harness import native
-    provider = native.NativeWinsock()
+    from harness import targets
+    provider = targets.make_api(wfp_target, profile)
     try:
         yield provider
     finally:
-        provider.close()              # one WSACleanup per WSAStartup
+        targets.close_api(provider)            # one WSACleanup per WSAStartup

@@ -14,7 +14,7 @@ from harness.winsock import constants as C
 from harness.winsock import sockaddr
 from harness.proxy import redirect as rd
 from harness.sample_driver import unpack_context
-from sim.worlds.fixtures import redirected_tcp
+from sim.worlds.ready import redirected_tcp
 from sim.worlds.scenarios import SERVER, Story
 from sim.wfp.flows import FlowRedirect
 

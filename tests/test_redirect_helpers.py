@@ -3,7 +3,7 @@ import pytest
 
 from harness.proxy import redirect as rd
 from harness.sample_driver import unpack_context
-from sim.worlds.fixtures import redirected_tcp
+from sim.worlds.ready import redirected_tcp
 
 SHORT_ANSWERS = ["insufficient_buffer", "WSAEFAULT", "WSAENOBUFS", "WSAEINVAL"]
 

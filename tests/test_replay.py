@@ -13,7 +13,7 @@ from harness.replay.probes import API_PROBES, PROBES, REDIRECT_PROBES, diff_prof
 from harness.winsock import constants as C
 from harness.winsock.layouts import WSABUF
 from sim.decision_points import DECISIONS
-from sim.worlds.fixtures import redirected_tcp
+from harness import targets
 from sim.profiles import BUILTIN, load, load_file
 
 UNKNOWN = 0xDEADBEEF
@@ -331,7 +331,7 @@ def test_probes_cover_the_points_the_api_alone_can_answer():
 @pytest.mark.parametrize("name", BUILTIN)
 def test_probes_reproduce_the_builtin_profiles(name):
     profile = load(name)
-    result = probe_profile(lambda: sim.SimulatedWinsock(profile), lambda: redirected_tcp(profile))
+    result = probe_profile(lambda: sim.SimulatedWinsock(profile), lambda: targets.redirected("sim", profile))
     assert set(result.answers) == set(PROBES) and not result.unmatched
     assert {k: o.value for k, o in result.answers.items()} == {k: profile.value(k) for k in PROBES}
     assert set(result.not_probed) == set(DECISIONS) - set(PROBES)
@@ -348,7 +348,7 @@ def test_redirect_probes_are_not_probed_without_a_redirected_fixture():
 def test_each_probe_tells_every_choice_apart(key, choice):
     """A simulator answering the point differently is observed differently: the probe measures, not guesses."""
     profile = load("documented").with_overrides(**{key: choice})
-    result = probe_profile(lambda: sim.SimulatedWinsock(profile), lambda: redirected_tcp(profile), only={key})
+    result = probe_profile(lambda: sim.SimulatedWinsock(profile), lambda: targets.redirected("sim", profile), only={key})
     assert result.answers[key].value == choice
 
 

@@ -373,7 +373,7 @@ def test_connectex_is_redirected_like_connect(profile):
     original destination and the application's process; ConnectEx's data reaches the proxy."""
     from harness.proxy import redirect as rd
     from harness.sample_driver import RedirectPolicy, unpack_context
-    from sim.worlds.fixtures import CLIENT, PROXY_PORT, SERVER, _listen
+    from sim.worlds.ready import CLIENT, PROXY_PORT, SERVER, _listen
     from sim.worlds.sample_callout import install_sample_driver
     from sim.world import World
 

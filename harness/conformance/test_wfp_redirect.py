@@ -167,7 +167,7 @@ class TestOverlappedQuery:
 @pytest.mark.sim_only
 def test_pending_knob_defers_completion(profile):
     """decisions §4: overlapped_query = pending defers completion to the simulated kernel."""
-    from sim.worlds.fixtures import redirected_tcp
+    from sim.worlds.ready import redirected_tcp
     r = redirected_tcp(profile, overrides={"wfp_query_completion": "pending"})
     api, sock = r.api, r.sock
     event = api.WSACreateEvent()
@@ -186,7 +186,7 @@ def test_pending_knob_defers_completion(profile):
 @pytest.mark.sim_only
 def test_pending_query_cancelled_by_close(profile, decide):
     """decisions §4: a pending operation ends with WSA_OPERATION_ABORTED when the socket closes."""
-    from sim.worlds.fixtures import redirected_tcp
+    from sim.worlds.ready import redirected_tcp
     r = redirected_tcp(profile, overrides={"wfp_query_completion": "pending"})
     api, sock = r.api, r.sock
     log = RoutineLog(api)
@@ -252,7 +252,7 @@ class TestSet:
 def test_udp_records_arrive_on_first_datagram_only(profile, family):
     """Seed page Remarks: only the flow-creating datagram carries the record (cmsg type 60)."""
     from harness.proxy import redirect as rd
-    from sim.worlds.fixtures import redirected_udp
+    from sim.worlds.ready import redirected_udp
     r = redirected_udp(profile, family)
     api = r.api
     scratch = rd.Scratch(api)
@@ -270,7 +270,7 @@ def test_udp_records_arrive_on_first_datagram_only(profile, family):
 def test_udp_cmsgs_only_when_asked_for(profile):
     """EBPF socket_helper.cpp: the receiver enables IP_WFP_REDIRECT_CONTEXT first; otherwise no cmsg."""
     from harness.proxy import redirect as rd
-    from sim.worlds.fixtures import redirected_udp
+    from sim.worlds.ready import redirected_udp
     r = redirected_udp(profile, enable_cmsgs=False)
     scratch = rd.Scratch(r.api)
     recvmsg = rd.extension_function(r.api, r.sock, C.WSAID_WSARECVMSG, scratch)

@@ -107,11 +107,11 @@ def _install_without_context(world, host, policy):
 
 def _redirected_world(profile, *, family=C.AF_INET, listener_flags=C.WSA_FLAG_OVERLAPPED, with_context=True,
                       overrides=None):
-    """sim.worlds.fixtures.redirected_tcp with the proxy's listener flags and the callout's context chosen.
+    """sim.worlds.ready.redirected_tcp with the proxy's listener flags and the callout's context chosen.
 
     Returns (proxy api, accepted redirected socket, original destination).
     """
-    from sim.worlds.fixtures import redirected_tcp
+    from sim.worlds.ready import redirected_tcp
     from sim.worlds.sample_callout import install_sample_driver
     r = redirected_tcp(profile, family, overrides, listener_flags=listener_flags,
                        install=install_sample_driver if with_context else _install_without_context)
@@ -168,7 +168,7 @@ def test_redirected_queries_and_set_per_family(profile, decide, family):
     CTX-REM-SIZE-PROBE, SET-DESC-PURPOSE, SET-REM-FORWARD-SET: on an accepted connection redirected at the
     ALE_CONNECT_REDIRECT layer of its family (V4 or V6), the size probe, the records and the context queries
     work, and the records go onto a new socket of the same family."""
-    from sim.worlds.fixtures import redirected_tcp
+    from sim.worlds.ready import redirected_tcp
     r = redirected_tcp(profile, family=family)
     api, sock = r.api, r.sock
     for code in (RECORDS, CONTEXT):
@@ -274,7 +274,7 @@ def test_non_overlapped_socket_ignores_overlapped_and_routine(profile):
 def test_synchronous_query_waits_for_the_kernel(profile, code):
     """REC-PARAM-lpOverlapped-SYNC, CTX-PARAM-lpOverlapped-SYNC: without lpOverlapped the call does not return
     until the operation is complete, even when the kernel answers later (knob: pending)."""
-    from sim.worlds.fixtures import redirected_tcp
+    from sim.worlds.ready import redirected_tcp
     r = redirected_tcp(profile, overrides=PENDING)
     api = r.api
     world = _simulator(api).world
@@ -293,7 +293,7 @@ def test_pending_query_aborted(profile, decide, code, cause):
     CTX-PARAM-lpOverlapped-SYNC, CTX-RET-FAILURE, CTX-ERR-WSA_IO_PENDING, CTX-ERR-WSA_OPERATION_ABORTED: a
     pending query is cancelled by closing the socket or by SIO_FLUSH and completes through its routine with
     WSA_OPERATION_ABORTED (SIO_FLUSH support: profile)."""
-    from sim.worlds.fixtures import redirected_tcp
+    from sim.worlds.ready import redirected_tcp
     r = redirected_tcp(profile, overrides=PENDING)
     api, sock = r.api, r.sock
     log = RoutineLog(api)
@@ -439,7 +439,7 @@ def test_wspioctl_reports_through_lperrno(profile, decide, code):
     """REC-DESC-WSPIOCTL, REC-PARAM-lpErrno, REC-RET-SUCCESS, CTX-DESC-WSPIOCTL, CTX-PARAM-lpErrno,
     CTX-RET-SUCCESS, SET-DESC-WSPIOCTL, SET-PARAM-lpErrno: through the provider's WSPIoctl the error goes to
     *lpErrno (0 on success), not to the thread's last error."""
-    from sim.worlds.fixtures import redirected_tcp
+    from sim.worlds.ready import redirected_tcp
     r = redirected_tcp(profile)
     api = r.api
     sim = _simulator(api)
@@ -479,7 +479,7 @@ def test_wspioctl_thread_id_is_copied(profile, code):
     """REC-PARAM-lpThreadId, CTX-PARAM-lpThreadId, SET-PARAM-lpThreadId: the provider keeps a copy of the
     WSATHREADID structure (not the pointer) and queues the completion routine to that thread, even when the
     structure is overwritten before the operation completes (queries: knob pending)."""
-    from sim.worlds.fixtures import redirected_tcp
+    from sim.worlds.ready import redirected_tcp
     r = redirected_tcp(profile, overrides=PENDING)
     api = r.api
     sim = _simulator(api)
@@ -516,7 +516,7 @@ def test_wspioctl_thread_id_is_copied(profile, code):
 def test_network_down(profile, code):
     """REC-ERR-WSAENETDOWN, CTX-ERR-WSAENETDOWN, SET-ERR-WSAENETDOWN: with the host's network down the call fails
     with WSAENETDOWN and writes nothing."""
-    from sim.worlds.fixtures import redirected_tcp
+    from sim.worlds.ready import redirected_tcp
     r = redirected_tcp(profile)
     api = r.api
     blob = _blob(api, r.sock)
@@ -536,7 +536,7 @@ def test_network_down(profile, code):
 def test_blocking_query_interrupted_by_close(profile, code):
     """REC-ERR-WSAEINTR, CTX-ERR-WSAEINTR: a blocking query (the kernel answers later: knob pending) is
     interrupted when another thread closes the socket: WSAEINTR."""
-    from sim.worlds.fixtures import redirected_tcp
+    from sim.worlds.ready import redirected_tcp
     r = redirected_tcp(profile, overrides=PENDING)
     api, sock = r.api, r.sock
     sim = _simulator(api)
@@ -572,7 +572,7 @@ def test_injected_error(profile, code, error):
     realistic cause in the simulator (a Winsock 1.1 callback in progress, a SET interrupted, a provider
     without the IOCTL) come from the fault plan: the call fails with that code, writes nothing, and the next
     call is unaffected."""
-    from sim.worlds.fixtures import redirected_tcp
+    from sim.worlds.ready import redirected_tcp
     r = redirected_tcp(profile)
     api = r.api
     blob = _blob(api, r.sock)
@@ -641,7 +641,7 @@ def test_udp_records_forwarded_on_first_datagram_only(profile, family):
     WSARecvMsg control data of the flow's first datagram and forwards it as WSASendMsg control data of its own
     first datagram only; the flow reaches the original destination in two hops, no loop."""
     from harness.proxy import redirect as rd
-    from sim.worlds.fixtures import redirected_udp
+    from sim.worlds.ready import redirected_udp
     r = redirected_udp(profile, family)
     api = r.api
     scratch = rd.Scratch(api)

@@ -34,10 +34,10 @@ class NativeTarget:
         return self.win32.is_elevated(self.fns)
 
     def open_api(self):
-        from harness.native import NativeWinsock
+        from harness import targets
         try:
-            self.api = NativeWinsock()
-        except OSError as exc:
+            self.api = targets.make_api("native", None)
+        except (OSError, targets.TargetError) as exc:
             raise core.StartupError(f"Winsock: {exc}") from None
         return self.api
 
@@ -184,7 +184,7 @@ class SimTarget:
 
     def __init__(self, config: core.ProxyConfig, *, demo: int = 0, profile: str = "documented",
                  stop: threading.Event | None = None, realtime: bool = True):
-        from sim.worlds.fixtures import client_server_world
+        from sim.worlds.ready import client_server_world
         self.config, self.demo_count, self.realtime = config, demo, realtime
         self.stop = stop if stop is not None else threading.Event()
         hosts = client_server_world(profile, tcp_port=REDIRECTED_TCP, udp_port=REDIRECTED_UDP)
@@ -202,7 +202,7 @@ class SimTarget:
         return True                           # the proxy process is started elevated, as services run
 
     def open_api(self):
-        from sim.worlds.fixtures import SERVER
+        from sim.worlds.ready import SERVER
         from sim.worlds.sample_callout import install_sample_driver
         cfg = self.config
         self.api = self.world.start_process(self.client_host, cfg.name, elevated=True)

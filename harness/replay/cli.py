@@ -12,18 +12,15 @@ error naming the file, line and field).
 from __future__ import annotations
 
 import argparse
-import os
 import json
-import platform
 import sys
 
 import pytest
 
+from harness.targets import TARGETS as TARGET_NAMES
+
 from .recorder import RecordingApi
 from .trace import Trace, TraceError, make_header
-
-TARGETS = ("sim", "native")
-
 
 def _fail(message: str) -> int:
     print(f"wfp-harness: {message}", file=sys.stderr)
@@ -40,22 +37,18 @@ def _profile(name):
 
 
 def _check_target(target):
-    if target not in TARGETS:
-        return _fail(f"--target: unknown target {target!r}; choose sim or native")
+    from harness import targets
+    try:
+        targets.check(target)
+    except targets.TargetError as exc:
+        return _fail(str(exc))
     return None
 
 
 def api_factory(target: str, profile):
-    """A no-argument callable making a fresh provider for `target`."""
-    if target == "sim":
-        from sim import SimulatedWinsock
-        return lambda: SimulatedWinsock(profile)
-    from harness import native
-    return native.NativeWinsock
-
-
-def os_build(target: str) -> str:
-    return "simulated" if target == "sim" else platform.platform()
+    """A no-argument callable making a fresh provider for `target` (harness.targets.make_api)."""
+    from harness import targets
+    return lambda: targets.make_api(target, profile)
 
 
 # --- trace record -------------------------------------------------------------------------
@@ -94,7 +87,8 @@ def cmd_record(args) -> int:
     profile, bad = _profile(args.profile)
     if bad:
         return bad
-    trace = Trace(make_header(args.target, profile.name, os_build(args.target)))
+    from harness import targets
+    trace = Trace(make_header(args.target, profile.name, targets.os_build(args.target)))
     plugin = TraceRecorderPlugin(trace)
     argv = ["--pyargs", "harness.conformance", "--target", args.target, "--profile", args.profile,
             "-q", "-p", "no:cacheprovider", *args.pytest_args]
@@ -154,18 +148,11 @@ def cmd_probe(args) -> int:
     parent, bad = _profile(args.inherit)
     if bad:
         return bad
+    from harness import targets
     redirected = None
-    if args.target == "sim":
-        from sim.worlds.fixtures import redirected_tcp
-        redirected = lambda: redirected_tcp(profile)     # noqa: E731
-    elif os.environ.get("WFP_DRIVER_INSTALLED") == "1":
-        def redirected():
-            """The installed sample driver redirects this process to itself (harness.redirect_fixture)."""
-            from harness.native import NativeWinsock
-            from harness.proxy_service import win32
-            from harness.redirect_fixture import redirected_connection
-            return redirected_connection(NativeWinsock(), win32.DriverPolicyStore(win32.load()))
-    build = os_build(args.target)
+    if "requires_redirect" in targets.capabilities(args.target):
+        redirected = lambda: targets.redirected(args.target, profile)     # noqa: E731
+    build = targets.os_build(args.target)
     try:
         result = probe_profile(api_factory(args.target, profile), redirected, target=args.target, os_build=build,
                                skip=CRASHY if args.target != "sim" else ())
@@ -210,14 +197,14 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="action", required=True)
     r = sub.add_parser("record", help="record a conformance run as a trace (one session per test)")
     r.add_argument("-o", "--output", required=True, help="the trace file to write (JSON Lines)")
-    r.add_argument("--target", default="sim", help="sim (default) or native")
+    r.add_argument("--target", default="sim", help="where the calls go: " + ", ".join(TARGET_NAMES))
     r.add_argument("--profile", default="documented", help="profile name or file (default: documented)")
     r.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: passed to pytest (e.g. -k wait)")
     r.set_defaults(fn=cmd_record)
     r = sub.add_parser("replay", help="replay a trace on a target and print where it diverges "
                                       "(exit 0 identical, 1 diverged, 2 bad file)")
     r.add_argument("file")
-    r.add_argument("--target", default="sim", help="sim (default) or native")
+    r.add_argument("--target", default="sim", help="where the calls go: " + ", ".join(TARGET_NAMES))
     r.add_argument("--profile", default=None, help="profile for a sim target (default: the trace's own)")
     r.add_argument("--last-error", choices=("failure", "always", "never"), default="failure",
                    help="compare the last error after failing calls (default), every call, or never")
@@ -232,7 +219,7 @@ def register(subparsers) -> None:
         psub = group.add_subparsers(dest="action", required=True)
     pr = psub.add_parser("probe", help="answer each decision point by experiment; write an observed profile")
     pr.add_argument("-o", "--output", required=True, help="the profile file to write (.toml)")
-    pr.add_argument("--target", default="sim", help="sim (default) or native")
+    pr.add_argument("--target", default="sim", help="where the calls go: " + ", ".join(TARGET_NAMES))
     pr.add_argument("--profile", default="documented", help="profile of a sim target (default: documented)")
     pr.add_argument("--name", help="the written profile's name (default: observed-TARGET[-PROFILE])")
     pr.add_argument("--inherit", default="windows-observed",

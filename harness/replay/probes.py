@@ -8,15 +8,17 @@ Each probe runs on a fresh provider from `api_factory` and returns the
 choice of the decision point that the target's behaviour matches, or
 `Unmatched(evidence)` when it matches none (then the point is left out of the
 profile file and listed in its header comment). Probes that need a
-connection a WFP callout redirected take `redirected_factory` (something
-with `.api` and `.sock`, as sim.worlds.fixtures.redirected_tcp returns); without it
-they are `not probed`. Decision points with no probe are listed as such.
+connection a WFP callout redirected take `redirected_factory`: a callable
+returning a context manager that yields something with `.api` and `.sock`
+(`lambda: harness.targets.redirected(target, profile)`); without it they are
+`not probed`. Decision points with no probe are listed as such.
 
 The written file inherits every unprobed answer from a base profile
 (`windows-observed` by default) and says which answers were not probed.
 """
 from __future__ import annotations
 
+import contextlib
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -570,10 +572,15 @@ NO_PROBE = {
 PROBES = {**API_PROBES, **REDIRECT_PROBES}
 
 
-def _close(api) -> None:
-    close = getattr(api, "close", None)
-    if callable(close):
-        close()
+@contextlib.contextmanager
+def _opened_api(api_factory):
+    api = api_factory()
+    try:
+        yield api
+    finally:
+        close = getattr(api, "close", None)
+        if callable(close):
+            close()
 
 
 def probe_profile(api_factory, redirected_factory=None, *, target: str = "sim", os_build: str = "",
@@ -592,29 +599,21 @@ def probe_profile(api_factory, redirected_factory=None, *, target: str = "sim", 
                 " (the experiment can crash a real process)" if key in CRASHY else "")
             continue
         if key in API_PROBES:
-            factory, probe = api_factory, API_PROBES[key]
+            opened, probe = _opened_api(api_factory), API_PROBES[key]
         elif key in REDIRECT_PROBES:
             if redirected_factory is None:
                 result.not_probed[key] = "needs a redirected connection (no redirected fixture for this target)"
                 continue
-            factory, probe = redirected_factory, REDIRECT_PROBES[key]
+            opened, probe = redirected_factory(), REDIRECT_PROBES[key]
         else:
             result.not_probed[key] = NO_PROBE.get(key, "no probe written")
             continue
-        subject = factory()
         try:
-            outcome = probe(subject)
+            with opened as subject:
+                outcome = probe(subject)
         except NotProbed as exc:
             result.not_probed[key] = str(exc)
             continue
-        finally:
-            if key in REDIRECT_PROBES:
-                release = getattr(subject, "release", None)   # a native redirected connection
-                if callable(release):
-                    release()
-                _close(getattr(subject, "api", subject))
-            else:
-                _close(subject)
         if isinstance(outcome, Observation):
             if outcome.value not in DECISIONS[key].choices:
                 result.unmatched[key] = f"{outcome.evidence} (answer {outcome.value!r} is not a known choice)"

@@ -22,7 +22,7 @@ from harness.winsock import sockaddr
 from harness.proxy import redirect as rd
 from harness.proxy.reference import RedirectProxy
 from harness.sample_driver import RedirectPolicy
-from sim.worlds.fixtures import SERVER, client_server_world
+from sim.worlds.ready import SERVER, client_server_world
 from sim.worlds.sample_callout import install_sample_driver
 
 TCP_PORT, UDP_PORT = 80, 53

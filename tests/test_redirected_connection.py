@@ -1,6 +1,6 @@
 """The native `redirected` fixture's logic, run against the simulated sample driver.
 
-harness.redirect_fixture makes the installed driver redirect a connect of the
+harness.redirected_connection makes the installed driver redirect a connect of the
 test process to its own listener; here the policy store fronts the simulated
 driver (the same SimPolicyStore the packaged proxy's --target sim uses), so
 everything but the Windows registry/IOCTL calls runs for real.
@@ -11,7 +11,7 @@ import pytest
 
 from harness.proxy_service import core
 from harness.proxy_service.targets import SimPolicyStore
-from harness.redirect_fixture import NoRedirectPolicy, redirected_connection
+from harness.redirected_connection import NoRedirectPolicy, redirected_connection
 from harness.winsock import constants as C
 from harness.proxy import redirect as rd
 from harness import sample_driver as sd
