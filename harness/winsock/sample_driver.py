@@ -17,7 +17,7 @@ module is the Python half of what it shares with user mode:
   silently.
 
 Pure standard library; imports only the contract modules
-(decisions.md §2). tests/driver_fixtures compiles static asserts generated
+(docs/decisions.md §2). tests/driver_fixtures compiles static asserts generated
 from the constants and layouts below against the C header.
 """
 from __future__ import annotations
@@ -165,7 +165,7 @@ class RedirectPolicy:
     ``proxy_process_id == 0`` means "no proxy registered yet": the driver
     then redirects nothing. The proxy's own PID is *not* excluded
     implicitly: its outbound connections are recognised through the
-    redirect records it copies onto them (facts §5.7), which is exactly what
+    redirect records it copies onto them (docs/facts.md §5.7), which is exactly what
     the ``missing-set-loop`` scenario exercises.
     """
 
@@ -590,7 +590,7 @@ CONTEXT_MAGIC = 0x58435257      # bytes "WRCX" in memory (little endian)
 CONTEXT_VERSION = 1
 CONTEXT_SIZE = 280
 
-# Two SOCKADDR_STORAGEs like WFPSampler (facts §5.6), plus what a proxy
+# Two SOCKADDR_STORAGEs like WFPSampler (docs/facts.md §5.6), plus what a proxy
 # cannot learn otherwise: the connecting process (metadata processId, lost
 # once the connection is proxied), the protocol (so one parser serves the
 # TCP ioctl and the UDP cmsg) and the policy generation that decided (to
@@ -810,7 +810,7 @@ def _unpacked_context(data: bytes) -> RedirectContext:
                    process_id=f["process_id"], policy_generation=f["policy_generation"])
 
 
-# --- the callout's decision (src/classify.c, facts §5.4, §5.5, §5.7) ---------
+# --- the callout's decision (src/classify.c, docs/facts.md §5.4, §5.5, §5.7) ---------
 class Decision(enum.Enum):
     LEAVE = "leave"          # no FWPS_RIGHT_ACTION_WRITE: return, touch nothing
     PERMIT = "permit"        # FWP_ACTION_PERMIT, no redirect
@@ -818,7 +818,7 @@ class Decision(enum.Enum):
 
 
 def may_redirect_in_state(state: int) -> bool:
-    """facts §5.4: NOT_REDIRECTED / BY_OTHER may redirect; BY_SELF and
+    """docs/facts.md §5.4: NOT_REDIRECTED / BY_OTHER may redirect; BY_SELF and
     PREVIOUSLY_BY_SELF never (the driver permits), unknown values neither."""
     return state in (C.FWPS_CONNECTION_NOT_REDIRECTED, C.FWPS_CONNECTION_REDIRECTED_BY_OTHER)
 
@@ -830,14 +830,14 @@ def decide(policy: RedirectPolicy, *, protocol: int, remote_port: int, process_i
     """What the sample callout does with one ALE_CONNECT_REDIRECT classify.
 
     Same order as WfprcClassify:
-    1. without the write right, leave (facts §5.5; EBPF bails too);
+    1. without the write right, leave (docs/facts.md §5.5; EBPF bails too);
     2. not matched by the policy: permit;
     3. redirect state BY_SELF / PREVIOUSLY_BY_SELF (or unknown): permit;
     4. reauthorization whose previous version our filter made: permit
-       (WFPSampler, facts §5.7);
+       (WFPSampler, docs/facts.md §5.7);
     5. an earlier version in the previousVersion chain carries another
        callout's localRedirectHandle: permit, a local proxy owns it
-       (HOWTO, facts §5.5; EBPF walks the whole chain);
+       (HOWTO, docs/facts.md §5.5; EBPF walks the whole chain);
     6. otherwise redirect.
     """
     if not has_write_right:
