@@ -39,7 +39,7 @@ SECTION_TAG = {"description": "DESC", "parameter": "PARAM", "return": "RET", "er
 FIELDS = ("id", "page", "section", "item", "statement", "decision", "contradiction", "tests", "untestable", "note")
 REQUIRED = ("id", "page", "section", "item", "statement")
 
-# What each page states, item by item (MicrosoftDocs/win32 desktop-src/WinSock/, facts §3.1-3.3):
+# What each page states, item by item (MicrosoftDocs/win32 desktop-src/WinSock/, docs/facts.md §3.1-3.3):
 # the file must hold at least one statement for every item of every page.
 _PARAMETERS = ("s", "dwIoControlCode", "lpvInBuffer", "cbInBuffer", "lpvOutBuffer", "cbOutBuffer",
                "lpcbBytesReturned", "lpOverlapped", "lpCompletionRoutine", "lpThreadId", "lpErrno")

@@ -9,7 +9,7 @@
     host = world.add_host("client", ["192.0.2.10", "2001:db8::10"])
     proxy = world.start_process(host, "proxy", elevated=True)
 
-Imports only `harness.winsock` of the project (decisions.md §2).
+Imports only `harness.winsock` of the project (docs/decisions.md §2).
 """
 from sim.errors import AccessViolation, SimulationDeadlock, WsaError  # noqa: F401
 from sim.profiles import Profile, ProfileError, load as load_profile  # noqa: F401

@@ -3,7 +3,7 @@
 A handler looks at an `IoctlCall` and returns one outcome; the provider
 (sim.provider) turns the outcome into return value, last error, byte count
 and completion indication, the same way for every code. The three classes
-are the ones Windows shows (windows-observed.md §E): immediate failure,
+are the ones Windows shows (docs/windows-observed.md §E): immediate failure,
 inline completion, and pending.
 """
 from __future__ import annotations

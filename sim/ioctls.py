@@ -1,6 +1,6 @@
 """Generic Winsock IOCTLs, each as Windows was observed to handle it.
 
-Item numbers refer to ../shared/spec/windows-observed.md. A handler is
+Item numbers refer to docs/windows-observed.md. A handler is
 registered with the layer that handles the code on Windows: 'ws2_32'
 (checked in user mode, OVERLAPPED untouched on failure, item 50) or 'afd'
 (Internal is set to STATUS_PENDING before the provider's own checks,

@@ -45,7 +45,7 @@ def _control_for(sock, dst, meta) -> list:
     wfp = meta.get("redirect")
     if wfp is not None:
         # Redirect data rides only on the flow-creating datagram (sim.wfp puts it there)
-        # and reaches the caller only once the socket asked for it (facts §3.5).
+        # and reaches the caller only once the socket asked for it (docs/facts.md §3.5).
         if opts[(level, C.IP_WFP_REDIRECT_RECORDS)]:
             items.append((level, C.IP_WFP_REDIRECT_RECORDS, wfp.records_blob()))
         if opts[(level, C.IP_WFP_REDIRECT_CONTEXT)]:

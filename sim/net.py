@@ -293,7 +293,7 @@ class Host:
         if lst is not None and "redirect" in seg.meta and (
                 lst.socket is None or lst.socket.process.pid != seg.meta.get("redirect_target_pid")):
             # A redirected connection is accepted only by the process named by
-            # localRedirectTargetPID (decisions.md §5; FWPS_CONNECT_REQUEST0).
+            # localRedirectTargetPID (docs/decisions.md §5; FWPS_CONNECT_REQUEST0).
             lst = None
         if lst is None or len(lst.queue) >= lst.backlog:
             # No listener, or a full backlog (simplified: refused, not retried).
@@ -345,7 +345,7 @@ class Host:
                 ep = None
         if ep is not None and "redirect" in meta and (
                 ep.socket is None or ep.socket.process.pid != meta.get("redirect_target_pid")):
-            ep = None           # only the target PID receives a redirected flow (decisions.md §5)
+            ep = None           # only the target PID receives a redirected flow (docs/decisions.md §5)
         if ep is not None and ep.socket is not None and ep.socket.peer is not None:
             peer_ip, peer_port = ep.socket.peer
             if (unmap(peer_ip), peer_port) != (unmap(src[0]), src[1]):

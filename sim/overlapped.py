@@ -11,7 +11,7 @@ names (summary-of-overlapped-completion-indication-mechanisms-in-the-spi-2.md):
 | non-NULL     | ignored  | routine | APC queued to the issuing thread            |
 
 Internal and InternalHigh of the caller's WSAOVERLAPPED receive the
-NTSTATUS and the byte count, as on Windows (windows-observed items 13, 47, 53).
+NTSTATUS and the byte count, as on Windows (docs/windows-observed.md items 13, 47, 53).
 """
 from __future__ import annotations
 

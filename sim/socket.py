@@ -3,7 +3,7 @@
 Operations raise `WsaError`; the C boundary (sim.winsock) turns that into
 SOCKET_ERROR and the thread's last error. Blocking calls wait on virtual
 time through the kernel; a blocking call broken by closesocket from another
-thread fails with WSAEINTR (decisions.md §4).
+thread fails with WSAEINTR (docs/decisions.md §4).
 """
 from __future__ import annotations
 
@@ -395,7 +395,7 @@ class Socket:
         """The destination of this datagram's flow; the first datagram of a flow is classified.
 
         ALE classifies a UDP flow once, on the datagram that creates it; only that
-        datagram carries the redirect data to the receiver (facts §3.5, §5.8).
+        datagram carries the redirect data to the receiver (docs/facts.md §3.5, §5.8).
         """
         key = (unmap(dst[0]), dst[1])
         known = self.udp_flows.get(key)

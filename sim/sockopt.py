@@ -33,7 +33,7 @@ def _check_applicable(sock, level: int, name: int) -> None:
         raise WsaError(C.WSAEINVAL)
     key = (level, name)
     if key in _WFP:
-        # windows-observed item 124: TCP gets WSAEINVAL (older Windows: WSAENOPROTOOPT).
+        # docs/windows-observed.md item 124: TCP gets WSAEINVAL (older Windows: WSAENOPROTOOPT).
         if sock.is_tcp:
             raise WsaError(C.WSAEINVAL if sock.profile_value("wfp_sockopt_on_tcp") == "WSAEINVAL"
                            else C.WSAENOPROTOOPT)

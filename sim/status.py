@@ -3,8 +3,8 @@
 An overlapped operation ends with an NTSTATUS in OVERLAPPED.Internal.
 WSAGetOverlappedResult and completion routines report it as a Winsock code;
 GetQueuedCompletionStatus reports the Win32 code (RtlNtStatusToDosError).
-windows-observed.md: "STATUS_NOT_SUPPORTED is 10045 to a completion routine
-but 50 from GetQueuedCompletionStatus" (items 13, 14, 54, 55).
+docs/windows-observed.md ("Two error dialects"): STATUS_NOT_SUPPORTED reaches a completion
+routine as 10045 but GetQueuedCompletionStatus as 50 (items 13, 14, 54, 55).
 """
 from __future__ import annotations
 

@@ -200,7 +200,7 @@ class SimulatedWinsock:
                 return self._err(thread, C.WSANOTINITIALISED)
             process.wsa_refcount -= 1
             if process.wsa_refcount == 0:
-                # The last cleanup destroys every socket (windows-observed item 9).
+                # The last cleanup destroys every socket (docs/windows-observed.md item 9).
                 for sock in list(process.sockets.values()):
                     self._close(sock)
             return 0
@@ -454,7 +454,7 @@ class SimulatedWinsock:
         code = cmd & 0xFFFFFFFF
         writes = bool(code & C.IOC_OUT)
         if not argp or not self.memory.check(argp, 4, writes):
-            return self._err(thread, C.WSAEFAULT)          # windows-observed items 18, 21
+            return self._err(thread, C.WSAEFAULT)          # docs/windows-observed.md items 18, 21
         # ioctlsocket is WSAIoctl with the same 4-byte buffer both ways (ReactOS ws2_32); the byte
         # count goes to a local of ws2_32 that nobody reads, so it is not written (0).
         rc, err = wsp_ioctl(self.process, thread, sock, code, argp, 4, argp, 4, 0, 0, 0)
@@ -1138,7 +1138,7 @@ class SimulatedWinsock:
             mem.kwrite_u64(lpCompletionKey, packet.key)
             mem.kwrite_u64(lpOverlapped, packet.overlapped)
             if st.nt_success(packet.status):
-                return C.TRUE          # the last error is left alone (windows-observed item 121)
+                return C.TRUE          # the last error is left alone (docs/windows-observed.md item 121)
             return self._err(thread, st.to_win32(packet.status), C.FALSE)
 
     @cfunc("HANDLE CompletionPort, DWORD dwNumberOfBytesTransferred, ULONG_PTR dwCompletionKey, "

@@ -51,7 +51,7 @@ class Process:
         self.profile = world.profile
         self.memory = AddressSpace(self.kernel.lock)
         self.handles: dict = {}
-        self.sockets: dict = {}           # ws2_32's own table (windows-observed item 8)
+        self.sockets: dict = {}           # ws2_32's own table (docs/windows-observed.md item 8)
         self._next_handle = HANDLE_FIRST
         self.threads: list[SimThread] = []
         self._by_ident: dict = {}

@@ -45,7 +45,7 @@ GUID_CONSTANTS = {k: v for k, v in sorted(vars(constants).items())
 _KM = "kernel-only, SDK km/fwpsk.h; mingw-w64 ships no fwpsk.h"
 _FWPS_TYPES = "SDK shared/fwpstypes.h; mingw-w64 ships no fwpstypes.h"
 _FWPM_GUID = "SDK fwpmu.h DEFINE_GUID; mingw-w64 fwpmu.h defines only 3 FWPM_PROVIDER_* GUIDs"
-_WFP_SIO = "SDK mstcpip.h WFP proxy block; mingw-w64 mstcpip.h lacks it (facts 1.2)"
+_WFP_SIO = "SDK mstcpip.h WFP proxy block; mingw-w64 mstcpip.h lacks it (docs/facts.md §1.2)"
 ABSENT_FROM_MINGW = {
     "IOC_WSK": "SDK ws2def.h only (WSK-specific ioctl class, Vista+)",
     "MSG_ERRQUEUE": "SDK ws2def.h 0x1000 (Win10 WSAMSG flag); mingw-w64 10 lacks it",

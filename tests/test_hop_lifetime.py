@@ -2,7 +2,7 @@
 
 The hop report follows a connection across proxies; it must not keep the
 flow's redirect records and contexts alive (the kernel frees a redirect
-context with its flow, decisions.md §5), must stay bounded in a long run,
+context with its flow, docs/decisions.md §5), must stay bounded in a long run,
 and a connection must leave no reference cycles behind: the cyclic
 collector's passes over them cost a long run 5 to 25% (bench/bench_redirect.py).
 """

@@ -11,7 +11,7 @@ SHORT_ANSWERS = ["insufficient_buffer", "WSAEFAULT", "WSAENOBUFS", "WSAEINVAL"]
 @pytest.mark.parametrize("probe", [True, False])
 @pytest.mark.parametrize("short", SHORT_ANSWERS)
 def test_queries_succeed_under_every_size_answer(probe, short):
-    """Field code retries on WSAEFAULT/WSAENOBUFS, the docs on ERROR_INSUFFICIENT_BUFFER (facts §6.5, C2)."""
+    """Field code retries on WSAEFAULT/WSAENOBUFS, the docs on ERROR_INSUFFICIENT_BUFFER (docs/facts.md §6.5, C2)."""
     probe_answer = {"WSAENOBUFS": "WSAEFAULT"}.get(short, short)    # the probe has no WSAENOBUFS answer
     r = redirected_tcp(overrides={"query_size_probe": probe_answer, "query_short_buffer": short})
     records = rd.query_records(r.api, r.sock, probe=probe)

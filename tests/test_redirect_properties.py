@@ -3,7 +3,7 @@
 Any number of vendors (1-3) in any weight order, TCP or UDP, IPv4 or IPv6:
 when every proxy forwards the records, every flow reaches its original
 destination intact, each vendor inspects it exactly once, and the redirect
-states match facts §5.7; when some proxy drops them, the world reports a
+states match docs/facts.md §5.7; when some proxy drops them, the world reports a
 loop instead of hanging.
 """
 from hypothesis import given, settings

@@ -307,7 +307,7 @@ def test_profile_diff_lists_exactly_the_differing_points(capsys):
     listed = {line.strip() for line in out.splitlines() if line and not line.startswith(" ")}
     assert listed - {next(iter(out.splitlines()))} == DIFFERING
     assert "inline_ioctl_signals_event" not in out          # same value, other provenance: no disagreement
-    assert "immediate" in out and "pending" in out and "observed" in out and "windows-observed.md item 12" in out
+    assert "immediate" in out and "pending" in out and "observed" in out and "docs/windows-observed.md item 12" in out
     assert cli.main(["profile", "diff", "documented", "documented"]) == 0
 
 

@@ -1,4 +1,4 @@
-"""The named end-to-end stories of decisions.md §6, run in the simulator."""
+"""The named end-to-end stories of docs/decisions.md §6, run in the simulator."""
 import json
 import subprocess
 import sys
@@ -27,7 +27,7 @@ def test_verdicts(name, profile):
 
 
 def test_two_vendors_each_inspect_the_stream_exactly_once():
-    """facts §5.7: X then Y proxy the stream once each; the bytes arrive intact."""
+    """docs/facts.md §5.7: X then Y proxy the stream once each; the bytes arrive intact."""
     report, _ = run("two-vendors")
     (conn,) = report["connections"]
     assert conn["intact"] and conn["final_destination"] == "192.0.2.20:80"
@@ -37,7 +37,7 @@ def test_two_vendors_each_inspect_the_stream_exactly_once():
     assert [h["vendor"] for h in hops] == ["VendorX", "VendorY", ""]
     assert [h["from_process"] for h in hops] == ["app", "vendorx-proxy", "vendory-proxy"]
     seen = [{s["callout"]: s["state"] for s in h["states_seen"]} for h in hops]
-    # The proxy X's outbound connect: X sees its own records, Y someone else's (facts §5.7 step 4).
+    # The proxy X's outbound connect: X sees its own records, Y someone else's (docs/facts.md §5.7 step 4).
     assert seen[1] == {"VendorX": "REDIRECTED_BY_SELF", "VendorY": "REDIRECTED_BY_OTHER"}
     # The proxy Y's outbound connect: Y by self, X previously by self: nobody redirects (step 6).
     assert seen[2] == {"VendorX": "PREVIOUSLY_REDIRECTED_BY_SELF", "VendorY": "REDIRECTED_BY_SELF"}

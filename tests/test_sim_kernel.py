@@ -86,7 +86,7 @@ def test_finite_wait_advances_virtual_time_exactly():
 
 
 def test_closesocket_from_another_thread_interrupts_blocking_recv():
-    """decisions.md §4: WSAEINTR, a blocking call cancelled by closesocket from another thread."""
+    """docs/decisions.md §4: WSAEINTR, a blocking call cancelled by closesocket from another thread."""
     api = SimulatedWinsock()
     client, server, _ = tcp_pair(api)
     result = {}
@@ -156,7 +156,7 @@ def test_many_python_threads_share_a_world_safely():
 
 
 def test_fault_injection_reaches_inprogress():
-    """decisions.md §4: errors with no realistic cause come from an explicit hook."""
+    """docs/decisions.md §4: errors with no realistic cause come from an explicit hook."""
     api = SimulatedWinsock()
     s = api.socket(C.AF_INET, C.SOCK_STREAM, 0)
     api.process.faults.inject("WSAIoctl", C.WSAEINPROGRESS, code=C.FIONREAD)
@@ -167,7 +167,7 @@ def test_fault_injection_reaches_inprogress():
 
 
 def test_network_down_is_enetdown():
-    """decisions.md §4: WSAENETDOWN when the host's network is taken down."""
+    """docs/decisions.md §4: WSAENETDOWN when the host's network is taken down."""
     api = SimulatedWinsock()
     client, server, _ = tcp_pair(api)
     api.process.host.up = False

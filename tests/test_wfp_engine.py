@@ -26,7 +26,7 @@ def E(handle):
     ([E(1), E(2)], C.FWPS_CONNECTION_PREVIOUSLY_REDIRECTED_BY_SELF),
 ])
 def test_redirect_state_per_handle(entries, expected):
-    """decisions.md §5: state computed from the ordered redirections, per redirect handle."""
+    """docs/decisions.md §5: state computed from the ordered redirections, per redirect handle."""
     assert redirect_state(entries, 1) == expected
 
 
@@ -200,7 +200,7 @@ def test_pended_classify_completes_later_and_redirects():
 
 
 def test_redirect_to_wrong_pid_is_not_accepted():
-    """decisions §5: a redirected connection to a local address is accepted only by the target PID."""
+    """docs/decisions.md §5: a redirected connection to a local address is accepted only by the target PID."""
     world = World()
     host = world.add_host("client", ["192.0.2.10"])
     world.add_host("server", ["192.0.2.20"])
@@ -223,7 +223,7 @@ def test_redirect_to_wrong_pid_is_not_accepted():
 
 
 def test_context_goes_only_to_its_target_process():
-    """decisions §5: in a two-vendor chain each proxy gets its own callout's context."""
+    """docs/decisions.md §5: in a two-vendor chain each proxy gets its own callout's context."""
     from sim.worlds.scenarios import Story
     from harness.sample_driver import unpack_context
     story = Story("documented", ("VendorX", "VendorY"))

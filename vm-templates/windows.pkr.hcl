@@ -34,7 +34,7 @@ source "vsphere-iso" "windows" {
   RAM                  = var.memory_mb
   RAM_reserve_all      = false
   # EFI without Secure Boot: bcdedit /set testsigning on is refused under
-  # Secure Boot (reference-projects §6a). Never "efi-secure" here.
+  # Secure Boot (appveyor/ci #919, vmware/ansible-vsphere-gos-validation #164; docs/sources.md). Never "efi-secure" here.
   firmware             = "efi"
   disk_controller_type = ["lsilogic-sas"]
   storage {

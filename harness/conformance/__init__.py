@@ -3,7 +3,7 @@
     pytest --pyargs harness.conformance [--target sim|native] [--profile NAME]
 
 Each case names the documentation page or the observed behaviour it checks
-(../shared/spec/windows-observed.md item numbers). Expected values that the
+(docs/windows-observed.md item numbers). Expected values that the
 documentation leaves open come from the active profile (`decide`), never
 from literals in the case.
 """

@@ -368,7 +368,7 @@ def test_connectex_refused_through_the_completion(api):
 @pytest.mark.sim_only
 @pytest.mark.requires_redirect
 def test_connectex_is_redirected_like_connect(profile):
-    """facts §3 / decisions §5: the ALE connect-redirect layer sees ConnectEx exactly as it sees
+    """docs/facts.md §3 / docs/decisions.md §5: the ALE connect-redirect layer sees ConnectEx exactly as it sees
     connect: the sample driver sends the connection to its proxy, whose context query names the
     original destination and the application's process; ConnectEx's data reaches the proxy."""
     from harness.proxy import redirect as rd

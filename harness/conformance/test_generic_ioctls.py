@@ -1,4 +1,4 @@
-"""Generic IOCTLs and unknown codes (windows-observed.md §B, §C, §E)."""
+"""Generic IOCTLs and unknown codes (docs/windows-observed.md §B, §C, §E)."""
 import struct
 
 import pytest

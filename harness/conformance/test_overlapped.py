@@ -3,7 +3,7 @@
 Sources: summary-of-overlapped-completion-indication-mechanisms-in-the-spi-2.md,
 wsagetoverlappedresult.md, wsawaitformultipleevents.md, closesocket.md,
 GetQueuedCompletionStatus / SetFileCompletionNotificationModes / CancelIoEx
-pages (facts §4.3-4.7), windows-observed.md §E.
+pages (docs/facts.md §4.3-4.7), docs/windows-observed.md §E.
 """
 import struct
 
@@ -127,7 +127,7 @@ class TestEvents:
 
 class TestCompletionRoutines:
     def test_routine_runs_only_in_alertable_wait(self, api, pair):
-        """facts §4.4: the routine is an APC; it runs only when the issuing thread waits alertably."""
+        """docs/facts.md §4.4: the routine is an APC; it runs only when the issuing thread waits alertably."""
         client, server, _ = pair
         log = RoutineLog(api)
         ovl = overlapped(api)
@@ -168,7 +168,7 @@ class TestCompletionRoutines:
         assert len(log.calls) == 1 and log.calls[0][0] == 0 and log.calls[0][2] == ovl
 
     def test_invalid_routine_pointer_is_efault(self, api, tcp):
-        """WSAIoctl page: a completion routine not in user space is WSAEFAULT (decisions.md §3)."""
+        """WSAIoctl page: a completion routine not in user space is WSAEFAULT (docs/decisions.md §3)."""
         ovl = overlapped(api)
         rc = api.WSAIoctl(tcp, C.FIONREAD, 0, 0, Guarded(api, 4).ptr, 4, dword(api).ptr, ovl, 0x1234)
         assert rc == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAEFAULT

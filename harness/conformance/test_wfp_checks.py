@@ -1,8 +1,7 @@
 """The WFP redirect IOCTLs' checks that do not depend on a redirect.
 
 Source: the SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS / _CONTEXT and
-SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS pages (the seed page in
-../shared/spec/), decisions.md §4 table; expected codes from the profile.
+SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS pages (the seed page, summarised in docs/seed-page.md), docs/decisions.md §4 table; expected codes from the profile.
 """
 import pytest
 
@@ -30,7 +29,7 @@ def test_query_unconnected_socket(api, tcp, code, decide):
 
 @pytest.mark.parametrize("code", QUERIES, ids=hex)
 def test_query_listening_socket(api, code):
-    """A listening socket is not connected: WSAENOTCONN (decisions.md §4)."""
+    """A listening socket is not connected: WSAENOTCONN (docs/decisions.md §4)."""
     lst, _ = listener(api)
     rc, err, _, out = _query(api, lst, code)
     assert (rc, err) == (C.SOCKET_ERROR, C.WSAENOTCONN) and out.guards_intact()
@@ -47,7 +46,7 @@ def test_query_udp_socket(api, code, decide):
 
 @pytest.mark.parametrize("code", QUERIES, ids=hex)
 def test_query_not_redirected(api, pair, code, decide):
-    """decisions.md §4 (field: WFPSampler): a connected socket nobody redirected has no records."""
+    """docs/decisions.md §4 (field: WFPSampler): a connected socket nobody redirected has no records."""
     rc, err, n, out = _query(api, pair[1], code)
     assert rc == C.SOCKET_ERROR
     expected = C.FWP_E_NOT_FOUND if decide("query_not_redirected") == "FWP_E_NOT_FOUND" else C.WSAEINVAL
@@ -115,12 +114,12 @@ class TestSet:
         assert rc == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAEFAULT
 
     def test_not_a_records_blob(self, api, tcp, decide):
-        """decisions.md §4: bytes that are not a records blob are refused and the socket is untouched."""
+        """docs/decisions.md §4: bytes that are not a records blob are refused and the socket is untouched."""
         rc, err, _ = self._set(api, tcp, blob=b"\x01" * 200)
         assert (rc, err) == (C.SOCKET_ERROR, getattr(C, decide("set_bad_blob")))
 
     def test_set_on_connected_socket(self, api, pair, decide):
-        """decisions.md §4: SET on an already connected socket fails."""
+        """docs/decisions.md §4: SET on an already connected socket fails."""
         rc, err, _ = self._set(api, pair[0])
         assert (rc, err) == (C.SOCKET_ERROR, getattr(C, decide("set_after_connect")))
 

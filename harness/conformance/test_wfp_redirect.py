@@ -1,7 +1,7 @@
 """The WFP redirect IOCTL family on a connection a callout really redirected.
 
 Source: the seed page (SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS) and its
-two siblings, decisions.md §4 table; expected answers come from the profile.
+two siblings, docs/decisions.md §4 table; expected answers come from the profile.
 """
 import struct
 
@@ -44,7 +44,7 @@ def _expect_short(decide, name, rc, err, n, required):
 
 @pytest.mark.parametrize("code", [RECORDS, CONTEXT], ids=["records", "context"])
 def test_size_probe_with_zero_buffer(redirected, decide, code):
-    """decisions §4: cbOutBuffer == 0 probes; ERROR_INSUFFICIENT_BUFFER with the required size."""
+    """docs/decisions.md §4: cbOutBuffer == 0 probes; ERROR_INSUFFICIENT_BUFFER with the required size."""
     api, sock = redirected.api, redirected.sock
     required = _required(api, sock, code)
     rc, err, n, _ = _query(api, sock, code, 0)
@@ -65,7 +65,7 @@ def test_tiny_buffer(redirected, decide, code, size):
 
 @pytest.mark.parametrize("code", [RECORDS, CONTEXT], ids=["records", "context"])
 def test_short_buffer_untouched(redirected, decide, code):
-    """decisions §4: sizeof(ULONG) <= cbOutBuffer < required: fails, required size, buffer untouched."""
+    """docs/decisions.md §4: sizeof(ULONG) <= cbOutBuffer < required: fails, required size, buffer untouched."""
     api, sock = redirected.api, redirected.sock
     required = _required(api, sock, code)
     out = Guarded(api, required - 1)
@@ -77,7 +77,7 @@ def test_short_buffer_untouched(redirected, decide, code):
 @pytest.mark.parametrize("code", [RECORDS, CONTEXT], ids=["records", "context"])
 @pytest.mark.parametrize("extra", [0, 1, 900])
 def test_big_enough_writes_exactly_the_blob(redirected, code, extra):
-    """decisions §4: returns 0, writes exactly the blob, *lpcbBytesReturned = its length (never 0)."""
+    """docs/decisions.md §4: returns 0, writes exactly the blob, *lpcbBytesReturned = its length (never 0)."""
     api, sock = redirected.api, redirected.sock
     required = _required(api, sock, code)
     out = Guarded(api, required + extra)
@@ -118,7 +118,7 @@ def test_output_not_in_user_space(redirected, code):
 
 
 def test_not_redirected_connection_on_the_same_host(redirected, decide):
-    """decisions §4: a connected socket nobody redirected has no records (FWP_E_NOT_FOUND)."""
+    """docs/decisions.md §4: a connected socket nobody redirected has no records (FWP_E_NOT_FOUND)."""
     rc, err, _, _ = _query(redirected.app, redirected.app_sock, RECORDS, 1024)
     expected = C.FWP_E_NOT_FOUND if decide("query_not_redirected") == "FWP_E_NOT_FOUND" else C.WSAEINVAL
     assert (rc, err) == (C.SOCKET_ERROR, expected)
@@ -126,7 +126,7 @@ def test_not_redirected_connection_on_the_same_host(redirected, decide):
 
 class TestOverlappedQuery:
     def test_inline_completion_signals_event(self, redirected, decide):
-        """decisions §4: an overlapped query completes inline and still signals its event."""
+        """docs/decisions.md §4: an overlapped query completes inline and still signals its event."""
         if decide("wfp_query_completion") != "inline":
             pytest.skip("profile defers the query")
         api, sock = redirected.api, redirected.sock
@@ -166,7 +166,7 @@ class TestOverlappedQuery:
 
 @pytest.mark.sim_only
 def test_pending_knob_defers_completion(profile):
-    """decisions §4: overlapped_query = pending defers completion to the simulated kernel."""
+    """docs/decisions.md §4: overlapped_query = pending defers completion to the simulated kernel."""
     from sim.worlds.ready import redirected_tcp
     r = redirected_tcp(profile, overrides={"wfp_query_completion": "pending"})
     api, sock = r.api, r.sock
@@ -185,7 +185,7 @@ def test_pending_knob_defers_completion(profile):
 
 @pytest.mark.sim_only
 def test_pending_query_cancelled_by_close(profile, decide):
-    """decisions §4: a pending operation ends with WSA_OPERATION_ABORTED when the socket closes."""
+    """docs/decisions.md §4: a pending operation ends with WSA_OPERATION_ABORTED when the socket closes."""
     from sim.worlds.ready import redirected_tcp
     r = redirected_tcp(profile, overrides={"wfp_query_completion": "pending"})
     api, sock = r.api, r.sock
@@ -211,13 +211,13 @@ class TestSet:
         return rc, (api.WSAGetLastError() if rc else 0), n.u32()
 
     def test_set_success(self, redirected):
-        """decisions §4: SET returns 0 with *lpcbBytesReturned = 0."""
+        """docs/decisions.md §4: SET returns 0 with *lpcbBytesReturned = 0."""
         api = redirected.api
         out = api.socket(C.AF_INET, C.SOCK_STREAM, 0)
         assert self._set(api, out, self._blob(redirected)) == (0, 0, 0)
 
     def test_set_tampered_blob(self, redirected, decide):
-        """decisions §5: a tampered blob is refused and the socket is untouched."""
+        """docs/decisions.md §5: a tampered blob is refused and the socket is untouched."""
         api = redirected.api
         blob = bytearray(self._blob(redirected))
         blob[10] ^= 0x01
@@ -225,7 +225,7 @@ class TestSet:
         assert self._set(api, out, bytes(blob))[:2] == (C.SOCKET_ERROR, getattr(C, decide("set_bad_blob")))
 
     def test_set_after_connect(self, redirected, decide):
-        """decisions §4: SET on an already connected socket fails (the accepted one is connected)."""
+        """docs/decisions.md §4: SET on an already connected socket fails (the accepted one is connected)."""
         assert self._set(redirected.api, redirected.sock, self._blob(redirected))[:2] == \
             (C.SOCKET_ERROR, getattr(C, decide("set_after_connect")))
 

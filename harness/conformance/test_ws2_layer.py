@@ -1,6 +1,6 @@
 """ws2_32's own checks, before any provider sees the call.
 
-windows-observed.md §A (items 1-9) and decisions.md §4 'order of checks':
+docs/windows-observed.md §A (items 1-9) and docs/decisions.md §4 'order of checks':
 WSANOTINITIALISED, then the handle, then lpcbBytesReturned, then the code.
 """
 import pytest
@@ -95,7 +95,7 @@ def test_cleanup_destroys_sockets(api, tcp):
 
 
 def test_not_initialised_comes_first(api, tcp):
-    """decisions.md §4: WSANOTINITIALISED before the handle and pointer checks."""
+    """docs/decisions.md §4: WSANOTINITIALISED before the handle and pointer checks."""
     assert api.WSACleanup() == 0
     assert api.WSAIoctl(0xDEADBEEF, 0xDEADBEEF, 0, 0, 0, 0, 0, 0, 0) == C.SOCKET_ERROR
     assert api.WSAGetLastError() == C.WSANOTINITIALISED

@@ -101,7 +101,7 @@ def test_unreadable_array_is_efault(api, pair):
 
 
 def test_not_initialised(api, tcp):
-    """ws2_32 checks WSAStartup first (decisions.md §4): WSANOTINITIALISED after the last WSACleanup."""
+    """ws2_32 checks WSAStartup first (docs/decisions.md §4): WSANOTINITIALISED after the last WSACleanup."""
     arr = _array(api, [(tcp, REQ)])
     assert api.WSACleanup() == 0
     assert api.WSAPoll(arr.ptr, 1, 0) == C.SOCKET_ERROR

@@ -1,6 +1,6 @@
 """The usual redirect-service sequences, Pythonic, over any WinsockApi.
 
-decisions.md §3: probe and query the records, query the context, set the
+docs/decisions.md §3: probe and query the records, query the context, set the
 records, receive the UDP record cmsg, forward it on the first datagram.
 Written only against WinsockApi and the contract, so the same code runs on
 the simulator and, with the native provider, on Windows.
@@ -17,7 +17,7 @@ from harness.winsock.layouts import (WSABUF, WSAMSG, guid_bytes, iter_cmsgs,
 FIRST_GUESS = 1024          # the size the SDK Remarks suggest for a first try
 MAX_BLOB = 64 * 1024
 # Errors that mean "too small, here is (maybe) the size": the documented
-# ERROR_INSUFFICIENT_BUFFER and what field code retries on (facts §6.5).
+# ERROR_INSUFFICIENT_BUFFER and what field code retries on (docs/facts.md §6.5).
 _TOO_SMALL = (C.ERROR_INSUFFICIENT_BUFFER, C.WSAEFAULT, C.WSAENOBUFS)
 
 

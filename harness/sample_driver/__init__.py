@@ -17,7 +17,7 @@ module is the Python half of what it shares with user mode:
   silently.
 
 Pure standard library; imports only the contract modules
-(decisions.md §2). tests/driver_fixtures compiles static asserts generated
+(docs/decisions.md §2). tests/driver_fixtures compiles static asserts generated
 from the constants and layouts below against the C header.
 """
 from harness.sample_driver.common import *  # noqa: F401,F403

@@ -16,7 +16,7 @@ CONTEXT_MAGIC = 0x58435257      # bytes "WRCX" in memory (little endian)
 CONTEXT_VERSION = 1
 CONTEXT_SIZE = 280
 
-# Two SOCKADDR_STORAGEs like WFPSampler (facts §5.6), plus what a proxy
+# Two SOCKADDR_STORAGEs like WFPSampler (docs/facts.md §5.6), plus what a proxy
 # cannot learn otherwise: the connecting process (metadata processId, lost
 # once the connection is proxied), the protocol (so one parser serves the
 # TCP ioctl and the UDP cmsg) and the policy generation that decided (to

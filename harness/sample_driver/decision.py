@@ -9,7 +9,7 @@ from harness.winsock import constants as C
 if TYPE_CHECKING:
     from harness.sample_driver.policy import RedirectPolicy
 
-# --- the callout's decision (src/classify.c, facts §5.4, §5.5, §5.7) ---------
+# --- the callout's decision (src/classify.c, docs/facts.md §5.4, §5.5, §5.7) ---------
 class Decision(enum.Enum):
     LEAVE = "leave"          # no FWPS_RIGHT_ACTION_WRITE: return, touch nothing
     PERMIT = "permit"        # FWP_ACTION_PERMIT, no redirect
@@ -17,7 +17,7 @@ class Decision(enum.Enum):
 
 
 def may_redirect_in_state(state: int) -> bool:
-    """facts §5.4: NOT_REDIRECTED / BY_OTHER may redirect; BY_SELF and
+    """docs/facts.md §5.4: NOT_REDIRECTED / BY_OTHER may redirect; BY_SELF and
     PREVIOUSLY_BY_SELF never (the driver permits), unknown values neither."""
     return state in (C.FWPS_CONNECTION_NOT_REDIRECTED, C.FWPS_CONNECTION_REDIRECTED_BY_OTHER)
 
@@ -29,14 +29,14 @@ def decide(policy: RedirectPolicy, *, protocol: int, remote_port: int, process_i
     """What the sample callout does with one ALE_CONNECT_REDIRECT classify.
 
     Same order as WfprcClassify:
-    1. without the write right, leave (facts §5.5; EBPF bails too);
+    1. without the write right, leave (docs/facts.md §5.5; EBPF bails too);
     2. not matched by the policy: permit;
     3. redirect state BY_SELF / PREVIOUSLY_BY_SELF (or unknown): permit;
     4. reauthorization whose previous version our filter made: permit
-       (WFPSampler, facts §5.7);
+       (WFPSampler, docs/facts.md §5.7);
     5. an earlier version in the previousVersion chain carries another
        callout's localRedirectHandle: permit, a local proxy owns it
-       (HOWTO, facts §5.5; EBPF walks the whole chain);
+       (HOWTO, docs/facts.md §5.5; EBPF walks the whole chain);
     6. otherwise redirect.
     """
     if not has_write_right:

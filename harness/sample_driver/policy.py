@@ -16,7 +16,7 @@ class RedirectPolicy:
     ``proxy_process_id == 0`` means "no proxy registered yet": the driver
     then redirects nothing. The proxy's own PID is *not* excluded
     implicitly: its outbound connections are recognised through the
-    redirect records it copies onto them (facts §5.7), which is exactly what
+    redirect records it copies onto them (docs/facts.md §5.7), which is exactly what
     the ``missing-set-loop`` scenario exercises.
     """
 

@@ -1,6 +1,6 @@
 """The `WinsockApi` protocol: the C-shaped surface every provider offers.
 
-Functions keep their Win32 names and parameter order (decisions.md §3).
+Functions keep their Win32 names and parameter order (docs/decisions.md §3).
 Pointers are ints in the calling process's address space, 0 is NULL; the C
 return value is returned; out-parameters are written into memory. Both the
 simulator (`sim.SimulatedWinsock`) and the native ctypes provider

@@ -1,6 +1,6 @@
 """Windows SDK constants this project touches, with the SDK's names and values.
 
-Sources (see ../shared/spec/winsock-wfp-redirect-facts.md §1, §2, §5):
+Sources (see docs/facts.md §1, §2, §5):
 ws2def.h, winsock2.h, ws2ipdef.h, mstcpip.h, mswsock.h, winerror.h,
 ntstatus.h, winbase.h, fwptypes.h, fwpstypes.h, fwpsk.h (Windows 10 SDK
 10.0.16299.0). Every value that mingw-w64 also defines is checked against

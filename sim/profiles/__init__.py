@@ -9,7 +9,7 @@ A profile is a TOML file:
     [decisions.unknown_ioctl_overlapped]
     value = "pending"
     provenance = "observed"         # documented | observed | field | assumed
-    source = "windows-observed.md item 13"
+    source = "docs/windows-observed.md item 13"
 
 A malformed file raises ProfileError naming the file, the line and the field.
 """

@@ -1,6 +1,6 @@
 """A host's WFP filter engine at the ALE connect-redirect layers, and the Fwps* kernel API.
 
-Modelled on the kernel API (facts §5): providers, sublayers ordered by
+Modelled on the kernel API (docs/facts.md §5): providers, sublayers ordered by
 weight, filters ordered by weight inside a sublayer, callouts with a
 `classify(fixed, meta, layer_data, classify_context, filter, flow_context,
 classify_out)` method. A callout changes the connection through
@@ -11,7 +11,7 @@ modifierFilterId names the filter. After classification the redirections
 records (sim.wfp.flows), and the connection goes to the last version's
 remote address.
 
-Arbitration (learn.microsoft.com "Filter Arbitration", facts §5.5): every
+Arbitration (learn.microsoft.com "Filter Arbitration", docs/facts.md §5.5): every
 sublayer is evaluated, highest weight first; inside a sublayer the first
 terminating action (PERMIT/BLOCK) ends it, CONTINUE goes on. BLOCK from any
 sublayer wins. A sublayer that ends with FWPS_RIGHT_ACTION_WRITE cleared
@@ -114,7 +114,7 @@ class BindRequest0:
 
 def writable_copy(previous, filter_id: int):
     """The new version FwpsAcquireWritableLayerDataPointer0 hands out: the fields a callout may
-    change, copied; previousVersion and modifierFilterId set (facts §5.2)."""
+    change, copied; previousVersion and modifierFilterId set (docs/facts.md §5.2)."""
     if isinstance(previous, BindRequest0):
         return BindRequest0(previous.localAddressAndPort, previous.portReservationToken,
                             previousVersion=previous, modifierFilterId=filter_id)
@@ -260,7 +260,7 @@ class Fwps:
         slot = cls.acquired.pop(classifyHandle, None)
         if slot and slot[1] is not None:
             self._engine.diagnose("writable-not-applied", "released a classify handle whose writable layer "
-                                  "data was never applied (facts §5.3: every acquire needs an apply)")
+                                  "data was never applied (docs/facts.md §5.3: every acquire needs an apply)")
 
     def FwpsAcquireWritableLayerDataPointer0(self, classifyHandle, filterId, flags, classifyOut):
         cls = self._classify_handles.get(classifyHandle)
@@ -506,7 +506,7 @@ class FilterEngine:
             self.current_callout = name
             if slot[1] is not None:
                 self.diagnose("writable-not-applied", "returned without applying the writable layer data it "
-                              "acquired; the classify cannot complete (facts §5.3): connection blocked")
+                              "acquired; the classify cannot complete (docs/facts.md §5.3): connection blocked")
                 cls.blocked = True
             self.diagnose("classify-handle-leaked", "returned without releasing its classify handle")
             self.fwps._classify_handles.pop(handle, None)
@@ -547,7 +547,7 @@ class FilterEngine:
             if handle is None:
                 if local_target:
                     self._blame(v, "redirected to a local address without a localRedirectHandle (required "
-                                   "from Windows 8, facts §5.2): redirect ignored")
+                                   "from Windows 8, docs/facts.md §5.2): redirect ignored")
                     continue
                 remote = v.remoteAddressAndPort       # a plain rewrite to a remote address
                 continue

@@ -1,6 +1,6 @@
 """What the kernel knows about a redirected flow: its redirect records and contexts.
 
-decisions.md §5: the records are the ordered list of redirections of the
+docs/decisions.md §5: the records are the ordered list of redirections of the
 flow (redirect handle, provider, filter, target PID). Their state for a
 given redirect handle (FwpsQueryConnectionRedirectState0):
 

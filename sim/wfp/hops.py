@@ -15,7 +15,7 @@ counted), so a soak run of millions of connections stays the same size; a
 connect that continues a dropped chain starts a new one.
 Nothing here holds a flow's redirect records or contexts: those die with
 the flow's sockets and connections, as the kernel frees a redirect context
-with its flow (decisions.md §5).
+with its flow (docs/decisions.md §5).
 """
 from __future__ import annotations
 

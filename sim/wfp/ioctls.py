@@ -1,4 +1,4 @@
-"""The WFP redirect IOCTL family, per the active profile (decisions.md §4).
+"""The WFP redirect IOCTL family, per the active profile (docs/decisions.md §4).
 
 The records and context of an accepted socket come from `sock.redirect`,
 which the simulated WFP kernel (sim.wfp) attaches when it redirected the

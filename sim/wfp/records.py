@@ -1,11 +1,11 @@
 """Redirect records: what the kernel keeps per flow, and its opaque "SIO format" blob.
 
-decisions.md §5: the blob carries the ordered list of redirections of the
+docs/decisions.md §5: the blob carries the ordered list of redirections of the
 flow (redirect handle, provider, filter, target PID) and an integrity tag,
 so a tampered or foreign blob is refused. The tag is a keyed BLAKE2s MAC
 (RFC 7693's keyed mode) under a secret of the host's kernel: a blob is
 only meaningful on the host that issued it, like the kernel handle it
-stands for (facts §5.6). Callers must treat it as opaque; the format here
+stands for (docs/facts.md §5.6). Callers must treat it as opaque; the format here
 is the simulator's own.
 """
 from __future__ import annotations

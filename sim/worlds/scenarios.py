@@ -1,4 +1,4 @@
-"""Named end-to-end stories (decisions.md §6), run in the simulator.
+"""Named end-to-end stories (docs/decisions.md §6), run in the simulator.
 
     python -m sim scenario list
     python -m sim scenario run two-vendors --json --pcap two-vendors.pcapng
@@ -209,7 +209,7 @@ def single_proxy(profile):
 
 
 def two_vendors(profile):
-    """Two vendors' drivers and proxies: each inspects the stream exactly once, no loop (facts §5.7)."""
+    """Two vendors' drivers and proxies: each inspects the stream exactly once, no loop (docs/facts.md §5.7)."""
     story = Story(profile, ("VendorX", "VendorY"))
     story.tcp("app -> server:80", C.AF_INET, SERVER[0])
     return story

@@ -1,4 +1,4 @@
-"""The analyzer against the simulator's own scenarios (decisions.md §6), through their CLI contract.
+"""The analyzer against the simulator's own scenarios (docs/decisions.md §6), through their CLI contract.
 
 `python -m sim scenario run NAME --json --pcap FILE` reports each connection's
 hops and verdict from the simulator's side; the capture, read back by

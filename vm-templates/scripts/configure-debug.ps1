@@ -3,7 +3,7 @@
 # a check that pktmon is there (built into Windows 10 1809+ / Server 2019+).
 $ErrorActionPreference = 'Stop'
 
-# Secure Boot must be off, or bcdedit refuses testsigning (reference-projects §6a).
+# Secure Boot must be off, or bcdedit refuses testsigning (appveyor/ci #919, vmware/ansible-vsphere-gos-validation #164; docs/sources.md).
 $secureBoot = $false
 try { $secureBoot = Confirm-SecureBootUEFI } catch [System.PlatformNotSupportedException] { $secureBoot = $false }
 if ($secureBoot) { throw 'Secure Boot is on: build the template with firmware = "efi", not "efi-secure"' }
@@ -30,7 +30,7 @@ Set-ItemProperty -Path $crash -Name LogEvent -Value 1 -Type DWord
 Set-ItemProperty -Path $crash -Name IgnorePagefileSize -Value 1 -Type DWord
 
 # A fixed page file of RAM + 1 GB on C: holds a kernel dump with room to spare
-# (a full dump needs RAM + 1 MB; ebpf-for-windows, reference-projects §6b).
+# (a full dump needs RAM + 1 MB; ebpf-for-windows scripts/config_test_vm.psm1; docs/sources.md).
 $ramMb = [math]::Ceiling((Get-CimInstance Win32_ComputerSystem).TotalPhysicalMemory / 1MB)
 $sizeMb = [int]($ramMb + 1024)
 $cs = Get-CimInstance Win32_ComputerSystem

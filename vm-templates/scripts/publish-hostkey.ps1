@@ -1,5 +1,5 @@
 # Publish the SSH host key so the orchestrator can pin it instead of
-# trusting on first use (paramiko RejectPolicy; reference-projects §6b):
+# trusting on first use (paramiko's default RejectPolicy; docs/sources.md):
 #   C:\wfp\hostkey.pub          - the ed25519 public host key (read over
 #                                 VMware Tools guest operations)
 #   guestinfo.wfp.hostkey       - the same line, set through VMware Tools'

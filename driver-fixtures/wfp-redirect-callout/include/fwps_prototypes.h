@@ -8,7 +8,7 @@
  * and <fwpmk.h> (see wfprc_kernel.h), and this file is inert once the
  * real fwpsk.h has been seen. Names, member order and values follow the
  * Windows SDK 10.0.16299 km/fwpsk.h, shared/fwpstypes.h, shared/fwptypes.h,
- * um/fwpmtypes.h and the WDK documentation (facts §5.1-5.4). Structures
+ * um/fwpmtypes.h and the WDK documentation (docs/facts.md §5.1-5.4). Structures
  * this driver never reads are declared opaque.
  */
 #ifndef FWPS_PROTOTYPES_H
@@ -219,7 +219,7 @@ typedef struct FWPM_FILTER0_ {
     FWP_VALUE0 effectiveWeight;
 } FWPM_FILTER0;
 
-/* Layer and condition keys (fwpmu.h; values as in facts §5.1). */
+/* Layer and condition keys (fwpmu.h; values as in docs/facts.md §5.1). */
 DEFINE_GUID(FWPM_LAYER_ALE_CONNECT_REDIRECT_V4, 0xc6e63c8c, 0xb784, 0x4562, 0xaa, 0x7d, 0x0a, 0x67, 0xcf, 0xca, 0xf9, 0xa3);
 DEFINE_GUID(FWPM_LAYER_ALE_CONNECT_REDIRECT_V6, 0x587e54a7, 0x8046, 0x42ba, 0xa0, 0xaa, 0xb7, 0x16, 0x25, 0x0f, 0xc7, 0xfd);
 DEFINE_GUID(FWPM_CONDITION_IP_PROTOCOL, 0x3971ef2b, 0x623e, 0x4f9a, 0x8c, 0xb1, 0x6e, 0x79, 0xb8, 0x06, 0xb9, 0xa7);
@@ -380,7 +380,7 @@ typedef struct FWPS_FILTER1_ {
     struct FWPM_PROVIDER_CONTEXT1_* providerContext;
 } FWPS_FILTER1;
 
-/* Layer data at ALE_CONNECT_REDIRECT (facts §5.2). */
+/* Layer data at ALE_CONNECT_REDIRECT (docs/facts.md §5.2). */
 typedef struct FWPS_CONNECT_REQUEST0_ {
     SOCKADDR_STORAGE localAddressAndPort;
     SOCKADDR_STORAGE remoteAddressAndPort;

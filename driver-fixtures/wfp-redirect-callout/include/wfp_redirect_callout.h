@@ -54,7 +54,7 @@ typedef struct WFPRC_RELOAD_RESULT_ {
  * WFP frees it). The proxy reads it with
  * SIO_QUERY_WFP_CONNECTION_REDIRECT_CONTEXT (TCP) or the
  * IP_WFP_REDIRECT_CONTEXT / IPV6_WFP_REDIRECT_CONTEXT cmsg (UDP).
- * The two SOCKADDR_STORAGEs follow WFPSampler's layout (facts §5.6). */
+ * The two SOCKADDR_STORAGEs follow WFPSampler's layout (docs/facts.md §5.6). */
 #define WFPRC_CONTEXT_MAGIC       0x58435257u   /* "WRCX" in memory */
 #define WFPRC_CONTEXT_VERSION     1
 

@@ -2,19 +2,19 @@
  * classify.c - the ALE_CONNECT_REDIRECT_V4/V6 classifyFn.
  *
  * Decision order (the Python mirror is harness.sample_driver.decide):
- *   1. no FWPS_RIGHT_ACTION_WRITE        -> return untouched (facts §5.5)
+ *   1. no FWPS_RIGHT_ACTION_WRITE        -> return untouched (docs/facts.md §5.5)
  *   2. policy does not match             -> PERMIT
- *   3. redirect state (facts §5.4):
+ *   3. redirect state (docs/facts.md §5.4):
  *        NOT_REDIRECTED, REDIRECTED_BY_OTHER -> may redirect
  *        REDIRECTED_BY_SELF                  -> PERMIT, no redirect
  *        PREVIOUSLY_REDIRECTED_BY_SELF       -> PERMIT, never redirect again
  *   4. acquire the writable layer data; reauthorization of a version our
- *      filter made                       -> PERMIT (WFPSampler, facts §5.7)
+ *      filter made                       -> PERMIT (WFPSampler, docs/facts.md §5.7)
  *   5. a foreign localRedirectHandle anywhere in the previousVersion chain
- *                                        -> PERMIT (HOWTO, facts §5.5; EBPF)
+ *                                        -> PERMIT (HOWTO, docs/facts.md §5.5; EBPF)
  *   6. redirect to loopback:proxyPort for the proxy PID, with context.
  * Every acquire is matched by exactly one apply, even when nothing changed
- * (facts §5.3).
+ * (docs/facts.md §5.3).
  */
 #include "wfprc_kernel.h"
 
@@ -78,7 +78,7 @@ static WFPRC_REDIRECT_CONTEXT* WfprcNewContext(_In_ const FWPS_CONNECT_REQUEST0*
     WFPRC_REDIRECT_CONTEXT* context;
 
     /* Non-paged: classify can run at DISPATCH_LEVEL. WFP frees it with the
-     * flow once it has been applied (facts §5.2). */
+     * flow once it has been applied (docs/facts.md §5.2). */
 #if WFPRC_USE_POOL2
     context = (WFPRC_REDIRECT_CONTEXT*)ExAllocatePool2(POOL_FLAG_NON_PAGED, sizeof(*context), WFPRC_POOL_TAG);
 #else
@@ -126,7 +126,7 @@ VOID NTAPI WfprcClassify(
 
     /* 1. Another callout already decided and took the right: do not fight
      *    it (overriding without the right crashes stacks, see
-     *    reference-projects §5a, AdguardForWindows #2384). */
+     *    AdguardTeam/AdguardForWindows issue #2384, docs/sources.md). */
     if (!(classifyOut->rights & FWPS_RIGHT_ACTION_WRITE)) {
         return;
     }
@@ -150,7 +150,7 @@ VOID NTAPI WfprcClassify(
         return;
     }
 
-    /* 3. Redirect state for our handle (facts §5.4, §5.7). Without a
+    /* 3. Redirect state for our handle (docs/facts.md §5.4, §5.7). Without a
      *    records handle nobody has redirected this flow yet. */
     if (FWPS_IS_METADATA_FIELD_PRESENT(inMetaValues, FWPS_METADATA_FIELD_REDIRECT_RECORD_HANDLE) &&
         inMetaValues->redirectRecords != NULL) {
@@ -192,7 +192,7 @@ VOID NTAPI WfprcClassify(
         return;
     }
 
-    /* The acquire set BLOCK and cleared the write right (facts §5.3); every
+    /* The acquire set BLOCK and cleared the write right (docs/facts.md §5.3); every
      * "no redirect" exit below applies the unchanged data and restores both,
      * as WFPSampler does on reauthorization. */
     if ((reauthorize && writable->previousVersion != NULL &&

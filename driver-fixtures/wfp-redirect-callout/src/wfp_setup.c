@@ -1,7 +1,7 @@
 /*
  * wfp_setup.c - add and remove everything this driver puts into WFP.
  *
- * Setup order: redirect handle (once; facts §5.3 "create once and cache"),
+ * Setup order: redirect handle (once; docs/facts.md §5.3 "create once and cache"),
  * FWPS callout registration, then in one FWPM transaction on a dynamic
  * session: provider, sublayer, FWPM callouts, filters. Teardown removes
  * them in reverse, then unregisters the callouts and destroys the handle.
@@ -14,7 +14,7 @@ static NTSTATUS WfprcRegisterCallout(_In_ PDEVICE_OBJECT deviceObject, _In_ cons
 {
     FWPS_CALLOUT1 callout;
 
-    /* Connect-redirect needs classifyFn1 or later (facts §5.1). */
+    /* Connect-redirect needs classifyFn1 or later (docs/facts.md §5.1). */
     RtlZeroMemory(&callout, sizeof(callout));
     callout.calloutKey = *key;
     callout.classifyFn = WfprcClassify;
@@ -78,7 +78,7 @@ NTSTATUS WfprcWfpSetup(_In_ PDEVICE_OBJECT deviceObject)
     BOOLEAN inTransaction = FALSE;
 
     /* The handle identifies "self" in FwpsQueryConnectionRedirectState0
-     * (facts §5.4: judged per redirect handle). */
+     * (docs/facts.md §5.4: judged per redirect handle). */
     status = FwpsRedirectHandleCreate0(&WFPRC_PROVIDER_KEY, 0, &g_Wfprc.redirectHandle);
     if (!NT_SUCCESS(status)) {
         WFPRC_LOG(DPFLTR_ERROR_LEVEL, "FwpsRedirectHandleCreate0 0x%08X", status);
