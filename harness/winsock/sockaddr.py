@@ -18,7 +18,7 @@ import struct
 from harness.winsock.constants import AF_INET, AF_INET6
 from harness.winsock.layouts import SOCKADDR_IN, SOCKADDR_IN6, SOCKADDR_STORAGE
 
-V4_MAPPED_PREFIX = b"\0" * 10 + b"\xff\xff"           # ::ffff:0:0/96 (RFC 4291 §2.5.5.2)
+V4_MAPPED_PREFIX = b"\0" * 10 + b"\xff\xff"           # ::ffff:0:0/96, RFC 4291 section 2.5.5.2
 
 
 def is_v4_mapped(ip: bytes) -> bool:
