@@ -239,7 +239,9 @@ def test_wspioctl_arbitrary_arguments():
         assert rc in (0, C.SOCKET_ERROR)
         assert world.guards_intact(args + [err])
         if rc:
-            assert api.memory.read_u32(err) in DOCUMENTED["WSAIoctl"] | {C.WSAEFAULT}
+            # *lpErrno is an INT: an HRESULT such as FWP_E_NOT_FOUND reads back negative.
+            errno = int.from_bytes(api.memory.read(err, 4), "little", signed=True)
+            assert errno in DOCUMENTED["WSAIoctl"] | {C.WSAEFAULT}
     run()
 
 
