@@ -1,4 +1,18 @@
-"""The callout's decision at ALE_CONNECT_REDIRECT, in the order of src/classify.c."""
+"""The callout's decision at ALE_CONNECT_REDIRECT: the table of src/decision.c, in Python.
+
+Two stages, as the driver takes them (include/wfprc_decision.h):
+
+1. `before_acquire`: the write right (docs/facts.md §5.5), the layer data, the
+   policy, the redirect state for the callout's own handle (§5.4, §5.7);
+   answers LEAVE, PERMIT or ACQUIRE;
+2. `after_acquire`, on the writable copy: a reauthorization of the callout's
+   own version (WFPSampler) or another callout's localRedirectHandle in the
+   previousVersion chain (HOWTO; EBPF) permits; otherwise REDIRECT.
+
+The simulated callout (sim.worlds.sample_callout) calls these two functions;
+tests/driver_fixtures/test_decision_table.py compiles src/decision.c for the
+host and compares both tables on every input.
+"""
 from __future__ import annotations
 
 import enum
@@ -9,11 +23,12 @@ from harness.winsock import constants as C
 if TYPE_CHECKING:
     from harness.sample_driver.policy import RedirectPolicy
 
-# --- the callout's decision (src/classify.c, docs/facts.md §5.4, §5.5, §5.7) ---------
+
 class Decision(enum.Enum):
-    LEAVE = "leave"          # no FWPS_RIGHT_ACTION_WRITE: return, touch nothing
-    PERMIT = "permit"        # FWP_ACTION_PERMIT, no redirect
-    REDIRECT = "redirect"    # rewrite to loopback:proxy, then FWP_ACTION_PERMIT
+    LEAVE = 0           # no FWPS_RIGHT_ACTION_WRITE: return, touch nothing
+    PERMIT = 1          # FWP_ACTION_PERMIT, no redirect
+    ACQUIRE = 2         # go on: acquire the writable layer data, then after_acquire
+    REDIRECT = 3        # rewrite to loopback:proxy, then FWP_ACTION_PERMIT
 
 
 def may_redirect_in_state(state: int) -> bool:
@@ -22,32 +37,35 @@ def may_redirect_in_state(state: int) -> bool:
     return state in (C.FWPS_CONNECTION_NOT_REDIRECTED, C.FWPS_CONNECTION_REDIRECTED_BY_OTHER)
 
 
-def decide(policy: RedirectPolicy, *, protocol: int, remote_port: int, process_id: int,
-           redirect_state: int, has_write_right: bool = True, is_reauthorize: bool = False,
-           previous_modified_by_self: bool = False,
-           foreign_local_redirect_in_chain: bool = False) -> Decision:
-    """What the sample callout does with one ALE_CONNECT_REDIRECT classify.
-
-    Same order as WfprcClassify:
-    1. without the write right, leave (docs/facts.md §5.5; EBPF bails too);
-    2. not matched by the policy: permit;
-    3. redirect state BY_SELF / PREVIOUSLY_BY_SELF (or unknown): permit;
-    4. reauthorization whose previous version our filter made: permit
-       (WFPSampler, docs/facts.md §5.7);
-    5. an earlier version in the previousVersion chain carries another
-       callout's localRedirectHandle: permit, a local proxy owns it
-       (HOWTO, docs/facts.md §5.5; EBPF walks the whole chain);
-    6. otherwise redirect.
-    """
+def before_acquire(*, has_write_right: bool, has_layer_data: bool, policy_matched: bool,
+                   redirect_state: int) -> Decision:
+    """Steps 1-3 (WfprcDecideBeforeAcquire). `redirect_state` is read only for a matched flow."""
     if not has_write_right:
         return Decision.LEAVE
-    if not policy.matches(protocol, remote_port, process_id):
+    if not has_layer_data or not policy_matched:
         return Decision.PERMIT
-    if not may_redirect_in_state(redirect_state):
-        return Decision.PERMIT
+    return Decision.ACQUIRE if may_redirect_in_state(redirect_state) else Decision.PERMIT
+
+
+def after_acquire(*, is_reauthorize: bool, previous_modified_by_self: bool,
+                  foreign_local_redirect_in_chain: bool) -> Decision:
+    """Steps 4-5 (WfprcDecideAfterAcquire): PERMIT (apply the data unchanged) or REDIRECT."""
     if is_reauthorize and previous_modified_by_self:
         return Decision.PERMIT
     if foreign_local_redirect_in_chain:
         return Decision.PERMIT
     return Decision.REDIRECT
 
+
+def decide(policy: RedirectPolicy, *, protocol: int, remote_port: int, process_id: int,
+           redirect_state: int, has_write_right: bool = True, is_reauthorize: bool = False,
+           previous_modified_by_self: bool = False,
+           foreign_local_redirect_in_chain: bool = False) -> Decision:
+    """What the sample callout does with one classify, both stages at once: LEAVE, PERMIT or REDIRECT."""
+    first = before_acquire(has_write_right=has_write_right, has_layer_data=True,
+                           policy_matched=policy.matches(protocol, remote_port, process_id),
+                           redirect_state=redirect_state)
+    if first is not Decision.ACQUIRE:
+        return first
+    return after_acquire(is_reauthorize=is_reauthorize, previous_modified_by_self=previous_modified_by_self,
+                         foreign_local_redirect_in_chain=foreign_local_redirect_in_chain)

@@ -1,7 +1,8 @@
 """The sample driver's callout, in Python, and how to install one vendor's driver on a host.
 
 `SampleCallout.classify` follows driver-fixtures/wfp-redirect-callout/src/
-classify.c step by step (and so harness.sample_driver.decide):
+classify.c step by step, and takes its decisions from the same table
+(harness.sample_driver.decision, which tests compare with src/decision.c):
 1. no FWPS_RIGHT_ACTION_WRITE: return untouched;
 2. the policy does not match: PERMIT;
 3. redirect state (FwpsQueryConnectionRedirectState0): BY_SELF or
@@ -18,6 +19,7 @@ import uuid
 
 from harness.winsock import constants as C
 from harness.sample_driver import RedirectPolicy, pack_context_raw
+from harness.sample_driver.decision import Decision, after_acquire, before_acquire
 from sim.net import LOOP4, LOOP6, unmap
 
 STATUS_SUCCESS = 0
@@ -45,19 +47,20 @@ class SampleCallout:
 
     def classify(self, fixed, meta, layer_data, classify_context, flt, flow_context, out) -> None:
         fwps = self.fwps
-        if not out.rights & C.FWPS_RIGHT_ACTION_WRITE:
-            return                                                   # 1
-        if layer_data is None or classify_context is None:
-            self._permit(out, flt)
-            return
-        if not self.policy.matches(fixed.ip_protocol, fixed.ip_remote_port, meta.processId):
-            self._permit(out, flt)                                    # 2
-            return
+        # 1-3: the table's first stage, with what classify.c reads (the state only for a matched flow).
+        has_write_right = bool(out.rights & C.FWPS_RIGHT_ACTION_WRITE)
+        has_layer_data = layer_data is not None and classify_context is not None
+        matched = has_write_right and has_layer_data and \
+            self.policy.matches(fixed.ip_protocol, fixed.ip_remote_port, meta.processId)
         state = C.FWPS_CONNECTION_NOT_REDIRECTED
-        if meta.redirectRecords is not None:
+        if matched and meta.redirectRecords is not None:
             state, _ = fwps.FwpsQueryConnectionRedirectState0(meta.redirectRecords, self.redirect_handle)
-        if state not in (C.FWPS_CONNECTION_NOT_REDIRECTED, C.FWPS_CONNECTION_REDIRECTED_BY_OTHER):
-            self._permit(out, flt)                                    # 3
+        first = before_acquire(has_write_right=has_write_right, has_layer_data=has_layer_data,
+                               policy_matched=matched, redirect_state=state)
+        if first is Decision.LEAVE:
+            return
+        if first is Decision.PERMIT:
+            self._permit(out, flt)
             return
         status, handle = fwps.FwpsAcquireClassifyHandle0(classify_context, 0)
         if status != STATUS_SUCCESS:
@@ -68,10 +71,12 @@ class SampleCallout:
             fwps.FwpsReleaseClassifyHandle0(handle)
             self._permit(out, flt)
             return
-        reauthorize = bool(fixed.flags & C.FWP_CONDITION_FLAG_IS_REAUTHORIZE)
         previous = writable.previousVersion
-        if (reauthorize and previous is not None and previous.modifierFilterId == flt.filterId) \
-                or self._foreign_local_redirect(previous):
+        second = after_acquire(
+            is_reauthorize=bool(fixed.flags & C.FWP_CONDITION_FLAG_IS_REAUTHORIZE),
+            previous_modified_by_self=previous is not None and previous.modifierFilterId == flt.filterId,
+            foreign_local_redirect_in_chain=self._foreign_local_redirect(previous))
+        if second is Decision.PERMIT:
             fwps.FwpsApplyModifiedLayerData0(handle, writable, 0)    # 4, 5: unchanged
             fwps.FwpsReleaseClassifyHandle0(handle)
             out.actionType = C.FWP_ACTION_PERMIT

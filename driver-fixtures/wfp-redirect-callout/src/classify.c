@@ -1,7 +1,9 @@
 /*
  * classify.c - the ALE_CONNECT_REDIRECT_V4/V6 classifyFn.
  *
- * Decision order (the Python mirror is harness.sample_driver.decide):
+ * The decision is the table in src/decision.c (include/wfprc_decision.h);
+ * harness/sample_driver/decision.py is the same table in Python, compared
+ * with this one by tests/driver_fixtures/test_decision_table.py. Order:
  *   1. no FWPS_RIGHT_ACTION_WRITE        -> return untouched (docs/facts.md §5.5)
  *   2. policy does not match             -> PERMIT
  *   3. redirect state (docs/facts.md §5.4):
@@ -17,6 +19,12 @@
  * (docs/facts.md §5.3).
  */
 #include "wfprc_kernel.h"
+#include "wfprc_decision.h"
+
+C_ASSERT(FWPS_CONNECTION_NOT_REDIRECTED == WFPRC_STATE_NOT_REDIRECTED);
+C_ASSERT(FWPS_CONNECTION_REDIRECTED_BY_SELF == WFPRC_STATE_REDIRECTED_BY_SELF);
+C_ASSERT(FWPS_CONNECTION_REDIRECTED_BY_OTHER == WFPRC_STATE_REDIRECTED_BY_OTHER);
+C_ASSERT(FWPS_CONNECTION_PREVIOUSLY_REDIRECTED_BY_SELF == WFPRC_STATE_PREVIOUSLY_REDIRECTED_BY_SELF);
 
 typedef struct WFPRC_LAYER_FIELDS_ {
     UINT32 protocol;
@@ -114,62 +122,47 @@ VOID NTAPI WfprcClassify(
     FWPS_CONNECTION_REDIRECT_STATE state = FWPS_CONNECTION_NOT_REDIRECTED;
     FWPS_CONNECT_REQUEST0* writable = NULL;
     WFPRC_REDIRECT_CONTEXT* context;
-    WFPRC_MATCH match;
+    WFPRC_MATCH match = { 0 };
     UINT64 classifyHandle = 0;
     UINT64 processId = 0;
-    UINT8 protocol;
-    USHORT remotePort;
-    BOOLEAN reauthorize;
+    UINT8 protocol = 0;
+    USHORT remotePort = 0;
+    BOOLEAN reauthorize = FALSE;
+    BOOLEAN matched;
+    BOOLEAN hasWriteRight;
+    BOOLEAN hasLayerData;
     NTSTATUS status;
 
     UNREFERENCED_PARAMETER(flowContext);
 
-    /* 1. Another callout already decided and took the right: do not fight
-     *    it (overriding without the right crashes stacks, see
-     *    AdguardTeam/AdguardForWindows issue #2384, docs/sources.md). */
-    if (!(classifyOut->rights & FWPS_RIGHT_ACTION_WRITE)) {
-        return;
+    /* 1-3: the rights, the policy, the redirect state (src/decision.c). The
+     * fields are read only with the write right and layer data, and the state
+     * is queried only for a flow the policy matches. */
+    matched = FALSE;
+    hasWriteRight = (classifyOut->rights & FWPS_RIGHT_ACTION_WRITE) != 0;
+    hasLayerData = layerData != NULL && classifyContext != NULL;
+    if (hasWriteRight && hasLayerData) {
+        fields = (inFixedValues->layerId == FWPS_LAYER_ALE_CONNECT_REDIRECT_V6) ? &g_FieldsV6 : &g_FieldsV4;
+        protocol = inFixedValues->incomingValue[fields->protocol].value.uint8;
+        remotePort = inFixedValues->incomingValue[fields->remotePort].value.uint16;
+        reauthorize = (inFixedValues->incomingValue[fields->flags].value.uint32 &
+                       FWP_CONDITION_FLAG_IS_REAUTHORIZE) != 0;
+        if (FWPS_IS_METADATA_FIELD_PRESENT(inMetaValues, FWPS_METADATA_FIELD_PROCESS_ID)) {
+            processId = inMetaValues->processId;
+        }
+        matched = WfprcPolicyMatch(protocol, remotePort, processId, &match);
+        /* Without a records handle nobody has redirected this flow yet. */
+        if (matched && FWPS_IS_METADATA_FIELD_PRESENT(inMetaValues, FWPS_METADATA_FIELD_REDIRECT_RECORD_HANDLE) &&
+            inMetaValues->redirectRecords != NULL) {
+            state = FwpsQueryConnectionRedirectState0(inMetaValues->redirectRecords,
+                                                      g_Wfprc.redirectHandle, NULL);
+        }
     }
-    if (layerData == NULL || classifyContext == NULL) {
-        WfprcPermit(classifyOut, filter);
+    switch (WfprcDecideBeforeAcquire(hasWriteRight, hasLayerData, matched, (int)state)) {
+    case WfprcDecisionLeave:
         return;
-    }
-
-    fields = (inFixedValues->layerId == FWPS_LAYER_ALE_CONNECT_REDIRECT_V6) ? &g_FieldsV6 : &g_FieldsV4;
-    protocol = inFixedValues->incomingValue[fields->protocol].value.uint8;
-    remotePort = inFixedValues->incomingValue[fields->remotePort].value.uint16;
-    reauthorize = (inFixedValues->incomingValue[fields->flags].value.uint32 &
-                   FWP_CONDITION_FLAG_IS_REAUTHORIZE) != 0;
-    if (FWPS_IS_METADATA_FIELD_PRESENT(inMetaValues, FWPS_METADATA_FIELD_PROCESS_ID)) {
-        processId = inMetaValues->processId;
-    }
-
-    /* 2. Policy. */
-    if (!WfprcPolicyMatch(protocol, remotePort, processId, &match)) {
-        WfprcPermit(classifyOut, filter);
-        return;
-    }
-
-    /* 3. Redirect state for our handle (docs/facts.md §5.4, §5.7). Without a
-     *    records handle nobody has redirected this flow yet. */
-    if (FWPS_IS_METADATA_FIELD_PRESENT(inMetaValues, FWPS_METADATA_FIELD_REDIRECT_RECORD_HANDLE) &&
-        inMetaValues->redirectRecords != NULL) {
-        state = FwpsQueryConnectionRedirectState0(inMetaValues->redirectRecords,
-                                                  g_Wfprc.redirectHandle, NULL);
-    }
-    switch (state) {
-    case FWPS_CONNECTION_NOT_REDIRECTED:
-    case FWPS_CONNECTION_REDIRECTED_BY_OTHER:
-        break;                          /* may redirect */
-    case FWPS_CONNECTION_REDIRECTED_BY_SELF:
-        /* Our proxy's outbound connection carrying our records. */
-        WfprcPermit(classifyOut, filter);
-        return;
-    case FWPS_CONNECTION_PREVIOUSLY_REDIRECTED_BY_SELF:
-        /* We proxied it before, another proxy since: permit or block only,
-         * never redirect again (that is the two-vendor loop). */
-        WfprcPermit(classifyOut, filter);
-        return;
+    case WfprcDecisionAcquire:
+        break;
     default:
         WfprcPermit(classifyOut, filter);
         return;
@@ -194,10 +187,11 @@ VOID NTAPI WfprcClassify(
 
     /* The acquire set BLOCK and cleared the write right (docs/facts.md §5.3); every
      * "no redirect" exit below applies the unchanged data and restores both,
-     * as WFPSampler does on reauthorization. */
-    if ((reauthorize && writable->previousVersion != NULL &&
-         writable->previousVersion->modifierFilterId == filter->filterId) ||
-        WfprcForeignLocalRedirect(writable->previousVersion)) {
+     * as WFPSampler does on reauthorization. Steps 4-5: src/decision.c. */
+    if (WfprcDecideAfterAcquire(reauthorize,
+                                writable->previousVersion != NULL &&
+                                    writable->previousVersion->modifierFilterId == filter->filterId,
+                                WfprcForeignLocalRedirect(writable->previousVersion)) != WfprcDecisionRedirect) {
         goto permit_unchanged;
     }
 
