@@ -1,10 +1,18 @@
 """The decision points: every place where the documentation is silent or contradicts itself.
 
-A decision point names a question and its possible answers. A profile
+A decision point is one object: its question, its choices, how a target is
+probed for it, and where the simulator reads it. A profile
 (sim/profiles/*.toml) answers every one and records where its answer comes
-from (documented, observed, field, assumed). The code asks the active
-profile; it never hard-codes a contested behaviour. `wfp-harness fidelity`
-prints this ledger with each built-in profile's answers.
+from (documented, observed, field, assumed); a profile naming a choice that
+does not exist fails at load. The simulator reads a point through
+`DECISIONS[name].choice("x")`, evaluated when its module is imported, so
+code naming a choice that does not exist fails at load too; it never
+compares a profile value with a bare string. `wfp-harness fidelity` prints
+this ledger with each built-in profile's answers.
+
+tests/test_decision_points.py checks that every point with more than one
+choice is read in the modules its `read_in` names, that every single-choice
+point's module names it, and that every point is probed or says why not.
 """
 from __future__ import annotations
 
@@ -12,133 +20,183 @@ from dataclasses import dataclass
 
 PROVENANCES = ("documented", "observed", "field", "assumed")
 
+# How `wfp-harness profile probe` answers a point (harness/replay/probes.py, probe_<name>):
+API = "api"                    # on a fresh provider
+REDIRECTED = "redirected"      # on a connection a WFP callout redirected
+
 
 @dataclass(frozen=True)
 class DecisionPoint:
     name: str
     question: str
     choices: dict          # value -> what it means
-    area: str = "winsock"
+    area: str
+    read_in: tuple         # the simulator modules that implement it
+    probe: str             # API, REDIRECTED, or why no experiment answers it
+
+    def choice(self, value: str) -> str:
+        """`value`, checked to be one of this point's choices (for the code that reads the point)."""
+        if value not in self.choices:
+            raise ValueError(f"decision point {self.name}: {value!r} is not one of {sorted(self.choices)}")
+        return value
+
+    @property
+    def probed(self) -> bool:
+        return self.probe in (API, REDIRECTED)
 
 
-def _dp(name, area, question, **choices):
-    return DecisionPoint(name, question, choices, area)
+def _dp(name, area, question, *, read_in, probe=API, **choices):
+    return DecisionPoint(name, question, choices, area, (read_in,) if isinstance(read_in, str) else read_in, probe)
 
 
 DECISIONS: dict[str, DecisionPoint] = {d.name: d for d in (
     # --- generic WSAIoctl -------------------------------------------------
     _dp("unknown_ioctl_error", "winsock",
         "Error for a code the provider does not know, called synchronously.",
+        read_in="sim/ioctls.py",
         WSAEOPNOTSUPP="fails with WSAEOPNOTSUPP, *lpcbBytesReturned = 0",
         WSAEINVAL="fails with WSAEINVAL ('not a valid command'), *lpcbBytesReturned = 0"),
     _dp("unknown_ioctl_overlapped", "winsock",
         "An unknown code issued with an OVERLAPPED.",
+        read_in="sim/ioctls.py",
         pending="returns WSA_IO_PENDING, then completes with STATUS_NOT_SUPPORTED through its mechanism",
         immediate="fails at once like the synchronous call; nothing is posted"),
     _dp("sio_flush", "winsock",
         "What SIO_FLUSH does on a TCP socket.",
+        read_in="sim/ioctls.py",
         cancel_pending="supported: completes pending overlapped IOCTLs with WSA_OPERATION_ABORTED",
         unsupported="unknown code (WSAEOPNOTSUPP / pending with STATUS_NOT_SUPPORTED)"),
     _dp("inline_ioctl_signals_event", "overlapped",
         "Whether an overlapped IOCTL that completes inline sets hEvent.",
+        read_in="sim/provider.py",
         yes="the event is set, as for every posted completion",
         no="the event is left as it was"),
     _dp("routine_and_port", "overlapped",
         "A completion routine on a socket associated with a completion port.",
+        read_in="sim/overlapped.py",
         routine_only="the routine is queued as an APC; no packet is posted",
         both="the routine is queued and a packet is posted"),
     _dp("bad_event_at_issue", "overlapped",
         "An overlapped call whose hEvent is not an event handle (and no routine).",
+        read_in="sim/provider.py",
         WSA_INVALID_HANDLE="fails at once with WSA_INVALID_HANDLE",
         ignored="the call proceeds; nothing is signalled"),
     _dp("close_cancel_status", "overlapped",
         "Status of a pending receive when closesocket cancels it.",
+        read_in="sim/winsock.py",
         cancelled="STATUS_CANCELLED: WSA_OPERATION_ABORTED (995) in both dialects",
         connection_aborted="STATUS_CONNECTION_ABORTED: WSAECONNABORTED / ERROR_CONNECTION_ABORTED (1236)"),
     _dp("getoverlappedresult_null_out", "overlapped",
         "WSAGetOverlappedResult with a NULL lpcbTransfer or lpdwFlags.",
+        read_in="sim/winsock.py",
         WSAEFAULT="returns FALSE with WSAEFAULT (Server 2003 behaviour; Vista+ would crash)"),
     _dp("wait_satisfaction_order", "kernel",
         "An alertable wait finds both a signalled object and a queued APC.",
+        read_in="sim/winsock.py",
         objects_first="the object satisfies the wait; APCs wait for a later alertable wait",
         apcs_first="APCs run and the wait returns WAIT_IO_COMPLETION"),
     _dp("wait_bad_handle_array", "kernel",
         "WSAWaitForMultipleEvents with an unreadable lphEvents.",
+        read_in="sim/winsock.py",
         WSA_INVALID_PARAMETER="WSA_WAIT_FAILED with WSA_INVALID_PARAMETER"),
     _dp("gqcs_bad_out_pointer", "kernel",
         "GetQueuedCompletionStatus with an unwritable out-pointer.",
+        read_in="sim/winsock.py",
         ERROR_NOACCESS="FALSE with ERROR_NOACCESS; no packet is removed"),
     _dp("acceptex_short_address", "winsock",
         "AcceptEx with an address length below sizeof(sockaddr) + 16.",
+        read_in="sim/winsock.py",
         WSAEFAULT="fails at once with WSAEFAULT (the page: 'at least 16 bytes more than the maximum address length')",
         pending_buffer_too_small="only a zero remote length fails at once; otherwise it goes pending and the "
                                  "completion fails with STATUS_BUFFER_TOO_SMALL"),
     _dp("poll_no_valid_socket", "winsock",
         "WSAPoll when no entry of the array names a socket (negative fds, closed or foreign handles).",
+        read_in="sim/poll.py",
         WSAEINVAL="fails with WSAEINVAL (the page: 'none of the sockets specified ... were valid')",
         WSAENOTSOCK="fails with WSAENOTSOCK; every revents is POLLNVAL"),
     _dp("poll_nval_counted", "winsock",
         "Whether WSAPoll's return value counts entries whose fd is negative or not a socket (revents POLLNVAL).",
+        read_in="sim/poll.py",
         counted="counted: the return value is 'the number of elements ... for which revents is nonzero'",
         not_counted="not counted: only the sockets' entries with revents are"),
     _dp("zero_length_probe", "memory",
         "Is a zero-length buffer at an invalid address a fault?",
+        read_in="sim/memory.py",
         valid="no: a zero-length range is never probed"),
     # --- the WFP redirect IOCTL family ------------------------------------
     _dp("wfp_query_check_order", "wfp",
         "Order of the query's own checks after the ws2_32 ones.",
+        read_in="sim/wfp/ioctls.py",
+        probe="the order of the query's own checks needs several crafted failures at once; "
+              "no single experiment separates the orders",
         buffers_then_socket="output range, then size < ULONG, then socket type/state, then records, then size"),
     _dp("query_size_probe", "wfp",
         "Query with cbOutBuffer == 0 (the probe the Remarks recommend).",
+        read_in="sim/wfp/ioctls.py", probe=REDIRECTED,
         insufficient_buffer="fails, last error ERROR_INSUFFICIENT_BUFFER (122), *lpcbBytesReturned = required size",
         WSAEFAULT="fails with WSAEFAULT, *lpcbBytesReturned = required size",
         WSAEINVAL="fails with WSAEINVAL, *lpcbBytesReturned = 0"),
     _dp("query_tiny_buffer", "wfp",
         "Query with 0 < cbOutBuffer < sizeof(ULONG).",
+        read_in="sim/wfp/ioctls.py", probe=REDIRECTED,
         WSAEINVAL="fails with WSAEINVAL, *lpcbBytesReturned = 0",
         as_short="treated like any short buffer"),
     _dp("query_short_buffer", "wfp",
         "Query with sizeof(ULONG) <= cbOutBuffer < required size.",
+        read_in="sim/wfp/ioctls.py", probe=REDIRECTED,
         insufficient_buffer="fails, ERROR_INSUFFICIENT_BUFFER, *lpcbBytesReturned = required, buffer untouched",
         WSAEFAULT="fails with WSAEFAULT, *lpcbBytesReturned = required, buffer untouched",
         WSAENOBUFS="fails with WSAENOBUFS, *lpcbBytesReturned = required, buffer untouched",
         WSAEINVAL="fails with WSAEINVAL, *lpcbBytesReturned = 0"),
     _dp("query_not_redirected", "wfp",
         "Records or context query on a connected socket whose flow was not redirected.",
+        read_in="sim/wfp/ioctls.py",
         FWP_E_NOT_FOUND="fails, last error FWP_E_NOT_FOUND (0x80320008)",
         WSAEINVAL="fails with WSAEINVAL"),
     _dp("context_absent", "wfp",
         "Context query on a redirected socket without a context for the caller.",
+        read_in="sim/wfp/ioctls.py",
+        probe="needs a redirected connection whose callout set no context (the sample driver always sets one)",
         FWP_E_NOT_FOUND="fails, last error FWP_E_NOT_FOUND (0x80320008)",
         success_zero="returns 0 with *lpcbBytesReturned = 0"),
     _dp("query_unconnected", "wfp",
         "Query on a TCP socket that is not connected (or is listening).",
+        read_in="sim/wfp/ioctls.py",
         WSAENOTCONN="fails with WSAENOTCONN"),
     _dp("query_udp_socket", "wfp",
         "Records/context query on a UDP socket.",
+        read_in="sim/wfp/ioctls.py",
         WSAEINVAL="fails with WSAEINVAL (UDP gets its record as a cmsg)"),
     _dp("query_raw_socket", "wfp",
         "Records/context query on a protocol with no redirect support (raw).",
+        read_in="sim/wfp/ioctls.py",
         WSAENOPROTOOPT="fails with WSAENOPROTOOPT"),
     _dp("wfp_query_completion", "wfp",
         "A records/context query issued overlapped.",
+        read_in="sim/wfp/ioctls.py", probe=REDIRECTED,
         inline="completes inline: returns 0, writes the size, and still signals its mechanism",
         pending="returns WSA_IO_PENDING; the simulated kernel completes it later"),
     _dp("wfp_completion_bytes", "wfp",
         "Byte count carried by the completion of an overlapped query (InternalHigh, packet, routine).",
+        read_in="sim/wfp/ioctls.py", probe=REDIRECTED,
         actual="the blob's size", zero="0, like the inline user-mode IOCTLs"),
     _dp("set_bad_blob", "wfp",
         "SET with an empty input, cbOutBuffer != 0, or bytes that are not a records blob.",
+        read_in="sim/wfp/ioctls.py",
         WSAEINVAL="fails with WSAEINVAL; the socket is untouched"),
     _dp("set_requires_elevation", "wfp",
         "SET by a process that is not elevated.",
+        read_in="sim/wfp/ioctls.py",
+        probe="needs a second, non-elevated process",
         WSAEACCES="fails with WSAEACCES (after pointers and sizes, before the blob's content)",
         allowed="succeeds"),
     _dp("set_after_connect", "wfp",
         "SET on a socket that is already connected.",
+        read_in="sim/wfp/ioctls.py",
         WSAEINVAL="fails with WSAEINVAL"),
     _dp("wfp_sockopt_on_tcp", "wfp",
         "getsockopt/setsockopt IP_WFP_REDIRECT_RECORDS/CONTEXT on a TCP socket.",
+        read_in="sim/sockopt.py",
         WSAEINVAL="fails with WSAEINVAL", WSAENOPROTOOPT="fails with WSAENOPROTOOPT (older Windows)"),
 )}
 

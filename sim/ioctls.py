@@ -13,6 +13,14 @@ import struct
 from harness.winsock import constants as C
 from harness.winsock.layouts import guid_bytes
 from sim.ioctl_outcomes import UNTOUCHED, Deferred, Fail, Inline
+from sim.decision_points import DECISIONS
+
+# Decision points this module reads (sim/decision_points.py), checked when it is imported.
+_UNKNOWN_PENDING = DECISIONS["unknown_ioctl_overlapped"].choice("pending")
+_UNKNOWN_ERROR = {DECISIONS["unknown_ioctl_error"].choice("WSAEOPNOTSUPP"): C.WSAEOPNOTSUPP,
+                  DECISIONS["unknown_ioctl_error"].choice("WSAEINVAL"): C.WSAEINVAL}
+_FLUSH_UNSUPPORTED = DECISIONS["sio_flush"].choice("unsupported")
+
 
 HANDLERS: dict = {}
 
@@ -28,9 +36,9 @@ def handler(code: int, layer: str = "afd"):
 def unknown(call):
     """A code the provider does not implement (items 11, 13, 14, 15)."""
     profile = call.profile
-    if call.is_overlapped and profile.unknown_ioctl_overlapped == "pending":
+    if call.is_overlapped and profile.unknown_ioctl_overlapped == _UNKNOWN_PENDING:
         return Deferred(lambda: (C.STATUS_NOT_SUPPORTED, 0))
-    error = C.WSAEOPNOTSUPP if profile.unknown_ioctl_error == "WSAEOPNOTSUPP" else C.WSAEINVAL
+    error = _UNKNOWN_ERROR[profile.unknown_ioctl_error]
     return Fail(error, 0)
 
 
@@ -127,7 +135,7 @@ def udp_connreset(call):
 
 @handler(C.SIO_FLUSH)
 def flush(call):
-    if call.profile.sio_flush == "unsupported":
+    if call.profile.sio_flush == _FLUSH_UNSUPPORTED:
         return unknown(call)                       # item 12
     # Documented: pending operations end with WSA_OPERATION_ABORTED (WFP IOCTL error tables).
     from sim.overlapped import cancel

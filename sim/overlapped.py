@@ -21,6 +21,11 @@ from harness.winsock import constants as C
 from harness.winsock.layouts import WSAOVERLAPPED
 from sim import status as st
 from sim.kernel import Packet
+from sim.decision_points import DECISIONS
+
+# Decision points this module reads (sim/decision_points.py), checked when it is imported.
+_ROUTINE_AND_PACKET = DECISIONS["routine_and_port"].choice("both")
+
 
 _INTERNAL = WSAOVERLAPPED.offset("Internal")
 _HEVENT = WSAOVERLAPPED.offset("hEvent")
@@ -83,7 +88,7 @@ def complete(req: IoRequest, status: int, information: int, flags: int = 0,
         err = st.to_winsock(status)
         thread = req.thread
         thread.apcs.append(lambda: process.call_routine(routine, err, information, overlapped, flags))
-        post_packet = profile.routine_and_port == "both"
+        post_packet = profile.routine_and_port == _ROUTINE_AND_PACKET
     else:
         event = req.event_raw & ~1
         if event:

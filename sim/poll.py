@@ -23,6 +23,13 @@ import struct
 from harness.winsock import constants as C
 from harness.winsock.layouts import WSAPOLLFD
 from sim.kernel import INFINITE
+from sim.decision_points import DECISIONS
+
+# Decision points this module reads (sim/decision_points.py), checked when it is imported.
+_NO_VALID_SOCKET_ERROR = {DECISIONS["poll_no_valid_socket"].choice("WSAEINVAL"): C.WSAEINVAL,
+                          DECISIONS["poll_no_valid_socket"].choice("WSAENOTSOCK"): C.WSAENOTSOCK}
+_NVAL_COUNTED = DECISIONS["poll_nval_counted"].choice("counted")
+
 
 # The page: "A combination of the following flags can be set ... POLLPRI, POLLRDBAND,
 # POLLRDNORM, POLLWRNORM"; POLLPRI "is not supported by the Microsoft Winsock provider",
@@ -120,15 +127,13 @@ def _connected(conn) -> int:
 
 
 def wsapoll(api, thread, fdArray: int, fds: int, timeout: int) -> int:
-    """The body of SimulatedWinsock.WSAPoll, under the world lock on `thread`.
+    """The body of SimulatedWinsock.WSAPoll, under the world lock on `thread`, after ws2_32's checks.
 
-    Order of checks (startup first, as every ws2_32 call; the rest from Wine
+    Order of checks (startup first, as every ws2_32 call, in sim.c_entry; the rest from Wine
     test_WSAPoll on Windows): fds == 0, then the array, then the entries (no
     valid socket, then request flags), then the network.
     """
     process, mem = api.process, api.memory
-    if process.wsa_refcount == 0:
-        return api._err(thread, C.WSANOTINITIALISED)
     if fds == 0:
         # Wine test_WSAPoll: WSAPoll(NULL, 0, 0) and (NULL, 0, 1) fail with WSAEINVAL; the
         # page: "the array must contain at least one structure" (assumed the same for a
@@ -175,7 +180,7 @@ def wsapoll(api, thread, fdArray: int, fds: int, timeout: int) -> int:
         for i in nval:
             store(i, C.POLLNVAL)
         mem.kwrite(fdArray, out)
-        return api._err(thread, getattr(C, process.profile.poll_no_valid_socket))
+        return api._err(thread, _NO_VALID_SOCKET_ERROR[process.profile.poll_no_valid_socket])
     if bad_flags:
         # The page and Wine test_WSAPoll (above); on Windows every revents reads 0 after
         # this failure, the non-socket's included.
@@ -207,7 +212,7 @@ def wsapoll(api, thread, fdArray: int, fds: int, timeout: int) -> int:
         count += bool(value)
     for i in nval:
         store(i, C.POLLNVAL)
-    if process.profile.poll_nval_counted == "counted":
+    if process.profile.poll_nval_counted == _NVAL_COUNTED:
         count += len(nval)     # the page's return value: "the number of elements ... revents nonzero"
     mem.kwrite(fdArray, out)
     return api._ok(thread, count)

@@ -17,6 +17,12 @@ from sim.wfp import ioctls as wfp_ioctls  # noqa: F401  (registers the WFP handl
 from sim.errors import WsaError
 from sim.ioctl_outcomes import Deferred, Fail, Inline, IoctlCall
 from sim.ioctls import HANDLERS, unknown
+from sim.decision_points import DECISIONS
+
+# Decision points this module reads (sim/decision_points.py), checked when it is imported.
+_BAD_EVENT_FAILS = DECISIONS["bad_event_at_issue"].choice("WSA_INVALID_HANDLE")
+_INLINE_SIGNALS = DECISIONS["inline_ioctl_signals_event"].choice("yes")
+
 
 _U32 = struct.Struct("<I")
 
@@ -37,7 +43,7 @@ def start_overlapped(process, sock, thread, lpOverlapped, lpCompletionRoutine, k
         event_raw = ov.read_event(process, lpOverlapped)
         event = event_raw & ~1
         if event and getattr(process.handles.get(event), "kind", "") != "event":
-            if process.profile.bad_event_at_issue == "WSA_INVALID_HANDLE":
+            if process.profile.bad_event_at_issue == _BAD_EVENT_FAILS:
                 return None, C.WSA_INVALID_HANDLE
             event_raw = 0
     req = ov.IoRequest(process, sock, thread, lpOverlapped, event_raw, lpCompletionRoutine, kind)
@@ -74,7 +80,7 @@ def wsp_ioctl(process, thread, sock, code, lpvInBuffer, cbInBuffer, lpvOutBuffer
         if outcome.bytes_returned is not None and lpcbBytesReturned:
             mem.kwrite(lpcbBytesReturned, _U32.pack(outcome.bytes_returned))
         if req is not None:
-            signal = process.profile.inline_ioctl_signals_event == "yes"
+            signal = process.profile.inline_ioctl_signals_event == _INLINE_SIGNALS
             if not signal:
                 req.event_raw &= 1
             ov.complete(req, C.STATUS_SUCCESS, outcome.completion_bytes, synchronous=True)

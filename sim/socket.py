@@ -106,9 +106,6 @@ class Socket:
     def kernel(self):
         return self.process.kernel
 
-    def profile_value(self, name: str) -> str:
-        return self.process.profile.value(name)
-
     def set_wfp_option_blob(self, key, data: bytes) -> None:
         """IP_WFP_REDIRECT_RECORDS set with a records blob: forwarded with the next flow."""
         from sim.wfp import records

@@ -12,6 +12,12 @@ import struct
 from harness.winsock import constants as C
 from harness.winsock.layouts import LINGER
 from sim.errors import WsaError
+from sim.decision_points import DECISIONS
+
+# Decision points this module reads (sim/decision_points.py), checked when it is imported.
+_WFP_SOCKOPT_ON_TCP_ERROR = {DECISIONS["wfp_sockopt_on_tcp"].choice("WSAEINVAL"): C.WSAEINVAL,
+                             DECISIONS["wfp_sockopt_on_tcp"].choice("WSAENOPROTOOPT"): C.WSAENOPROTOOPT}
+
 
 _BOOL_OR_INT = {
     (C.SOL_SOCKET, C.SO_REUSEADDR), (C.SOL_SOCKET, C.SO_EXCLUSIVEADDRUSE), (C.SOL_SOCKET, C.SO_KEEPALIVE),
@@ -35,8 +41,7 @@ def _check_applicable(sock, level: int, name: int) -> None:
     if key in _WFP:
         # docs/windows-observed.md item 124: TCP gets WSAEINVAL (older Windows: WSAENOPROTOOPT).
         if sock.is_tcp:
-            raise WsaError(C.WSAEINVAL if sock.profile_value("wfp_sockopt_on_tcp") == "WSAEINVAL"
-                           else C.WSAENOPROTOOPT)
+            raise WsaError(_WFP_SOCKOPT_ON_TCP_ERROR[sock.process.profile.wfp_sockopt_on_tcp])
         return
     if key not in _BOOL_OR_INT and key not in _READ_ONLY and key != (C.SOL_SOCKET, C.SO_LINGER):
         raise WsaError(C.WSAENOPROTOOPT)

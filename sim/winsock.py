@@ -10,82 +10,29 @@ mistake, not a C one).
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 import struct
 
 from harness.winsock import constants as C
-from harness.winsock import sockaddr as codec
-from harness.winsock.ctype import COERCION_NAMESPACE, cfunc, coercion_lines, parse_signature
+from harness.winsock.ctype import cfunc
 from harness.winsock.layouts import WSABUF, WSADATA, WSAOVERLAPPED, WSATHREADID
 from sim import overlapped as ov
 from sim import sockaddr_io, sockopt
 from sim import status as st
 from sim.errors import WsaError
-from sim.kernel import CompletionPort, Event
 from sim.msg import recvmsg, sendmsg
 from sim.poll import wsapoll
 from sim.provider import start_overlapped, wsp_ioctl
+from sim.c_entry import INVALID_SOCKET, SOCKET_ERROR, CallEntry, socket_call, ws2_call
+from sim.decision_points import DECISIONS
+from sim.kernel32 import Kernel32
+from sim.mswsock import Mswsock
 
-SOCKET_ERROR = C.SOCKET_ERROR
-INVALID_SOCKET = C.INVALID_SOCKET
-_I32 = struct.Struct("<I")
-_U64 = (1 << 64) - 1
-_ADDRESS_PAD = 16        # AcceptEx page: each address slot is the sockaddr plus 16 bytes
-
-
-def _address_slot(family: int, ip: bytes, port: int) -> bytes:
-    """One AcceptEx address slot: the sockaddr's length (int) then the sockaddr."""
-    data = codec.pack_for(family, ip, port)
-    return struct.pack("<i", len(data)) + data
+# Decision points this module reads (sim/decision_points.py), checked when it is imported.
+_CLOSE_CANCEL_STATUS = {DECISIONS["close_cancel_status"].choice("cancelled"): C.STATUS_CANCELLED,
+                        DECISIONS["close_cancel_status"].choice("connection_aborted"): C.STATUS_CONNECTION_ABORTED}
 
 
-def socket_call(signature: str, failure=SOCKET_ERROR):
-    """A C-shaped call on a socket: `cfunc`'s argument checks, then the lock, the current
-    thread and ws2_32's handle checks, in one generated function.
-
-    The decorated method receives (thread, sock) in place of the SOCKET (the
-    signature's first parameter); the wrapper advertises the C signature. One
-    frame, and the lock taken without a `with`: this runs on every call on a
-    socket (bench/ measures it).
-    """
-    params = parse_signature(signature)
-    names = [n for _, n in params]
-
-    def decorate(fn):
-        expected = ["self", "thread", "sock"] + names[1:]
-        if list(inspect.signature(fn).parameters) != expected:
-            raise ValueError(f"{fn.__name__}: parameters must be {expected}")
-        handle, rest = names[0], "".join(f", {n}" for n in names[1:])
-        lines = [f"def {fn.__name__}(self, {', '.join(names)}):"]
-        lines += coercion_lines(params, fn.__name__)
-        lines += [
-            "    lock = self._lock",
-            "    lock.acquire()",
-            "    try:",
-            "        thread = self._enter()",
-            "        process = self.process",
-            "        if process.wsa_refcount == 0:",
-            "            thread.last_error = WSANOTINITIALISED",
-            "            return failure",
-            f"        sock = process.sockets.get({handle})",
-            "        if sock is None:",
-            "            thread.last_error = WSAENOTSOCK",
-            "            return failure",
-            f"        return _fn(self, thread, sock{rest})",
-            "    finally:",
-            "        lock.release()"]
-        namespace = dict(COERCION_NAMESPACE, _fn=fn, failure=failure, WSANOTINITIALISED=C.WSANOTINITIALISED,
-                         WSAENOTSOCK=C.WSAENOTSOCK)
-        exec("\n".join(lines), namespace)  # noqa: S102 - generated from the declared signature
-        wrapper = functools.wraps(fn)(namespace[fn.__name__])
-        del wrapper.__wrapped__                 # advertise the C signature, not fn's (thread, sock, ...)
-        wrapper.__c_signature__ = tuple(params)
-        return wrapper
-    return decorate
-
-
-class SimulatedWinsock:
+class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
     """One simulated process's Winsock, ready to use.
 
     SimulatedWinsock(profile="documented") builds a world with one host and
@@ -146,34 +93,6 @@ class SimulatedWinsock:
         finally:
             tls.thread = previous
 
-    def _enter(self):
-        """Fire what virtual time has made due, and name the calling simulated thread."""
-        scheduler = self._scheduler
-        if scheduler.next_due_ns <= scheduler.now_ns:
-            scheduler.run_due()
-        # Process.current_thread's first step inline (a Python thread that has called before).
-        return self._tls.__dict__.get("thread") or self.process.current_thread()
-
-    def _socket(self, thread, s):
-        """The socket for handle s after ws2_32's checks, or an error code."""
-        process = self.process
-        if process.wsa_refcount == 0:
-            return None, C.WSANOTINITIALISED
-        sock = process.sockets.get(s)
-        if sock is None:
-            return None, C.WSAENOTSOCK
-        return sock, 0
-
-    @staticmethod
-    def _ok(thread, value=0):
-        thread.last_error = 0
-        return value
-
-    @staticmethod
-    def _err(thread, code, value=SOCKET_ERROR):
-        thread.last_error = code
-        return value
-
     # -- startup -----------------------------------------------------------
     @cfunc("WORD wVersionRequested, LPVOID lpWSAData")
     def WSAStartup(self, wVersionRequested, lpWSAData):
@@ -191,19 +110,15 @@ class SimulatedWinsock:
             self.process.wsa_refcount += 1
             return 0
 
-    @cfunc("")
-    def WSACleanup(self):
-        with self._lock:
-            thread = self._enter()
-            process = self.process
-            if process.wsa_refcount == 0:
-                return self._err(thread, C.WSANOTINITIALISED)
-            process.wsa_refcount -= 1
-            if process.wsa_refcount == 0:
-                # The last cleanup destroys every socket (docs/windows-observed.md item 9).
-                for sock in list(process.sockets.values()):
-                    self._close(sock)
-            return 0
+    @ws2_call("", on_socket=False)
+    def WSACleanup(self, thread):
+        process = self.process
+        process.wsa_refcount -= 1
+        if process.wsa_refcount == 0:
+            # The last cleanup destroys every socket (docs/windows-observed.md item 9).
+            for sock in list(process.sockets.values()):
+                self._close(sock)
+        return 0
 
     @cfunc("")
     def WSAGetLastError(self):
@@ -216,66 +131,47 @@ class SimulatedWinsock:
         with self._lock:
             self.process.current_thread().last_error = iError
 
-    @cfunc("")
-    def GetLastError(self):
-        with self._lock:
-            return self.process.current_thread().last_error & 0xFFFFFFFF
-
-    @cfunc("")
-    def GetCurrentProcessId(self):
-        return self.process.pid
-
-    @cfunc("")
-    def GetCurrentThreadId(self):
-        with self._lock:
-            self.kernel.enter()
-            return self.process.current_thread().tid
-
     # -- sockets -----------------------------------------------------------
-    @cfunc("int af, int type, int protocol")
-    def socket(self, af, type, protocol):
-        return self._create(af, type, protocol, True)
+    @ws2_call("int af, int type, int protocol", INVALID_SOCKET, on_socket=False)
+    def socket(self, thread, af, type, protocol):
+        return self._create(thread, af, type, protocol, True)
 
-    @cfunc("int af, int type, int protocol, LPVOID lpProtocolInfo, UINT g, DWORD dwFlags")
-    def WSASocketW(self, af, type, protocol, lpProtocolInfo, g, dwFlags):
-        with self._lock:
-            thread = self._enter()
-            if lpProtocolInfo:
-                # WSAPROTOCOL_INFOW selection is not modelled: an unreadable one is a fault,
-                # a readable one is refused (assumed: WSAEINVAL).
-                err = C.WSAEFAULT if not self.memory.check(lpProtocolInfo, 628, False) else C.WSAEINVAL
-                return self._err(thread, err, INVALID_SOCKET)
-            if g != 0:
-                return self._err(thread, C.WSAEINVAL, INVALID_SOCKET)
-        return self._create(af, type, protocol, bool(dwFlags & C.WSA_FLAG_OVERLAPPED))
+    @ws2_call("int af, int type, int protocol, LPVOID lpProtocolInfo, UINT g, DWORD dwFlags", INVALID_SOCKET,
+              on_socket=False)
+    def WSASocketW(self, thread, af, type, protocol, lpProtocolInfo, g, dwFlags):
+        if lpProtocolInfo:
+            # WSAPROTOCOL_INFOW selection is not modelled: an unreadable one is a fault,
+            # a readable one is refused (assumed: WSAEINVAL).
+            err = C.WSAEFAULT if not self.memory.check(lpProtocolInfo, 628, False) else C.WSAEINVAL
+            return self._err(thread, err, INVALID_SOCKET)
+        if g != 0:
+            return self._err(thread, C.WSAEINVAL, INVALID_SOCKET)
+        return self._create(thread, af, type, protocol, bool(dwFlags & C.WSA_FLAG_OVERLAPPED))
 
-    def _create(self, af, type_, protocol, overlapped_attr):
-        with self._lock:
-            thread = self._enter()
-            process = self.process
-            if process.wsa_refcount == 0:
-                return self._err(thread, C.WSANOTINITIALISED, INVALID_SOCKET)
-            if af not in (C.AF_INET, C.AF_INET6):
-                return self._err(thread, C.WSAEAFNOSUPPORT, INVALID_SOCKET)
-            if type_ == C.SOCK_STREAM:
-                if protocol not in (0, C.IPPROTO_TCP):
-                    return self._err(thread, C.WSAEPROTONOSUPPORT, INVALID_SOCKET)
-                protocol = C.IPPROTO_TCP
-            elif type_ == C.SOCK_DGRAM:
-                if protocol not in (0, C.IPPROTO_UDP):
-                    return self._err(thread, C.WSAEPROTONOSUPPORT, INVALID_SOCKET)
-                protocol = C.IPPROTO_UDP
-            elif type_ == C.SOCK_RAW:
-                if not process.elevated:
-                    return self._err(thread, C.WSAEACCES, INVALID_SOCKET)
-                if not 0 <= protocol <= 255:
-                    return self._err(thread, C.WSAEPROTONOSUPPORT, INVALID_SOCKET)
-            else:
-                return self._err(thread, C.WSAESOCKTNOSUPPORT, INVALID_SOCKET)
-            if not process.host.up:
-                return self._err(thread, C.WSAENETDOWN, INVALID_SOCKET)
-            sock = process.new_socket(af, type_, protocol, overlapped_attr)
-            return self._ok(thread, sock.handle)
+    def _create(self, thread, af, type_, protocol, overlapped_attr):
+        """socket/WSASocketW after ws2_32's checks, under the lock."""
+        process = self.process
+        if af not in (C.AF_INET, C.AF_INET6):
+            return self._err(thread, C.WSAEAFNOSUPPORT, INVALID_SOCKET)
+        if type_ == C.SOCK_STREAM:
+            if protocol not in (0, C.IPPROTO_TCP):
+                return self._err(thread, C.WSAEPROTONOSUPPORT, INVALID_SOCKET)
+            protocol = C.IPPROTO_TCP
+        elif type_ == C.SOCK_DGRAM:
+            if protocol not in (0, C.IPPROTO_UDP):
+                return self._err(thread, C.WSAEPROTONOSUPPORT, INVALID_SOCKET)
+            protocol = C.IPPROTO_UDP
+        elif type_ == C.SOCK_RAW:
+            if not process.elevated:
+                return self._err(thread, C.WSAEACCES, INVALID_SOCKET)
+            if not 0 <= protocol <= 255:
+                return self._err(thread, C.WSAEPROTONOSUPPORT, INVALID_SOCKET)
+        else:
+            return self._err(thread, C.WSAESOCKTNOSUPPORT, INVALID_SOCKET)
+        if not process.host.up:
+            return self._err(thread, C.WSAENETDOWN, INVALID_SOCKET)
+        sock = process.new_socket(af, type_, protocol, overlapped_attr)
+        return self._ok(thread, sock.handle)
 
     def _run(self, thread, fn, *args):
         """Run a socket operation; WsaError becomes SOCKET_ERROR and the last error."""
@@ -318,8 +214,7 @@ class SimulatedWinsock:
 
     def _close(self, sock) -> None:
         process = self.process
-        cancel = C.STATUS_CANCELLED if process.profile.close_cancel_status == "cancelled" \
-            else C.STATUS_CONNECTION_ABORTED
+        cancel = _CLOSE_CANCEL_STATUS[process.profile.close_cancel_status]
         sock.close(cancel)
         process.sockets.pop(sock.handle, None)
         process.handles.pop(sock.handle, None)
@@ -460,36 +355,25 @@ class SimulatedWinsock:
         rc, err = wsp_ioctl(self.process, thread, sock, code, argp, 4, argp, 4, 0, 0, 0)
         return self._err(thread, err) if rc else self._ok(thread)
 
-    @cfunc("SOCKET s, DWORD dwIoControlCode, LPVOID lpvInBuffer, DWORD cbInBuffer, LPVOID lpvOutBuffer, "
-           "DWORD cbOutBuffer, LPVOID lpcbBytesReturned, LPVOID lpOverlapped, LPVOID lpCompletionRoutine")
-    def WSAIoctl(self, s, dwIoControlCode, lpvInBuffer, cbInBuffer, lpvOutBuffer, cbOutBuffer,
+    @socket_call("SOCKET s, DWORD dwIoControlCode, LPVOID lpvInBuffer, DWORD cbInBuffer, LPVOID lpvOutBuffer, "
+                 "DWORD cbOutBuffer, LPVOID lpcbBytesReturned, LPVOID lpOverlapped, LPVOID lpCompletionRoutine")
+    def WSAIoctl(self, thread, sock, dwIoControlCode, lpvInBuffer, cbInBuffer, lpvOutBuffer, cbOutBuffer,
                  lpcbBytesReturned, lpOverlapped, lpCompletionRoutine):
-        lock = self._lock
-        lock.acquire()              # not `with`: half the cost, and the records query measures it (bench/)
-        try:
-            thread = self._enter()
-            process = self.process
-            # ws2_32: startup, then the handle, then lpcbBytesReturned (items 1-5), then the provider.
-            if process.wsa_refcount == 0:
-                return self._err(thread, C.WSANOTINITIALISED)
-            sock = process.sockets.get(s)
-            if sock is None:
-                return self._err(thread, C.WSAENOTSOCK)
-            if not lpcbBytesReturned or not self.memory.check(lpcbBytesReturned, 4, True):
-                return self._err(thread, C.WSAEFAULT)
-            if process.faults.rules:
-                injected = process.faults.take("WSAIoctl", dwIoControlCode)
-                if injected is not None:
-                    return self._err(thread, injected)
-            if not process.host.up:
-                return self._err(thread, C.WSAENETDOWN)
-            rc, err = wsp_ioctl(process, thread, sock, dwIoControlCode, lpvInBuffer, cbInBuffer,
-                                lpvOutBuffer, cbOutBuffer, lpcbBytesReturned, lpOverlapped,
-                                lpCompletionRoutine)
-            thread.last_error = err
-            return rc
-        finally:
-            lock.release()
+        process = self.process
+        # ws2_32: startup and the handle (sim.c_entry), then lpcbBytesReturned (items 1-5), then the provider.
+        if not lpcbBytesReturned or not self.memory.check(lpcbBytesReturned, 4, True):
+            return self._err(thread, C.WSAEFAULT)
+        if process.faults.rules:
+            injected = process.faults.take("WSAIoctl", dwIoControlCode)
+            if injected is not None:
+                return self._err(thread, injected)
+        if not process.host.up:
+            return self._err(thread, C.WSAENETDOWN)
+        rc, err = wsp_ioctl(process, thread, sock, dwIoControlCode, lpvInBuffer, cbInBuffer,
+                            lpvOutBuffer, cbOutBuffer, lpcbBytesReturned, lpOverlapped,
+                            lpCompletionRoutine)
+        thread.last_error = err
+        return rc
 
     @cfunc("SOCKET s, DWORD dwIoControlCode, LPVOID lpvInBuffer, DWORD cbInBuffer, LPVOID lpvOutBuffer, "
            "DWORD cbOutBuffer, LPVOID lpcbBytesReturned, LPVOID lpOverlapped, LPVOID lpCompletionRoutine, "
@@ -773,431 +657,10 @@ class SimulatedWinsock:
     # "AcceptEx function", "LPFN_CONNECTEX callback function", "GetAcceptExSockaddrs
     # function"). Where the pages are silent the behaviour is that of Wine's
     # dlls/ws2_32/tests/sock.c test_AcceptEx / test_connect, which run on real Windows.
-    def _extension_overlapped(self, lpOverlapped):
-        """The OVERLAPPED both functions require; 0 when usable, else the error.
-
-        NULL: ERROR_INVALID_PARAMETER (Wine test_AcceptEx / test_connect, "NULL overlapped").
-        Otherwise Internal becomes STATUS_PENDING before the other checks, so an immediate
-        failure leaves it there (same tests: "overlapped.Internal == STATUS_PENDING").
-        """
-        if not lpOverlapped:
-            return C.ERROR_INVALID_PARAMETER
-        if not self.memory.check(lpOverlapped, WSAOVERLAPPED.size, True):
-            return C.WSAEFAULT
-        ov.mark_pending(self.process, lpOverlapped)
-        return 0
-
-    @cfunc("SOCKET sListenSocket, SOCKET sAcceptSocket, LPVOID lpOutputBuffer, DWORD dwReceiveDataLength, "
-           "DWORD dwLocalAddressLength, DWORD dwRemoteAddressLength, LPVOID lpdwBytesReceived, "
-           "LPVOID lpOverlapped")
-    def AcceptEx(self, sListenSocket, sAcceptSocket, lpOutputBuffer, dwReceiveDataLength, dwLocalAddressLength,
-                 dwRemoteAddressLength, lpdwBytesReceived, lpOverlapped):
-        with self._lock:
-            thread = self._enter()
-            process, mem = self.process, self.memory
-            if process.wsa_refcount == 0:
-                return self._err(thread, C.WSANOTINITIALISED, C.FALSE)
-            err = self._extension_overlapped(lpOverlapped)
-            if err:
-                return self._err(thread, err, C.FALSE)
-            lst = process.sockets.get(sListenSocket)
-            acc = process.sockets.get(sAcceptSocket)
-            need = sockaddr_io.size_for(lst.family if lst is not None else C.AF_INET) + _ADDRESS_PAD
-            total = dwReceiveDataLength + dwLocalAddressLength + dwRemoteAddressLength
-            short = dwLocalAddressLength < need or dwRemoteAddressLength < need
-            strict = process.profile.acceptex_short_address == "WSAEFAULT"
-            if lst is None or acc is None:
-                err = C.WSAENOTSOCK
-            elif not lst.is_tcp:
-                err = C.WSAEOPNOTSUPP           # AcceptEx page: sListenSocket not connection-oriented
-            elif lst.state != "listening":
-                err = C.WSAEINVAL               # AcceptEx page: listen was not called
-            elif (not acc.is_tcp or acc.family != lst.family or acc.local is not None
-                  or acc.state != "new" or acc.accepting is not None):
-                err = C.WSAEINVAL               # page: "must not be bound or connected"; Wine: UDP, twice
-            elif dwRemoteAddressLength == 0 or (short and strict):
-                err = C.WSAEFAULT               # page: "at least 16 bytes more than the maximum address length"
-            elif not lpOutputBuffer or not mem.check(lpOutputBuffer, total, True):
-                err = C.WSAEFAULT               # page: lpOutputBuffer "must be specified"
-            elif lpdwBytesReceived and not mem.check(lpdwBytesReceived, 4, True):
-                err = C.WSAEFAULT
-            elif not process.host.up:
-                err = C.WSAENETDOWN
-            if err:
-                return self._err(thread, err, C.FALSE)
-            req, err = start_overlapped(process, lst, thread, lpOverlapped, 0, "accept")
-            if req is None:
-                return self._err(thread, err, C.FALSE)
-            family = lst.family
-
-            def take():
-                """(status, bytes) once the accept can complete, else None."""
-                if acc.conn is None:
-                    queue = lst.listener.queue if lst.listener is not None else ()
-                    if not queue:
-                        return None
-                    acc.adopt(queue.pop(0))
-                    acc.context_pending = "accept"
-                if short:
-                    return C.STATUS_BUFFER_TOO_SMALL, 0      # the address does not fit (Wine test_AcceptEx)
-                if dwReceiveDataLength == 0:
-                    n = 0
-                else:
-                    ready = acc.stream_readable()
-                    if ready is None:
-                        return None         # page: completes after the first block of data
-                    if ready is not True:
-                        return st.from_winsock(C.WSAECONNRESET), 0
-                    data = acc.stream_take(dwReceiveDataLength)   # b"" on the peer's FIN
-                    mem.kwrite(lpOutputBuffer, data)
-                    n = len(data)
-                slot = (lpOutputBuffer + dwReceiveDataLength) & _U64
-                mem.kwrite(slot, _address_slot(family, *acc.conn.local))
-                mem.kwrite((slot + dwLocalAddressLength) & _U64, _address_slot(family, *acc.conn.remote))
-                return C.STATUS_SUCCESS, n
-
-            def release(r):
-                if acc.accepting is r:
-                    acc.accepting = None
-
-            result = take()
-            if result is not None:
-                status, n = result
-                if lpdwBytesReceived:
-                    mem.kwrite_u32(lpdwBytesReceived, n)
-                ov.complete(req, status, n, synchronous=True)
-                if st.nt_success(status):
-                    return self._ok(thread, C.TRUE)
-                return self._err(thread, st.to_winsock(status), C.FALSE)
-
-            def start(r):
-                res = take()
-                if res is not None:
-                    release(r)
-                    ov.complete(r, res[0], res[1])
-            req.start = start
-            req.on_cancel = lambda: release(req)
-            lst.pending.append(req)
-            acc.accepting = req
-            return self._err(thread, C.WSA_IO_PENDING, C.FALSE)
-
-    @cfunc("SOCKET s, LPVOID name, int namelen, LPVOID lpSendBuffer, DWORD dwSendDataLength, "
-           "LPVOID lpdwBytesSent, LPVOID lpOverlapped")
-    def ConnectEx(self, s, name, namelen, lpSendBuffer, dwSendDataLength, lpdwBytesSent, lpOverlapped):
-        with self._lock:
-            thread = self._enter()
-            process, mem = self.process, self.memory
-            sock, err = self._socket(thread, s)
-            if err:
-                return self._err(thread, err, C.FALSE)
-            err = self._extension_overlapped(lpOverlapped)
-            if err:
-                return self._err(thread, err, C.FALSE)
-            try:
-                if not sock.is_tcp:
-                    raise WsaError(C.WSAEINVAL)       # page: connection-oriented sockets only (assumed code)
-                if sock.state == "listening" or sock.accepting is not None:
-                    raise WsaError(C.WSAEINVAL)       # page: "unbound or a listening socket"; Wine test_AcceptEx
-                if sock.state == "connected":
-                    raise WsaError(C.WSAEISCONN)      # Wine test_connect
-                if sock.state == "connecting":
-                    raise WsaError(C.WSAEALREADY)
-                if sock.local is None:
-                    raise WsaError(C.WSAEINVAL)       # page: s must be "previously bound"
-                ip, port = sockaddr_io.read(mem, name, namelen, sock.family)
-                if lpSendBuffer and dwSendDataLength and not mem.check(lpSendBuffer, dwSendDataLength, False):
-                    raise WsaError(C.WSAEFAULT)
-                if lpdwBytesSent and not mem.check(lpdwBytesSent, 4, True):
-                    raise WsaError(C.WSAEFAULT)
-                data = mem.kread(lpSendBuffer, dwSendDataLength) if lpSendBuffer and dwSendDataLength else b""
-                req, err = start_overlapped(process, sock, thread, lpOverlapped, 0, "connect")
-                if req is None:
-                    raise WsaError(err)
-                # The very path connect() takes: checks, bind, the WFP connect-redirect hook.
-                sock.begin_connect(ip, port)
-            except WsaError as exc:
-                return self._err(thread, exc.code, C.FALSE)
-
-            def take():
-                if not sock._connect_settled():
-                    return None
-                sock._settle_connect()
-                if sock.state != "connected":
-                    # page: WSAECONNREFUSED, WSAENETUNREACH, WSAETIMEDOUT come through the completion
-                    return st.from_winsock(sock.so_error), 0
-                sock.context_pending = "connect"
-                try:
-                    n = sock.stream_send(data) if data else 0
-                except WsaError as exc:
-                    return st.from_winsock(exc.code), 0
-                return C.STATUS_SUCCESS, n
-
-            def start(r):
-                res = take()
-                if res is not None:
-                    ov.complete(r, res[0], res[1])
-            req.start = start
-            sock.pending.append(req)
-            start(req)                 # a callout may have refused the connect already
-            return self._err(thread, C.WSA_IO_PENDING, C.FALSE)
-
-    @cfunc("LPVOID lpOutputBuffer, DWORD dwReceiveDataLength, DWORD dwLocalAddressLength, "
-           "DWORD dwRemoteAddressLength, LPVOID LocalSockaddr, LPVOID LocalSockaddrLength, "
-           "LPVOID RemoteSockaddr, LPVOID RemoteSockaddrLength")
-    def GetAcceptExSockaddrs(self, lpOutputBuffer, dwReceiveDataLength, dwLocalAddressLength,
-                             dwRemoteAddressLength, LocalSockaddr, LocalSockaddrLength, RemoteSockaddr,
-                             RemoteSockaddrLength):
-        """void: parse AcceptEx's buffer into pointers inside it (GetAcceptExSockaddrs page).
-
-        Each address slot holds the address length (a 4-byte int) then the sockaddr,
-        the layout Wine's WS2_GetAcceptExSockaddrs decodes; the pointers written out
-        point into lpOutputBuffer. A slot too small to hold its address leaves that
-        pair of outputs untouched (Wine test_AcceptEx, local size 0). Windows does not
-        validate anything here (a bad pointer faults in the caller); the simulator
-        writes only where the memory is valid.
-        """
-        with self._lock:
-            self._enter()
-            mem = self.memory
-            if not lpOutputBuffer:
-                return
-            slot = (lpOutputBuffer + dwReceiveDataLength) & _U64
-            for size, out, out_len in ((dwLocalAddressLength, LocalSockaddr, LocalSockaddrLength),
-                                       (dwRemoteAddressLength, RemoteSockaddr, RemoteSockaddrLength)):
-                length = mem.kread_i32(slot) if size >= 4 else None
-                if length is not None and 0 < length <= size - 4 and mem.check(slot + 4, length, False) \
-                        and out and out_len and mem.check(out, 8, True) and mem.check(out_len, 4, True):
-                    mem.kwrite_u64(out, slot + 4)
-                    mem.kwrite_u32(out_len, length)
-                slot = (slot + size) & _U64
-
-    # -- events and waits ----------------------------------------------------
-    @cfunc("")
-    def WSACreateEvent(self):
-        with self._lock:
-            thread = self._enter()
-            return self._ok(thread, self.process.new_handle(Event(False, True)))
-
-    def _event(self, h):
-        obj = self.process.handles.get(h)
-        return obj if getattr(obj, "kind", "") == "event" else None
-
-    @cfunc("WSAEVENT hEvent")
-    def WSACloseEvent(self, hEvent):
-        with self._lock:
-            thread = self._enter()
-            if self._event(hEvent) is None:
-                return self._err(thread, C.WSA_INVALID_HANDLE, C.FALSE)
-            del self.process.handles[hEvent]
-            return C.TRUE
-
-    @cfunc("WSAEVENT hEvent")
-    def WSASetEvent(self, hEvent):
-        with self._lock:
-            thread = self._enter()
-            event = self._event(hEvent)
-            if event is None:
-                return self._err(thread, C.WSA_INVALID_HANDLE, C.FALSE)
-            event.signalled = True
-            self.kernel.poke()
-            return C.TRUE
-
-    @cfunc("WSAEVENT hEvent")
-    def WSAResetEvent(self, hEvent):
-        with self._lock:
-            thread = self._enter()
-            event = self._event(hEvent)
-            if event is None:
-                return self._err(thread, C.WSA_INVALID_HANDLE, C.FALSE)
-            event.signalled = False
-            return C.TRUE
-
-    def _waitable(self, h):
-        obj = self.process.handles.get(h)
-        kind = getattr(obj, "kind", "")
-        if kind == "event":
-            return lambda: obj.signalled
-        if kind == "socket":
-            return lambda: obj.file_signalled
-        return None
-
-    @cfunc("DWORD cEvents, LPVOID lphEvents, BOOL fWaitAll, DWORD dwTimeout, BOOL fAlertable")
-    def WSAWaitForMultipleEvents(self, cEvents, lphEvents, fWaitAll, dwTimeout, fAlertable):
-        with self._lock:
-            thread = self._enter()
-            process, mem = self.process, self.memory
-            if process.wsa_refcount == 0:
-                return self._err(thread, C.WSANOTINITIALISED, C.WSA_WAIT_FAILED)
-            if cEvents == 0 or cEvents > C.WSA_MAXIMUM_WAIT_EVENTS:
-                return self._err(thread, C.WSA_INVALID_PARAMETER, C.WSA_WAIT_FAILED)
-            raw = mem.kread(lphEvents, cEvents * 8) if lphEvents else None
-            if raw is None:
-                return self._err(thread, C.WSA_INVALID_PARAMETER, C.WSA_WAIT_FAILED)
-            handles = struct.unpack(f"<{cEvents}Q", raw)
-            probes = [self._waitable(h) for h in handles]
-            if any(p is None for p in probes):
-                return self._err(thread, C.WSA_INVALID_HANDLE, C.WSA_WAIT_FAILED)
-            if fWaitAll and len(set(handles)) != len(handles):
-                return self._err(thread, C.WSA_INVALID_PARAMETER, C.WSA_WAIT_FAILED)
-
-            def ready():
-                if fWaitAll:
-                    return 0 if all(p() for p in probes) else None
-                for i, p in enumerate(probes):
-                    if p():
-                        return i
-                return None
-            return self._wait(thread, ready, dwTimeout, bool(fAlertable), "WSAWaitForMultipleEvents",
-                              C.WSA_WAIT_EVENT_0, C.WSA_WAIT_TIMEOUT)
-
-    @cfunc("LPVOID fdArray, ULONG fds, INT timeout")
-    def WSAPoll(self, fdArray, fds, timeout):
+    @ws2_call("LPVOID fdArray, ULONG fds, INT timeout", on_socket=False)
+    def WSAPoll(self, thread, fdArray, fds, timeout):
         """The WSAPoll page: readiness of several sockets, waiting up to `timeout` ms (sim.poll)."""
-        with self._lock:
-            thread = self._enter()
-            return wsapoll(self, thread, fdArray, fds, timeout)
-
-    def _wait(self, thread, ready, timeout, alertable, what, base, timeout_value):
-        if alertable and thread.apcs and self.process.profile.wait_satisfaction_order == "apcs_first":
-            self.kernel.run_apcs(thread)
-            return C.WAIT_IO_COMPLETION
-        kind, value = self.kernel.wait(thread, ready, timeout, alertable, what)
-        if kind == "ready":
-            return base + value
-        if kind == "apc":
-            return C.WAIT_IO_COMPLETION
-        return timeout_value
-
-    @cfunc("DWORD dwMilliseconds, BOOL bAlertable")
-    def SleepEx(self, dwMilliseconds, bAlertable):
-        with self._lock:
-            thread = self._enter()
-            if dwMilliseconds == 0 and not (bAlertable and thread.apcs):
-                return 0
-            return self._wait(thread, lambda: None, dwMilliseconds, bool(bAlertable), "SleepEx", 0, 0)
-
-    # -- completion ports ----------------------------------------------------
-    def _port(self, h):
-        obj = self.process.handles.get(h)
-        return obj if getattr(obj, "kind", "") == "iocp" else None
-
-    @cfunc("HANDLE FileHandle, HANDLE ExistingCompletionPort, ULONG_PTR CompletionKey, "
-           "DWORD NumberOfConcurrentThreads")
-    def CreateIoCompletionPort(self, FileHandle, ExistingCompletionPort, CompletionKey,
-                               NumberOfConcurrentThreads):
-        with self._lock:
-            thread = self._enter()
-            process = self.process
-            if FileHandle == C.INVALID_HANDLE_VALUE:
-                if ExistingCompletionPort:
-                    return self._err(thread, C.ERROR_INVALID_PARAMETER, 0)
-                return process.new_handle(CompletionPort())
-            sock = process.handles.get(FileHandle)
-            if getattr(sock, "kind", "") != "socket":
-                return self._err(thread, C.ERROR_INVALID_HANDLE, 0)
-            if ExistingCompletionPort:
-                port = self._port(ExistingCompletionPort)
-                if port is None:
-                    return self._err(thread, C.ERROR_INVALID_HANDLE, 0)
-                port_handle = ExistingCompletionPort
-            else:
-                port = CompletionPort()
-                port_handle = None
-            if sock.port is not None or not sock.overlapped_attr:
-                # Already associated, or a synchronous-I/O file: NtSetInformationFile refuses.
-                return self._err(thread, C.ERROR_INVALID_PARAMETER, 0)
-            if port_handle is None:
-                port_handle = process.new_handle(port)
-            sock.port = port
-            sock.port_key = CompletionKey
-            return port_handle
-
-    @cfunc("HANDLE CompletionPort, LPVOID lpNumberOfBytesTransferred, LPVOID lpCompletionKey, "
-           "LPVOID lpOverlapped, DWORD dwMilliseconds")
-    def GetQueuedCompletionStatus(self, CompletionPort, lpNumberOfBytesTransferred, lpCompletionKey,
-                                  lpOverlapped, dwMilliseconds):
-        with self._lock:
-            thread = self._enter()
-            mem = self.memory
-            port = self._port(CompletionPort)
-            if port is None:
-                if lpOverlapped and mem.check(lpOverlapped, 8, True):
-                    mem.kwrite_u64(lpOverlapped, 0)
-                return self._err(thread, C.ERROR_INVALID_HANDLE, C.FALSE)
-            if not all(p and mem.check(p, n, True) for p, n in
-                       ((lpNumberOfBytesTransferred, 4), (lpCompletionKey, 8), (lpOverlapped, 8))):
-                return self._err(thread, C.ERROR_NOACCESS, C.FALSE)
-            kind, _ = self.kernel.wait(thread, lambda: True if port.packets or port.closed else None,
-                                       dwMilliseconds, False, "GetQueuedCompletionStatus")
-            if kind != "ready" or not port.packets:
-                mem.kwrite_u64(lpOverlapped, 0)
-                code = C.ERROR_ABANDONED_WAIT_0 if port.closed else C.WAIT_TIMEOUT
-                return self._err(thread, code, C.FALSE)
-            packet = port.packets.popleft()
-            mem.kwrite_u32(lpNumberOfBytesTransferred, packet.information)
-            mem.kwrite_u64(lpCompletionKey, packet.key)
-            mem.kwrite_u64(lpOverlapped, packet.overlapped)
-            if st.nt_success(packet.status):
-                return C.TRUE          # the last error is left alone (docs/windows-observed.md item 121)
-            return self._err(thread, st.to_win32(packet.status), C.FALSE)
-
-    @cfunc("HANDLE CompletionPort, DWORD dwNumberOfBytesTransferred, ULONG_PTR dwCompletionKey, "
-           "LPVOID lpOverlapped")
-    def PostQueuedCompletionStatus(self, CompletionPort, dwNumberOfBytesTransferred, dwCompletionKey,
-                                   lpOverlapped):
-        from sim.kernel import Packet
-        with self._lock:
-            thread = self._enter()
-            port = self._port(CompletionPort)
-            if port is None:
-                return self._err(thread, C.ERROR_INVALID_HANDLE, C.FALSE)
-            port.packets.append(Packet(dwCompletionKey, dwNumberOfBytesTransferred, lpOverlapped, 0))
-            self.kernel.poke()
-            return C.TRUE
-
-    @cfunc("HANDLE FileHandle, UCHAR Flags")
-    def SetFileCompletionNotificationModes(self, FileHandle, Flags):
-        with self._lock:
-            thread = self._enter()
-            sock = self.process.handles.get(FileHandle)
-            if getattr(sock, "kind", "") != "socket":
-                return self._err(thread, C.ERROR_INVALID_HANDLE, C.FALSE)
-            if Flags & ~(C.FILE_SKIP_COMPLETION_PORT_ON_SUCCESS | C.FILE_SKIP_SET_EVENT_ON_HANDLE):
-                return self._err(thread, C.ERROR_INVALID_PARAMETER, C.FALSE)
-            sock.notify_modes |= Flags
-            return C.TRUE
-
-    @cfunc("HANDLE hFile, LPVOID lpOverlapped")
-    def CancelIoEx(self, hFile, lpOverlapped):
-        with self._lock:
-            thread = self._enter()
-            sock = self.process.handles.get(hFile)
-            if getattr(sock, "kind", "") != "socket":
-                return self._err(thread, C.ERROR_INVALID_HANDLE, C.FALSE)
-            victims = [r for r in sock.pending if not lpOverlapped or r.overlapped == lpOverlapped]
-            if not victims:
-                return self._err(thread, C.ERROR_NOT_FOUND, C.FALSE)
-            for req in victims:
-                ov.cancel(req)
-            return C.TRUE
-
-    @cfunc("HANDLE hObject")
-    def CloseHandle(self, hObject):
-        with self._lock:
-            thread = self._enter()
-            process = self.process
-            obj = process.handles.get(hObject)
-            kind = getattr(obj, "kind", "")
-            if kind == "socket":
-                self._close(obj)
-                return C.TRUE
-            if kind in ("event", "iocp", "thread"):
-                del process.handles[hObject]
-                if kind == "iocp":
-                    obj.closed = True
-                    self.kernel.poke()
-                return C.TRUE
-            return self._err(thread, C.ERROR_INVALID_HANDLE, C.FALSE)
+        return wsapoll(self, thread, fdArray, fds, timeout)
 
     # -- world controls (not part of the C surface) ---------------------------
     def run(self, ms: float) -> None:

@@ -35,3 +35,13 @@ def test_a_model_module_importing_a_client_breaks_the_check(tmp_path):
     result = _lint(tmp_path)
     assert result.returncode != 0
     assert "sim.kernel -> harness.proxy.reference" in result.stdout
+
+
+def test_every_model_module_is_under_the_no_actors_contract():
+    import tomllib
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    listed = set(next(c for c in config if c["name"] == "The model does not build worlds with actors")["source_modules"])
+    sim = ROOT / "sim"
+    modules = {f"sim.{p.stem}" for p in sim.glob("*.py") if p.stem not in ("__init__", "__main__")}
+    modules |= {f"sim.{p.name}" for p in sim.iterdir() if (p / "__init__.py").exists() and p.name != "worlds"}
+    assert modules - listed == set(), "add the new model modules to pyproject.toml's contract"

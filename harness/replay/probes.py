@@ -532,43 +532,20 @@ def probe_wfp_completion_bytes(red):
     return Unmatched(ev)
 
 
-API_PROBES = {
-    "unknown_ioctl_error": probe_unknown_ioctl_error,
-    "unknown_ioctl_overlapped": probe_unknown_ioctl_overlapped,
-    "sio_flush": probe_sio_flush,
-    "inline_ioctl_signals_event": probe_inline_ioctl_signals_event,
-    "routine_and_port": probe_routine_and_port,
-    "bad_event_at_issue": probe_bad_event_at_issue,
-    "close_cancel_status": probe_close_cancel_status,
-    "getoverlappedresult_null_out": probe_getoverlappedresult_null_out,
-    "wait_satisfaction_order": probe_wait_satisfaction_order,
-    "wait_bad_handle_array": probe_wait_bad_handle_array,
-    "gqcs_bad_out_pointer": probe_gqcs_bad_out_pointer,
-    "zero_length_probe": probe_zero_length_probe,
-    "query_unconnected": probe_query_unconnected,
-    "query_udp_socket": probe_query_udp_socket,
-    "query_raw_socket": probe_query_raw_socket,
-    "query_not_redirected": probe_query_not_redirected,
-    "set_bad_blob": probe_set_bad_blob,
-    "set_after_connect": probe_set_after_connect,
-    "wfp_sockopt_on_tcp": probe_wfp_sockopt_on_tcp,
-    "acceptex_short_address": probe_acceptex_short_address,
-    "poll_no_valid_socket": probe_poll_no_valid_socket,
-    "poll_nval_counted": probe_poll_nval_counted,
-}
-REDIRECT_PROBES = {
-    "query_size_probe": probe_query_size_probe,
-    "query_tiny_buffer": probe_query_tiny_buffer,
-    "query_short_buffer": probe_query_short_buffer,
-    "wfp_query_completion": probe_wfp_query_completion,
-    "wfp_completion_bytes": probe_wfp_completion_bytes,
-}
-NO_PROBE = {
-    "wfp_query_check_order": "the order of the query's own checks needs several crafted failures at once; "
-                             "no single experiment separates the orders",
-    "context_absent": "needs a redirected connection whose callout set no context (the sample driver always sets one)",
-    "set_requires_elevation": "needs a second, non-elevated process",
-}
+def _probes_of(kind: str) -> dict:
+    """decision point -> probe_<name>, for the points whose `probe` is `kind` (sim/decision_points.py)."""
+    from sim.decision_points import DECISIONS
+    return {name: globals()[f"probe_{name}"] for name, dp in DECISIONS.items() if dp.probe == kind}
+
+
+def _no_probe() -> dict:
+    from sim.decision_points import DECISIONS
+    return {name: dp.probe for name, dp in DECISIONS.items() if not dp.probed}
+
+
+API_PROBES = _probes_of("api")
+REDIRECT_PROBES = _probes_of("redirected")
+NO_PROBE = _no_probe()
 PROBES = {**API_PROBES, **REDIRECT_PROBES}
 
 

@@ -11,19 +11,37 @@ from harness.winsock import constants as C
 from sim.wfp import records
 from sim.ioctl_outcomes import Deferred, Fail, Inline
 from sim.ioctls import handler
+from sim.decision_points import DECISIONS
+
+# Decision points this module reads (sim/decision_points.py), checked when it is imported.
+_TINY_FAILS = DECISIONS["query_tiny_buffer"].choice("WSAEINVAL")
+_NOT_REDIRECTED_ERROR = {DECISIONS["query_not_redirected"].choice("FWP_E_NOT_FOUND"): C.FWP_E_NOT_FOUND,
+                         DECISIONS["query_not_redirected"].choice("WSAEINVAL"): C.WSAEINVAL}
+_NO_CONTEXT_SUCCEEDS = DECISIONS["context_absent"].choice("success_zero")
+_COMPLETION_ACTUAL = DECISIONS["wfp_completion_bytes"].choice("actual")
+_QUERY_PENDING = DECISIONS["wfp_query_completion"].choice("pending")
+_SET_NEEDS_ELEVATION = DECISIONS["set_requires_elevation"].choice("WSAEACCES")
+
 
 ULONG = 4
 QUERY_DELAY_NS = 50_000        # 'pending' profile value: the kernel answers 50 µs later
 
 
-def _fail_for(choice: str, required: int):
-    if choice == "insufficient_buffer":
-        return Fail(C.ERROR_INSUFFICIENT_BUFFER, required)
-    if choice == "WSAEFAULT":
-        return Fail(C.WSAEFAULT, required)
-    if choice == "WSAENOBUFS":
-        return Fail(C.WSAENOBUFS, required)
-    return Fail(C.WSAEINVAL, 0)
+def _short_buffer_failure(point: str, choices: dict):
+    """choice -> the failure it names: (error, what *lpcbBytesReturned gets: None = the required size)."""
+    errors = {"insufficient_buffer": C.ERROR_INSUFFICIENT_BUFFER, "WSAEFAULT": C.WSAEFAULT,
+              "WSAENOBUFS": C.WSAENOBUFS, "WSAEINVAL": C.WSAEINVAL}
+    return {DECISIONS[point].choice(c): (errors[c], 0 if c == "WSAEINVAL" else None) for c in choices}
+
+
+def _fail_for(failures: dict, choice: str, required: int):
+    error, returned = failures[choice]
+    return Fail(error, required if returned is None else returned)
+
+
+_SIZE_PROBE_FAILURE = _short_buffer_failure("query_size_probe", ("insufficient_buffer", "WSAEFAULT", "WSAEINVAL"))
+_SHORT_BUFFER_FAILURE = _short_buffer_failure("query_short_buffer",
+                                              ("insufficient_buffer", "WSAEFAULT", "WSAENOBUFS", "WSAEINVAL"))
 
 
 def _query(call, what: str):
@@ -31,7 +49,7 @@ def _query(call, what: str):
     # Output range first: "not totally contained in a valid part of the user address space".
     if call.cbout and (call.outbuf == 0 or not mem.check(call.outbuf, call.cbout, True)):
         return Fail(C.WSAEFAULT)
-    if 0 < call.cbout < ULONG and profile.query_tiny_buffer == "WSAEINVAL":
+    if 0 < call.cbout < ULONG and profile.query_tiny_buffer == _TINY_FAILS:
         return Fail(C.WSAEINVAL, 0)
     if sock.type == C.SOCK_RAW:
         return Fail(C.WSAENOPROTOOPT, 0)
@@ -41,22 +59,22 @@ def _query(call, what: str):
         return Fail(C.WSAENOTCONN, 0)
     redirect = sock.redirect
     if redirect is None:
-        err = C.FWP_E_NOT_FOUND if profile.query_not_redirected == "FWP_E_NOT_FOUND" else C.WSAEINVAL
+        err = _NOT_REDIRECTED_ERROR[profile.query_not_redirected]
         return Fail(err, 0)
     if what == "records":
         data = redirect.records_blob()
     else:
         data = redirect.context_for(call.process.pid)
         if data is None:
-            if profile.context_absent == "success_zero":
+            if profile.context_absent == _NO_CONTEXT_SUCCEEDS:
                 return Inline(0)
             return Fail(C.FWP_E_NOT_FOUND, 0)
     required = len(data)
     if call.cbout == 0:
-        return _fail_for(profile.query_size_probe, required)
+        return _fail_for(_SIZE_PROBE_FAILURE, profile.query_size_probe, required)
     if call.cbout < required:
-        return _fail_for(profile.query_short_buffer, required)
-    completion_bytes = required if profile.wfp_completion_bytes == "actual" else 0
+        return _fail_for(_SHORT_BUFFER_FAILURE, profile.query_short_buffer, required)
+    completion_bytes = required if profile.wfp_completion_bytes == _COMPLETION_ACTUAL else 0
 
     def write():
         if not mem.kwrite(call.outbuf, data):
@@ -64,7 +82,7 @@ def _query(call, what: str):
                                      f"pid {call.process.pid}: output buffer of a {what} query "
                                      f"at 0x{call.outbuf:x} was freed before the kernel wrote it")
 
-    if profile.wfp_query_completion == "pending":
+    if profile.wfp_query_completion == _QUERY_PENDING:
         def finish():
             write()
             return 0, completion_bytes
@@ -91,7 +109,7 @@ def set_records(call):
         return Fail(C.WSAEFAULT, 0)        # SET page: a bad lpvOutBuffer is WSAEFAULT (NULL: the size rule below)
     if call.cbin == 0 or call.cbout != 0:
         return Fail(C.WSAEINVAL, 0)
-    if profile.set_requires_elevation == "WSAEACCES" and not call.process.elevated:
+    if profile.set_requires_elevation == _SET_NEEDS_ELEVATION and not call.process.elevated:
         return Fail(C.WSAEACCES, 0)
     if not sock.is_tcp:
         return Fail(C.WSAEINVAL, 0)        # UDP forwards its record as a cmsg (assumed: not applicable)
