@@ -90,6 +90,7 @@ class Kernel32:
         if cEvents == 0 or cEvents > C.WSA_MAXIMUM_WAIT_EVENTS:
             return self._err(thread, C.WSA_INVALID_PARAMETER, C.WSA_WAIT_FAILED)
         raw = mem.kread(lphEvents, cEvents * 8) if lphEvents else None
+        # Decision point wait_bad_handle_array: an unreadable lphEvents is WSA_INVALID_PARAMETER.
         if raw is None:
             return self._err(thread, C.WSA_INVALID_PARAMETER, C.WSA_WAIT_FAILED)
         handles = struct.unpack(f"<{cEvents}Q", raw)
@@ -177,6 +178,7 @@ class Kernel32:
                 return self._err(thread, C.ERROR_INVALID_HANDLE, C.FALSE)
             if not all(p and mem.check(p, n, True) for p, n in
                        ((lpNumberOfBytesTransferred, 4), (lpCompletionKey, 8), (lpOverlapped, 8))):
+                # Decision point gqcs_bad_out_pointer: ERROR_NOACCESS, and the packet stays queued.
                 return self._err(thread, C.ERROR_NOACCESS, C.FALSE)
             kind, _ = self.kernel.wait(thread, lambda: True if port.packets or port.closed else None,
                                        dwMilliseconds, False, "GetQueuedCompletionStatus")

@@ -595,6 +595,7 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
         process, mem = self.process, self.memory
         if not lpOverlapped or not mem.check(lpOverlapped, WSAOVERLAPPED.size, True):
             return self._err(thread, C.WSAEFAULT, C.FALSE)
+        # Decision point getoverlappedresult_null_out: a NULL or unwritable out-pointer is WSAEFAULT.
         if not lpcbTransfer or not mem.check(lpcbTransfer, 4, True) \
                 or not lpdwFlags or not mem.check(lpdwFlags, 4, True):
             return self._err(thread, C.WSAEFAULT, C.FALSE)

@@ -27,11 +27,11 @@ ULONG = 4
 QUERY_DELAY_NS = 50_000        # 'pending' profile value: the kernel answers 50 µs later
 
 
-def _short_buffer_failure(point: str, choices: dict):
-    """choice -> the failure it names: (error, what *lpcbBytesReturned gets: None = the required size)."""
+def _short_buffer_failure(point) -> dict:
+    """Each choice of `point` -> the failure it names: (error, *lpcbBytesReturned; None: the required size)."""
     errors = {"insufficient_buffer": C.ERROR_INSUFFICIENT_BUFFER, "WSAEFAULT": C.WSAEFAULT,
               "WSAENOBUFS": C.WSAENOBUFS, "WSAEINVAL": C.WSAEINVAL}
-    return {DECISIONS[point].choice(c): (errors[c], 0 if c == "WSAEINVAL" else None) for c in choices}
+    return {point.choice(c): (errors[c], 0 if c == "WSAEINVAL" else None) for c in point.choices}
 
 
 def _fail_for(failures: dict, choice: str, required: int):
@@ -39,22 +39,25 @@ def _fail_for(failures: dict, choice: str, required: int):
     return Fail(error, required if returned is None else returned)
 
 
-_SIZE_PROBE_FAILURE = _short_buffer_failure("query_size_probe", ("insufficient_buffer", "WSAEFAULT", "WSAEINVAL"))
-_SHORT_BUFFER_FAILURE = _short_buffer_failure("query_short_buffer",
-                                              ("insufficient_buffer", "WSAEFAULT", "WSAENOBUFS", "WSAEINVAL"))
+_SIZE_PROBE_FAILURE = _short_buffer_failure(DECISIONS["query_size_probe"])
+_SHORT_BUFFER_FAILURE = _short_buffer_failure(DECISIONS["query_short_buffer"])
 
 
 def _query(call, what: str):
     profile, sock, mem = call.profile, call.sock, call.mem
+    # Decision point wfp_query_check_order: the output range, the size, then the socket.
     # Output range first: "not totally contained in a valid part of the user address space".
     if call.cbout and (call.outbuf == 0 or not mem.check(call.outbuf, call.cbout, True)):
         return Fail(C.WSAEFAULT)
     if 0 < call.cbout < ULONG and profile.query_tiny_buffer == _TINY_FAILS:
         return Fail(C.WSAEINVAL, 0)
+    # Decision point query_raw_socket: WSAENOPROTOOPT.
     if sock.type == C.SOCK_RAW:
         return Fail(C.WSAENOPROTOOPT, 0)
+    # Decision point query_udp_socket: WSAEINVAL (UDP gets its record as a cmsg).
     if sock.is_udp:
         return Fail(C.WSAEINVAL, 0)
+    # Decision point query_unconnected: WSAENOTCONN.
     if sock.state != "connected":
         return Fail(C.WSAENOTCONN, 0)
     redirect = sock.redirect
@@ -107,12 +110,14 @@ def set_records(call):
         return Fail(C.WSAEFAULT, 0)
     if call.cbout and call.outbuf and not mem.check(call.outbuf, call.cbout, True):
         return Fail(C.WSAEFAULT, 0)        # SET page: a bad lpvOutBuffer is WSAEFAULT (NULL: the size rule below)
+    # Decision point set_bad_blob: an empty input or a non-zero output size is WSAEINVAL.
     if call.cbin == 0 or call.cbout != 0:
         return Fail(C.WSAEINVAL, 0)
     if profile.set_requires_elevation == _SET_NEEDS_ELEVATION and not call.process.elevated:
         return Fail(C.WSAEACCES, 0)
     if not sock.is_tcp:
         return Fail(C.WSAEINVAL, 0)        # UDP forwards its record as a cmsg (assumed: not applicable)
+    # Decision point set_after_connect: WSAEINVAL on a connected (or connecting, listening) socket.
     if sock.state in ("connected", "connecting", "listening"):
         return Fail(C.WSAEINVAL, 0)
     blob = mem.kread(call.inbuf, call.cbin)
