@@ -47,6 +47,7 @@ import sys
 import threading
 
 from harness.winsock import constants as C
+from harness.winsock.memory import MemoryHelpers
 from harness.winsock import layouts as L
 from harness.winsock.api import EXTENSION_PROTOTYPES, PROTOTYPES
 from harness.winsock.ctype import C_TYPES, cfunc
@@ -265,7 +266,7 @@ class _Region:
         self.start, self.size, self.prot, self.tag = start, size, prot, tag
 
 
-class NativeMemory:
+class NativeMemory(MemoryHelpers):
     """The `Memory` protocol over this process's real memory.
 
     `alloc(size, prot)` returns a 16-byte-aligned buffer that ends at most 15
@@ -319,13 +320,6 @@ class NativeMemory:
             self._starts.insert(i, start)
             self._regions.insert(i, region)
             return start
-
-    def alloc_bytes(self, data: bytes, prot: str = "rw") -> int:
-        ptr = self.alloc(len(data))
-        self.write(ptr, data)
-        if prot != "rw":
-            self.protect(ptr, prot)
-        return ptr
 
     def free(self, ptr: int) -> None:
         """VirtualFree(MEM_RELEASE) of an allocation (ptr as alloc returned it)."""
@@ -402,18 +396,6 @@ class NativeMemory:
                     self._vm.protect(region.base, region.committed, region.prot)
             else:
                 ctypes.memmove(ptr, data, len(data))
-
-    def read_u32(self, ptr: int) -> int:
-        return struct.unpack("<I", self.read(ptr, 4))[0]
-
-    def write_u32(self, ptr: int, value: int) -> None:
-        self.write(ptr, struct.pack("<I", value & 0xFFFFFFFF))
-
-    def read_u64(self, ptr: int) -> int:
-        return struct.unpack("<Q", self.read(ptr, 8))[0]
-
-    def write_u64(self, ptr: int, value: int) -> None:
-        self.write(ptr, struct.pack("<Q", value & 0xFFFFFFFFFFFFFFFF))
 
     # -- bookkeeping ------------------------------------------------------------
     def _check_open(self):

@@ -29,6 +29,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from harness.input_error import InputError
+
 PAGES = ("records", "context", "set")
 PAGE_PREFIX = {"records": "REC", "context": "CTX", "set": "SET"}
 PAGE_TITLES = {"records": "SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS",
@@ -76,13 +78,12 @@ def conformance_dir() -> Path:
     return Path(harness.conformance.__file__).resolve().parent
 
 
-class TraceabilityError(ValueError):
+class TraceabilityError(InputError):
     """A malformed traceability file: names the file, the entry and the field."""
 
     def __init__(self, path, entry, field_name, message):
-        self.path, self.entry, self.field = str(path), entry, field_name
-        where = f"{path}: {entry}" if entry else str(path)
-        super().__init__(f"{where}: {field_name}: {message}")
+        super().__init__(path, 0, f"{entry}: {field_name}" if entry else field_name, message)
+        self.entry, self.field = entry, field_name
 
 
 @dataclass(frozen=True)

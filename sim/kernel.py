@@ -69,7 +69,7 @@ class CompletionPort:
         self.closed = False
 
 
-class Packet:
+class CompletionPacket:
     __slots__ = ("key", "information", "overlapped", "status")
 
     def __init__(self, key: int, information: int, overlapped: int, status: int):

@@ -198,13 +198,13 @@ class Kernel32:
            "LPVOID lpOverlapped")
     def PostQueuedCompletionStatus(self, CompletionPort, dwNumberOfBytesTransferred, dwCompletionKey,
                                    lpOverlapped):
-        from sim.kernel import Packet
+        from sim.kernel import CompletionPacket
         with self._lock:
             thread = self._enter()
             port = self._port(CompletionPort)
             if port is None:
                 return self._err(thread, C.ERROR_INVALID_HANDLE, C.FALSE)
-            port.packets.append(Packet(dwCompletionKey, dwNumberOfBytesTransferred, lpOverlapped, 0))
+            port.packets.append(CompletionPacket(dwCompletionKey, dwNumberOfBytesTransferred, lpOverlapped, 0))
             self.kernel.poke()
             return C.TRUE
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import struct
+from harness.winsock.memory import MemoryHelpers
 
 PAGE = 0x1000
 USER_BASE = 0x0000_0000_1000_0000        # first allocation
@@ -45,7 +46,7 @@ class Region:
         self.tag = tag
 
 
-class AddressSpace:
+class AddressSpace(MemoryHelpers):
     def __init__(self, lock):
         self._lock = lock
         self._starts: list[int] = []
@@ -74,13 +75,6 @@ class AddressSpace:
             self._starts.insert(i, start)
             self._regions.insert(i, region)
             return start
-
-    def alloc_bytes(self, data: bytes, prot: str = "rw") -> int:
-        ptr = self.alloc(len(data), "rw")
-        self.write(ptr, data)
-        if prot != "rw":
-            self.protect(ptr, prot)
-        return ptr
 
     def free(self, ptr: int) -> None:
         with self._lock:
@@ -122,18 +116,6 @@ class AddressSpace:
             self._lock.release()
         if not written:
             raise AccessViolation(f"write of {len(data)} bytes at 0x{ptr:x}")
-
-    def read_u32(self, ptr: int) -> int:
-        return struct.unpack("<I", self.read(ptr, 4))[0]
-
-    def write_u32(self, ptr: int, value: int) -> None:
-        self.write(ptr, struct.pack("<I", value & 0xFFFFFFFF))
-
-    def read_u64(self, ptr: int) -> int:
-        return struct.unpack("<Q", self.read(ptr, 8))[0]
-
-    def write_u64(self, ptr: int, value: int) -> None:
-        self.write(ptr, struct.pack("<Q", value & 0xFFFFFFFFFFFFFFFF))
 
     def invalid_pointer(self) -> int:
         """An address no valid buffer covers: a freed region, else a kernel address."""

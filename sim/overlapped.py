@@ -20,7 +20,7 @@ import struct
 from harness.winsock import constants as C
 from harness.winsock.layouts import WSAOVERLAPPED
 from sim import status as st
-from sim.kernel import Packet
+from sim.kernel import CompletionPacket
 from sim.decision_points import DECISIONS
 
 # Decision points this module reads (sim/decision_points.py), checked when it is imported.
@@ -104,7 +104,7 @@ def complete(req: IoRequest, status: int, information: int, flags: int = 0,
         if post_packet and port is not None and not port.closed:
             if not (synchronous and st.nt_success(status)
                     and sock.notify_modes & C.FILE_SKIP_COMPLETION_PORT_ON_SUCCESS):
-                port.packets.append(Packet(sock.port_key, information, req.overlapped, status))
+                port.packets.append(CompletionPacket(sock.port_key, information, req.overlapped, status))
     kernel.poke()
 
 

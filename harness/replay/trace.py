@@ -45,6 +45,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.input_error import InputError
+
 FORMAT = "wfp-harness-trace"
 VERSION = 1
 SYMBOL_KINDS = ("alloc", "handle", "routine", "invalid", "ext")
@@ -53,13 +55,8 @@ OPS = ("session", "alloc", "free", "protect", "write", "invalid_pointer", "routi
 PROTS = ("rw", "r", "none")
 
 
-class TraceError(ValueError):
+class TraceError(InputError):
     """A malformed trace: names the file, the line (1-based, 0 when unknown) and the field."""
-
-    def __init__(self, path, line, field, message):
-        self.path, self.line, self.field = str(path), line, field
-        where = f"{path}:{line}" if line else str(path)
-        super().__init__(f"{where}: {field}: {message}")
 
 
 @dataclass

@@ -52,20 +52,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from harness.input_error import InputError
+
 __all__ = [
     "ConfigError", "LabConfig", "VCenterConfig", "Placement", "Guest", "HostKeySource",
     "RunConfig", "Timeouts", "load_config", "load_matrix", "parse_config",
 ]
 
 
-class ConfigError(Exception):
+class ConfigError(InputError):
     """The lab config is wrong.  A job/config error, not an infrastructure fault."""
 
-    def __init__(self, file: str | Path | None, key: str, message: str) -> None:
+    def __init__(self, file: str | Path | None, key: str, message: str, line: int = 0) -> None:
         self.file = str(file) if file is not None else "<config>"
         self.key = key
-        self.message = message
-        super().__init__(f"{self.file}: {key}: {message}" if key else f"{self.file}: {message}")
+        super().__init__(self.file, line, key, message)
 
 
 # ---------------------------------------------------------------------------
@@ -123,8 +124,8 @@ class Guest:
     # pnputil, verifier, pktmon) or "posix" (the stand-in used in tests and
     # demos: a POSIX sshd that plays the guest's part from a state directory).
     os: str = "windows"
-    workdir: str | None = None       # remote directory for runs; None: the profile's default
-    python: str | None = None        # remote Python; None: the profile's default
+    workdir: str | None = None       # remote directory for runs; None: the guest OS adapter's default
+    python: str | None = None        # remote Python; None: the guest OS adapter's default
     boot_id_path: str | None = None  # posix only: file whose content changes on every boot
     state_dir: str | None = None     # posix only: the stand-in's simulated Windows state
 

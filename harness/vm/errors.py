@@ -13,6 +13,12 @@ Messages never contain secrets: the code that raises passes only names
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from harness.vm.ssh import ExecResult
+
 
 class InfrastructureError(Exception):
     """A failure of the lab, not of the product under test.
@@ -113,6 +119,83 @@ class HostKeyError(InfrastructureError):
 class SshError(InfrastructureError):
     """SSH transport to a guest failed (connect, auth, host key, channel)."""
     default_phase = "ssh"
+
+
+# SSH faults, by where they happen (harness.vm.ssh raises them).
+class HostKeyMismatch(SshError):
+    """The guest offered a host key other than the pinned one."""
+    default_phase = "hostkey"
+    retryable = False  # never try again hoping for a different answer: fail closed
+
+    def __init__(self, message: str, *, pinned_fingerprint: str, offered_fingerprint: str | None,
+                 phase: str | None = None, vm: str | None = None) -> None:
+        self.pinned_fingerprint = pinned_fingerprint
+        self.offered_fingerprint = offered_fingerprint
+        super().__init__(message, phase=phase, vm=vm)
+
+
+class AuthenticationFailed(SshError):
+    """The guest refused our key (not authorized, wrong user)."""
+    default_phase = "auth"
+
+
+class ConnectFailed(SshError):
+    """TCP connect, banner or key exchange failed."""
+    default_phase = "connect"
+
+
+class ConnectionDropped(SshError):
+    """The SSH connection died while an operation was in flight."""
+    default_phase = "exec"
+
+
+class ExitStatusUnknown(SshError):
+    """The remote wrapper ended without printing its exit marker."""
+    default_phase = "exec"
+
+
+class TransferError(SshError):
+    """An SFTP transfer ended with the wrong size or failed on the wire."""
+    default_phase = "transfer"
+
+
+class KeyLoadError(SshError):
+    """The client private key could not be read or decrypted."""
+    default_phase = "key"
+    retryable = False
+
+
+class BootIdError(SshError):
+    """The boot identifier could not be read from the guest."""
+    default_phase = "boot_id"
+
+
+class CommandHang(TimeoutError):
+    """A remote command did not finish within its timeout.
+
+    Not an infrastructure fault: the guest answered, the command did not.
+    The channel was closed; partial output is in ``stdout_path`` and
+    ``stderr_path``.  The remote process may still run (Windows OpenSSH
+    cannot deliver signals); revert or reboot the guest to be sure.
+    """
+
+    def __init__(self, message: str, *, command: str, timeout: float,
+                 stdout_path: Path, stderr_path: Path) -> None:
+        super().__init__(message)
+        self.kind = "hang"
+        self.phase = "exec"
+        self.command = command
+        self.timeout = timeout
+        self.stdout_path = stdout_path
+        self.stderr_path = stderr_path
+
+
+class CommandFailed(Exception):
+    """``check=True`` and the command exited non-zero (a test/product result)."""
+
+    def __init__(self, result: "ExecResult") -> None:
+        super().__init__(f"remote command failed with exit code {result.exit_code}: {result.command}")
+        self.result = result
 
 
 class GuestSetupError(InfrastructureError):

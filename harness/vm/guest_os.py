@@ -1,7 +1,7 @@
-"""Guest OS profiles: the OS-specific steps of the guest lifecycle.
+"""Guest OS adapters: the OS-specific steps of the guest lifecycle.
 
 The lifecycle (``harness.vm.lifecycle``) is the same for every guest; what
-differs is the text of each command and how its output reads.  A profile
+differs is the text of each command and how its output reads.  An adapter
 builds each command as a script in the guest's shell language and parses
 the output; it never talks to the guest itself.
 
@@ -42,7 +42,7 @@ from harness.vm.config import Guest
 from harness.vm.powershell import Param, quote_command, quote_literal
 from harness.vm.ssh import DEFAULT_BOOT_ID_PATH
 
-__all__ = ["GuestOs", "WindowsOs", "PosixStandInOs", "DumpFile", "profile_for", "NO_CDB"]
+__all__ = ["GuestOs", "WindowsOs", "PosixStandInOs", "DumpFile", "guest_os_for", "NO_CDB"]
 
 NO_CDB = "WFP_NO_CDB"
 # Lines of `!analyze -v` worth putting in the report.
@@ -73,7 +73,7 @@ def summarize_analysis(text: str) -> str:
 
 
 class GuestOs:
-    """Builds scripts for one guest; ``shell`` selects the SSH shell profile."""
+    """Builds scripts for one guest; ``shell`` selects the SSH shell dialect."""
 
     name = "abstract"
     shell = "posix"
@@ -98,7 +98,7 @@ class GuestOs:
     def boot_id_path(self) -> str:
         return DEFAULT_BOOT_ID_PATH
 
-    # -- parsers shared by both profiles -------------------------------
+    # -- parsers shared by both adapters -------------------------------
     @staticmethod
     def parse_dumps(stdout: str) -> list[DumpFile]:
         out = []
@@ -393,7 +393,7 @@ class PosixStandInOs(GuestOs):
                 + f"; else echo {NO_CDB}; fi")
 
 
-def profile_for(guest: Guest) -> GuestOs:
+def guest_os_for(guest: Guest) -> GuestOs:
     return PosixStandInOs(guest) if guest.os == "posix" else WindowsOs(guest)
 
 

@@ -4,7 +4,7 @@ Resources (the vCenter, the guest), drivers (:class:`~harness.vm.vsphere.VSphere
 :class:`~harness.vm.ssh.GuestSsh`) and this strategy are kept apart, as in
 labgrid: :class:`GuestAttempt` walks one fresh clone through :data:`PHASES`
 (``plan()`` gives the exact list for a run), with the OS-specific command
-text coming from a :mod:`~harness.vm.guest_os` profile.
+text coming from a :mod:`~harness.vm.guest_os` adapter.
 
 Outcomes of one attempt:
 
@@ -38,7 +38,7 @@ from harness.vm.config import Guest, LabConfig
 from harness.vm.errors import (
     GuestSetupError, HarnessError, InfrastructureError, ProductFailure, SshError,
 )
-from harness.vm.guest_os import NO_CDB, GuestOs, profile_for, summarize_analysis
+from harness.vm.guest_os import NO_CDB, GuestOs, guest_os_for, summarize_analysis
 from harness.vm.package import DriverPackage
 from harness.vm.progress import Progress
 from harness.vm.redact import RedactingFilter, SecretRegistry
@@ -142,7 +142,7 @@ class GuestAttempt:
         self.guest = guest
         self.n = attempt
         self.result = result
-        self.os: GuestOs = profile_for(guest)
+        self.os: GuestOs = guest_os_for(guest)
         self.guest_dir = ctx.run_dir / "guests" / guest.name
         self.dir = self.guest_dir / f"attempt-{attempt}"
         self.logs = self.dir / "logs"

@@ -51,16 +51,18 @@ from typing import Sequence
 import paramiko
 
 from harness.vm import powershell
-from harness.vm.errors import SshError
+from harness.vm.errors import (  # noqa: F401  (the SSH faults are part of this module's interface)
+    AuthenticationFailed, BootIdError, CommandFailed, CommandHang, ConnectFailed, ConnectionDropped,
+    ExitStatusUnknown, HostKeyMismatch, KeyLoadError, SshError, TransferError)
 from harness.vm.redact import SecretRegistry, StreamRedactor, default_registry
 
 __all__ = [
     "SshEndpoint",
     "GuestSsh",
     "ExecResult",
-    "ShellProfile",
-    "PosixProfile",
-    "PowerShellProfile",
+    "ShellDialect",
+    "PosixDialect",
+    "PowerShellDialect",
     "parse_public_key",
     "fingerprint",
     "HostKeyMismatch",
@@ -85,85 +87,6 @@ _KEY_TYPES = (
     "ecdsa-sha2-nistp384",
     "ecdsa-sha2-nistp521",
 )
-
-
-# --------------------------------------------------------------------------
-# Errors
-# --------------------------------------------------------------------------
-class HostKeyMismatch(SshError):
-    """The guest offered a host key other than the pinned one."""
-    default_phase = "hostkey"
-    retryable = False  # never try again hoping for a different answer: fail closed
-
-    def __init__(self, message: str, *, pinned_fingerprint: str, offered_fingerprint: str | None,
-                 phase: str | None = None, vm: str | None = None) -> None:
-        self.pinned_fingerprint = pinned_fingerprint
-        self.offered_fingerprint = offered_fingerprint
-        super().__init__(message, phase=phase, vm=vm)
-
-
-class AuthenticationFailed(SshError):
-    """The guest refused our key (not authorized, wrong user)."""
-    default_phase = "auth"
-
-
-class ConnectFailed(SshError):
-    """TCP connect, banner or key exchange failed."""
-    default_phase = "connect"
-
-
-class ConnectionDropped(SshError):
-    """The SSH connection died while an operation was in flight."""
-    default_phase = "exec"
-
-
-class ExitStatusUnknown(SshError):
-    """The remote wrapper ended without printing its exit marker."""
-    default_phase = "exec"
-
-
-class TransferError(SshError):
-    """An SFTP transfer ended with the wrong size or failed on the wire."""
-    default_phase = "transfer"
-
-
-class KeyLoadError(SshError):
-    """The client private key could not be read or decrypted."""
-    default_phase = "key"
-    retryable = False
-
-
-class BootIdError(SshError):
-    """The boot identifier could not be read from the guest."""
-    default_phase = "boot_id"
-
-
-class CommandHang(TimeoutError):
-    """A remote command did not finish within its timeout.
-
-    Not an infrastructure fault: the guest answered, the command did not.
-    The channel was closed; partial output is in ``stdout_path`` and
-    ``stderr_path``.  The remote process may still run (Windows OpenSSH
-    cannot deliver signals); revert or reboot the guest to be sure.
-    """
-
-    def __init__(self, message: str, *, command: str, timeout: float,
-                 stdout_path: Path, stderr_path: Path) -> None:
-        super().__init__(message)
-        self.kind = "hang"
-        self.phase = "exec"
-        self.command = command
-        self.timeout = timeout
-        self.stdout_path = stdout_path
-        self.stderr_path = stderr_path
-
-
-class CommandFailed(Exception):
-    """``check=True`` and the command exited non-zero (a test/product result)."""
-
-    def __init__(self, result: "ExecResult") -> None:
-        super().__init__(f"remote command failed with exit code {result.exit_code}: {result.command}")
-        self.result = result
 
 
 # --------------------------------------------------------------------------
@@ -221,7 +144,7 @@ class SshEndpoint:
     keepalive_count_max: int = 3       # unanswered intervals before "dead"
     shell: str = "powershell"          # "powershell" (Windows) or "posix"
     powershell_exe: str = "powershell"
-    boot_id_path: str = DEFAULT_BOOT_ID_PATH   # posix profile only
+    boot_id_path: str = DEFAULT_BOOT_ID_PATH   # posix dialect only
 
     def __post_init__(self) -> None:
         if (self.key_file is None) == (self.key_env is None):
@@ -229,7 +152,7 @@ class SshEndpoint:
         if not (0 < int(self.port) < 65536):
             raise ValueError(f"bad port {self.port}")
         if self.shell not in ("powershell", "posix"):
-            raise ValueError(f"unknown shell profile {self.shell!r} (powershell or posix)")
+            raise ValueError(f"unknown shell dialect {self.shell!r} (powershell or posix)")
         if self.connect_timeout <= 0:
             raise ValueError("connect_timeout must be positive")
         parse_public_key(self.host_key)  # fail at config time, not at connect
@@ -238,19 +161,19 @@ class SshEndpoint:
     def pinned_key(self) -> paramiko.PKey:
         return parse_public_key(self.host_key)
 
-    def profile(self) -> "ShellProfile":
+    def dialect(self) -> "ShellDialect":
         if self.shell == "posix":
-            return PosixProfile(self.boot_id_path)
-        return PowerShellProfile(self.powershell_exe)
+            return PosixDialect(self.boot_id_path)
+        return PowerShellDialect(self.powershell_exe)
 
 
 # --------------------------------------------------------------------------
-# Shell profiles
+# Shell dialects
 # --------------------------------------------------------------------------
 _MARKER_PREFIX = "<<<wfph-exit"
 
 
-class ShellProfile:
+class ShellDialect:
     """How to build command lines, exit markers and the boot-id query."""
 
     name = "abstract"
@@ -266,7 +189,7 @@ class ShellProfile:
         raise NotImplementedError
 
 
-class PosixProfile(ShellProfile):
+class PosixDialect(ShellDialect):
     name = "posix"
 
     def __init__(self, boot_id_path: str = DEFAULT_BOOT_ID_PATH) -> None:
@@ -292,7 +215,7 @@ class PosixProfile(ShellProfile):
         return "cat " + shlex.quote(self.boot_id_path)
 
 
-class PowerShellProfile(ShellProfile):
+class PowerShellDialect(ShellDialect):
     name = "powershell"
 
     def __init__(self, executable: str = "powershell") -> None:
@@ -415,7 +338,7 @@ class GuestSsh:
                  workdir: str | os.PathLike[str] | None = None, vm: str | None = None) -> None:
         self.endpoint = endpoint
         self.registry = registry if registry is not None else default_registry
-        self.profile = endpoint.profile()
+        self.dialect = endpoint.dialect()
         self.vm = vm
         self._workdir = Path(workdir) if workdir is not None else None
         self._client: paramiko.SSHClient | None = None
@@ -628,9 +551,9 @@ class GuestSsh:
             stdout_path: str | os.PathLike[str] | None = None,
             stderr_path: str | os.PathLike[str] | None = None) -> ExecResult:
         """Run one program with arguments, quoted for the guest's shell."""
-        script = self.profile.argv_to_script(argv)
+        script = self.dialect.argv_to_script(argv)
         # Redact each argument before quoting: quoting can split a secret.
-        display = self.profile.argv_to_script(
+        display = self.dialect.argv_to_script(
             [a if isinstance(a, powershell.Param) or not isinstance(a, (str, os.PathLike))
              else self.registry.redact(os.fspath(a)) for a in argv])
         return self.run_script(script, timeout=timeout, check=check, stdout_path=stdout_path,
@@ -640,7 +563,7 @@ class GuestSsh:
                    stdout_path: str | os.PathLike[str] | None = None,
                    stderr_path: str | os.PathLike[str] | None = None,
                    phase: str = "exec", _display: str | None = None) -> ExecResult:
-        """Run a script in the profile's language (sh or PowerShell)."""
+        """Run a script in the dialect's language (sh or PowerShell)."""
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         n = next(self._counter)
@@ -650,7 +573,7 @@ class GuestSsh:
         err_p.parent.mkdir(parents=True, exist_ok=True)
         nonce = secrets.token_hex(12)
         display = self.registry.redact(_display if _display is not None else script)
-        line = self.profile.wrap(script, nonce)
+        line = self.dialect.wrap(script, nonce)
         log.info("ssh %s exec[%d]: %s", self._where(), n, display)
         t = self._transport(phase)
         started = time.monotonic()
@@ -733,7 +656,7 @@ class GuestSsh:
     # -- boot identity --------------------------------------------------
     def boot_id(self, timeout: float = 60.0) -> str:
         """An identifier that changes on every boot of the guest."""
-        res = self.run_script(self.profile.boot_id_script(), timeout=timeout, phase="boot_id")
+        res = self.run_script(self.dialect.boot_id_script(), timeout=timeout, phase="boot_id")
         value = res.stdout.strip()
         if res.exit_code != 0 or not value:
             raise self._err(BootIdError, f"cannot read the boot id on {self._where()} "

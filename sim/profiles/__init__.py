@@ -20,17 +20,15 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.input_error import InputError
 from sim.decision_points import DECISIONS, PROVENANCES
 
 BUILTIN_DIR = Path(__file__).parent
 BUILTIN = ("documented", "windows-observed")
 
 
-class ProfileError(ValueError):
-    def __init__(self, path, line, field, message):
-        self.path, self.line, self.field = str(path), line, field
-        where = f"{path}:{line}" if line else str(path)
-        super().__init__(f"{where}: {field}: {message}")
+class ProfileError(InputError):
+    """A malformed profile file: file, line and field (harness.input_error)."""
 
 
 @dataclass(frozen=True)

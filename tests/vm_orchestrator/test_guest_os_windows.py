@@ -1,4 +1,4 @@
-"""The Windows guest-OS profile, as strings: every value reaches PowerShell
+"""The Windows guest-OS adapter, as strings: every value reaches PowerShell
 only as a single-quoted literal made by harness/vm/powershell.py, whatever
 hostile name or path it is.  (No Windows here: the strings are the product.)"""
 
@@ -10,9 +10,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from harness.vm.config import Guest, HostKeySource
-from harness.vm.guest_os import PosixStandInOs, WindowsOs, profile_for, summarize_analysis
+from harness.vm.guest_os import PosixStandInOs, WindowsOs, guest_os_for, summarize_analysis
 from harness.vm.powershell import SINGLE_QUOTES, encode_command, quote_literal
-from harness.vm.ssh import PowerShellProfile
+from harness.vm.ssh import PowerShellDialect
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 
@@ -85,7 +85,7 @@ def test_hostile_values_stay_literals(value):
         assert value in lits, name                # the value arrives verbatim, as one literal
         assert len(lits) == len(lits_b)
         # and the whole script survives the trip through -EncodedCommand
-        line = PowerShellProfile().wrap(script, "n0nce")
+        line = PowerShellDialect().wrap(script, "n0nce")
         assert "-EncodedCommand" in line and "\n" not in line
 
 
@@ -100,8 +100,8 @@ def test_expected_windows_commands():
     assert "'-c' '!analyze -v; q'" in w.analyze_dump(r"C:\Windows\MEMORY.DMP")
     assert w.sftp(r"C:\wfp\runs\x.whl") == "/C:/wfp/runs/x.whl"
     assert quote_literal("CrashDumpEnabled") in w.enable_crash_dumps()
-    assert isinstance(profile_for(guest()), WindowsOs)
-    assert isinstance(profile_for(guest(os="posix", workdir="/tmp/x")), PosixStandInOs)
+    assert isinstance(guest_os_for(guest()), WindowsOs)
+    assert isinstance(guest_os_for(guest(os="posix", workdir="/tmp/x")), PosixStandInOs)
 
 
 def test_windows_output_parsers():

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from harness.vm import powershell as ps
 from harness.vm.powershell import Param, decode_command, encode_command, quote_command, quote_literal
-from harness.vm.ssh import PowerShellProfile
+from harness.vm.ssh import PowerShellDialect
 
 QUOTES = "'\u2018\u2019\u201a\u201b"
 HOSTILE = list(
@@ -170,8 +170,8 @@ def test_executable_name_is_validated():
         encode_command("1", executable="powershell & calc")
 
 
-def test_powershell_profile_wrapper_uses_lastexitcode_and_marker():
-    prof = PowerShellProfile()
+def test_powershell_dialect_wrapper_uses_lastexitcode_and_marker():
+    prof = PowerShellDialect()
     script = quote_command("C:\\t\\conformance.exe", "--out", "C:\\ev\\it's here")
     line = prof.wrap(script, "abc123")
     inner = decode_command(line)
