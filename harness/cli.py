@@ -44,14 +44,17 @@ class _Collector:
 def cmd_conformance(args) -> int:
     import pytest
     profile = _load_profile(args.profile)
-    if args.target not in ("sim", "native"):
-        print(f"wfp-harness: --target: unknown target {args.target!r}; choose sim or native", file=sys.stderr)
+    if args.target not in ("sim", "native", "wine", "agent"):
+        print(f"wfp-harness: --target: unknown target {args.target!r}; choose sim, native, wine or agent",
+              file=sys.stderr)
         return 2
     junit = Path(args.junitxml or f"reports/conformance-{args.target}-{profile.name}.xml")
     junit.parent.mkdir(parents=True, exist_ok=True)
     collector = _Collector()
     argv = ["--pyargs", "harness.conformance", "--target", args.target, "--profile", args.profile,
             f"--junitxml={junit}", "-q", "-p", "no:cacheprovider", *args.pytest_args]
+    if args.agent_command:
+        argv[4:4] = ["--agent-command", args.agent_command]
     started = time.perf_counter()
     code = pytest.main(argv, plugins=[collector])
     elapsed = time.perf_counter() - started
@@ -130,7 +133,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="wfp-harness", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("conformance", help="run the conformance suite and print its report")
-    p.add_argument("--target", default="sim", help="sim (default) or native")
+    p.add_argument("--target", default="sim", help="sim (default), native, wine or agent")
+    p.add_argument("--agent-command", help="--target agent: command that starts the winsock-agent")
     p.add_argument("--profile", default="documented", help="profile name or file (default: documented)")
     p.add_argument("--junitxml", help="where to write JUnit XML (default: reports/...)")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: passed to pytest")

@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-TARGETS = ("sim", "native")
+TARGETS = ("sim", "native", "wine", "agent")
 MARKERS = {
     "requires_redirect": "needs a WFP callout that redirects connections (the sample driver on native)",
     "udp": "exercises UDP",
@@ -30,8 +30,11 @@ MARKERS = {
 def pytest_addoption(parser):
     group = parser.getgroup("wfp-harness")
     group.addoption("--target", default=None, choices=None,
-                    help="where WinsockApi calls go: sim (default) or native (real ws2_32; Windows only); "
-                         "env WFP_TARGET")
+                    help="where WinsockApi calls go: sim (default), native (real ws2_32; Windows only), "
+                         "wine (the winsock-agent under wine64) or agent (--agent-command); env WFP_TARGET")
+    group.addoption("--agent-command", default=None,
+                    help="--target agent: command that starts the winsock-agent, e.g. "
+                         "\"ssh winhost C:\\wfp\\winsock-agent.exe\"; env WFP_AGENT_COMMAND")
     group.addoption("--profile", default=None,
                     help="behaviour profile for expected values: documented (default), windows-observed, "
                          "or a profile file; env WFP_PROFILE")
@@ -45,13 +48,20 @@ def pytest_configure(config):
         _bad_input(f"--target: unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     if target == "native" and sys.platform != "win32":
         _bad_input("--target native: the native provider needs Windows (ws2_32.dll)")
+    agent_options = {"agent_command": config.getoption("--agent-command")}
+    if target in ("wine", "agent"):
+        from harness.agent.targets import AgentError, check_target
+        try:
+            check_target(target, agent_options)
+        except AgentError as exc:
+            _bad_input(f"--target {target}: {exc}")
     from sim.profiles import ProfileError, load
     name = config.getoption("--profile") or os.environ.get("WFP_PROFILE") or "documented"
     try:
         profile = load(name)
     except ProfileError as exc:
         _bad_input(f"--profile: {exc}")
-    config._wfp = {"target": target, "profile": profile}
+    config._wfp = {"target": target, "profile": profile, "agent_options": agent_options}
 
 
 def _bad_input(message: str):
@@ -59,9 +69,12 @@ def _bad_input(message: str):
     pytest.exit(f"wfp-harness: {message}", returncode=2)
 
 
-def _capabilities(target: str) -> set:
+def _capabilities(target: str, agent_options=None) -> set:
     if target == "sim":
         return {"requires_redirect", "udp", "ipv6", "sim_only", "elevated"}
+    if target in ("wine", "agent"):
+        from harness.agent.targets import capabilities
+        return capabilities(target, agent_options)
     caps = {"udp", "ipv6"}
     if os.environ.get("WFP_DRIVER_INSTALLED") == "1":
         caps.add("requires_redirect")
@@ -78,7 +91,7 @@ def pytest_collection_modifyitems(config, items):
     state = getattr(config, "_wfp", None)
     if state is None:
         return
-    caps = _capabilities(state["target"])
+    caps = _capabilities(state["target"], state.get("agent_options"))
     for item in items:
         for name in MARKERS:
             if item.get_closest_marker(name) and name not in caps:
@@ -107,8 +120,12 @@ def _wfp_junit_properties(request, record_testsuite_property):
     state = request.config._wfp
     record_testsuite_property("wfp.target", state["target"])
     record_testsuite_property("wfp.profile", state["profile"].name)
-    record_testsuite_property("wfp.os_build", platform.platform() if state["target"] == "native"
-                              else "simulated")
+    if state["target"] in ("wine", "agent"):
+        from harness.agent.targets import describe
+        os_build = describe(state["target"], state["agent_options"])
+    else:
+        os_build = platform.platform() if state["target"] == "native" else "simulated"
+    record_testsuite_property("wfp.os_build", os_build)
     record_testsuite_property("wfp.driver_version", os.environ.get("WFP_DRIVER_VERSION", "none"))
 
 
@@ -160,6 +177,14 @@ def api(request, wfp_target, profile):
     if wfp_target == "sim":
         from sim import SimulatedWinsock
         yield SimulatedWinsock(profile)
+        return
+    if wfp_target in ("wine", "agent"):
+        from harness.agent.targets import make_agent_api
+        provider = make_agent_api(wfp_target, request.config._wfp["agent_options"])
+        try:
+            yield provider
+        finally:
+            provider.close()          # cleans the agent for the next test (or discards it)
         return
     from harness import native
     provider = native.NativeWinsock()

@@ -32,9 +32,10 @@ WINESERVER_LINGER_S = 30
 
 
 def call_timeout() -> float:
-    """Seconds a call may take before the agent counts as hung (env WFP_AGENT_TIMEOUT, default 30)."""
+    """Seconds a call may take before the agent counts as hung (env WFP_AGENT_TIMEOUT, default 10;
+    waits with a timeout of their own get that time on top)."""
     try:
-        return float(os.environ.get("WFP_AGENT_TIMEOUT", "30"))
+        return float(os.environ.get("WFP_AGENT_TIMEOUT", "10"))
     except ValueError:
         raise AgentError(f"WFP_AGENT_TIMEOUT={os.environ['WFP_AGENT_TIMEOUT']!r} is not a number") from None
 
@@ -65,21 +66,34 @@ def wine_env(prefix: Path | None = None) -> dict:
     return env
 
 
+def _run(wine: Path, env: dict, *args: str) -> None:
+    proc = subprocess.run([str(wine), *args], env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=FIRST_START_TIMEOUT, check=False)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        raise AgentError(f"preparing the Wine prefix {env['WINEPREFIX']}: `wine64 {' '.join(args)}` failed "
+                         f"(exit {proc.returncode}):\n{tail}")
+
+
 def ensure_prefix(wine: Path, env: dict) -> bool:
-    """Create the Wine prefix if it does not exist; True if this call created it."""
+    """Create the Wine prefix if it is not ready; True if this call prepared it.
+
+    Wine 8's prefixes default to Windows 7; the agent should see the Windows
+    the conformance suite is about, so the prefix is set to Windows 10.
+    """
     prefix = Path(env["WINEPREFIX"])
-    if (prefix / "system.reg").is_file():
+    ready = prefix / ".wfp-harness-ready"
+    if ready.is_file():
         return False
     prefix.parent.mkdir(parents=True, exist_ok=True)
     with open(prefix.parent / "wineprefix.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (prefix / "system.reg").is_file():
+        if ready.is_file():
             return False
-        proc = subprocess.run([str(wine), "wineboot", "-i"], env=env, stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=FIRST_START_TIMEOUT, check=False)
-        if proc.returncode != 0 or not (prefix / "system.reg").is_file():
-            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-            raise AgentError(f"creating the Wine prefix {prefix} failed (exit {proc.returncode}):\n{tail}")
+        if not (prefix / "system.reg").is_file():
+            _run(wine, env, "wineboot", "-i")
+        _run(wine, env, "reg", "add", "HKCU\\Software\\Wine", "/v", "Version", "/t", "REG_SZ", "/d", "win10", "/f")
+        ready.write_text("wineboot done; Windows version win10\n")
         return True
 
 

@@ -58,6 +58,11 @@ _MAKES = {"socket": "socket", "WSASocketW": "socket", "accept": "socket", "WSACr
           "CreateIoCompletionPort": "port"}
 _CLOSES = ("closesocket", "CloseHandle", "WSACloseEvent")
 
+# Calls that wait for a time of their choosing: the index of their timeout (ms).
+# The agent counts as hung only once that time plus the call timeout has passed.
+_WAITS = {"SleepEx": 0, "WSAWaitForMultipleEvents": 3, "WSAPoll": 2, "GetQueuedCompletionStatus": 4}
+_INFINITE = 0xFFFFFFFF
+
 
 def dll_of(name: str) -> str:
     """The DLL exporting a PROTOTYPES function (kernel32 or ws2_32)."""
@@ -355,8 +360,13 @@ class AgentWinsock:
         if self._closed:
             raise ValueError(f"{name}(): this AgentWinsock is closed")
         thread = self._tls.__dict__.get("thread") or self._current()
+        timeout = None
+        if name in _WAITS:
+            ms = args[_WAITS[name]]
+            if 0 < ms < _INFINITE and not (name == "WSAPoll" and ms >= 1 << 31):
+                timeout = self._session.call_timeout + ms / 1000
         rax, _last_error, exc, completions, learned = self._session.call(
-            thread.tag, fnptr, args, lambda: _call_text(name, SIGNATURES[name][1], args))
+            thread.tag, fnptr, args, lambda: _call_text(name, SIGNATURES[name][1], args), timeout)
         if learned is not None:
             self._extensions[learned[0]] = learned[1]
         if completions:

@@ -286,7 +286,7 @@ class AgentSession:
             raise self._protocol(f"RESOLVE answered {len(out)} bytes for {len(items)} names")
         return {name: ptr for (name, _), ptr in zip(items, struct.unpack(f"<{len(items)}Q", out))}
 
-    def call(self, tag: int, fnptr: int, args: tuple, what):
+    def call(self, tag: int, fnptr: int, args: tuple, what, timeout: float | None = None):
         """(rax, last_error, exception, completions, learned) of one call on worker `tag`.
 
         exception is None or (code, address, info0, info1); completions is a list of
@@ -294,7 +294,7 @@ class AgentSession:
         (pointer, extension name) when the call wrote an extension function pointer.
         """
         body = _ARGS[len(args)].pack(fnptr, len(args), *[a & _MASK64 for a in args])
-        out = self.request(P.OP_CALL, tag, body, what)
+        out = self.request(P.OP_CALL, tag, body, what, timeout)
         try:
             rax, last_error, code, address, info0, info1, n_done, lost = P.CALL_RESULT.unpack_from(out, 0)
             pos = P.CALL_RESULT.size
