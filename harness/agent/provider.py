@@ -81,9 +81,15 @@ def _narrow(ret: str):
     return lambda rax: ((rax & mask) ^ half) - half
 
 
+_HEX_TYPES = frozenset({"LPVOID", "SOCKET", "HANDLE", "WSAEVENT", "ULONG_PTR", "PTR"})
+
+
 def _call_text(name: str, params, args) -> str:
-    inner = ", ".join(f"{p}={a:#x}" if a > 9 or a < -9 else f"{p}={a}" for (_, p), a in zip(params, args))
-    return f"{name}({inner})"
+    """`recv(s=0x4c, buf=0x18c0ff0, len=16, flags=0)`: pointers and handles in hex, counts in decimal."""
+    def show(ctype, value):
+        hexa = ctype in _HEX_TYPES or not -0x10000 < value < 0x10000
+        return f"{value:#x}" if hexa and value else str(value)
+    return f"{name}({', '.join(f'{p}={show(t, a)}' for (t, p), a in zip(params, args))})"
 
 
 class AgentThread:
