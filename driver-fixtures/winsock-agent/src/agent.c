@@ -347,8 +347,8 @@ struct worker {
     uint32_t tag;
     DWORD tid;
     HANDLE thread;
-    HANDLE wake;                 /* auto-reset; workers idle in a kernel wait, not alertable */
     CRITICAL_SECTION lock;
+    CONDITION_VARIABLE wake;     /* workers idle here: a wait that is not alertable */
     struct job *head, *tail;
     volatile LONG busy;          /* jobs queued or running */
     DWORD last_error;            /* the thread's last error between calls */
@@ -511,11 +511,8 @@ static DWORD WINAPI worker_main(void *arg)
     for (;;) {
         struct job *job;
         EnterCriticalSection(&w->lock);
-        while (!(job = w->head)) {
-            LeaveCriticalSection(&w->lock);
-            WaitForSingleObject(w->wake, INFINITE);   /* not alertable: APCs run only inside calls */
-            EnterCriticalSection(&w->lock);
-        }
+        while (!(job = w->head))                        /* not alertable: APCs run only inside calls */
+            SleepConditionVariableCS(&w->wake, &w->lock, INFINITE);
         w->head = job->next;
         if (!w->head) w->tail = NULL;
         LeaveCriticalSection(&w->lock);
@@ -538,7 +535,7 @@ static void post(struct worker *w, struct job *job)
     if (w->tail) w->tail->next = job; else w->head = job;
     w->tail = job;
     LeaveCriticalSection(&w->lock);
-    SetEvent(w->wake);
+    WakeConditionVariable(&w->wake);
 }
 
 static void op_new_thread(uint32_t id, uint16_t op)
@@ -547,11 +544,10 @@ static void op_new_thread(uint32_t id, uint16_t op)
     if (!w) die("out of memory");
     w->tag = next_tag++;
     InitializeCriticalSection(&w->lock);
-    w->wake = CreateEventW(NULL, FALSE, FALSE, NULL);
-    w->thread = w->wake ? CreateThread(NULL, 0, worker_main, w, 0, &w->tid) : NULL;
+    InitializeConditionVariable(&w->wake);
+    w->thread = CreateThread(NULL, 0, worker_main, w, 0, &w->tid);
     if (!w->thread) {
         DWORD err = GetLastError();
-        if (w->wake) CloseHandle(w->wake);
         DeleteCriticalSection(&w->lock);
         free(w);
         reply_error(id, 0, op, "CreateThread failed: error %lu", err);
@@ -586,7 +582,6 @@ static void op_end_thread(uint32_t id, uint16_t op, struct in *in)
     }
     *pw = w->next;
     CloseHandle(w->thread);
-    CloseHandle(w->wake);
     DeleteCriticalSection(&w->lock);
     free(w->done);
     free(w);
