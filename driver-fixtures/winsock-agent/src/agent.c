@@ -11,7 +11,9 @@
  * request, so a blocking call on one worker never blocks another or the reader.
  * Responses are written whole under one lock.
  */
+#ifndef WIN32_LEAN_AND_MEAN
 #define WIN32_LEAN_AND_MEAN
+#endif
 #include <winsock2.h>
 #include <ws2tcpip.h>
 #include <mswsock.h>
@@ -26,8 +28,13 @@
 
 #include "protocol.h"
 
+/* The harness's mingw build passes the hash of the sources; other builds say what they are. */
 #ifndef AGENT_BUILD_ID
+#ifdef _MSC_VER
+#define AGENT_BUILD_ID "msvc " __DATE__
+#else
 #define AGENT_BUILD_ID "unversioned"
+#endif
 #endif
 
 /* ------------------------------------------------------------------------ */
@@ -186,17 +193,20 @@ static void reply_error(uint32_t id, uint32_t tag, uint16_t op, const char *fmt,
 /* ------------------------------------------------------------------------ */
 /* Guarded calls: a fault inside a call becomes a result, not a dead agent.  */
 /*
- * guarded_call() carries a frame-based exception handler (.seh_handler, the
- * mechanism behind mingw-w64's __try1). The dispatcher consults it only after
- * every frame the callee pushed has declined the exception, so ws2_32's own
- * __try/__except blocks (which turn bad pointers into WSAEFAULT) still run
- * first; a vectored handler would pre-empt them and change the result. An
- * exception that reaches our frame would have killed the process: we record
- * it and longjmp back to the call site.
+ * guarded_call() carries a frame-based exception handler. The dispatcher
+ * consults it only after every frame the callee pushed has declined the
+ * exception, so ws2_32's own __try/__except blocks (which turn bad pointers
+ * into WSAEFAULT) still run first; a vectored handler would pre-empt them and
+ * change the result. An exception that reaches our frame would have killed
+ * the process: we record it and return to the call site.
+ *
+ * MSVC: __try/__except. mingw-w64 gcc has no __try: the function names a
+ * handler with .seh_handler (the mechanism behind mingw-w64's __try1), and
+ * the handler longjmps (__builtin_longjmp: no unwinding) to the call site.
  */
 
 struct guard {
-    void *jb[5];                 /* __builtin_setjmp buffer */
+    void *jb[5];                 /* __builtin_setjmp buffer (gcc) */
     volatile int active;
     uint32_t code;
     uint64_t address, info0, info1;
@@ -207,6 +217,41 @@ static DWORD tls_worker = TLS_OUT_OF_INDEXES;
 
 typedef uint64_t (*fn_t)(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, uint64_t,
                          uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, uint64_t);
+
+static void guard_record(struct guard *g, const EXCEPTION_RECORD *rec)
+{
+    g->active = 0;
+    g->code = rec->ExceptionCode;
+    g->address = (uint64_t)(uintptr_t)rec->ExceptionAddress;
+    g->info0 = rec->NumberParameters > 0 ? rec->ExceptionInformation[0] : 0;
+    g->info1 = rec->NumberParameters > 1 ? rec->ExceptionInformation[1] : 0;
+}
+
+#if defined(_MSC_VER)
+
+static int guard_filter(const EXCEPTION_POINTERS *ep, struct guard *g)
+{
+    guard_record(g, ep->ExceptionRecord);
+    return EXCEPTION_EXECUTE_HANDLER;
+}
+
+/* Returns 0 and *ret = RAX, or 1 if an exception reached this frame (details in *g). */
+static __declspec(noinline) int guarded_call(struct guard *g, fn_t f, const uint64_t *a, uint64_t *ret)
+{
+    g->code = 0;
+    g->active = 1;
+    __try {
+        /* All-uint64 arguments: on Win64 every integer/pointer argument occupies one
+         * 64-bit register or stack slot, and surplus arguments are harmless. */
+        *ret = f(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11]);
+    } __except (guard_filter(GetExceptionInformation(), g)) {
+        return 1;
+    }
+    g->active = 0;
+    return 0;
+}
+
+#else
 
 __attribute__((used)) EXCEPTION_DISPOSITION agent_guard_handler(EXCEPTION_RECORD *rec, void *frame,
                                                                CONTEXT *ctx, void *dispatch)
@@ -219,11 +264,7 @@ __attribute__((used)) EXCEPTION_DISPOSITION agent_guard_handler(EXCEPTION_RECORD
     SetLastError(err);
     if (!g || !g->active)
         return ExceptionContinueSearch;
-    g->active = 0;
-    g->code = rec->ExceptionCode;
-    g->address = (uint64_t)(uintptr_t)rec->ExceptionAddress;
-    g->info0 = rec->NumberParameters > 0 ? rec->ExceptionInformation[0] : 0;
-    g->info1 = rec->NumberParameters > 1 ? rec->ExceptionInformation[1] : 0;
+    guard_record(g, rec);
     __builtin_longjmp(g->jb, 1);
 }
 
@@ -241,6 +282,8 @@ __attribute__((noinline)) static int guarded_call(struct guard *g, fn_t f, const
     g->active = 0;
     return 0;
 }
+
+#endif
 
 static int guarded_copy(struct guard *g, void *dst, const void *src, size_t n)
 {
@@ -818,10 +861,12 @@ static void send_hello(void)
     memset(&v, 0, sizeof v);
     v.dwOSVersionInfoSize = sizeof v;
     /* GetVersionExW lies without a manifest; RtlGetVersion does not. */
-    LONG (WINAPI *rtl_get_version)(OSVERSIONINFOW *) =
-        (void *)GetProcAddress(GetModuleHandleA("ntdll"), "RtlGetVersion");
+    typedef LONG (WINAPI *rtl_get_version_t)(OSVERSIONINFOW *);
+    typedef const char *(CDECL *wine_get_version_t)(void);
+    HMODULE ntdll = GetModuleHandleA("ntdll");
+    rtl_get_version_t rtl_get_version = (rtl_get_version_t)(void (*)(void))GetProcAddress(ntdll, "RtlGetVersion");
     if (rtl_get_version) rtl_get_version(&v);
-    const char *(CDECL *wine_version)(void) = (void *)GetProcAddress(GetModuleHandleA("ntdll"), "wine_get_version");
+    wine_get_version_t wine_version = (wine_get_version_t)(void (*)(void))GetProcAddress(ntdll, "wine_get_version");
     char os[128];
     snprintf(os, sizeof os, "Windows %lu.%lu.%lu%s%s", v.dwMajorVersion, v.dwMinorVersion, v.dwBuildNumber,
              wine_version ? " (Wine " : "", wine_version ? wine_version() : "");
