@@ -102,10 +102,11 @@ def ensure_wineserver(wine: Path, env: dict) -> None:
     server = _wineserver(wine)
     if server is None:
         return
-    # `wineserver -p N` returns at once if a server already runs for the prefix;
-    # otherwise it becomes that server and lingers N s after the last process exits.
-    subprocess.Popen([str(server), f"-p{WINESERVER_LINGER_S}"], env=env, stdin=subprocess.DEVNULL,
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    # `wineserver -p N` returns at once: if no server runs for the prefix it forks
+    # one into the background that lingers N s after the last process exits.
+    subprocess.run([str(server), f"-p{WINESERVER_LINGER_S}"], env=env, stdin=subprocess.DEVNULL,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                   timeout=60, check=False)
 
 
 def start_wine(exe: Path | None = None) -> AgentSession:
