@@ -48,6 +48,13 @@ def cmd_conformance(args) -> int:
         print(f"wfp-harness: --target: unknown target {args.target!r}; choose sim, native, wine or agent",
               file=sys.stderr)
         return 2
+    if args.target in ("wine", "agent"):
+        from harness.agent.targets import AgentError, check_target
+        try:
+            check_target(args.target, {"agent_command": args.agent_command})
+        except AgentError as exc:
+            print(f"wfp-harness: --target {args.target}: {exc}", file=sys.stderr)
+            return 2
     junit = Path(args.junitxml or f"reports/conformance-{args.target}-{profile.name}.xml")
     junit.parent.mkdir(parents=True, exist_ok=True)
     collector = _Collector()

@@ -41,8 +41,10 @@ def call_timeout() -> float:
 
 
 def find_wine() -> Path:
-    """wine64 on PATH, or where Debian's wine64 package puts it (/usr/lib/wine/wine64)."""
-    for candidate in (shutil.which("wine64"), "/usr/lib/wine/wine64"):
+    """Env WFP_WINE, else wine64 on PATH, else where Debian's wine64 package puts it (/usr/lib/wine/wine64)."""
+    override = os.environ.get("WFP_WINE")
+    candidates = (override,) if override else (shutil.which("wine64"), "/usr/lib/wine/wine64")
+    for candidate in candidates:
         if candidate and os.access(candidate, os.X_OK):
             return Path(candidate)
     raise AgentUnavailable(f"wine64 not found: install the Debian package {WINE_PACKAGE}", WINE_PACKAGE)

@@ -61,7 +61,7 @@ def check_target(target: str, options=None) -> None:
         if not os.environ.get("WFP_AGENT_EXE"):
             build.find_compiler()
     elif not command:
-        raise AgentError("--target agent needs --agent-command \"COMMAND\" (or env WFP_AGENT_COMMAND), "
+        raise AgentError("needs --agent-command \"COMMAND\" (or env WFP_AGENT_COMMAND), "
                          "e.g. \"ssh winhost C:\\wfp\\winsock-agent.exe\"")
 
 
