@@ -15,6 +15,7 @@ owner starts a new one.
 from __future__ import annotations
 
 import collections
+import os
 import struct
 import subprocess
 import threading
@@ -28,6 +29,7 @@ from harness.agent.protocol import (AgentDied, AgentError, AgentProtocolError, A
 _ARGS = [struct.Struct(f"<QB{n}Q") for n in range(P.MAX_ARGS + 1)]
 _MASK64 = (1 << 64) - 1
 STDERR_LINES = 40
+STDERR_LINE_MAX = 2000
 
 
 @dataclass
@@ -227,11 +229,21 @@ class AgentSession:
         self._break(failure)
 
     def _stderr_loop(self) -> None:
+        # Chunks, not readline(): a peer writing one endless line must not grow our memory.
+        fd = self._proc.stderr.fileno()
+        partial = b""
         try:
-            for line in self._proc.stderr:
-                self._stderr.append(line[:2000])
+            while True:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    break
+                lines = (partial + chunk).split(b"\n")
+                partial = lines.pop()[-STDERR_LINE_MAX:]
+                self._stderr.extend(line[:STDERR_LINE_MAX] + b"\n" for line in lines[-STDERR_LINES:])
         except (OSError, ValueError):
             pass
+        if partial:
+            self._stderr.append(partial)
 
     def _break(self, failure: AgentError | None, kill_after: float = 0.0) -> None:
         """Mark the session dead (once), end the process, fail every outstanding request."""

@@ -42,6 +42,13 @@ elif mode == "old-version":
     hello(version=P.PROTOCOL_VERSION - 1)
 elif mode == "silent":
     pass
+elif mode == "stderr-flood":
+    chunk = b"x" * (1 << 20)
+    for _ in range(64):                                      # 64 MiB on one line, then a HELLO
+        sys.stderr.buffer.write(chunk)
+    sys.stderr.buffer.write(b"\nlast line\n")
+    sys.stderr.flush()
+    hello()
 else:
     hello()
     rid, op = next_request()

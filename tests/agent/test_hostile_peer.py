@@ -59,3 +59,16 @@ def test_misbehaving_peer_after_handshake(mode, error, text):
         session.ping()
     if mode == "crash":
         assert str(info.value).startswith("PING: ")
+
+
+def test_endless_stderr_line_costs_bounded_memory():
+    session = _session("stderr-flood", startup_timeout=30, call_timeout=1)
+    try:
+        deadline = time.monotonic() + 10
+        while "last line" not in session.stderr_tail() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        tail = session.stderr_tail()
+        assert tail.endswith("last line")
+        assert len(tail) < 10_000                    # 64 MiB in, a couple of kilobytes kept
+    finally:
+        session.kill()
