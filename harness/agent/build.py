@@ -22,6 +22,7 @@ from harness.agent.protocol import AgentError, AgentUnavailable
 COMPILER = "x86_64-w64-mingw32-gcc"
 COMPILER_PACKAGE = "gcc-mingw-w64-x86-64"
 CFLAGS = ("-static", "-O2", "-Wall", "-Wextra", "-Werror")
+KEEP_BUILDS = 4           # older cached builds (other checkouts, earlier sources) beyond these are removed
 LIBS = ("-lws2_32", "-lmswsock", "-ladvapi32")
 
 
@@ -103,4 +104,14 @@ def agent_exe() -> Path:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    _prune(cache, keep=exe)
     return exe
+
+
+def _prune(cache: Path, keep: Path) -> None:
+    builds = sorted(cache.glob("winsock-agent-*.exe"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in [p for p in builds if p != keep][KEEP_BUILDS - 1:]:
+        try:
+            old.unlink()
+        except OSError:
+            pass                  # in use or already gone: harmless
