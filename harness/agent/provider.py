@@ -265,6 +265,9 @@ class AgentWinsock:
     `close()` closes what the test left open (sockets, events, ports), balances
     WSAStartup, ends this provider's agent threads and decommits its memory,
     then hands the session to `on_close` (a pool may reuse it) if it is clean.
+    It is not clean if a call is still in flight, if a call faulted (the
+    callee may have died holding a lock), or if the agent broke: then the
+    process is killed and the next provider gets a fresh one.
     """
 
     def __init__(self, session, *, on_close=None, name: str = "agent"):
@@ -283,6 +286,7 @@ class AgentWinsock:
         self._routine_errors: list[BaseException] = []
         self.unclaimed_completions: list[tuple] = []
         self._closed = False
+        self._tainted = False
         if not session.functions:
             session.functions = session.resolve({name: dll_of(name) for name in PROTOTYPES})
         self._by_ident[threading.get_ident()] = self._spawn(threading.current_thread().name)
@@ -378,6 +382,7 @@ class AgentWinsock:
         if completions:
             self._deliver(completions)
         if exc is not None:
+            self._tainted = True        # a callee died mid-way: it may have left a lock held
             code, address, info0, info1 = exc
             raise AgentAccessViolation(f"{describe_exception(code, address, info0, info1)} in "
                                        f"{_call_text(name, SIGNATURES[name][1], args)} [agent thread "
@@ -418,7 +423,7 @@ class AgentWinsock:
         if self._closed:
             return
         session = self._session
-        reusable = session.alive and not session.busy
+        reusable = session.alive and not session.busy and not self._tainted
         if reusable:
             try:
                 self._clean()
@@ -426,7 +431,7 @@ class AgentWinsock:
                 reusable = False
         self._closed = True
         if not reusable:
-            session.kill("discarded: a test left it busy or broken")
+            session.kill("discarded: a call was still in flight, a call faulted, or the agent broke")
         if self._on_close is not None:
             self._on_close(session, reusable and session.alive)
 

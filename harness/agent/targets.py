@@ -10,8 +10,9 @@ the agent (closes the sockets, events and ports the test left, balances
 WSAStartup, ends the provider's agent threads, decommits its memory) and
 returns it to the pool, so each test starts from a clean state without paying
 an agent start (about 0.2 s under a warm wineserver, against about 2 ms for
-the cleanup). A provider closed while a call is still in flight, or whose
-agent died, hung or broke the protocol, discards the process; the next
+the cleanup; the conformance suite runs in half the time). A provider closed
+while a call is still in flight, one during which a call faulted, or one
+whose agent died, hung or broke the protocol, discards the process; the next
 provider gets a fresh one. WFP_AGENT_REUSE=0 starts one agent per provider.
 
 `options` is a mapping (or an object with attributes) that may name

@@ -248,6 +248,9 @@ def test_access_violation_inside_a_call_is_a_result_and_the_agent_survives(wapi)
     assert s != C.INVALID_SOCKET
     wapi.WSASetLastError(77)
     assert wapi.WSAGetLastError() == 77
+    session = wapi.session
+    wapi.close()                                      # a faulted callee may hold a lock: not reused
+    assert not session.alive
 
 
 def test_unknown_function_pointer_is_refused_not_called(wapi):
