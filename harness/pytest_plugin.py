@@ -73,8 +73,11 @@ def _capabilities(target: str, agent_options=None) -> set:
     if target == "sim":
         return {"requires_redirect", "udp", "ipv6", "sim_only", "elevated"}
     if target in ("wine", "agent"):
-        from harness.agent.targets import capabilities
-        return capabilities(target, agent_options)
+        from harness.agent.targets import AgentError, capabilities
+        try:
+            return capabilities(target, agent_options)        # starts the agent (pooled for the tests)
+        except AgentError as exc:
+            _bad_input(f"--target {target}: the agent did not start: {exc}")
     caps = {"udp", "ipv6"}
     if os.environ.get("WFP_DRIVER_INSTALLED") == "1":
         caps.add("requires_redirect")
