@@ -197,7 +197,7 @@ class AgentSession:
                 raw = read(4)
                 if len(raw) < 4:
                     if raw:
-                        failure = AgentProtocolError(f"the agent's output ended inside a frame length")
+                        failure = AgentProtocolError("the agent's output ended inside a frame length")
                     break
                 (n,) = struct.unpack("<I", raw)
                 if n > P.MAX_FRAME:
