@@ -487,6 +487,10 @@ static struct worker *find_worker(uint32_t tag)
     return NULL;
 }
 
+/* The thread stops counting as busy before its answer is written: once the
+ * client has the answer it may end the thread, and must not be refused. */
+static void idle(struct worker *w) { InterlockedDecrement(&w->busy); }
+
 static void run_call(struct worker *w, struct job *job)
 {
     struct in in = {job->body, job->len, 0};
@@ -494,15 +498,18 @@ static void run_call(struct worker *w, struct job *job)
     uint8_t nargs = get_u8(&in);
     uint64_t a[MAX_ARGS] = {0};
     if (nargs > MAX_ARGS) {
+        idle(w);
         reply_error(job->id, w->tag, job->op, "CALL with %u arguments; at most %u", nargs, MAX_ARGS);
         return;
     }
     for (unsigned i = 0; i < nargs; i++) a[i] = get_u64(&in);
     if (in.bad || in.left) {
+        idle(w);
         reply_error(job->id, w->tag, job->op, "malformed CALL request (%zu bytes)", job->len);
         return;
     }
     if (!is_callable(fn)) {
+        idle(w);
         reply_error(job->id, w->tag, job->op, "0x%llx is not a function this agent resolved or saw written by "
                     "SIO_GET_EXTENSION_FUNCTION_POINTER", (unsigned long long)fn);
         return;
@@ -542,6 +549,7 @@ static void run_call(struct worker *w, struct job *job)
     if (w->n_done) put(&o, w->done, w->n_done * sizeof *w->done);
     put_u64(&o, learned);
     put_str8(&o, learned ? learned_name : "");
+    idle(w);
     send_frame(&o, job->id, w->tag, job->op, ST_OK);
     free(o.p);
 }
@@ -564,9 +572,8 @@ static DWORD WINAPI worker_main(void *arg)
             InterlockedDecrement(&w->busy);
             return 0;
         }
-        run_call(w, job);
+        run_call(w, job);                               /* marks the thread idle before answering */
         free(job);
-        InterlockedDecrement(&w->busy);
     }
 }
 
