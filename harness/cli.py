@@ -46,8 +46,9 @@ class _Collector:
 def cmd_conformance(args) -> int:
     import pytest
     profile = _load_profile(args.profile)
+    options = {"agent_command": args.agent_command}
     try:
-        targets.check(args.target)
+        targets.check(args.target, options)
     except targets.TargetError as exc:
         print(f"wfp-harness: {exc}", file=sys.stderr)
         return 2
@@ -56,6 +57,8 @@ def cmd_conformance(args) -> int:
     collector = _Collector()
     argv = ["--pyargs", "harness.conformance", "--target", args.target, "--profile", args.profile,
             f"--junitxml={junit}", "-q", "-p", "no:cacheprovider", *args.pytest_args]
+    if args.agent_command:
+        argv[4:4] = ["--agent-command", args.agent_command]
     started = time.perf_counter()
     code = pytest.main(argv, plugins=[collector])
     elapsed = time.perf_counter() - started
@@ -135,6 +138,7 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("conformance", help="run the conformance suite and print its report")
     p.add_argument("--target", default="sim", help="where the calls go: " + ", ".join(targets.TARGETS))
+    p.add_argument("--agent-command", help="--target agent: the command that starts the winsock-agent")
     p.add_argument("--profile", default="documented", help="profile name or file (default: documented)")
     p.add_argument("--junitxml", help="where to write JUnit XML (default: reports/...)")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: passed to pytest")

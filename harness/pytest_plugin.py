@@ -30,6 +30,9 @@ def pytest_addoption(parser):
     group.addoption("--target", default=None, choices=None,
                     help="where WinsockApi calls go: " + "; ".join(f"{k}: {v}" for k, v in targets.TARGETS.items())
                          + "; env WFP_TARGET")
+    group.addoption("--agent-command", default=None,
+                    help="--target agent: the command that starts the winsock-agent, e.g. "
+                         "\"ssh winhost C:\\wfp\\winsock-agent.exe\"; env WFP_AGENT_COMMAND")
     group.addoption("--profile", default=None,
                     help="behaviour profile for expected values: documented (default), windows-observed, "
                          "or a profile file; env WFP_PROFILE")
@@ -40,8 +43,9 @@ def pytest_configure(config):
         config.addinivalue_line("markers", f"{name}: {text}")
     from harness import targets
     target = config.getoption("--target") or os.environ.get("WFP_TARGET") or "sim"
+    options = {"agent_command": config.getoption("--agent-command")}
     try:
-        targets.check(target)
+        targets.check(target, options)
     except targets.TargetError as exc:
         _bad_input(str(exc))
     from sim.profiles import ProfileError, load
@@ -50,7 +54,7 @@ def pytest_configure(config):
         profile = load(name)
     except ProfileError as exc:
         _bad_input(f"--profile: {exc}")
-    config._wfp = {"target": target, "profile": profile}
+    config._wfp = {"target": target, "profile": profile, "options": options}
 
 
 def _bad_input(message: str):
@@ -63,7 +67,10 @@ def pytest_collection_modifyitems(config, items):
     if state is None:
         return
     from harness import targets
-    caps = targets.capabilities(state["target"])
+    try:
+        caps = targets.capabilities(state["target"], state["options"])
+    except targets.TargetError as exc:
+        _bad_input(str(exc))
     for item in items:
         for name in MARKERS:
             if item.get_closest_marker(name) and name not in caps:
@@ -93,12 +100,17 @@ def _wfp_junit_properties(request, record_testsuite_property):
     record_testsuite_property("wfp.target", state["target"])
     record_testsuite_property("wfp.profile", state["profile"].name)
     from harness import targets
-    record_testsuite_property("wfp.os_build", targets.os_build(state["target"]))
+    record_testsuite_property("wfp.os_build", targets.os_build(state["target"], state["options"]))
     record_testsuite_property("wfp.driver_version", os.environ.get("WFP_DRIVER_VERSION", "none"))
 
 
 @pytest.fixture
-def redirected(request, wfp_target, profile):
+def target_options(pytestconfig):
+    return pytestconfig._wfp["options"]
+
+
+@pytest.fixture
+def redirected(request, wfp_target, profile, target_options):
     """A TCP connection a sample driver redirected to this process, accepted (harness.targets.redirected).
 
     On the simulator a world is built; on a real Winsock the installed sample
@@ -107,7 +119,7 @@ def redirected(request, wfp_target, profile):
     from harness import targets
     api = None if wfp_target == "sim" else request.getfixturevalue("api")
     try:
-        with targets.redirected(wfp_target, profile, api) as conn:
+        with targets.redirected(wfp_target, profile, api, target_options) as conn:
             yield conn
     except targets.NoRedirect as exc:
         pytest.skip(str(exc))
@@ -127,10 +139,10 @@ def two_vendor_world(wfp_target, profile):
 
 
 @pytest.fixture
-def api(wfp_target, profile):
+def api(wfp_target, profile, target_options):
     """A fresh WinsockApi for one test (WSAStartup already called)."""
     from harness import targets
-    provider = targets.make_api(wfp_target, profile)
+    provider = targets.make_api(wfp_target, profile, target_options)
     try:
         yield provider
     finally:

@@ -1,6 +1,7 @@
 """Targets: where WinsockApi calls go. The one factory every entry point uses.
 
     api = make_api("sim", profile)          # a fresh provider, WSAStartup done
+    api = make_api("agent", profile, {"agent_command": "ssh winhost C:\\wfp\\winsock-agent.exe"})
     ...
     close_api(api)                          # one WSACleanup per WSAStartup, memory released
 
@@ -26,7 +27,12 @@ class TargetError(ValueError):
 TARGETS: dict[str, str] = {
     "sim": "the embedded simulator (default)",
     "native": "the real ws2_32.dll through ctypes (Windows only)",
+    "wine": "Wine's real ws2_32: the winsock-agent under wine64 (built with mingw-w64 when missing)",
+    "agent": "the winsock-agent started by --agent-command (e.g. through ssh on a Windows guest)",
 }
+AGENT_TARGETS = ("wine", "agent")
+# `options`, where a function takes them: a mapping (or an object with attributes) that may name
+# `agent_command` (the `agent` target; env WFP_AGENT_COMMAND otherwise).
 
 # What each target can do: conformance cases marked with a capability it lacks are skipped.
 _SIM_CAPABILITIES = frozenset({"requires_redirect", "udp", "ipv6", "sim_only", "elevated"})
@@ -36,21 +42,32 @@ def names() -> str:
     return ", ".join(TARGETS)
 
 
-def check(target: str) -> None:
-    """TargetError when `target` is unknown or cannot run on this machine."""
+def check(target: str, options=None) -> None:
+    """TargetError when `target` is unknown or cannot run on this machine (a missing wine64 or mingw-w64
+    names the Debian package to install)."""
     if target not in TARGETS:
         raise TargetError(f"--target: unknown target {target!r}; choose one of {names()}")
     if target == "native" and sys.platform != "win32":
         raise TargetError("--target native: the native provider needs Windows (ws2_32.dll); "
-                          "off Windows use --target sim")
+                          "off Windows use --target sim or --target wine")
+    if target in AGENT_TARGETS:
+        from harness.agent import AgentError, pool
+        try:
+            pool.check_target(target, options)
+        except AgentError as exc:
+            raise TargetError(f"--target {target}: {exc}") from None
 
 
-def make_api(target: str, profile):
-    """A fresh WinsockApi on `target` (WSAStartup already called), answering decision points per `profile`."""
-    check(target)
+def make_api(target: str, profile, options=None):
+    """A fresh WinsockApi on `target` (WSAStartup already called); on the simulator decision
+    points take `profile`'s answers, a real Winsock answers for itself."""
+    check(target, options)
     if target == "sim":
         from sim import SimulatedWinsock
         return SimulatedWinsock(profile)
+    if target in AGENT_TARGETS:
+        from harness.agent import pool
+        return pool.make_agent_api(target, options)
     from harness import native
     return native.NativeWinsock()
 
@@ -62,9 +79,16 @@ def close_api(api) -> None:
         close()
 
 
-def capabilities(target: str) -> set:
+def capabilities(target: str, options=None) -> set:
+    """What `target` can do; an agent target is asked (its agent starts). TargetError if it cannot."""
     if target == "sim":
         return set(_SIM_CAPABILITIES)
+    if target in AGENT_TARGETS:
+        from harness.agent import AgentError, pool
+        try:
+            return pool.capabilities(target, options)
+        except AgentError as exc:
+            raise TargetError(f"--target {target}: the agent did not start: {exc}") from None
     caps = {"udp", "ipv6"}
     if os.environ.get("WFP_DRIVER_INSTALLED") == "1":
         caps.add("requires_redirect")
@@ -77,8 +101,14 @@ def capabilities(target: str) -> set:
     return caps
 
 
-def os_build(target: str) -> str:
-    return "simulated" if target == "sim" else platform.platform()
+def os_build(target: str, options=None) -> str:
+    """What the calls ran on, for reports and JUnit properties."""
+    if target == "sim":
+        return "simulated"
+    if target in AGENT_TARGETS:
+        from harness.agent import pool
+        return pool.describe(target, options)
+    return platform.platform()
 
 
 class NoRedirect(RuntimeError):
@@ -86,7 +116,7 @@ class NoRedirect(RuntimeError):
 
 
 @contextlib.contextmanager
-def redirected(target: str, profile, api=None):
+def redirected(target: str, profile, api=None, options=None):
     """A TCP connection a sample driver redirected to this process, accepted; released on exit.
 
     On the simulator a world is built (sim.worlds.ready.redirected_tcp). On a
@@ -95,17 +125,17 @@ def redirected(target: str, profile, api=None):
     the driver (WFP_DRIVER_INSTALLED=1) and an elevated process, else
     NoRedirect.
     """
-    check(target)
+    check(target, options)
     if target == "sim":
         from sim.worlds.ready import redirected_tcp
         yield redirected_tcp(profile)
         return
-    if "requires_redirect" not in capabilities(target):
+    if "requires_redirect" not in capabilities(target, options):
         raise NoRedirect(f"target {target!r} has no sample driver installed (WFP_DRIVER_INSTALLED=1)")
     from harness.proxy_service import win32
     from harness.redirected_connection import NoRedirectPolicy, redirected_connection
     own = api is None
-    api = make_api(target, profile) if own else api
+    api = make_api(target, profile, options) if own else api
     store = win32.DriverPolicyStore(win32.load())
     try:
         try:

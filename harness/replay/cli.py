@@ -36,19 +36,23 @@ def _profile(name):
         return None, _fail(str(exc))
 
 
-def _check_target(target):
+def _options(args) -> dict:
+    return {"agent_command": getattr(args, "agent_command", None)}
+
+
+def _check_target(target, options=None):
     from harness import targets
     try:
-        targets.check(target)
+        targets.check(target, options)
     except targets.TargetError as exc:
         return _fail(str(exc))
     return None
 
 
-def api_factory(target: str, profile):
+def api_factory(target: str, profile, options=None):
     """A no-argument callable making a fresh provider for `target` (harness.targets.make_api)."""
     from harness import targets
-    return lambda: targets.make_api(target, profile)
+    return lambda: targets.make_api(target, profile, options)
 
 
 # --- trace record -------------------------------------------------------------------------
@@ -81,17 +85,19 @@ class TraceRecorderPlugin:
 
 
 def cmd_record(args) -> int:
-    bad = _check_target(args.target)
+    bad = _check_target(args.target, _options(args))
     if bad:
         return bad
     profile, bad = _profile(args.profile)
     if bad:
         return bad
     from harness import targets
-    trace = Trace(make_header(args.target, profile.name, targets.os_build(args.target)))
+    trace = Trace(make_header(args.target, profile.name, targets.os_build(args.target, _options(args))))
     plugin = TraceRecorderPlugin(trace)
     argv = ["--pyargs", "harness.conformance", "--target", args.target, "--profile", args.profile,
             "-q", "-p", "no:cacheprovider", *args.pytest_args]
+    if args.agent_command:
+        argv[4:4] = ["--agent-command", args.agent_command]
     code = pytest.main(argv, plugins=[plugin])
     trace.dump(args.output)
     print(f"trace: {plugin.sessions} tests, {len(trace.steps)} steps, "
@@ -108,14 +114,14 @@ def cmd_replay(args) -> int:
         trace = load(args.file)
     except TraceError as exc:
         return _fail(str(exc))
-    bad = _check_target(args.target)
+    bad = _check_target(args.target, _options(args))
     if bad:
         return bad
     profile, bad = _profile(args.profile or _default_profile(trace))
     if bad:
         return bad
     try:
-        factory = api_factory(args.target, profile)
+        factory = api_factory(args.target, profile, _options(args))
         result = replay(trace, factory, last_error=args.last_error)
     except OSError as exc:           # e.g. --target native off Windows
         return _fail(f"--target {args.target}: {exc}")
@@ -139,7 +145,7 @@ def _default_profile(trace: Trace) -> str:
 
 def cmd_probe(args) -> int:
     from .probes import CRASHY, probe_profile
-    bad = _check_target(args.target)
+    bad = _check_target(args.target, _options(args))
     if bad:
         return bad
     profile, bad = _profile(args.profile)
@@ -150,11 +156,16 @@ def cmd_probe(args) -> int:
         return bad
     from harness import targets
     redirected = None
-    if "requires_redirect" in targets.capabilities(args.target):
-        redirected = lambda: targets.redirected(args.target, profile)     # noqa: E731
-    build = targets.os_build(args.target)
+    options = _options(args)
     try:
-        result = probe_profile(api_factory(args.target, profile), redirected, target=args.target, os_build=build,
+        capabilities = targets.capabilities(args.target, options)
+    except targets.TargetError as exc:
+        return _fail(str(exc))
+    if "requires_redirect" in capabilities:
+        redirected = lambda: targets.redirected(args.target, profile, options=options)     # noqa: E731
+    build = targets.os_build(args.target, options)
+    try:
+        result = probe_profile(api_factory(args.target, profile, options), redirected, target=args.target, os_build=build,
                                skip=CRASHY if args.target != "sim" else ())
     except OSError as exc:
         return _fail(f"--target {args.target}: {exc}")
@@ -198,6 +209,7 @@ def register(subparsers) -> None:
     r = sub.add_parser("record", help="record a conformance run as a trace (one session per test)")
     r.add_argument("-o", "--output", required=True, help="the trace file to write (JSON Lines)")
     r.add_argument("--target", default="sim", help="where the calls go: " + ", ".join(TARGET_NAMES))
+    r.add_argument("--agent-command", help="--target agent: the command that starts the winsock-agent")
     r.add_argument("--profile", default="documented", help="profile name or file (default: documented)")
     r.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: passed to pytest (e.g. -k wait)")
     r.set_defaults(fn=cmd_record)
@@ -205,6 +217,7 @@ def register(subparsers) -> None:
                                       "(exit 0 identical, 1 diverged, 2 bad file)")
     r.add_argument("file")
     r.add_argument("--target", default="sim", help="where the calls go: " + ", ".join(TARGET_NAMES))
+    r.add_argument("--agent-command", help="--target agent: the command that starts the winsock-agent")
     r.add_argument("--profile", default=None, help="profile for a sim target (default: the trace's own)")
     r.add_argument("--last-error", choices=("failure", "always", "never"), default="failure",
                    help="compare the last error after failing calls (default), every call, or never")
@@ -220,6 +233,7 @@ def register(subparsers) -> None:
     pr = psub.add_parser("probe", help="answer each decision point by experiment; write an observed profile")
     pr.add_argument("-o", "--output", required=True, help="the profile file to write (.toml)")
     pr.add_argument("--target", default="sim", help="where the calls go: " + ", ".join(TARGET_NAMES))
+    pr.add_argument("--agent-command", help="--target agent: the command that starts the winsock-agent")
     pr.add_argument("--profile", default="documented", help="profile of a sim target (default: documented)")
     pr.add_argument("--name", help="the written profile's name (default: observed-TARGET[-PROFILE])")
     pr.add_argument("--inherit", default="windows-observed",
