@@ -5,8 +5,22 @@ loop or an unreached destination is found, 2 when the file cannot be read.
 """
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import sys
+
+from harness.capture.reader import MAX_DECOMPRESSED, format_size
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def _size(text: str) -> int:
+    """'64M', '1G', '512K' or a byte count -> bytes (binary units)."""
+    m = re.fullmatch(r"\s*(\d+)\s*([KMG]?)(?:i?B)?\s*", text, re.IGNORECASE)
+    if not m or int(m.group(1)) == 0:
+        raise argparse.ArgumentTypeError(f"not a size: {text} (try 64M or 1G)")
+    return int(m.group(1)) * _UNITS[m.group(2).upper()]
 
 
 def register(subparsers) -> None:
@@ -27,6 +41,9 @@ def register(subparsers) -> None:
     a.add_argument("--allow-truncated", action="store_true",
                    help="analyze the packets before a cut instead of failing (still exits 2)")
     a.add_argument("--all", action="store_true", help="also list the TCP connections and UDP flows")
+    a.add_argument("--max-decompressed", type=_size, default=MAX_DECOMPRESSED, metavar="SIZE",
+                   help=f"refuse a gzip-compressed capture that expands past SIZE "
+                        f"(default {format_size(MAX_DECOMPRESSED)}; K, M, G suffixes)")
     a.set_defaults(fn=cmd_analyze)
 
 
@@ -71,11 +88,15 @@ def _print_text(result, show_all: bool, out) -> None:
 
 
 def cmd_analyze(args) -> int:
-    from harness.capture import CaptureError, analyze_file
+    from harness.capture import CaptureError, DecompressedTooLarge, analyze_file
     try:
         result = analyze_file(args.file, local_addresses=args.local_address, proxies=args.proxy,
                               udp_idle_timeout_ns=int(args.udp_timeout * 1e9),
-                              allow_truncated=args.allow_truncated, dedupe_ns=int(args.dedupe_us * 1000))
+                              allow_truncated=args.allow_truncated, dedupe_ns=int(args.dedupe_us * 1000),
+                              max_decompressed=args.max_decompressed)
+    except DecompressedTooLarge as exc:
+        print(f"wfp-harness capture: {exc}, the limit (raise it with --max-decompressed)", file=sys.stderr)
+        return 2
     except CaptureError as exc:
         print(f"wfp-harness capture: {exc}", file=sys.stderr)
         return 2
