@@ -6,11 +6,14 @@ loop or an unreached destination is found, 2 when the file cannot be read.
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import re
 import sys
 
 from harness.capture.reader import MAX_DECOMPRESSED, format_size
+from harness.capture.text import plural
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
@@ -47,44 +50,83 @@ def register(subparsers) -> None:
     a.set_defaults(fn=cmd_analyze)
 
 
+LABELS = {"ok": "ok", "loop": "LOOP", "unreached": "UNREACHED", "reset": "reset", "altered": "ALTERED"}
+
+
 def _fmt_bytes(n: int) -> str:
     return f"{n} B"
 
 
-def _print_text(result, show_all: bool, out) -> None:
-    w = out.write
+def _target(f):
+    """Where the flow went, or, when it got nowhere, where it meant to go (or last tried)."""
+    return f.final_destination or f.original_destination or f.last_destination
+
+
+def _flow_head(f) -> str:
+    orig = f" (original {f.original_destination})" if f.reached and f.original_destination \
+        and f.original_destination != f.final_destination else ""
+    via = ""
+    if f.proxies:
+        distinct = len(f.distinct_proxies)
+        via = f" via {plural(distinct, 'proxy', 'proxies')}"
+        if len(f.proxies) != distinct:                     # a loop goes through one proxy many times
+            via += f" ({len(f.proxies)} visits)"
+    label = LABELS.get(f.verdict, f.verdict)
+    if f.loop and not f.reached:
+        label += ", never reached"
+    return f"flow {f.id} [{f.proto}] {f.client} -> {_target(f)}{orig}{via}: {label}"
+
+
+def _render_text(result, show_all: bool) -> str:
+    lines = []
+    w = lines.append
     s = result.to_dict()["summary"]
-    w(f"capture {result.source}: {result.packets} packets, {s['tcp_connections']} TCP connections, "
-      f"{s['udp_flows']} UDP flows\n")
+    w(f"capture {result.source}: {plural(result.packets, 'packet')}, "
+      f"{plural(s['tcp_connections'], 'TCP connection')}, {plural(s['udp_flows'], 'UDP flow')}")
     for warning in result.warnings:
-        w(f"  warning: {warning}\n")
+        w(f"  warning: {warning}")
     for f in result.flows:
-        label = {"ok": "ok", "loop": "LOOP", "unreached": "UNREACHED", "reset": "reset",
-                 "altered": "ALTERED"}.get(f.verdict, f.verdict)
-        via = f" via {len(f.proxies)} prox{'y' if len(f.proxies) == 1 else 'ies'}" if f.proxies else ""
-        orig = f" (original {f.original_destination})" if f.original_destination and \
-            f.original_destination != f.final_destination else ""
-        w(f"flow {f.id} [{f.proto}] {f.client} -> {f.final_destination}{orig}{via}: {label}\n")
+        w(_flow_head(f))
         for h in f.hops:
             role = "proxy" if h.to_proxy else "destination"
             extra = f", redirected by {h.redirected_by}" if h.redirected_by else ""
             intact = "" if h.intact_c2s is None else \
                 f", relayed {'intact' if h.intact_c2s and h.intact_s2c else 'ALTERED'}"
             w(f"    hop {h.index + 1}: {h.src} -> {h.dst} ({role}) {h.state}, "
-              f"c2s {_fmt_bytes(h.bytes_c2s)}, s2c {_fmt_bytes(h.bytes_s2c)}{intact}{extra} [{h.evidence}]\n")
+              f"c2s {_fmt_bytes(h.bytes_c2s)}, s2c {_fmt_bytes(h.bytes_s2c)}{intact}{extra} [{h.evidence}]")
         if f.loop:
-            w("    loop chain: " + " -> ".join(str(e) for e in [f.client] + f.loop_chain) + "\n")
+            w("    loop chain: " + " -> ".join(str(e) for e in [f.client] + f.loop_chain))
         if len(f.hops) > 1:
-            w(f"    end to end: {'bytes intact' if f.intact else 'bytes NOT intact'}\n")
+            if f.reached:
+                w(f"    end to end: {'bytes intact' if f.intact else 'bytes NOT intact'}")
+            else:
+                w(f"    end to end: {_target(f)} never reached")
         for r in f.reasons:
-            w(f"    - {r}\n")
+            w(f"    - {r}")
     if show_all:
         for c in result.connections:
-            w(f"tcp #{c.id} {c.client} -> {c.server} {c.state} handshake={c.handshake} "
-              f"c2s={c.bytes_c2s} s2c={c.bytes_s2c}\n")
+            w(f"tcp #{c.id} {c.client} -> {c.server}: {c.state}, "
+              f"{'handshake seen' if c.handshake else 'no handshake'}, "
+              f"c2s {_fmt_bytes(c.bytes_c2s)}, s2c {_fmt_bytes(c.bytes_s2c)}")
         for u in result.udp_flows:
-            w(f"udp #{u.id} {u.client} -> {u.server} {u.state} c2s={u.bytes_c2s} s2c={u.bytes_s2c}\n")
-    w(f"summary: {s['flows']} flows, {s['proxied']} proxied, {s['loops']} loops, {s['unreached']} unreached\n")
+            w(f"udp #{u.id} {u.client} -> {u.server}: {u.state}, "
+              f"c2s {_fmt_bytes(u.bytes_c2s)}, s2c {_fmt_bytes(u.bytes_s2c)}")
+    w(f"summary: {plural(s['flows'], 'flow')}, {s['proxied']} proxied, {plural(s['loops'], 'loop')}, "
+      f"{s['unreached']} unreached")
+    return "\n".join(lines) + "\n"
+
+
+def _emit(text: str) -> None:
+    """Write to stdout; a reader that left early (`| head`) ends the output quietly, as for Unix tools."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the interpreter's last flush does not complain either.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, io.UnsupportedOperation):
+            pass                       # not a real file descriptor (captured in a test)
 
 
 def cmd_analyze(args) -> int:
@@ -103,10 +145,7 @@ def cmd_analyze(args) -> int:
     except ValueError as exc:          # a bad --local-address / --proxy
         print(f"wfp-harness capture: {exc}", file=sys.stderr)
         return 2
-    if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
-    else:
-        _print_text(result, args.all, sys.stdout)
+    _emit(json.dumps(result.to_dict(), indent=2) + "\n" if args.json else _render_text(result, args.all))
     if result.warnings and args.allow_truncated and any("truncated" in w or "corrupt" in w
                                                          for w in result.warnings):
         return 2

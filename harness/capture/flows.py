@@ -27,8 +27,19 @@ chain of more than MAX_LOCAL_HOPS local hops that never leaves the machine.
 from __future__ import annotations
 
 import ipaddress
+from collections import Counter
 
-from harness.capture.model import Analysis, Endpoint, Hop, ProxiedFlow, TcpConnection, UdpFlow, endpoint, parse_note
+from harness.capture.model import (
+    Analysis,
+    Endpoint,
+    Hop,
+    ProxiedFlow,
+    TcpConnection,
+    UdpFlow,
+    endpoint,
+    parse_note,
+)
+from harness.capture.text import nbytes, times
 
 SYN, ACK, FIN, RST = 0x02, 0x10, 0x01, 0x04
 UDP_IDLE_TIMEOUT_NS = 60 * 1_000_000_000
@@ -331,11 +342,12 @@ def _flow(fid, proto, chain, evidence, chainer, proxies) -> ProxiedFlow:
     visited = [leg.server for leg in chain]
     keys = [chainer.machine_key(ep) for ep in visited]
     reasons = []
-    loop = len(set(keys)) < len(keys)
+    visits = Counter(keys)
+    repeated = next((k for k in keys if visits[k] > 1), None)
+    loop = repeated is not None
     if loop:
-        repeated = next(k for k in keys if keys.count(k) > 1)
         again = visited[keys.index(repeated)]
-        reasons.append(f"redirect loop: the chain visits {again} {keys.count(repeated)} times")
+        reasons.append(f"redirect loop: the chain visits {again} {times(visits[repeated])}")
     ends_at_proxy = last.server in proxies
     if not loop and ends_at_proxy and len(chain) > MAX_LOCAL_HOPS and all(chainer.is_local(ep.ip) for ep in visited):
         loop = True
@@ -345,24 +357,27 @@ def _flow(fid, proto, chain, evidence, chainer, proxies) -> ProxiedFlow:
         if last.refused:
             reasons.append(f"{last.server} refused the connection (RST answering SYN)")
         elif last.no_answer:
-            reasons.append(f"no answer from {last.server} (SYN sent {1 + last.syn_retransmits} times, no SYN-ACK)")
+            reasons.append(f"no answer from {last.server} (SYN sent {times(1 + last.syn_retransmits)}, no SYN-ACK)")
     elif last.icmp_unreachable:
         reasons.append(f"{last.server} answered ICMP port unreachable")
     if ends_at_proxy and not loop:
         reasons.append(f"the chain ends at proxy {last.server}: it never opened the onward connection")
+    # Intact end to end means the destination got what the client sent (and back):
+    # a flow that reached nothing delivered nothing, however faithfully each proxy relayed.
     if proto == "udp":
-        intact_c2s = first.datagrams_c2s == last.datagrams_c2s
-        intact_s2c = first.datagrams_s2c == last.datagrams_s2c
+        same_c2s = first.datagrams_c2s == last.datagrams_c2s
+        same_s2c = first.datagrams_s2c == last.datagrams_s2c
     else:
-        intact_c2s = first.data_c2s == last.data_c2s and not any(leg.gap_c2s for leg in chain)
-        intact_s2c = first.data_s2c == last.data_s2c and not any(leg.gap_s2c for leg in chain)
-    if len(chain) > 1 and not loop:
-        if not intact_c2s:
-            reasons.append(f"client->server bytes differ: client sent {first.bytes_c2s}, "
-                           f"{last.server} got {last.bytes_c2s}")
-        if not intact_s2c:
-            reasons.append(f"server->client bytes differ: {last.server} sent {last.bytes_s2c}, "
-                           f"client got {first.bytes_s2c}")
+        same_c2s = first.data_c2s == last.data_c2s and not any(leg.gap_c2s for leg in chain)
+        same_s2c = first.data_s2c == last.data_s2c and not any(leg.gap_s2c for leg in chain)
+    intact_c2s, intact_s2c = reached and same_c2s, reached and same_s2c
+    if reached and len(chain) > 1:
+        if not same_c2s:
+            reasons.append(f"client->server bytes differ: client sent {nbytes(first.bytes_c2s)}, "
+                           f"{last.server} got {nbytes(last.bytes_c2s)}")
+        if not same_s2c:
+            reasons.append(f"server->client bytes differ: {last.server} sent {nbytes(last.bytes_s2c)}, "
+                           f"client got {nbytes(first.bytes_s2c)}")
     reset = proto == "tcp" and any(leg.reset and not leg.refused for leg in chain)
     if reset:
         who = [str(leg.server) for leg in chain if leg.reset and not leg.refused]
@@ -380,7 +395,8 @@ def _flow(fid, proto, chain, evidence, chainer, proxies) -> ProxiedFlow:
         verdict = "altered"
     else:
         verdict = "ok"
-    return ProxiedFlow(fid, proto, first.client, hops, [leg.server for leg in chain[:-1]], last.server, original,
+    return ProxiedFlow(fid, proto, first.client, hops, [h.dst for h in hops if h.to_proxy],
+                       last.server if reached else None, original,
                        reached, loop, visited if loop else [], intact_c2s, intact_s2c,
                        first.bytes_c2s, first.bytes_s2c, reset, verdict, reasons)
 
