@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import argparse
 import io
+import ipaddress
 import json
+import math
 import os
 import re
 import sys
 
+from harness.capture.flows import UDP_IDLE_TIMEOUT_NS
+from harness.capture.model import Endpoint
 from harness.capture.reader import MAX_DECOMPRESSED, format_size
 from harness.capture.text import plural
 
@@ -26,19 +30,44 @@ def _size(text: str) -> int:
     return int(m.group(1)) * _UNITS[m.group(2).upper()]
 
 
+def _number(text: str, allow_zero: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise argparse.ArgumentTypeError(f"not a {'non-negative' if allow_zero else 'positive'} number: {text}")
+    return value
+
+
+def _ip(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IP address: {text}") from None
+
+
+def _endpoint(text: str) -> Endpoint:
+    try:
+        return Endpoint.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("capture", help="analyze packet captures (pcap/pcapng): proxied flows, hops, loops")
     sub = p.add_subparsers(dest="action", required=True)
     a = sub.add_parser("analyze", help="print the flows of a capture, every proxy hop, loops and unreached flows")
     a.add_argument("file", help="a .pcap or .pcapng file (pktmon etl2pcap output, sim --pcap output)")
     a.add_argument("--json", action="store_true", help="print the analysis as JSON")
-    a.add_argument("--local-address", action="append", default=[], metavar="IP",
+    a.add_argument("--local-address", type=_ip, action="append", default=[], metavar="IP",
                    help="an address of the capturing machine (repeatable)")
-    a.add_argument("--proxy", action="append", default=[], metavar="ADDR:PORT",
-                   help="an endpoint known to be a proxy (repeatable)")
-    a.add_argument("--udp-timeout", type=float, default=60.0, metavar="SECONDS",
-                   help="idle time that ends a UDP flow (default 60)")
-    a.add_argument("--dedupe-us", type=float, default=0.0, metavar="MICROSECONDS",
+    a.add_argument("--proxy", type=_endpoint, action="append", default=[], metavar="ADDR:PORT",
+                   help="an endpoint known to be a proxy, e.g. 127.0.0.1:5000 or [::1]:5000 (repeatable)")
+    a.add_argument("--udp-timeout", type=lambda t: _number(t, allow_zero=False),
+                   default=UDP_IDLE_TIMEOUT_NS / 1e9, metavar="SECONDS",
+                   help=f"idle time that ends a UDP flow (default {UDP_IDLE_TIMEOUT_NS / 1e9:g})")
+    a.add_argument("--dedupe-us", type=lambda t: _number(t, allow_zero=True), default=0.0, metavar="MICROSECONDS",
                    help="drop identical packets repeated within this time (pktmon lists a packet once per "
                         "stack component; try 1000)")
     a.add_argument("--allow-truncated", action="store_true",
@@ -140,9 +169,6 @@ def cmd_analyze(args) -> int:
         print(f"wfp-harness capture: {exc}, the limit (raise it with --max-decompressed)", file=sys.stderr)
         return 2
     except CaptureError as exc:
-        print(f"wfp-harness capture: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:          # a bad --local-address / --proxy
         print(f"wfp-harness capture: {exc}", file=sys.stderr)
         return 2
     _emit(json.dumps(result.to_dict(), indent=2) + "\n" if args.json else _render_text(result, args.all))

@@ -27,10 +27,13 @@ class Endpoint(NamedTuple):
         if m:
             ip, port = m.group(1), m.group(2)
         else:
-            ip, sep, port = text.rpartition(":")
-            if not sep or not port.isdigit():
-                raise ValueError(f"not an address:port: {text!r}")
-        addr = ipaddress.ip_address(ip.split("%")[0])
+            ip, _sep, port = text.rpartition(":")
+        try:
+            addr = ipaddress.ip_address(ip.split("%")[0])
+        except ValueError:
+            addr = None
+        if addr is None or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"not an address:port: {text} (e.g. 192.0.2.1:80 or [2001:db8::1]:80)")
         if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
             addr = addr.ipv4_mapped
         return cls(str(addr), int(port))
