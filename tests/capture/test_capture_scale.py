@@ -76,3 +76,16 @@ def test_large_loop_memory_is_bounded(loop_records):
     # more) plus a few hundred bytes of bookkeeping per frame; a list of
     # every candidate pair would be tens of MB here.
     assert peak < 2 * payload + 2_000 * len(loop_records), (peak, payload, len(loop_records))
+
+
+@pytest.mark.parametrize("kind", ["proxy", "wfp"])
+def test_bench_prints_a_whole_table(kind, capsys):
+    spec = importlib.util.spec_from_file_location("bench_capture", Path(__file__).parents[2] / "bench" / "bench_capture.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--frames", "120,240", "--kind", kind]) == 0
+    rows = dict(line.split("  ", 1) for line in capsys.readouterr().out.splitlines())
+    assert list(rows) == ["frames", "this tree: time", "this tree: peak RSS"]
+    frames = [int(n.replace(",", "")) for n in rows["frames"].split()]
+    assert all(abs(got - want) <= 30 for got, want in zip(frames, (120, 240))), frames
+    assert "exit" not in rows["this tree: time"] and rows["this tree: time"].count(" s") == 2
