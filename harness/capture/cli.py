@@ -109,7 +109,7 @@ def _flow_head(f) -> str:
 def _render_text(result, show_all: bool) -> str:
     lines = []
     w = lines.append
-    s = result.to_dict()["summary"]
+    s = result.summary()
     w(f"capture {result.source}: {plural(result.packets, 'packet')}, "
       f"{plural(s['tcp_connections'], 'TCP connection')}, {plural(s['udp_flows'], 'UDP flow')}")
     for warning in result.warnings:

@@ -344,11 +344,13 @@ class Analysis:
         destination = endpoint(destination)
         return [f for f in self.flows if destination in (f.last_destination, f.original_destination)]
 
+    def summary(self) -> dict:
+        return {"tcp_connections": len(self.connections), "udp_flows": len(self.udp_flows),
+                "flows": len(self.flows), "proxied": len(self.proxied),
+                "loops": len(self.loops), "unreached": len(self.unreached)}
+
     def to_dict(self) -> dict:
-        return {"source": self.source, "packets": self.packets,
-                "summary": {"tcp_connections": len(self.connections), "udp_flows": len(self.udp_flows),
-                            "flows": len(self.flows), "proxied": len(self.proxied),
-                            "loops": len(self.loops), "unreached": len(self.unreached)},
+        return {"source": self.source, "packets": self.packets, "summary": self.summary(),
                 "local_addresses": sorted(self.local_addresses),
                 "proxies": sorted(str(p) for p in self.proxies),
                 "flows": [f.to_dict() for f in self.flows],

@@ -80,7 +80,8 @@ def test_large_loop_memory_is_bounded(loop_records):
 
 @pytest.mark.parametrize("kind", ["proxy", "wfp"])
 def test_bench_prints_a_whole_table(kind, capsys):
-    spec = importlib.util.spec_from_file_location("bench_capture", Path(__file__).parents[2] / "bench" / "bench_capture.py")
+    path = Path(__file__).parents[2] / "bench" / "bench_capture.py"
+    spec = importlib.util.spec_from_file_location("bench_capture", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     assert bench.main(["--frames", "120,240", "--kind", kind]) == 0
