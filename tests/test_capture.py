@@ -183,7 +183,7 @@ def test_icmp_port_unreachable_quotes_the_offending_datagram(tmp_path, dest):
     assert quoted[UDPerror].sport == datagram[UDP].sport and quoted[UDPerror].dport == 9999
     flow, = analyze_file(path).flows
     assert flow.proto == "udp" and not flow.reached and flow.verdict == "unreached"
-    assert flow.final_destination == Endpoint(dest, 9999)
+    assert flow.final_destination is None and flow.last_destination == Endpoint(dest, 9999)
     assert "ICMP port unreachable" in flow.reasons[0]
 
 
@@ -265,7 +265,9 @@ def test_redirect_loop_is_found_with_its_chain(tmp_path, with_data):
     proxy = Endpoint("127.0.0.1", 5000)
     assert flow.loop and flow.verdict == "loop" and not flow.reached
     assert flow.loop_chain == [proxy] * 4
-    assert flow.proxies == [proxy] * 3 and flow.final_destination == proxy
+    assert flow.proxies == [proxy] * 4 and flow.distinct_proxies == [proxy]
+    assert flow.final_destination is None and flow.last_destination == proxy
+    assert not flow.intact and result.unreached == [flow]
     assert [h.evidence for h in flow.hops] == ["first"] + ["bytes" if with_data else "timing"] * 3
     assert "visits 127.0.0.1:5000 4 times" in flow.reasons[0]
     assert result.loops == [flow] and result.problems == [flow]
@@ -352,7 +354,7 @@ def test_no_answer_at_destination_needs_notes_or_local_addresses_to_chain(tmp_pa
     result = analyze_file(noted)
     flow = result.flows_from(Endpoint("127.0.0.1", 49152))[0]
     assert flow.proxies == [Endpoint("127.0.0.1", 5000)]
-    assert flow.final_destination == Endpoint("203.0.113.9", 443)
+    assert flow.final_destination is None and flow.last_destination == Endpoint("203.0.113.9", 443)
     assert flow.original_destination == Endpoint("203.0.113.9", 443)
     assert flow.hops[0].redirected_by == "vendor-x" and flow.hops[1].evidence == "note"
     assert flow.verdict == "unreached" and "no answer" in flow.reasons[0]

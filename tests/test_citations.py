@@ -326,7 +326,7 @@ def test_old_and_broken_forms_are_caught(line):
     "docs/decisions.md §4 table", "docs/windows-observed.md items 13 and 14",
     "docs/windows-observed.md §A (items 1-9)", "docs/facts.md §3.6, C1-C17",
     "docs/facts.md §4.7 and docs/windows-observed.md item 131", "Wine dlls/ws2_32/tests/sock.c test_AcceptEx",
-    "Wine afd.c test_poll", "sim/decisions.py", "--profile windows-observed", "[decisions.sio_flush]",
+    "Wine afd.c test_poll", "sim/decision_points.py", "--profile windows-observed", "[decisions.sio_flush]",
     "docs/seed-page.md REC-ERR-WSAEINVAL",
 ])
 def test_resolvable_forms_pass(line):

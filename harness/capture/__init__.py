@@ -27,14 +27,23 @@ from harness.capture.model import (
     endpoint,
     parse_note,
 )
-from harness.capture.reader import CaptureError, Record, read_capture, records_from_sim
+from harness.capture.reader import (
+    MAX_DECOMPRESSED,
+    CaptureError,
+    DecompressedTooLarge,
+    Record,
+    read_capture,
+    records_from_sim,
+)
 
 __all__ = [
     "MATCH_PREFIX",
+    "MAX_DECOMPRESSED",
     "MAX_LOCAL_HOPS",
     "UDP_IDLE_TIMEOUT_NS",
     "Analysis",
     "CaptureError",
+    "DecompressedTooLarge",
     "Endpoint",
     "Hop",
     "ProxiedFlow",
@@ -53,7 +62,8 @@ __all__ = [
 
 
 def analyze_file(path, *, local_addresses=(), proxies=(), udp_idle_timeout_ns: int = UDP_IDLE_TIMEOUT_NS,
-                 allow_truncated: bool = False, dedupe_ns: int = 0) -> Analysis:
+                 allow_truncated: bool = False, dedupe_ns: int = 0,
+                 max_decompressed: int = MAX_DECOMPRESSED) -> Analysis:
     """Analyze a pcap or pcapng file (CaptureError if it cannot be read).
 
     local_addresses: addresses of the capturing machine (helps link a
@@ -62,8 +72,10 @@ def analyze_file(path, *, local_addresses=(), proxies=(), udp_idle_timeout_ns: i
     allow_truncated: analyze the packets before a cut instead of raising.
     dedupe_ns: drop identical packets repeated within this time (pktmon
     captures can list one packet once per stack component).
+    max_decompressed: refuse a gzip-compressed file that expands past this
+    many bytes (DecompressedTooLarge).
     """
-    records, warnings = read_capture(path, allow_truncated=allow_truncated)
+    records, warnings = read_capture(path, allow_truncated=allow_truncated, max_decompressed=max_decompressed)
     return analyze_records(records, source=str(path), local_addresses=local_addresses, proxies=proxies,
                            udp_idle_timeout_ns=udp_idle_timeout_ns, dedupe_ns=dedupe_ns, warnings=warnings)
 

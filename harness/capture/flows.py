@@ -20,15 +20,34 @@ to a proxy (usually on loopback); the proxy then opens its own connection
 
 Candidates are ranked (evidence, same-machine affinity, length of the
 matching prefix, closeness in time) and assigned one to one, best first.
+The search is near-linear: legs are looked up through indexes (leading
+bytes, note destinations, local clients) rather than compared pairwise, and
+legs alike in everything but their start time (a loop's legs, repeated
+requests) form one group in which only the earliest free fit is a candidate.
 Chains start at legs nobody relayed into. A chain that visits the same proxy
 twice (local addresses of one machine count as one) is a loop; so is a
 chain of more than MAX_LOCAL_HOPS local hops that never leaves the machine.
 """
 from __future__ import annotations
 
+import bisect
+import functools
+import heapq
 import ipaddress
+from collections import Counter
+from typing import NamedTuple
 
-from harness.capture.model import Analysis, Endpoint, Hop, ProxiedFlow, TcpConnection, UdpFlow, endpoint, parse_note
+from harness.capture.model import (
+    Analysis,
+    Endpoint,
+    Hop,
+    ProxiedFlow,
+    TcpConnection,
+    UdpFlow,
+    endpoint,
+    parse_note,
+)
+from harness.capture.text import nbytes, times
 
 SYN, ACK, FIN, RST = 0x02, 0x10, 0x01, 0x04
 UDP_IDLE_TIMEOUT_NS = 60 * 1_000_000_000
@@ -41,6 +60,7 @@ def _signed32(x: int) -> int:
     return x - (1 << 32) if x >= 1 << 31 else x
 
 
+@functools.lru_cache(maxsize=65536)     # asked for every pair of legs; a capture has few addresses
 def _is_loopback(ip: str) -> bool:
     return ipaddress.ip_address(ip).is_loopback
 
@@ -220,6 +240,92 @@ def _udp_match(a: list, b: list):
     return True, sum(len(x) for x, y in zip(a, b) if x == y)
 
 
+class _Link(NamedTuple):
+    """How leg B could continue leg A, from everything but when B started (the same for a whole _Group)."""
+    score: tuple                       # (level, affinity, common prefix length)
+    evidence: str
+    c2s: bool                          # B's c2s bytes were compared with A's
+    s2c: bool
+    during: bool                       # B must start while A is open
+    latest: float                      # no B starting after this can fit
+
+
+class _Group:
+    """Legs that are interchangeable as the continuation of any leg A: the same bytes
+    both ways, client address, server and redirect note. Only their start times
+    differ, and for a given A an earlier one always ranks higher, so A needs to
+    look at one member at a time: the earliest that fits and is still free."""
+
+    def __init__(self, legs):
+        self.legs = legs                               # sorted by (first_ns, id)
+        self.starts = [leg.first_ns for leg in legs]
+        self._next = list(range(len(legs) + 1))        # union-find: the next free position
+
+    def free(self, pos: int) -> int:
+        """The first position >= pos whose leg has no parent yet (len(legs) if none)."""
+        root = pos
+        while self._next[root] != root:
+            root = self._next[root]
+        while self._next[pos] != root:                 # path compression: each taken leg is skipped once
+            self._next[pos], pos = root, self._next[pos]
+        return root
+
+    def take(self, pos: int) -> None:
+        self._next[pos] = pos + 1
+
+
+def _group_key(leg):
+    if leg.proto == "udp":
+        data = (tuple(leg.datagrams_c2s), tuple(leg.datagrams_s2c))
+    else:
+        data = (leg.data_c2s, leg.data_s2c)
+    return data + (leg.client.ip, leg.server, leg.redirect.original if leg.redirect else None)
+
+
+def _byte_key(leg, c2s: bool) -> bytes:
+    """What the byte index files a leg under: the first MATCH_PREFIX bytes of a direction
+    (TCP: of the stream; UDP: of the first datagram); b'' when it carried none."""
+    if leg.proto == "udp":
+        grams = leg.datagrams_c2s if c2s else leg.datagrams_s2c
+        return grams[0][:MATCH_PREFIX] if grams else b""
+    return (leg.data_c2s if c2s else leg.data_s2c)[:MATCH_PREFIX]
+
+
+class _ByteIndex:
+    """Groups by the leading bytes of one direction. Two TCP streams can match when one's
+    key is a prefix of the other's (a short stream against a longer one); UDP datagrams
+    when the keys are equal."""
+
+    def __init__(self, groups, c2s: bool):
+        self.c2s = c2s
+        self.exact: dict = {}
+        for g in groups:
+            key = _byte_key(g.legs[0], c2s)
+            if key:
+                self.exact.setdefault(key, []).append(g)
+        self.short = sorted({len(k) for k in self.exact if len(k) < MATCH_PREFIX})
+        self.extended: dict = {}                       # short key -> groups whose longer key starts with it
+        for key, gs in self.exact.items():
+            for n in self.short:
+                if n >= len(key):
+                    break
+                if key[:n] in self.exact:
+                    self.extended.setdefault(key[:n], []).extend(gs)
+
+    def related(self, leg):
+        key = _byte_key(leg, self.c2s)
+        if not key:
+            return []
+        found = list(self.exact.get(key, ()))
+        if leg.proto == "tcp":
+            found += self.extended.get(key, ())
+            for n in self.short:
+                if n >= len(key):
+                    break
+                found += self.exact.get(key[:n], ())
+        return found
+
+
 class _Chainer:
     def __init__(self, legs, local: set, known_proxies: set):
         self.legs = sorted(legs, key=lambda leg: (leg.first_ns, leg.id))
@@ -237,68 +343,121 @@ class _Chainer:
     def machine_key(self, ep: Endpoint):
         return ("local", ep.port) if self.is_local(ep.ip) else (ep.ip, ep.port)
 
-    def candidate(self, a, b, structural: bool):
-        if b is a or b.first_ns <= a.first_ns:
-            return None
-        if getattr(a, "syn_ack_ns", None) is not None and b.first_ns < a.syn_ack_ns:
-            return None                                    # a proxy cannot accept A before its handshake
+    def link(self, a, b, structural: bool) -> _Link | None:
+        """Could B (or any leg of B's group) be A's onward connection, start time aside?"""
         if a.proto == "udp":
             c2s, s2c = _udp_match(a.datagrams_c2s, b.datagrams_c2s), _udp_match(a.datagrams_s2c, b.datagrams_s2c)
         else:
             c2s, s2c = _prefix_match(a.data_c2s, b.data_c2s), _prefix_match(a.data_s2c, b.data_s2c)
         if (c2s and not c2s[0]) or (s2c and not s2c[0]):
             return None                                    # the bytes contradict a relay
-        if c2s and b.first_data_c2s_ns < a.first_data_c2s_ns:
-            return None                                    # B sent A's bytes before A carried them
-        if s2c and a.first_data_s2c_ns < b.first_data_s2c_ns:
-            return None                                    # A got B's answer before B carried it
         affinity = self.affinity(a.server.ip, b.client.ip)
-        during = a.first_ns < b.first_ns <= a.last_ns
         note_a, note_b = a.redirect, b.redirect
         noted = bool(note_a and note_a.original and (b.server == note_a.original
                                                      or (note_b and note_b.original == note_a.original)))
-        if affinity == 0 and not noted and (b.server == a.server or not during):
+        # Another machine's connection is linked only by a note, or when it starts
+        # while A is open and goes somewhere else than A did.
+        during = affinity == 0 and not noted
+        if during and b.server == a.server:
             return None
         common = (c2s[1] if c2s else 0) + (s2c[1] if s2c else 0)
-        gap = b.first_ns - a.first_ns
         if c2s or s2c:
             level, evidence = (3 if c2s and s2c else 2), "bytes"
+        elif noted:
+            level, evidence = 2, "note"
+        elif structural and affinity >= 1 and self.is_local(a.server.ip):
+            level, evidence, during = 1, "timing", True
         else:
-            if noted:
-                level, evidence = 2, "note"
-            elif structural and affinity >= 1 and during and self.is_local(a.server.ip):
-                level, evidence = 1, "timing"
-            else:
-                return None
-        return (level, affinity, common, -gap), evidence
+            return None
+        latest = a.last_ns if during else float("inf")
+        if s2c:
+            latest = min(latest, a.first_data_s2c_ns)     # B carried the answer before A did
+        return _Link((level, affinity, common), evidence, bool(c2s), bool(s2c), during, latest)
+
+    @staticmethod
+    def fits(a, b, link: _Link) -> bool:
+        """Does B's timing allow it to continue A?"""
+        if b.first_ns <= a.first_ns:
+            return False
+        if getattr(a, "syn_ack_ns", None) is not None and b.first_ns < a.syn_ack_ns:
+            return False                                   # a proxy cannot accept A before its handshake
+        if link.c2s and b.first_data_c2s_ns < a.first_data_c2s_ns:
+            return False                                   # B sent A's bytes before A carried them
+        if link.s2c and a.first_data_s2c_ns < b.first_data_s2c_ns:
+            return False                                   # A got B's answer before B carried it
+        return not link.during or b.first_ns <= a.last_ns
+
+    def _related(self, a, indexes, structural):
+        """The groups that may hold A's continuation, each once."""
+        c2s_index, s2c_index, by_server, by_original, local_clients = indexes
+        found = c2s_index.related(a) + s2c_index.related(a)
+        note = a.redirect
+        if note and note.original:
+            found += by_server.get(note.original, []) + by_original.get(note.original, [])
+        if structural and self.is_local(a.server.ip):
+            found += local_clients
+        return list({id(g): g for g in found}.values())
+
+    def _offer(self, heap, a, group, link, pos) -> None:
+        """Push A's best still-free fit in `group` from `pos` on (nothing when none is left)."""
+        while True:
+            pos = group.free(pos)
+            if pos == len(group.legs) or group.starts[pos] > link.latest:
+                return
+            b = group.legs[pos]
+            if self.fits(a, b, link):
+                level, affinity, common = link.score
+                # Best first: evidence, same-machine affinity, matching bytes, closeness
+                # in time; then the earlier A, then the lower ids.
+                heapq.heappush(heap, (-level, -affinity, -common, b.first_ns - a.first_ns, a.first_ns, a.id, b.id,
+                                      pos, a, group, link))
+                return
+            pos += 1
 
     def assign(self, parent: dict, child: dict, evidence: dict, structural: bool) -> None:
-        cands = []
-        for i, a in enumerate(self.legs):
+        """Link legs one to one, best-ranked pair first (a greedy matching).
+
+        Each leg offers its best candidate per related group to a heap; when the
+        best pair's B was taken meanwhile, A offers its next one in that group.
+        Work grows with the related groups per leg, not with the number of pairs.
+        """
+        by_key: dict = {}
+        for leg in self.legs:
+            if leg.id not in parent:
+                by_key.setdefault(_group_key(leg), []).append(leg)
+        groups = [_Group(legs) for legs in by_key.values()]
+        by_server: dict = {}
+        by_original: dict = {}
+        for g in groups:
+            first = g.legs[0]
+            by_server.setdefault(first.server, []).append(g)
+            if first.redirect and first.redirect.original:
+                by_original.setdefault(first.redirect.original, []).append(g)
+        local_clients = [g for g in groups if self.is_local(g.legs[0].client.ip)] if structural else []
+        indexes = (_ByteIndex(groups, c2s=True), _ByteIndex(groups, c2s=False), by_server, by_original,
+                   local_clients)
+        heap: list = []
+        for a in self.legs:
             if a.id in child:
                 continue
-            for b in self.legs[i + 1:]:
-                if b.id in parent:
-                    continue
-                got = self.candidate(a, b, structural)
-                if got is not None:
-                    cands.append((got[0], a.first_ns, a.id, b.id, got[1], a, b))
-        cands.sort(key=lambda c: (c[0], -c[1], -c[2], -c[3]), reverse=True)
-        for _score, _t, _aid, _bid, ev, a, b in cands:
-            if a.id in child or b.id in parent or self._reaches(b, a, child):
+            for g in self._related(a, indexes, structural):
+                link = self.link(a, g.legs[0], structural)
+                if link is not None:
+                    self._offer(heap, a, g, link, bisect.bisect_right(g.starts, a.first_ns))
+        # A pair's legs only ever go forward in time (B starts after A), so no
+        # assignment can close a cycle.
+        while heap:
+            *_rank, pos, a, group, link = heapq.heappop(heap)
+            if a.id in child:
+                continue
+            b = group.legs[pos]
+            if b.id in parent:
+                self._offer(heap, a, group, link, pos + 1)
                 continue
             child[a.id] = b
             parent[b.id] = a
-            evidence[b.id] = ev
-
-    @staticmethod
-    def _reaches(start, target, child) -> bool:
-        node = start
-        while node is not None:
-            if node is target:
-                return True
-            node = child.get(node.id)
-        return False
+            evidence[b.id] = link.evidence
+            group.take(pos)
 
 
 def _flows_from_chains(legs, parent, child, evidence, chainer, proxies, proto, start_id) -> list[ProxiedFlow]:
@@ -331,11 +490,12 @@ def _flow(fid, proto, chain, evidence, chainer, proxies) -> ProxiedFlow:
     visited = [leg.server for leg in chain]
     keys = [chainer.machine_key(ep) for ep in visited]
     reasons = []
-    loop = len(set(keys)) < len(keys)
+    visits = Counter(keys)
+    repeated = next((k for k in keys if visits[k] > 1), None)
+    loop = repeated is not None
     if loop:
-        repeated = next(k for k in keys if keys.count(k) > 1)
         again = visited[keys.index(repeated)]
-        reasons.append(f"redirect loop: the chain visits {again} {keys.count(repeated)} times")
+        reasons.append(f"redirect loop: the chain visits {again} {times(visits[repeated])}")
     ends_at_proxy = last.server in proxies
     if not loop and ends_at_proxy and len(chain) > MAX_LOCAL_HOPS and all(chainer.is_local(ep.ip) for ep in visited):
         loop = True
@@ -345,24 +505,27 @@ def _flow(fid, proto, chain, evidence, chainer, proxies) -> ProxiedFlow:
         if last.refused:
             reasons.append(f"{last.server} refused the connection (RST answering SYN)")
         elif last.no_answer:
-            reasons.append(f"no answer from {last.server} (SYN sent {1 + last.syn_retransmits} times, no SYN-ACK)")
+            reasons.append(f"no answer from {last.server} (SYN sent {times(1 + last.syn_retransmits)}, no SYN-ACK)")
     elif last.icmp_unreachable:
         reasons.append(f"{last.server} answered ICMP port unreachable")
     if ends_at_proxy and not loop:
         reasons.append(f"the chain ends at proxy {last.server}: it never opened the onward connection")
+    # Intact end to end means the destination got what the client sent (and back):
+    # a flow that reached nothing delivered nothing, however faithfully each proxy relayed.
     if proto == "udp":
-        intact_c2s = first.datagrams_c2s == last.datagrams_c2s
-        intact_s2c = first.datagrams_s2c == last.datagrams_s2c
+        same_c2s = first.datagrams_c2s == last.datagrams_c2s
+        same_s2c = first.datagrams_s2c == last.datagrams_s2c
     else:
-        intact_c2s = first.data_c2s == last.data_c2s and not any(leg.gap_c2s for leg in chain)
-        intact_s2c = first.data_s2c == last.data_s2c and not any(leg.gap_s2c for leg in chain)
-    if len(chain) > 1 and not loop:
-        if not intact_c2s:
-            reasons.append(f"client->server bytes differ: client sent {first.bytes_c2s}, "
-                           f"{last.server} got {last.bytes_c2s}")
-        if not intact_s2c:
-            reasons.append(f"server->client bytes differ: {last.server} sent {last.bytes_s2c}, "
-                           f"client got {first.bytes_s2c}")
+        same_c2s = first.data_c2s == last.data_c2s and not any(leg.gap_c2s for leg in chain)
+        same_s2c = first.data_s2c == last.data_s2c and not any(leg.gap_s2c for leg in chain)
+    intact_c2s, intact_s2c = reached and same_c2s, reached and same_s2c
+    if reached and len(chain) > 1:
+        if not same_c2s:
+            reasons.append(f"client->server bytes differ: client sent {nbytes(first.bytes_c2s)}, "
+                           f"{last.server} got {nbytes(last.bytes_c2s)}")
+        if not same_s2c:
+            reasons.append(f"server->client bytes differ: {last.server} sent {nbytes(last.bytes_s2c)}, "
+                           f"client got {nbytes(first.bytes_s2c)}")
     reset = proto == "tcp" and any(leg.reset and not leg.refused for leg in chain)
     if reset:
         who = [str(leg.server) for leg in chain if leg.reset and not leg.refused]
@@ -380,7 +543,8 @@ def _flow(fid, proto, chain, evidence, chainer, proxies) -> ProxiedFlow:
         verdict = "altered"
     else:
         verdict = "ok"
-    return ProxiedFlow(fid, proto, first.client, hops, [leg.server for leg in chain[:-1]], last.server, original,
+    return ProxiedFlow(fid, proto, first.client, hops, [h.dst for h in hops if h.to_proxy],
+                       last.server if reached else None, original,
                        reached, loop, visited if loop else [], intact_c2s, intact_s2c,
                        first.bytes_c2s, first.bytes_s2c, reset, verdict, reasons)
 

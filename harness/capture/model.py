@@ -27,10 +27,13 @@ class Endpoint(NamedTuple):
         if m:
             ip, port = m.group(1), m.group(2)
         else:
-            ip, sep, port = text.rpartition(":")
-            if not sep or not port.isdigit():
-                raise ValueError(f"not an address:port: {text!r}")
-        addr = ipaddress.ip_address(ip.split("%")[0])
+            ip, _sep, port = text.rpartition(":")
+        try:
+            addr = ipaddress.ip_address(ip.split("%")[0])
+        except ValueError:
+            addr = None
+        if addr is None or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"not an address:port: {text} (e.g. 192.0.2.1:80 or [2001:db8::1]:80)")
         if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
             addr = addr.ipv4_mapped
         return cls(str(addr), int(port))
@@ -47,6 +50,10 @@ def endpoint(value) -> Endpoint:
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
         addr = addr.ipv4_mapped
     return Endpoint(str(addr), int(port))
+
+
+def _text(ep: Endpoint | None) -> str | None:
+    return str(ep) if ep is not None else None
 
 
 # 'redirected by <vendor> to <addr>; original <addr>' (tolerant of small variations)
@@ -231,7 +238,7 @@ class Hop:
                 "state": self.state, "established": self.established,
                 "intact_c2s": self.intact_c2s, "intact_s2c": self.intact_s2c, "evidence": self.evidence,
                 "first_ns": self.first_ns, "last_ns": self.last_ns, "redirected_by": self.redirected_by,
-                "original_destination": str(self.original_destination) if self.original_destination else None,
+                "original_destination": _text(self.original_destination),
                 "connection_id": getattr(self.connection, "id", None)}
 
 
@@ -239,16 +246,23 @@ class Hop:
 class ProxiedFlow:
     """One original flow followed through every proxy it passed.
 
-    hops[0] is the client's connection; proxies lists the proxy endpoints in
-    order; final_destination is the last hop's destination.
-    verdict: 'ok', 'loop', 'unreached' or 'reset' (reached, but a leg was reset).
+    hops[0] is the client's connection. proxies lists the proxy of every hop
+    that went to one, in order (a loop repeats it; distinct_proxies does
+    not). final_destination is where the flow ended up, None when it never
+    reached a destination (a loop, a refusal, no answer, a chain ending at a
+    proxy); last_destination is the last hop's destination either way.
+    intact_c2s / intact_s2c: the destination got exactly what the client
+    sent / the client got exactly what the destination sent (so never true
+    for a flow that reached nothing).
+    verdict: 'ok', 'loop', 'unreached', 'reset' (reached, but a leg was reset)
+    or 'altered' (reached, bytes changed on the way).
     """
     id: int
     proto: str
     client: Endpoint
     hops: list
     proxies: list
-    final_destination: Endpoint
+    final_destination: Endpoint | None
     original_destination: Endpoint | None
     reached: bool
     loop: bool
@@ -266,14 +280,26 @@ class ProxiedFlow:
         return self.intact_c2s and self.intact_s2c
 
     @property
+    def distinct_proxies(self) -> list:
+        """The proxies passed, each once, in the order first visited."""
+        return list(dict.fromkeys(self.proxies))
+
+    @property
+    def last_destination(self) -> Endpoint:
+        return self.hops[-1].dst
+
+    @property
     def chain(self) -> list:
-        """[client, proxy, ..., final destination]."""
+        """[client, proxy, ..., last destination]."""
         return [self.client] + [h.dst for h in self.hops]
 
     def to_dict(self) -> dict:
         return {"id": self.id, "proto": self.proto, "client": str(self.client),
-                "proxies": [str(p) for p in self.proxies], "final_destination": str(self.final_destination),
-                "original_destination": str(self.original_destination) if self.original_destination else None,
+                "proxies": [str(p) for p in self.proxies],
+                "distinct_proxies": [str(p) for p in self.distinct_proxies],
+                "final_destination": _text(self.final_destination),
+                "original_destination": _text(self.original_destination),
+                "last_destination": str(self.last_destination),
                 "reached": self.reached, "loop": self.loop, "loop_chain": [str(e) for e in self.loop_chain],
                 "intact": self.intact, "intact_c2s": self.intact_c2s, "intact_s2c": self.intact_s2c,
                 "bytes_c2s": self.bytes_c2s, "bytes_s2c": self.bytes_s2c, "reset": self.reset,
@@ -299,7 +325,8 @@ class Analysis:
 
     @property
     def unreached(self) -> list:
-        return [f for f in self.flows if not f.loop and not f.reached]
+        """Flows that reached no destination (loops included: a loop never gets there)."""
+        return [f for f in self.flows if not f.reached]
 
     @property
     def problems(self) -> list:
@@ -315,14 +342,15 @@ class Analysis:
 
     def flows_to(self, destination) -> list:
         destination = endpoint(destination)
-        return [f for f in self.flows if f.final_destination == destination
-                or f.original_destination == destination]
+        return [f for f in self.flows if destination in (f.last_destination, f.original_destination)]
+
+    def summary(self) -> dict:
+        return {"tcp_connections": len(self.connections), "udp_flows": len(self.udp_flows),
+                "flows": len(self.flows), "proxied": len(self.proxied),
+                "loops": len(self.loops), "unreached": len(self.unreached)}
 
     def to_dict(self) -> dict:
-        return {"source": self.source, "packets": self.packets,
-                "summary": {"tcp_connections": len(self.connections), "udp_flows": len(self.udp_flows),
-                            "flows": len(self.flows), "proxied": len(self.proxied),
-                            "loops": len(self.loops), "unreached": len(self.unreached)},
+        return {"source": self.source, "packets": self.packets, "summary": self.summary(),
                 "local_addresses": sorted(self.local_addresses),
                 "proxies": sorted(str(p) for p in self.proxies),
                 "flows": [f.to_dict() for f in self.flows],

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import ipaddress
 import logging
 import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +26,10 @@ PCAP_MAGICS = {b"\xd4\xc3\xb2\xa1": ("<", 1_000), b"\xa1\xb2\xc3\xd4": (">", 1_0
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_RECORD = 16 * 1024 * 1024
+# A gzip capture can expand ~1000-fold: refuse one that decompresses to more
+# than this (a 200 KB file could otherwise take 200 MB and minutes to walk).
+MAX_DECOMPRESSED = 64 * 1024 * 1024
+_GUNZIP_CHUNK = 1024 * 1024
 PACKET_BLOCKS = (2, 3, 6)           # obsolete packet block, simple packet block, enhanced packet block
 
 
@@ -61,9 +67,39 @@ class Record:
     truncated: bool = False         # frame captured shorter than the packet (snaplen)
 
 
+class DecompressedTooLarge(CaptureError):
+    """A gzip-compressed capture that decompresses to more than the limit (bytes)."""
+
+    def __init__(self, path, limit: int):
+        self.limit = limit
+        super().__init__(path, f"gzip-compressed capture decompresses to more than {format_size(limit)}")
+
+
+def format_size(n: int) -> str:
+    """64 MiB, 1 GiB, 1000 bytes: the largest binary unit that divides n exactly."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale} {unit}"
+    return f"{n} byte{'' if n == 1 else 's'}"
+
+
 # -- structure scanner -------------------------------------------------------------
 
-def _open_bytes(path: Path) -> bytes:
+def _gunzip(path: Path, raw: bytes, limit: int) -> bytes:
+    """Decompress in chunks, stopping one chunk past `limit` (never the whole bomb)."""
+    out = bytearray()
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as gz:
+            while chunk := gz.read(min(_GUNZIP_CHUNK, limit + 1 - len(out))):
+                out += chunk
+                if len(out) > limit:
+                    raise DecompressedTooLarge(path, limit)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise CaptureError(path, f"gzip-compressed capture is damaged: {exc}") from None
+    return bytes(out)
+
+
+def _open_bytes(path: Path, max_decompressed: int = MAX_DECOMPRESSED) -> bytes:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -73,10 +109,7 @@ def _open_bytes(path: Path) -> bytes:
     except OSError as exc:
         raise CaptureError(path, f"cannot be read: {exc.strerror or exc}") from None
     if data[:2] == GZIP_MAGIC:
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, ValueError) as exc:
-            raise CaptureError(path, f"gzip-compressed capture is damaged: {exc}") from None
+        data = _gunzip(path, data, max_decompressed)
     return data
 
 
@@ -289,17 +322,18 @@ def _comments(meta) -> list:
     return [c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c) for c in raw]
 
 
-def read_capture(path, allow_truncated: bool = False) -> tuple[list[Record], list[str]]:
+def read_capture(path, allow_truncated: bool = False,
+                 max_decompressed: int = MAX_DECOMPRESSED) -> tuple[list[Record], list[str]]:
     """Read a pcap or pcapng file (optionally gzip-compressed): (records, warnings).
 
     A damaged or truncated file raises CaptureError (with the packets read
     before the damage) unless allow_truncated, which keeps those packets and
-    reports the problem as a warning.
+    reports the problem as a warning. A gzip file that decompresses to more
+    than max_decompressed bytes raises DecompressedTooLarge.
     """
     path = Path(path)
-    data = _open_bytes(path)
+    data = _open_bytes(path, max_decompressed)
     fmt, count, problem = scan(path, data)
-    import io
     try:
         with _quiet_scapy():
             from scapy.utils import RawPcapNgReader, RawPcapReader

@@ -195,7 +195,7 @@ def test_syn_without_answer_and_syn_refused(tmp_path):
     refused._frame(0, True, "S", refused.isn_c, 0)
     refused._frame(10, False, "RA", 0, refused.isn_c + 1)
     result = analyze_file(write(tmp_path / "dead.pcap", silent.frames + refused.frames))
-    by_dst = {f.final_destination.port: f for f in result.flows}
+    by_dst = {f.last_destination.port: f for f in result.flows}
     assert by_dst[443].verdict == "unreached" and by_dst[443].hops[0].state == "no-answer"
     assert "SYN sent 3 times" in by_dst[443].reasons[0]
     assert by_dst[81].verdict == "unreached" and by_dst[81].hops[0].state == "refused"
