@@ -19,7 +19,7 @@ import uuid
 
 from harness.winsock import constants as C
 from harness.sample_driver import RedirectPolicy, pack_context_raw
-from harness.sample_driver.decision import Decision, after_acquire, before_acquire
+from harness.sample_driver.decision import LEAVE, PERMIT, after_acquire, before_acquire
 from sim.net import LOOP4, LOOP6, unmap
 
 STATUS_SUCCESS = 0
@@ -55,11 +55,10 @@ class SampleCallout:
         state = C.FWPS_CONNECTION_NOT_REDIRECTED
         if matched and meta.redirectRecords is not None:
             state, _ = fwps.FwpsQueryConnectionRedirectState0(meta.redirectRecords, self.redirect_handle)
-        first = before_acquire(has_write_right=has_write_right, has_layer_data=has_layer_data,
-                               policy_matched=matched, redirect_state=state)
-        if first is Decision.LEAVE:
+        first = before_acquire(has_write_right, has_layer_data, matched, state)
+        if first is LEAVE:
             return
-        if first is Decision.PERMIT:
+        if first is PERMIT:
             self._permit(out, flt)
             return
         status, handle = fwps.FwpsAcquireClassifyHandle0(classify_context, 0)
@@ -72,11 +71,10 @@ class SampleCallout:
             self._permit(out, flt)
             return
         previous = writable.previousVersion
-        second = after_acquire(
-            is_reauthorize=bool(fixed.flags & C.FWP_CONDITION_FLAG_IS_REAUTHORIZE),
-            previous_modified_by_self=previous is not None and previous.modifierFilterId == flt.filterId,
-            foreign_local_redirect_in_chain=self._foreign_local_redirect(previous))
-        if second is Decision.PERMIT:
+        reauthorize = fixed.flags & C.FWP_CONDITION_FLAG_IS_REAUTHORIZE
+        modified_by_self = previous is not None and previous.modifierFilterId == flt.filterId
+        second = after_acquire(reauthorize, modified_by_self, self._foreign_local_redirect(previous))
+        if second is PERMIT:
             fwps.FwpsApplyModifiedLayerData0(handle, writable, 0)    # 4, 5: unchanged
             fwps.FwpsReleaseClassifyHandle0(handle)
             out.actionType = C.FWP_ACTION_PERMIT
