@@ -22,7 +22,7 @@ _spec = importlib.util.spec_from_file_location("capture_simworlds_cli", Path(__f
 W = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(W)
 
-PYTHON_REPR = re.compile(r"\bTrue\b|\bFalse\b|\bNone\b|\('|Endpoint\(|\[\d+, ")
+PYTHON_REPR = re.compile(r"\bTrue\b|\bFalse\b|\bNone\b|\('|HostPort\(|\[\d+, ")
 
 
 def run(capsys, *args):

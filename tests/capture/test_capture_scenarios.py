@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from harness.capture import Endpoint
+from harness.capture import HostPort
 from harness.cli import main
 
 pytestmark = pytest.mark.slow
@@ -42,7 +42,7 @@ def analyze(path, capsys, *args):
 
 
 def ep(text):
-    return str(Endpoint.parse(text)) if text else None
+    return str(HostPort.parse(text)) if text else None
 
 
 def wire_chain(report, conn):
