@@ -38,16 +38,14 @@ tests look.)
 """
 from __future__ import annotations
 
-import bisect
 import ctypes
 import functools
 import re
 import struct
 import sys
-import threading
 
 from harness.winsock import constants as C
-from harness.winsock.memory import AccessViolation, AllocationTable, MemoryHelpers  # noqa: F401 (AccessViolation: part of this module's interface)
+from harness.winsock.memory import PROTS, AccessViolation, AllocationTable, MemoryHelpers  # noqa: F401 (AccessViolation: part of this module's interface)
 from harness.winsock import layouts as L
 from harness.winsock.api import EXTENSION_PROTOTYPES, PROTOTYPES
 from harness.winsock.ctype import C_TYPES, cfunc
@@ -153,7 +151,7 @@ _STREAM_EXTENSIONS = frozenset({"AcceptEx", "ConnectEx", "GetAcceptExSockaddrs"}
 
 PAGE = 0x1000
 ALIGN = 16
-_PROTS = ("rw", "r", "none")
+_PROTS = PROTS
 
 MEM_COMMIT = 0x1000
 MEM_RESERVE = 0x2000
@@ -280,12 +278,8 @@ class NativeMemory(AllocationTable, MemoryHelpers):
     ALIGN = ALIGN
 
     def __init__(self, vm=None):
+        super().__init__()
         self._vm = vm if vm is not None else _default_vm()
-        self._lock = threading.RLock()
-        self._starts: list[int] = []
-        self._regions: list[_Region] = []
-        self._invalid = 0
-        self._closed = False
 
     def __repr__(self) -> str:
         return f"<NativeMemory {len(self._regions)} allocations>"
@@ -293,10 +287,7 @@ class NativeMemory(AllocationTable, MemoryHelpers):
     # -- allocation -----------------------------------------------------------
     def alloc(self, size: int, prot: str = "rw", tag: str = "") -> int:
         """Allocate `size` zero-filled bytes; returns the address."""
-        if type(size) is not int or size < 0:
-            raise ValueError(f"alloc size must be a non-negative int, not {size!r}")
-        if prot not in _PROTS:
-            raise ValueError(f"alloc prot must be one of {_PROTS}, not {prot!r}")
+        self._check_alloc(size, prot)
         span = max(ALIGN, -(-size // ALIGN) * ALIGN)
         committed = -(-span // PAGE) * PAGE
         reserved = committed + PAGE                       # + the guard page, never committed
@@ -310,12 +301,7 @@ class NativeMemory(AllocationTable, MemoryHelpers):
             except BaseException:
                 self._vm.release(base, reserved)
                 raise
-            start = base + committed - span
-            region = _Region(base, reserved, committed, start, size, prot, tag)
-            i = bisect.bisect(self._starts, start)
-            self._starts.insert(i, start)
-            self._regions.insert(i, region)
-            return start
+            return self._insert(_Region(base, reserved, committed, base + committed - span, size, prot, tag))
 
     def free(self, ptr: int) -> None:
         """VirtualFree(MEM_RELEASE) of an allocation (ptr as alloc returned it)."""
@@ -323,8 +309,7 @@ class NativeMemory(AllocationTable, MemoryHelpers):
             i = self._index_of_start(ptr, "free")
             region = self._regions[i]
             self._vm.release(region.base, region.reserved)
-            del self._starts[i]
-            del self._regions[i]
+            self._remove(i)
 
     def protect(self, ptr: int, prot: str) -> None:
         """Change the protection of a whole allocation: "rw", "r" or "none"."""

@@ -34,7 +34,6 @@ allocation raise harness.winsock.memory.AccessViolation without a round trip.
 """
 from __future__ import annotations
 
-import bisect
 import contextlib
 import threading
 
@@ -42,14 +41,14 @@ from harness.agent.protocol import (MAX_FRAME, AgentAccessViolation, AgentError,
                                     describe_exception)
 from harness.native import DLL_OF
 from harness.winsock import constants as C
-from harness.winsock.memory import AllocationTable, MemoryHelpers
+from harness.winsock.memory import PROTS, AllocationTable, MemoryHelpers
 from harness.winsock.api import EXTENSION_PROTOTYPES, PROTOTYPES
 from harness.winsock.layouts import WSADATA
 from harness.winsock.ctype import C_TYPES, cfunc, parse_signature
 
 __all__ = ["AgentWinsock", "AgentMemory", "AgentThread", "dll_of"]
 
-_PROTS = ("rw", "r", "none")
+_PROTS = PROTS
 _CHUNK = MAX_FRAME // 2          # largest read/write sent in one frame
 
 # Handles a provider closes when it is closed, so a reused agent starts clean:
@@ -116,37 +115,25 @@ class AgentMemory(AllocationTable, MemoryHelpers):
     ALIGN = 16
 
     def __init__(self, session):
+        super().__init__()
         self._session = session
         self.PAGE = session.hello.page_size
-        self._lock = threading.RLock()
-        self._starts: list[int] = []
-        self._regions: list[_Region] = []
-        self._invalid = 0
-        self._closed = False
 
     def __repr__(self) -> str:
         return f"<AgentMemory {len(self._regions)} allocations in agent pid {self._session.hello.pid}>"
 
     def alloc(self, size: int, prot: str = "rw", tag: str = "") -> int:
         """Allocate `size` zero-filled bytes ending at most 15 bytes before a guard page; returns the address."""
-        if type(size) is not int or size < 0:
-            raise ValueError(f"alloc size must be a non-negative int, not {size!r}")
-        if prot not in _PROTS:
-            raise ValueError(f"alloc prot must be one of {_PROTS}, not {prot!r}")
+        self._check_alloc(size, prot)
         with self._lock:
             self._check_open()
-            start = self._session.alloc(size, prot)
-            i = bisect.bisect(self._starts, start)
-            self._starts.insert(i, start)
-            self._regions.insert(i, _Region(start, size, prot))
-            return start
+            return self._insert(_Region(self._session.alloc(size, prot), size, prot))
 
     def free(self, ptr: int) -> None:
         with self._lock:
             i = self._index_of_start(ptr, "free")
             self._session.free(ptr)
-            del self._starts[i]
-            del self._regions[i]
+            self._remove(i)
 
     def protect(self, ptr: int, prot: str) -> None:
         if prot not in _PROTS:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import struct
+import threading
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -41,10 +42,36 @@ class AccessViolation(Exception):
     interpreter (or the agent) never faults."""
 
 
+PROTS = ("rw", "r", "none")
+
+
 class AllocationTable:
-    """The bookkeeping of a memory whose allocations are regions sorted by start
-    (`self._starts`, `self._regions` with `.start` and `.size`), for providers over
-    real pages (harness.native, harness.agent). `self._closed` marks a closed memory."""
+    """The bookkeeping of a memory whose allocations are regions sorted by start (each
+    with `.start` and `.size`), for providers over real pages (harness.native, harness.agent)."""
+
+    def __init__(self):
+        self._lock = threading.RLock()
+        self._starts: list[int] = []
+        self._regions: list = []
+        self._invalid = 0
+        self._closed = False
+
+    @staticmethod
+    def _check_alloc(size, prot) -> None:
+        if type(size) is not int or size < 0:
+            raise ValueError(f"alloc size must be a non-negative int, not {size!r}")
+        if prot not in PROTS:
+            raise ValueError(f"alloc prot must be one of {PROTS}, not {prot!r}")
+
+    def _insert(self, region) -> int:
+        i = bisect.bisect(self._starts, region.start)
+        self._starts.insert(i, region.start)
+        self._regions.insert(i, region)
+        return region.start
+
+    def _remove(self, i: int) -> None:
+        del self._starts[i]
+        del self._regions[i]
 
     def _check_open(self):
         if self._closed:
