@@ -25,9 +25,9 @@ def test_observed_profile_differs_where_windows_was_seen_to():
     ('name = "p"\ninherit = "documented"\n[decisions.nope]\nvalue = "x"\nprovenance = "assumed"\nsource = "s"\n',
      3, "decisions.nope"),
     ('name = "p"\ninherit = "documented"\n[decisions.sio_flush]\nvalue = "maybe"\nprovenance = "assumed"\n'
-     'source = "s"\n', 3, "decisions.sio_flush.value"),
+     'source = "s"\n', 4, "decisions.sio_flush.value"),      # the value line itself
     ('name = "p"\ninherit = "documented"\n[decisions.sio_flush]\nvalue = "unsupported"\nprovenance = "guess"\n'
-     'source = "s"\n', 3, "decisions.sio_flush.provenance"),
+     'source = "s"\n', 5, "decisions.sio_flush.provenance"),
     ('name = "p"\ninherit = "documented"\n[decisions.sio_flush]\nvalue = "unsupported"\nprovenance = "assumed"\n',
      3, "decisions.sio_flush.source"),
     ('name = "p"\n[decisions.sio_flush]\nvalue = "unsupported"\nprovenance = "assumed"\nsource = "s"\n',

@@ -317,7 +317,7 @@ def test_profile_diff_malformed_file(tmp_path, capsys):
                    'provenance = "observed"\nsource = "s"\n')
     assert cli.main(["profile", "diff", str(bad), "documented"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and f"{bad}:3: decisions.sio_flush.value" in err
+    assert len(err.splitlines()) == 1 and f"{bad}:4: decisions.sio_flush.value" in err
 
 
 def test_probes_cover_the_points_the_api_alone_can_answer():
