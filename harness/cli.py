@@ -12,11 +12,13 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 from harness import targets
+from harness.input_error import InputError
 
 
 def _load_profile(name):
@@ -134,6 +136,21 @@ def cmd_profile(args) -> int:
 
 
 def main(argv=None) -> int:
+    """Run a command. Bad input in a file is one line and exit 2; a reader that went away
+    (`| head`) ends the output quietly with the status a shell gives a broken pipe (141)."""
+    try:
+        code = _run(argv)
+        sys.stdout.flush()                  # inside the try: a closed pipe is seen here, not at exit
+        return code
+    except InputError as exc:
+        print(f"wfp-harness: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error at exit
+        return 141
+
+
+def _run(argv) -> int:
     parser = argparse.ArgumentParser(prog="wfp-harness", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("conformance", help="run the conformance suite and print its report")

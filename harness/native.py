@@ -47,7 +47,7 @@ import sys
 import threading
 
 from harness.winsock import constants as C
-from harness.winsock.memory import MemoryHelpers
+from harness.winsock.memory import AccessViolation, AllocationTable, MemoryHelpers  # noqa: F401 (AccessViolation: part of this module's interface)
 from harness.winsock import layouts as L
 from harness.winsock.api import EXTENSION_PROTOTYPES, PROTOTYPES
 from harness.winsock.ctype import C_TYPES, cfunc
@@ -64,10 +64,6 @@ class WindowsRequired(OSError):
     """NativeWinsock was constructed on an OS that has no ws2_32.dll."""
 
 
-class AccessViolation(Exception):
-    """A Python-side memory helper (`read`, `write`, `free`, ...) was given an
-    address range this NativeMemory did not allocate. Raised instead of
-    touching the address, so the interpreter never faults."""
 
 
 # --- C types -> ctypes, from the contract's table ---------------------------
@@ -266,7 +262,7 @@ class _Region:
         self.start, self.size, self.prot, self.tag = start, size, prot, tag
 
 
-class NativeMemory(MemoryHelpers):
+class NativeMemory(AllocationTable, MemoryHelpers):
     """The `Memory` protocol over this process's real memory.
 
     `alloc(size, prot)` returns a 16-byte-aligned buffer that ends at most 15
@@ -396,37 +392,6 @@ class NativeMemory(MemoryHelpers):
                     self._vm.protect(region.base, region.committed, region.prot)
             else:
                 ctypes.memmove(ptr, data, len(data))
-
-    # -- bookkeeping ------------------------------------------------------------
-    def _check_open(self):
-        if self._closed:
-            raise ValueError("NativeMemory is closed")
-
-    def _region_at(self, ptr):
-        if type(ptr) is not int:
-            return None
-        i = bisect.bisect(self._starts, ptr) - 1
-        if i < 0:
-            return None
-        region = self._regions[i]
-        return region if ptr < region.start + max(region.size, 1) else None
-
-    def _range(self, ptr, n, what) -> _Region:
-        if type(ptr) is not int:
-            raise TypeError(f"{what}: address must be an int, not {type(ptr).__name__}")
-        region = self._region_at(ptr)
-        if region is None or ptr + n > region.start + region.size:
-            raise AccessViolation(f"{what} of {n} bytes at {ptr:#x}: not inside an allocation of this "
-                                  f"NativeMemory" + (f" (allocation {region.start:#x}, {region.size} bytes)"
-                                                     if region else ""))
-        return region
-
-    def _index_of_start(self, ptr, what) -> int:
-        i = bisect.bisect_left(self._starts, ptr) if type(ptr) is int else len(self._starts)
-        if i >= len(self._starts) or self._starts[i] != ptr:
-            shown = f"{ptr:#x}" if type(ptr) is int else repr(ptr)
-            raise AccessViolation(f"{what} of {shown}: not the start of an allocation of this NativeMemory")
-        return i
 
 
 # --- ctypes structures from the layouts -------------------------------------

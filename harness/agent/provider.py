@@ -30,7 +30,7 @@ the agent survives.
 Memory (`AgentMemory`) has NativeMemory's layout and bookkeeping: each
 allocation its own reservation, the buffer at the end of its committed pages
 (16-byte aligned) before a reserved guard page; read/write outside an
-allocation raise harness.native.AccessViolation without a round trip.
+allocation raise harness.winsock.memory.AccessViolation without a round trip.
 """
 from __future__ import annotations
 
@@ -40,9 +40,9 @@ import threading
 
 from harness.agent.protocol import (MAX_FRAME, AgentAccessViolation, AgentError, AgentRequestError,
                                     describe_exception)
-from harness.native import DLL_OF, AccessViolation
+from harness.native import DLL_OF
 from harness.winsock import constants as C
-from harness.winsock.memory import MemoryHelpers
+from harness.winsock.memory import AllocationTable, MemoryHelpers
 from harness.winsock.api import EXTENSION_PROTOTYPES, PROTOTYPES
 from harness.winsock.layouts import WSADATA
 from harness.winsock.ctype import C_TYPES, cfunc, parse_signature
@@ -110,7 +110,7 @@ class _Region:
         self.start, self.size, self.prot = start, size, prot
 
 
-class AgentMemory(MemoryHelpers):
+class AgentMemory(AllocationTable, MemoryHelpers):
     """The `Memory` protocol over the agent process's memory (NativeMemory's layout)."""
 
     ALIGN = 16
@@ -196,37 +196,6 @@ class AgentMemory(MemoryHelpers):
             self._range(ptr, len(data), "write")
         for off in range(0, len(data), _CHUNK):
             self._session.write(ptr + off, data[off:off + _CHUNK])
-
-    # -- bookkeeping (NativeMemory's rules) ---------------------------------------------
-    def _check_open(self):
-        if self._closed:
-            raise ValueError("AgentMemory is closed")
-
-    def _region_at(self, ptr):
-        if type(ptr) is not int:
-            return None
-        i = bisect.bisect(self._starts, ptr) - 1
-        if i < 0:
-            return None
-        region = self._regions[i]
-        return region if ptr < region.start + max(region.size, 1) else None
-
-    def _range(self, ptr, n, what) -> _Region:
-        if type(ptr) is not int:
-            raise TypeError(f"{what}: address must be an int, not {type(ptr).__name__}")
-        region = self._region_at(ptr)
-        if region is None or ptr + n > region.start + region.size:
-            raise AccessViolation(f"{what} of {n} bytes at {ptr:#x}: not inside an allocation of this "
-                                  f"AgentMemory" + (f" (allocation {region.start:#x}, {region.size} bytes)"
-                                                    if region else ""))
-        return region
-
-    def _index_of_start(self, ptr, what) -> int:
-        i = bisect.bisect_left(self._starts, ptr) if type(ptr) is int else len(self._starts)
-        if i >= len(self._starts) or self._starts[i] != ptr:
-            shown = f"{ptr:#x}" if type(ptr) is int else repr(ptr)
-            raise AccessViolation(f"{what} of {shown}: not the start of an allocation of this AgentMemory")
-        return i
 
 
 class _Extension:

@@ -53,6 +53,15 @@ SYMBOL_KINDS = ("alloc", "handle", "routine", "invalid", "ext")
 OPS = ("session", "alloc", "free", "protect", "write", "invalid_pointer", "routine", "call",
        "thread", "enter_thread", "exit_thread")
 PROTS = ("rw", "r", "none")
+# The fields each op may carry (a field on the wrong op is a malformed trace, not something to ignore).
+FIELDS = {
+    "session": {"name"}, "alloc": {"size", "prot", "result"}, "free": {"ptr"}, "protect": {"ptr", "prot"},
+    "write": {"ptr", "hex", "syms"}, "invalid_pointer": {"result"}, "routine": {"result"},
+    "thread": {"name", "result"}, "enter_thread": {"thread"}, "exit_thread": set(),
+    "call": {"fn", "args", "ext", "fnptr", "ret", "error", "raised", "writes", "completions"},
+}
+INT_MIN, INT_MAX = -(1 << 63), (1 << 64) - 1      # a literal is a C value of at most 64 bits
+MAX_NESTING = 8                                   # completion routines inside completion routines
 
 
 class TraceError(InputError):
@@ -98,11 +107,12 @@ def make_header(target: str, profile: str, os_build: str = "") -> dict:
 def load(path) -> Trace:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")
     except OSError as exc:
         raise TraceError(path, 0, "file", f"cannot read: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
-        raise TraceError(path, 0, "file", f"not UTF-8 text: {exc.reason}") from None
+        line = exc.object.count(b"\n", 0, exc.start) + 1
+        raise TraceError(path, line, "file", f"not UTF-8 text (byte {exc.start})") from None
     return loads(text, path)
 
 
@@ -116,6 +126,10 @@ def loads(text: str, path="<trace>") -> Trace:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise TraceError(path, number, "json", f"not valid JSON: {exc.msg} (column {exc.colno})") from None
+        except RecursionError:
+            raise TraceError(path, number, "json", "nested too deeply") from None
+        except ValueError:                  # an integer of more digits than Python converts
+            raise TraceError(path, number, "json", "a number too long to read") from None
         if not isinstance(obj, dict):
             raise TraceError(path, number, "line", f"must be a JSON object, not {type(obj).__name__}")
         if header is None:
@@ -131,10 +145,10 @@ def loads(text: str, path="<trace>") -> Trace:
 
 def _check_header(obj, path, line):
     if obj.get("format") != FORMAT:
-        raise TraceError(path, line, "format", f"must be {FORMAT!r}, not {obj.get('format')!r}")
+        raise TraceError(path, line, "format", f"must be {FORMAT!r}, not {_shown(obj.get('format'))}")
     version = obj.get("version")
     if type(version) is not int:
-        raise TraceError(path, line, "version", f"required int, got {version!r}")
+        raise TraceError(path, line, "version", f"required int, got {_shown(version)}")
     if version != VERSION:
         raise TraceError(path, line, "version", f"unsupported trace version {version}; this harness reads "
                                                 f"version {VERSION}")
@@ -147,12 +161,20 @@ def _int(value) -> bool:
     return type(value) is int
 
 
+def _shown(value) -> str:
+    """A value in an error message: JSON, cut short (never a Python repr of a huge structure)."""
+    text = json.dumps(value) if isinstance(value, (str, int, float, bool, type(None))) else type(value).__name__
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def check_symbolic(value, path, line, fld):
-    """A literal int or a well-formed symbol."""
+    """A literal int of at most 64 bits or a well-formed symbol."""
     if _int(value):
+        if not INT_MIN <= value <= INT_MAX:
+            raise TraceError(path, line, fld, "integer does not fit in 64 bits")
         return
     if not isinstance(value, list) or not value or value[0] not in SYMBOL_KINDS:
-        raise TraceError(path, line, fld, f"must be an int or a symbol {list(SYMBOL_KINDS)}, got {value!r}")
+        raise TraceError(path, line, fld, f"must be an int or a symbol {list(SYMBOL_KINDS)}, got {_shown(value)}")
     kind = value[0]
     if kind == "alloc":
         ok = len(value) == 3 and _int(value[1]) and value[1] >= 0 and _int(value[2])
@@ -163,7 +185,7 @@ def check_symbolic(value, path, line, fld):
     else:
         ok = len(value) == 2 and _int(value[1]) and value[1] >= 0
     if not ok:
-        raise TraceError(path, line, fld, f"malformed {kind} symbol {value!r}")
+        raise TraceError(path, line, fld, f"malformed {kind} symbol")
 
 
 def _hex(value, path, line, fld):
@@ -191,8 +213,11 @@ def _check_step(obj, path, line, prefix):
         return obj[key]
 
     op = need("op")
-    if op not in OPS:
-        raise TraceError(path, line, prefix + "op", f"unknown op {op!r}; one of {list(OPS)}")
+    if not isinstance(op, str) or op not in OPS:
+        raise TraceError(path, line, prefix + "op", f"unknown op {_shown(op)}; one of {list(OPS)}")
+    extra = set(obj) - FIELDS[op] - {"op"}
+    if extra:
+        raise TraceError(path, line, prefix + sorted(extra)[0], f"not a field of a {op!r} step")
     if op == "session":
         if not isinstance(need("name"), str):
             raise TraceError(path, line, prefix + "name", "required string")
@@ -226,13 +251,15 @@ def _check_step(obj, path, line, prefix):
 def _check_call(obj, need, path, line, prefix):
     from harness.winsock.api import EXTENSION_PROTOTYPES, PROTOTYPES
     fn = need("fn")
+    if "ext" in obj and type(obj["ext"]) is not bool:
+        raise TraceError(path, line, prefix + "ext", "must be true or false")
     table = EXTENSION_PROTOTYPES if obj.get("ext") else PROTOTYPES
-    if fn not in table:
-        raise TraceError(path, line, prefix + "fn", f"unknown function {fn!r}")
+    if not isinstance(fn, str) or fn not in table:
+        raise TraceError(path, line, prefix + "fn", f"unknown function {_shown(fn)}")
     args = need("args")
     nparams = len([p for p in table[fn][1].split(",") if p.strip()])
     if not isinstance(args, list) or len(args) != nparams:
-        raise TraceError(path, line, prefix + "args", f"{fn} takes {nparams} arguments, got {args!r}")
+        raise TraceError(path, line, prefix + "args", f"{fn} takes {nparams} arguments, got {_shown(args)}")
     for i, a in enumerate(args):
         check_symbolic(a, path, line, f"{prefix}args[{i}]")
     if obj.get("ext"):
@@ -245,8 +272,8 @@ def _check_call(obj, need, path, line, prefix):
         if ret is not None:
             check_symbolic(ret, path, line, prefix + "ret")
     err = need("error")
-    if not _int(err):
-        raise TraceError(path, line, prefix + "error", f"required int, got {err!r}")
+    if not _int(err) or not INT_MIN <= err <= INT_MAX:
+        raise TraceError(path, line, prefix + "error", f"required int of at most 64 bits, got {_shown(err)}")
     writes = obj.get("writes", [])
     if not isinstance(writes, list):
         raise TraceError(path, line, prefix + "writes", "must be a list")
@@ -275,6 +302,8 @@ def _check_call(obj, need, path, line, prefix):
         nested = c.get("calls", [])
         if not isinstance(nested, list):
             raise TraceError(path, line, f"{f}.calls", "must be a list")
+        if nested and prefix.count(".calls[") >= MAX_NESTING:
+            raise TraceError(path, line, f"{f}.calls", f"completions nested more than {MAX_NESTING} deep")
         for j, step in enumerate(nested):
             if not isinstance(step, dict):
                 raise TraceError(path, line, f"{f}.calls[{j}]", "must be an object")

@@ -34,27 +34,32 @@ class Decision(enum.Enum):
 def may_redirect_in_state(state: int) -> bool:
     """docs/facts.md §5.4: NOT_REDIRECTED / BY_OTHER may redirect; BY_SELF and
     PREVIOUSLY_BY_SELF never (the driver permits), unknown values neither."""
-    return state in (C.FWPS_CONNECTION_NOT_REDIRECTED, C.FWPS_CONNECTION_REDIRECTED_BY_OTHER)
+    return state in _MAY_REDIRECT
 
 
-def before_acquire(*, has_write_right: bool, has_layer_data: bool, policy_matched: bool,
+# The members as plain names: the simulated callout asks this table on every classify.
+LEAVE, PERMIT, ACQUIRE, REDIRECT = Decision.LEAVE, Decision.PERMIT, Decision.ACQUIRE, Decision.REDIRECT
+_MAY_REDIRECT = frozenset((C.FWPS_CONNECTION_NOT_REDIRECTED, C.FWPS_CONNECTION_REDIRECTED_BY_OTHER))
+
+
+def before_acquire(has_write_right: bool, has_layer_data: bool, policy_matched: bool,
                    redirect_state: int) -> Decision:
     """Steps 1-3 (WfprcDecideBeforeAcquire). `redirect_state` is read only for a matched flow."""
     if not has_write_right:
-        return Decision.LEAVE
+        return LEAVE
     if not has_layer_data or not policy_matched:
-        return Decision.PERMIT
-    return Decision.ACQUIRE if may_redirect_in_state(redirect_state) else Decision.PERMIT
+        return PERMIT
+    return ACQUIRE if redirect_state in _MAY_REDIRECT else PERMIT
 
 
-def after_acquire(*, is_reauthorize: bool, previous_modified_by_self: bool,
+def after_acquire(is_reauthorize: bool, previous_modified_by_self: bool,
                   foreign_local_redirect_in_chain: bool) -> Decision:
     """Steps 4-5 (WfprcDecideAfterAcquire): PERMIT (apply the data unchanged) or REDIRECT."""
     if is_reauthorize and previous_modified_by_self:
-        return Decision.PERMIT
+        return PERMIT
     if foreign_local_redirect_in_chain:
-        return Decision.PERMIT
-    return Decision.REDIRECT
+        return PERMIT
+    return REDIRECT
 
 
 def decide(policy: RedirectPolicy, *, protocol: int, remote_port: int, process_id: int,

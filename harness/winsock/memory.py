@@ -6,6 +6,7 @@ accessors and `alloc_bytes` follow from them.
 """
 from __future__ import annotations
 
+import bisect
 import struct
 
 _U32 = struct.Struct("<I")
@@ -32,3 +33,45 @@ class MemoryHelpers:
 
     def write_u64(self, ptr: int, value: int) -> None:
         self.write(ptr, _U64.pack(value & 0xFFFFFFFFFFFFFFFF))
+
+
+class AccessViolation(Exception):
+    """A Python-side memory helper (`read`, `write`, `free`, ...) was given an address range
+    this memory did not allocate. Raised instead of touching the address, so the
+    interpreter (or the agent) never faults."""
+
+
+class AllocationTable:
+    """The bookkeeping of a memory whose allocations are regions sorted by start
+    (`self._starts`, `self._regions` with `.start` and `.size`), for providers over
+    real pages (harness.native, harness.agent). `self._closed` marks a closed memory."""
+
+    def _check_open(self):
+        if self._closed:
+            raise ValueError(f"{type(self).__name__} is closed")
+
+    def _region_at(self, ptr):
+        if type(ptr) is not int:
+            return None
+        i = bisect.bisect(self._starts, ptr) - 1
+        if i < 0:
+            return None
+        region = self._regions[i]
+        return region if ptr < region.start + max(region.size, 1) else None
+
+    def _range(self, ptr, n, what):
+        if type(ptr) is not int:
+            raise TypeError(f"{what}: address must be an int, not {type(ptr).__name__}")
+        region = self._region_at(ptr)
+        if region is None or ptr + n > region.start + region.size:
+            raise AccessViolation(f"{what} of {n} bytes at {ptr:#x}: not inside an allocation of this "
+                                  f"{type(self).__name__}" + (f" (allocation {region.start:#x}, {region.size} bytes)"
+                                                               if region else ""))
+        return region
+
+    def _index_of_start(self, ptr, what) -> int:
+        i = bisect.bisect_left(self._starts, ptr) if type(ptr) is int else len(self._starts)
+        if i >= len(self._starts) or self._starts[i] != ptr:
+            shown = f"{ptr:#x}" if type(ptr) is int else repr(ptr)
+            raise AccessViolation(f"{what} of {shown}: not the start of an allocation of this {type(self).__name__}")
+        return i

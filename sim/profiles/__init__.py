@@ -68,35 +68,74 @@ class Profile:
         return f"<Profile {self.name}>"
 
 
-def _line_of(text: str, needle: str) -> int:
+def _line_of(text: str, needle: str, after: int = 0) -> int:
+    """The first line at or after line `after` that holds `needle` (0: not found)."""
     for number, line in enumerate(text.splitlines(), 1):
-        if needle in line:
+        if number >= after and needle in line:
             return number
     return 0
 
 
-def load_file(path, _seen=()) -> Profile:
-    path = Path(path)
+def _shown(value) -> str:
+    """A TOML value in an error message, cut short."""
+    text = f'"{value}"' if isinstance(value, str) else type(value).__name__ if isinstance(value, (list, dict)) \
+        else str(value).lower() if isinstance(value, bool) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+MAX_BYTES = 1 << 20          # a profile is a page of TOML; anything far larger is not one
+MAX_INHERIT = 16             # profiles inheriting profiles, at most this deep
+
+
+def _read(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            data = f.read(MAX_BYTES + 1)
     except OSError as exc:
         raise ProfileError(path, 0, "file", f"cannot read: {exc.strerror}") from None
+    if len(data) > MAX_BYTES:
+        raise ProfileError(path, 0, "file", f"larger than {MAX_BYTES} bytes: not a profile")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ProfileError(path, line, "file", f"not UTF-8 text (byte {exc.start})") from None
+
+
+def load_file(path, _seen=()) -> Profile:
+    """A profile file; `_seen` is the chain of files and names that inherit it (to refuse cycles)."""
+    path = Path(path)
+    text = _read(path)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         found = re.search(r"line (\d+)", str(exc))
         line = int(found.group(1)) if found else 0
         raise ProfileError(path, line, "syntax", str(exc)) from None
+    except RecursionError:
+        raise ProfileError(path, 0, "syntax", "nested too deeply") from None
+    except ValueError:                      # an integer of more digits than Python converts
+        raise ProfileError(path, 0, "syntax", "a number too long to read") from None
 
     name = data.get("name")
     if not isinstance(name, str) or not name:
         raise ProfileError(path, _line_of(text, "name"), "name", "required string")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise ProfileError(path, _line_of(text, "description"), "description", "must be a string")
     assignments: dict[str, Assignment] = {}
     parent = data.get("inherit")
     if parent is not None:
-        if not isinstance(parent, str) or parent in _seen or parent == name:
-            raise ProfileError(path, _line_of(text, "inherit"), "inherit", f"bad parent {parent!r}")
-        assignments.update(load(parent, _seen + (name,)).assignments)
+        line = _line_of(text, "inherit")
+        if not isinstance(parent, str) or not parent:
+            raise ProfileError(path, line, "inherit", "must be a profile name or file")
+        chain = _seen + (str(path.resolve()), name)
+        parent_key = str(Path(parent).resolve()) if parent not in BUILTIN else parent
+        if parent in chain or parent_key in chain:
+            raise ProfileError(path, line, "inherit", f"{parent} inherits back to this profile (a cycle)")
+        if len(chain) > 2 * MAX_INHERIT:
+            raise ProfileError(path, line, "inherit", f"more than {MAX_INHERIT} profiles deep")
+        assignments.update(load(parent, chain).assignments)
     unknown = set(data) - {"name", "description", "inherit", "decisions"}
     if unknown:
         key = sorted(unknown)[0]
@@ -105,7 +144,7 @@ def load_file(path, _seen=()) -> Profile:
     if not isinstance(decisions, dict):
         raise ProfileError(path, _line_of(text, "decisions"), "decisions", "must be a table")
     for key, entry in decisions.items():
-        line = _line_of(text, f"[decisions.{key}]")
+        line = _line_of(text, f"[decisions.{key}]") or _line_of(text, key)
         field = f"decisions.{key}"
         dp = DECISIONS.get(key)
         if dp is None:
@@ -116,12 +155,12 @@ def load_file(path, _seen=()) -> Profile:
         extra = set(entry) - {"value", "provenance", "source"}
         if extra:
             raise ProfileError(path, line, f"{field}.{sorted(extra)[0]}", "unknown key")
-        if value not in dp.choices:
-            raise ProfileError(path, line, f"{field}.value",
-                               f"{value!r} is not one of {sorted(dp.choices)}")
-        if prov not in PROVENANCES:
-            raise ProfileError(path, line, f"{field}.provenance",
-                               f"{prov!r} is not one of {list(PROVENANCES)}")
+        if not isinstance(value, str) or value not in dp.choices:
+            raise ProfileError(path, _line_of(text, "value", line), f"{field}.value",
+                               f"{_shown(value)} is not one of {sorted(dp.choices)}")
+        if not isinstance(prov, str) or prov not in PROVENANCES:
+            raise ProfileError(path, _line_of(text, "provenance", line), f"{field}.provenance",
+                               f"{_shown(prov)} is not one of {list(PROVENANCES)}")
         if not isinstance(source, str) or not source.strip():
             raise ProfileError(path, line, f"{field}.source", "required: where the answer comes from")
         assignments[key] = Assignment(value, prov, source)

@@ -21,7 +21,7 @@ the public callout API (sim.wfp.api), as a driver team's model would be.
 from __future__ import annotations
 
 from harness.sample_driver import RedirectPolicy, pack_context_raw
-from harness.sample_driver.decision import Decision, after_acquire, before_acquire
+from harness.sample_driver.decision import LEAVE, PERMIT, after_acquire, before_acquire
 from sim.wfp import api
 
 STATUS_SUCCESS = api.STATUS_SUCCESS
@@ -61,11 +61,10 @@ class SampleCallout:
             if matched and api.is_metadata_field_present(meta, api.FWPS_METADATA_FIELD_REDIRECT_RECORD_HANDLE) \
                     and meta.redirectRecords is not None:
                 state, _ = fwps.FwpsQueryConnectionRedirectState0(meta.redirectRecords, self.redirect_handle)
-        first = before_acquire(has_write_right=has_write_right, has_layer_data=has_layer_data,
-                               policy_matched=matched, redirect_state=state)
-        if first is Decision.LEAVE:
+        first = before_acquire(has_write_right, has_layer_data, matched, state)
+        if first is LEAVE:
             return
-        if first is Decision.PERMIT:
+        if first is PERMIT:
             self._permit(out, flt)
             return
         status, handle = fwps.FwpsAcquireClassifyHandle0(classify_context, 0)
@@ -78,11 +77,10 @@ class SampleCallout:
             self._permit(out, flt)
             return
         previous = writable.previousVersion
-        second = after_acquire(
-            is_reauthorize=bool(fixed.flags & api.FWP_CONDITION_FLAG_IS_REAUTHORIZE),
-            previous_modified_by_self=previous is not None and previous.modifierFilterId == flt.filterId,
-            foreign_local_redirect_in_chain=self._foreign_local_redirect(previous))
-        if second is Decision.PERMIT:
+        reauthorize = fixed.flags & api.FWP_CONDITION_FLAG_IS_REAUTHORIZE
+        modified_by_self = previous is not None and previous.modifierFilterId == flt.filterId
+        second = after_acquire(reauthorize, modified_by_self, self._foreign_local_redirect(previous))
+        if second is PERMIT:
             fwps.FwpsApplyModifiedLayerData0(handle, writable, 0)    # 4, 5: unchanged
             fwps.FwpsReleaseClassifyHandle0(handle)
             out.actionType = api.FWP_ACTION_PERMIT
