@@ -63,6 +63,9 @@ def cmd_conformance(args) -> int:
         argv[4:4] = ["--agent-command", args.agent_command]
     started = time.perf_counter()
     code = pytest.main(argv, plugins=[collector])
+    if code == pytest.ExitCode.USAGE_ERROR:
+        print("wfp-harness conformance: pytest refused the arguments passed on to it (above)", file=sys.stderr)
+        return 2
     elapsed = time.perf_counter() - started
     _print_report(collector, profile, args.target, junit, elapsed)
     return int(code)
@@ -151,7 +154,30 @@ def main(argv=None) -> int:
 
 
 def _run(argv) -> int:
-    parser = argparse.ArgumentParser(prog="wfp-harness", description=__doc__.split("\n\n")[0])
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if hasattr(args, "pytest_args"):
+        # Commands that run pytest pass on what they do not know (`conformance -k overlapped`);
+        # `--` still separates explicitly.
+        rest = args.pytest_args[1:] if args.pytest_args[:1] == ["--"] else args.pytest_args
+        args.pytest_args = extra + rest
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args.fn(args)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad options get one line (what is wrong, and where help is) and exit 2, like bad files."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every command and option of wfp-harness (the other parts register theirs)."""
+    from harness import __version__
+    parser = OneLineParser(prog="wfp-harness", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"wfp-harness {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("conformance", help="run the conformance suite and print its report")
     p.add_argument("--target", default="sim", help="where the calls go: " + ", ".join(targets.TARGETS))
@@ -161,17 +187,19 @@ def _run(argv) -> int:
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: passed to pytest")
     p.set_defaults(fn=cmd_conformance)
     p = sub.add_parser("fidelity", help="print the ledger of decision points and each profile's answer")
-    p.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    p.add_argument("--format", choices=("text", "markdown", "json"), default="text",
+                   help="text (default), markdown or json")
     p.add_argument("--profile", action="append", help="also show this profile file")
     p.set_defaults(fn=cmd_fidelity)
     p = sub.add_parser("profile", help="profile tools")
     psub = p.add_subparsers(dest="action", required=True)
     p.set_defaults(_subparsers=psub)        # other modules add `profile` subcommands (harness.replay)
     show = psub.add_parser("show", help="print a profile's answers")
-    show.add_argument("name")
+    show.add_argument("name", help="a built-in profile's name or a profile file")
     show.set_defaults(fn=cmd_profile)
     # Commands of other parts register themselves (lab orchestration, packet evidence).
-    for module in ("harness.vm.cli", "harness.capture.cli", "harness.traceability", "harness.replay"):
+    for module in ("sim.worlds.cli", "harness.vm.cli", "harness.capture.cli", "harness.traceability",
+                   "harness.replay"):
         try:
             register = __import__(module, fromlist=["register"]).register
         except ModuleNotFoundError as exc:
@@ -179,10 +207,7 @@ def _run(argv) -> int:
                 raise          # a missing dependency inside the module is a real error
             continue
         register(sub)
-    args = parser.parse_args(argv)
-    if getattr(args, "pytest_args", None) and args.pytest_args[0] == "--":
-        args.pytest_args = args.pytest_args[1:]
-    return args.fn(args)
+    return parser
 
 
 if __name__ == "__main__":

@@ -546,7 +546,8 @@ def register(subparsers) -> None:
     """Add `report` to the wfp-harness command (harness.cli calls this)."""
     p = subparsers.add_parser("report", help="traceability: the WFP IOCTL pages' statements and the cases "
                                              "that check them")
-    p.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    p.add_argument("--format", choices=("text", "markdown", "json"), default="text",
+                   help="text (default), markdown or json")
     p.add_argument("--junitxml", help="JUnit XML of a conformance run: show whether each statement passed")
     p.add_argument("--file", help="traceability file (default: the one shipped with the suite)")
     p.add_argument("--profile", help="profile whose decision values to show (default: the JUnit run's, "

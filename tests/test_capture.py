@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.capture import CaptureError, Endpoint, analyze_file, analyze_packets, read_capture
+from harness.capture import CaptureError, HostPort, analyze_file, analyze_packets, read_capture
 from sim import pcap
 
 _spec = importlib.util.spec_from_file_location("capture_simworlds", Path(__file__).parent / "capture" / "simworlds.py")
@@ -183,7 +183,7 @@ def test_icmp_port_unreachable_quotes_the_offending_datagram(tmp_path, dest):
     assert quoted[UDPerror].sport == datagram[UDP].sport and quoted[UDPerror].dport == 9999
     flow, = analyze_file(path).flows
     assert flow.proto == "udp" and not flow.reached and flow.verdict == "unreached"
-    assert flow.final_destination is None and flow.last_destination == Endpoint(dest, 9999)
+    assert flow.final_destination is None and flow.last_destination == HostPort(dest, 9999)
     assert "ICMP port unreachable" in flow.reasons[0]
 
 
@@ -199,7 +199,7 @@ def test_direct_connection_has_no_hops(tmp_path, fmt):
     assert conn.data_c2s == W.REQUEST and conn.data_s2c == W.RESPONSE
     flow, = result.flows
     assert flow.client.ip == "192.0.2.1" and flow.proxies == []
-    assert flow.final_destination == Endpoint("198.51.100.7", 443)
+    assert flow.final_destination == HostPort("198.51.100.7", 443)
     assert flow.reached and flow.verdict == "ok" and not result.problems
     assert _same_flows(result, analyze_packets(world.network.packets))
 
@@ -209,11 +209,11 @@ def test_single_proxy_chain_is_followed_through_resegmentation(tmp_path, fmt):
     world = W.proxied_tcp()
     _path, result = _roundtrip(world, tmp_path, fmt)
     flow, = result.flows
-    assert flow.proxies == [Endpoint("127.0.0.1", 5000)]
-    assert flow.final_destination == Endpoint("198.51.100.7", 443)
+    assert flow.proxies == [HostPort("127.0.0.1", 5000)]
+    assert flow.final_destination == HostPort("198.51.100.7", 443)
     assert flow.reached and flow.intact and flow.verdict == "ok"
     a, b = flow.hops
-    assert a.src.ip == "127.0.0.1" and a.dst == Endpoint("127.0.0.1", 5000) and a.to_proxy
+    assert a.src.ip == "127.0.0.1" and a.dst == HostPort("127.0.0.1", 5000) and a.to_proxy
     assert b.src.ip == "192.0.2.1" and not b.to_proxy and b.evidence == "bytes"
     assert (a.bytes_c2s, a.bytes_s2c) == (b.bytes_c2s, b.bytes_s2c) == (len(W.REQUEST), len(W.RESPONSE))
     assert b.intact_c2s and b.intact_s2c
@@ -228,8 +228,8 @@ def test_two_proxy_chain(tmp_path):
     world = W.proxied_tcp(("127.0.0.1", "127.0.0.1"))
     _path, result = _roundtrip(world, tmp_path, "pcapng")
     flow, = result.flows
-    assert flow.proxies == [Endpoint("127.0.0.1", 5000), Endpoint("127.0.0.1", 6000)]
-    assert [h.dst for h in flow.hops] == flow.proxies + [Endpoint("198.51.100.7", 443)]
+    assert flow.proxies == [HostPort("127.0.0.1", 5000), HostPort("127.0.0.1", 6000)]
+    assert [h.dst for h in flow.hops] == flow.proxies + [HostPort("198.51.100.7", 443)]
     assert flow.chain[0] == flow.client and flow.chain[-1] == flow.final_destination
     assert flow.reached and flow.intact and not flow.loop
     assert all(h.intact_c2s and h.intact_s2c for h in flow.hops[1:])
@@ -239,8 +239,8 @@ def test_ipv6_proxy_chain(tmp_path):
     world = W.proxied_tcp(("::1",), dest=("2001:db8:1::7", 8443))
     _path, result = _roundtrip(world, tmp_path, "pcapng")
     flow, = result.flows
-    assert flow.proxies == [Endpoint("::1", 5000)]
-    assert flow.final_destination == Endpoint("2001:db8:1::7", 8443)
+    assert flow.proxies == [HostPort("::1", 5000)]
+    assert flow.final_destination == HostPort("2001:db8:1::7", 8443)
     assert str(flow.final_destination) == "[2001:db8:1::7]:8443"
     assert flow.reached and flow.intact
 
@@ -251,8 +251,8 @@ def test_dual_stack_proxy_chain_crosses_address_families(tmp_path):
     world = W.proxied_tcp(("127.0.0.1",), dest=("2001:db8:1::7", 443), dual_stack=True)
     _path, result = _roundtrip(world, tmp_path, "pcap")
     flow, = result.flows
-    assert flow.client.ip == "127.0.0.1" and flow.proxies == [Endpoint("127.0.0.1", 5000)]
-    assert flow.final_destination == Endpoint("2001:db8:1::7", 443)
+    assert flow.client.ip == "127.0.0.1" and flow.proxies == [HostPort("127.0.0.1", 5000)]
+    assert flow.final_destination == HostPort("2001:db8:1::7", 443)
     assert flow.hops[1].src.ip == "2001:db8::1"
     assert flow.reached and flow.intact
 
@@ -262,7 +262,7 @@ def test_redirect_loop_is_found_with_its_chain(tmp_path, with_data):
     world = W.looping_proxy(times=3, with_data=with_data)
     path, result = _roundtrip(world, tmp_path, "pcapng")
     flow, = result.flows
-    proxy = Endpoint("127.0.0.1", 5000)
+    proxy = HostPort("127.0.0.1", 5000)
     assert flow.loop and flow.verdict == "loop" and not flow.reached
     assert flow.loop_chain == [proxy] * 4
     assert flow.proxies == [proxy] * 4 and flow.distinct_proxies == [proxy]
@@ -281,8 +281,8 @@ def test_udp_relay_chain(tmp_path):
     assert len(result.udp_flows) == 2 and not result.connections
     flow, = result.flows
     assert flow.proto == "udp"
-    assert flow.proxies == [Endpoint("127.0.0.1", 5353)]
-    assert flow.final_destination == Endpoint("198.51.100.7", 53)
+    assert flow.proxies == [HostPort("127.0.0.1", 5353)]
+    assert flow.final_destination == HostPort("198.51.100.7", 53)
     assert flow.reached and flow.intact
     assert (flow.bytes_c2s, flow.bytes_s2c) == (len(W.QUERY), len(W.ANSWER))
     assert flow.hops[1].evidence == "bytes"
@@ -292,8 +292,8 @@ def test_udp_relay_chain_ipv6(tmp_path):
     world = W.udp_relay(dest_ip="2001:db8:1::7", relay_ip="::1")
     _path, result = _roundtrip(world, tmp_path, "pcap")
     flow, = result.flows
-    assert flow.proxies == [Endpoint("::1", 5353)]
-    assert flow.final_destination == Endpoint("2001:db8:1::7", 53) and flow.intact
+    assert flow.proxies == [HostPort("::1", 5353)]
+    assert flow.final_destination == HostPort("2001:db8:1::7", 53) and flow.intact
 
 
 def test_udp_flows_split_on_idle_timeout(tmp_path):
@@ -352,10 +352,10 @@ def test_no_answer_at_destination_needs_notes_or_local_addresses_to_chain(tmp_pa
     noted = tmp_path / "noted.pcapng"
     pcap.write(_annotated(packets, "203.0.113.9:443"), noted, fmt="pcapng")
     result = analyze_file(noted)
-    flow = result.flows_from(Endpoint("127.0.0.1", 49152))[0]
-    assert flow.proxies == [Endpoint("127.0.0.1", 5000)]
-    assert flow.final_destination is None and flow.last_destination == Endpoint("203.0.113.9", 443)
-    assert flow.original_destination == Endpoint("203.0.113.9", 443)
+    flow = result.flows_from(HostPort("127.0.0.1", 49152))[0]
+    assert flow.proxies == [HostPort("127.0.0.1", 5000)]
+    assert flow.final_destination is None and flow.last_destination == HostPort("203.0.113.9", 443)
+    assert flow.original_destination == HostPort("203.0.113.9", 443)
     assert flow.hops[0].redirected_by == "vendor-x" and flow.hops[1].evidence == "note"
     assert flow.verdict == "unreached" and "no answer" in flow.reasons[0]
     assert result.flows_to("203.0.113.9:443") == [flow]

@@ -34,7 +34,8 @@ def test_unknown_profile_is_a_one_line_usage_error(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
-    assert f"{bad}:2: decisions.unknown_ioctl_error.value" in proc.stderr
+    # line 3: the `value` line itself, inside the [decisions.unknown_ioctl_error] table
+    assert f"{bad}:3: decisions.unknown_ioctl_error.value" in proc.stderr
 
 
 @pytest.mark.parametrize("args,env,needle", [

@@ -144,3 +144,14 @@ def test_the_capture_shows_the_loop(tmp_path, name):
     assert len(flow.proxies) >= 2 and {str(p) for p in flow.proxies} == {"127.0.0.1:9000"}
     assert flow.loop and flow.verdict == "loop"
     assert str(flow.original_destination) == report["connections"][0]["original_destination"]
+
+
+def test_scenario_exit_status_follows_the_verdict_and_bad_input_is_one_line(tmp_path):
+    from harness.cli import main
+    assert main(["scenario", "run", "two-vendors"]) == 0
+    assert main(["scenario", "run", "missing-set-loop"]) == 1
+    proc = subprocess.run([sys.executable, "-m", "sim", "scenario", "run", "single-proxy", "--pcap",
+                           str(tmp_path / "no-such-dir" / "x.pcap")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"python -m sim: --pcap {tmp_path / 'no-such-dir' / 'x.pcap'}: "
+                                                "cannot write: No such file or directory"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 from harness.capture.flows import MATCH_PREFIX, MAX_LOCAL_HOPS, UDP_IDLE_TIMEOUT_NS, analyze_records
 from harness.capture.model import (
     Analysis,
-    Endpoint,
+    HostPort,
     Hop,
     ProxiedFlow,
     RedirectNote,
@@ -44,7 +44,7 @@ __all__ = [
     "Analysis",
     "CaptureError",
     "DecompressedTooLarge",
-    "Endpoint",
+    "HostPort",
     "Hop",
     "ProxiedFlow",
     "Record",
@@ -68,7 +68,7 @@ def analyze_file(path, *, local_addresses=(), proxies=(), udp_idle_timeout_ns: i
 
     local_addresses: addresses of the capturing machine (helps link a
     loopback proxy to its outbound connections when no bytes can be compared).
-    proxies: endpoints known to be proxies ('127.0.0.1:5000' or Endpoint).
+    proxies: endpoints known to be proxies ('127.0.0.1:5000' or HostPort).
     allow_truncated: analyze the packets before a cut instead of raising.
     dedupe_ns: drop identical packets repeated within this time (pktmon
     captures can list one packet once per stack component).

@@ -15,7 +15,7 @@ import re
 import sys
 
 from harness.capture.flows import UDP_IDLE_TIMEOUT_NS
-from harness.capture.model import Endpoint
+from harness.capture.model import HostPort
 from harness.capture.reader import MAX_DECOMPRESSED, format_size
 from harness.capture.text import plural
 
@@ -47,9 +47,9 @@ def _ip(text: str) -> str:
         raise argparse.ArgumentTypeError(f"not an IP address: {text}") from None
 
 
-def _endpoint(text: str) -> Endpoint:
+def _endpoint(text: str) -> HostPort:
     try:
-        return Endpoint.parse(text)
+        return HostPort.parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

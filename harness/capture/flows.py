@@ -39,7 +39,7 @@ from typing import NamedTuple
 
 from harness.capture.model import (
     Analysis,
-    Endpoint,
+    HostPort,
     Hop,
     ProxiedFlow,
     TcpConnection,
@@ -340,7 +340,7 @@ class _Chainer:
             return 2
         return 1 if self.is_local(a_ip) and self.is_local(b_ip) else 0
 
-    def machine_key(self, ep: Endpoint):
+    def machine_key(self, ep: HostPort):
         return ("local", ep.port) if self.is_local(ep.ip) else (ep.ip, ep.port)
 
     def link(self, a, b, structural: bool) -> _Link | None:

@@ -5,23 +5,24 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
+from harness.winsock.sockaddr import host_port
 
 
-class Endpoint(NamedTuple):
+class HostPort(NamedTuple):
     """(ip text, port); str() gives 192.0.2.1:80 or [2001:db8::1]:80."""
     ip: str
     port: int
 
     def __str__(self) -> str:
-        return f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
+        return host_port(self.ip, self.port)
 
     @property
     def is_loopback(self) -> bool:
         return ipaddress.ip_address(self.ip).is_loopback
 
     @classmethod
-    def parse(cls, text: str) -> Endpoint:
-        """'192.0.2.1:80', '[2001:db8::1]:80' (also a bare IPv4-mapped form) -> Endpoint."""
+    def parse(cls, text: str) -> HostPort:
+        """'192.0.2.1:80', '[2001:db8::1]:80' (also a bare IPv4-mapped form) -> HostPort."""
         text = text.strip().rstrip(".,;")
         m = re.fullmatch(r"\[([^\]]+)\]:(\d+)", text)
         if m:
@@ -39,20 +40,20 @@ class Endpoint(NamedTuple):
         return cls(str(addr), int(port))
 
 
-def endpoint(value) -> Endpoint:
-    """Endpoint from an Endpoint, 'ip:port' text or an (ip, port) tuple (ip as text or bytes)."""
-    if isinstance(value, Endpoint):
+def endpoint(value) -> HostPort:
+    """HostPort from an HostPort, 'ip:port' text or an (ip, port) tuple (ip as text or bytes)."""
+    if isinstance(value, HostPort):
         return value
     if isinstance(value, str):
-        return Endpoint.parse(value)
+        return HostPort.parse(value)
     ip, port = value
     addr = ipaddress.ip_address(bytes(ip) if isinstance(ip, (bytes, bytearray)) else ip)
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
         addr = addr.ipv4_mapped
-    return Endpoint(str(addr), int(port))
+    return HostPort(str(addr), int(port))
 
 
-def _text(ep: Endpoint | None) -> str | None:
+def _text(ep: HostPort | None) -> str | None:
     return str(ep) if ep is not None else None
 
 
@@ -66,8 +67,8 @@ NOTE_RE = re.compile(r"redirected\s+by\s+(?P<vendor>.+?)\s+to\s+(?:proxy\s+)?(?P
 @dataclass
 class RedirectNote:
     vendor: str
-    to: Endpoint | None
-    original: Endpoint | None
+    to: HostPort | None
+    original: HostPort | None
 
 
 def parse_note(text: str) -> RedirectNote | None:
@@ -77,7 +78,7 @@ def parse_note(text: str) -> RedirectNote | None:
 
     def ep(s):
         try:
-            return Endpoint.parse(s) if s else None
+            return HostPort.parse(s) if s else None
         except ValueError:
             return None
     return RedirectNote(m.group("vendor").strip(), ep(m.group("to")), ep(m.group("orig")))
@@ -87,8 +88,8 @@ def parse_note(text: str) -> RedirectNote | None:
 class TcpConnection:
     """One TCP connection reconstructed from the capture (client = the SYN sender)."""
     id: int
-    client: Endpoint
-    server: Endpoint
+    client: HostPort
+    server: HostPort
     first_ns: int
     last_ns: int
     packets: int = 0
@@ -161,8 +162,8 @@ class TcpConnection:
 class UdpFlow:
     """UDP datagrams between two endpoints with no idle gap longer than the timeout (client = first sender)."""
     id: int
-    client: Endpoint
-    server: Endpoint
+    client: HostPort
+    server: HostPort
     first_ns: int
     last_ns: int
     packets: int = 0
@@ -216,8 +217,8 @@ class Hop:
     """One leg of a proxied flow: a connection from src to dst (a proxy, or the final destination)."""
     index: int                         # 0 = the client's own connection
     proto: str
-    src: Endpoint
-    dst: Endpoint
+    src: HostPort
+    dst: HostPort
     to_proxy: bool                     # dst is a proxy that relayed onwards (or a known proxy)
     bytes_c2s: int
     bytes_s2c: int
@@ -229,7 +230,7 @@ class Hop:
     first_ns: int
     last_ns: int
     redirected_by: str | None = None
-    original_destination: Endpoint | None = None
+    original_destination: HostPort | None = None
     connection: object = None          # the TcpConnection or UdpFlow
 
     def to_dict(self) -> dict:
@@ -259,11 +260,11 @@ class ProxiedFlow:
     """
     id: int
     proto: str
-    client: Endpoint
+    client: HostPort
     hops: list
     proxies: list
-    final_destination: Endpoint | None
-    original_destination: Endpoint | None
+    final_destination: HostPort | None
+    original_destination: HostPort | None
     reached: bool
     loop: bool
     loop_chain: list                   # endpoints visited, in order, when loop
@@ -285,7 +286,7 @@ class ProxiedFlow:
         return list(dict.fromkeys(self.proxies))
 
     @property
-    def last_destination(self) -> Endpoint:
+    def last_destination(self) -> HostPort:
         return self.hops[-1].dst
 
     @property

@@ -19,7 +19,8 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.capture.model import Endpoint
+from harness.capture.model import HostPort
+from harness.input_error import InputError
 
 PCAP_MAGICS = {b"\xd4\xc3\xb2\xa1": ("<", 1_000), b"\xa1\xb2\xc3\xd4": (">", 1_000),
                b"\x4d\x3c\xb2\xa1": ("<", 1), b"\xa1\xb2\x3c\x4d": (">", 1)}
@@ -33,8 +34,8 @@ _GUNZIP_CHUNK = 1024 * 1024
 PACKET_BLOCKS = (2, 3, 6)           # obsolete packet block, simple packet block, enhanced packet block
 
 
-class CaptureError(Exception):
-    """A capture file that cannot be read: names the file and what is wrong.
+class CaptureError(InputError):
+    """A capture file that cannot be read: names the file and what is wrong (harness.input_error).
 
     packets_read: for a truncated or damaged file, how many complete packets
     came before the problem (None when the file is not a capture at all).
@@ -42,11 +43,10 @@ class CaptureError(Exception):
     """
 
     def __init__(self, path, problem: str, packets_read: int | None = None, records=None):
-        self.path = str(path)
+        super().__init__(path, 0, "", problem)
         self.problem = problem
         self.packets_read = packets_read
         self.records = records or []
-        super().__init__(f"{self.path}: {problem}")
 
 
 @dataclass
@@ -55,15 +55,15 @@ class Record:
     index: int                      # position in the file (0-based)
     time_ns: int                    # absolute (capture) or virtual (simulator) time
     proto: str                      # 'tcp' | 'udp' | 'icmp' | 'other'
-    src: Endpoint
-    dst: Endpoint
+    src: HostPort
+    dst: HostPort
     flags: int = 0
     seq: int = 0
     ack: int = 0
     payload: bytes = b""
     comments: list = field(default_factory=list)
     loopback: bool = False          # seen on a loopback interface (NULL link or zero MACs)
-    icmp_unreachable: tuple | None = None   # (proto, quoted src Endpoint, quoted dst Endpoint)
+    icmp_unreachable: tuple | None = None   # (proto, quoted src HostPort, quoted dst HostPort)
     truncated: bool = False         # frame captured shorter than the packet (snaplen)
 
 
@@ -219,8 +219,8 @@ def _quiet_scapy():
         runtime.setLevel(levels[1])
 
 
-def _ep(ip: str, port: int) -> Endpoint:
-    return Endpoint(str(ipaddress.ip_address(ip)), int(port))
+def _ep(ip: str, port: int) -> HostPort:
+    return HostPort(str(ipaddress.ip_address(ip)), int(port))
 
 
 class _Decoder:
@@ -377,8 +377,8 @@ def records_from_sim(packets) -> list[Record]:
     out = []
     for index, p in enumerate(packets):
         src_ip, dst_ip = _unmap(p.src[0]), _unmap(p.dst[0])
-        src = Endpoint(str(ipaddress.ip_address(src_ip)), int(p.src[1]))
-        dst = Endpoint(str(ipaddress.ip_address(dst_ip)), int(p.dst[1]))
+        src = HostPort(str(ipaddress.ip_address(src_ip)), int(p.src[1]))
+        dst = HostPort(str(ipaddress.ip_address(dst_ip)), int(p.dst[1]))
         loop = ipaddress.ip_address(src_ip).is_loopback or ipaddress.ip_address(dst_ip).is_loopback \
             or src_ip == dst_ip
         rec = Record(index, int(p.time_ns), p.proto, src, dst, int(p.flags), int(p.seq) & 0xFFFFFFFF,

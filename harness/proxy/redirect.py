@@ -29,6 +29,9 @@ class WinsockError(OSError):
         self.function = function
         self.code = code
 
+    def __str__(self) -> str:           # the message alone: OSError would prefix "[Errno N]"
+        return self.strerror
+
 
 class Scratch:
     """Buffers in the target's memory, allocated once and reused by a service."""

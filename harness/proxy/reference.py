@@ -237,7 +237,7 @@ class RedirectProxy:
         if api.connect(out, self.scratch.addr, len(name)) == 0:
             self._connected(conn)
         elif api.WSAGetLastError() != C.WSAEWOULDBLOCK:
-            self._fail(conn, f"connect to {conn.original}: {C.error_name(api.WSAGetLastError())}")
+            self._fail(conn, f"connect to {sockaddr.host_port(*conn.original)}: {C.error_name(api.WSAGetLastError())}")
 
     def _connected(self, conn: _Tcp) -> None:
         conn.state = "relay"
@@ -267,7 +267,7 @@ class RedirectProxy:
             return                            # finished by an earlier socket of this turn
         if s == conn.out and conn.state == "connecting":
             if revents & (C.POLLERR | C.POLLHUP):
-                self._fail(conn, f"connect to {conn.original}: {C.error_name(self._connect_error(conn))}")
+                self._fail(conn, f"connect to {sockaddr.host_port(*conn.original)}: {C.error_name(self._connect_error(conn))}")
                 return
             self._connected(conn)
             self._flush(conn, "up", conn.out)

@@ -99,6 +99,13 @@ def cmd_record(args) -> int:
     if args.agent_command:
         argv[4:4] = ["--agent-command", args.agent_command]
     code = pytest.main(argv, plugins=[plugin])
+    if code == pytest.ExitCode.USAGE_ERROR:
+        return _fail("trace record: pytest refused the arguments passed on to it (above); no trace written")
+    if plugin.sessions == 0:
+        # An empty trace would replay as "identical" anywhere: write none.
+        print(f"wfp-harness: trace record: no test ran (pytest exit {int(code)}); no trace written",
+              file=sys.stderr)
+        return int(code) or 1
     trace.dump(args.output)
     print(f"trace: {plugin.sessions} tests, {len(trace.steps)} steps, "
           f"{sum(1 for s in trace.steps if s.get('op') == 'call')} calls -> {args.output}")
@@ -215,7 +222,7 @@ def register(subparsers) -> None:
     r.set_defaults(fn=cmd_record)
     r = sub.add_parser("replay", help="replay a trace on a target and print where it diverges "
                                       "(exit 0 identical, 1 diverged, 2 bad file)")
-    r.add_argument("file")
+    r.add_argument("file", help="a trace written by `trace record`")
     r.add_argument("--target", default="sim", help="where the calls go: " + ", ".join(TARGET_NAMES))
     r.add_argument("--agent-command", help="--target agent: the command that starts the winsock-agent")
     r.add_argument("--profile", default=None, help="profile for a sim target (default: the trace's own)")

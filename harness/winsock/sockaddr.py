@@ -108,5 +108,10 @@ def to_text(data: bytes) -> tuple[str, int]:
     return ip_text(ip), port
 
 
+def host_port(host: str, port: int) -> str:
+    """How people write an endpoint: 192.0.2.20:80, [2001:db8::20]:80 (RFC 3986 brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def text_family(host: str) -> int:
     return family_of(ip_bytes(host))

@@ -29,6 +29,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from harness.winsock import constants as C
+from harness.winsock.sockaddr import host_port
 from sim.net import ip_text, unmap
 
 STATE_NAMES = {
@@ -41,8 +42,7 @@ STATE_NAMES = {
 
 @functools.lru_cache(maxsize=4096)     # pure; the destinations and proxies of a run are few
 def endpoint_text(ep) -> str:
-    ip = ip_text(unmap(ep[0]))
-    return f"[{ip}]:{ep[1]}" if ":" in ip else f"{ip}:{ep[1]}"
+    return host_port(ip_text(unmap(ep[0])), ep[1])
 
 
 @dataclass

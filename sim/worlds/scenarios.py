@@ -103,7 +103,7 @@ class Story:
 
     def tcp(self, label: str, family: int, destination: str, port: int = TCP_PORT) -> Connection:
         api, sc = self.app, self.scratch
-        conn = Connection(label, "tcp", _endpoint(destination, port))
+        conn = Connection(label, "tcp", sockaddr.host_port(destination, port))
         s = api.socket(family, C.SOCK_STREAM, 0)
         self._timeout(s, 2000)
         if family == C.AF_INET6 and destination.startswith("::ffff:"):
@@ -132,7 +132,7 @@ class Story:
 
     def udp(self, label: str, family: int, destination: str, port: int = UDP_PORT) -> Connection:
         api, sc = self.app, self.scratch
-        conn = Connection(label, "udp", _endpoint(destination, port))
+        conn = Connection(label, "udp", sockaddr.host_port(destination, port))
         s = api.socket(family, C.SOCK_DGRAM, 0)
         self._timeout(s, 2000)
         name = sockaddr.from_text(destination, port)
@@ -185,17 +185,13 @@ class Story:
         }
 
 
-def _endpoint(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-
-
 def _normal(text: str) -> str:
     """Compare endpoints the way the hop tracker prints them (v4-mapped shown as IPv4)."""
     host, port = text.rsplit(":", 1)
     addr = ipaddress.ip_address(host.strip("[]"))
     if addr.version == 6 and addr.ipv4_mapped:
         addr = addr.ipv4_mapped
-    return _endpoint(str(addr), int(port))
+    return sockaddr.host_port(str(addr), int(port))
 
 
 # -- the stories ---------------------------------------------------------------

@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.capture.flows import _Chainer
-from harness.capture.model import Endpoint, RedirectNote, TcpConnection, UdpFlow
+from harness.capture.model import HostPort, RedirectNote, TcpConnection, UdpFlow
 
 IPS = ["127.0.0.1", "192.0.2.1", "198.51.100.7", "::1"]
-ENDPOINTS = [Endpoint(ip, port) for ip in IPS for port in (443, 5000)]
+ENDPOINTS = [HostPort(ip, port) for ip in IPS for port in (443, 5000)]
 STREAMS = [b"", b"GET", b"GET /a", b"GET /b", b"x" * 70, b"x" * 70 + b"y", b"x" * 70 + b"z"]
 DATAGRAMS = [[], [b"q"], [b"q", b"r"], [b"x" * 70], [b"x" * 70 + b"y"]]
 

@@ -22,7 +22,7 @@ _spec = importlib.util.spec_from_file_location("capture_simworlds_cli", Path(__f
 W = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(W)
 
-PYTHON_REPR = re.compile(r"\bTrue\b|\bFalse\b|\bNone\b|\('|Endpoint\(|\[\d+, ")
+PYTHON_REPR = re.compile(r"\bTrue\b|\bFalse\b|\bNone\b|\('|HostPort\(|\[\d+, ")
 
 
 def run(capsys, *args):
@@ -84,9 +84,9 @@ def test_a_syn_sent_once_says_once(tmp_path):
 @pytest.mark.parametrize("args, fragment", [
     (["--proxy", "foo"], "argument --proxy: not an address:port: foo "),
     (["--proxy", "[::1]:70000"], "argument --proxy: not an address:port: [::1]:70000 "),
-    (["--local-address", "bar"], "argument --local-address: not an IP address: bar\n"),
-    (["--udp-timeout", "-1"], "argument --udp-timeout: not a positive number: -1\n"),
-    (["--dedupe-us", "nan"], "argument --dedupe-us: not a non-negative number: nan\n"),
+    (["--local-address", "bar"], "argument --local-address: not an IP address: bar "),
+    (["--udp-timeout", "-1"], "argument --udp-timeout: not a positive number: -1 "),
+    (["--dedupe-us", "nan"], "argument --dedupe-us: not a non-negative number: nan "),
 ])
 def test_bad_options_are_one_usage_line(captures, capsys, args, fragment):
     with pytest.raises(SystemExit) as info:

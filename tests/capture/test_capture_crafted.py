@@ -15,12 +15,12 @@ import subprocess
 
 import pytest
 
-from harness.capture import CaptureError, Endpoint, analyze_file, read_capture
+from harness.capture import CaptureError, HostPort, analyze_file, read_capture
 from harness.cli import main
 
 CLIENT = "192.0.2.1"
 SERVER = "198.51.100.7"
-PROXY = Endpoint("127.0.0.1", 5000)
+PROXY = HostPort("127.0.0.1", 5000)
 REQUEST = b"POST /upload HTTP/1.1\r\n\r\n" + bytes(range(256)) * 3            # 793 bytes
 RESPONSE = b"HTTP/1.1 201 Created\r\n\r\n" + bytes(255 - (i % 256) for i in range(1500))
 T0 = 1_700_000_000.0
@@ -115,7 +115,7 @@ def test_out_of_order_records_are_sorted_by_timestamp(tmp_path, ext):
     random.Random(7).shuffle(shuffled)
     assert shuffled != frames
     flow = the_flow(analyze_file(write(tmp_path / f"shuffled.{ext}", shuffled)))
-    assert flow.proxies == [PROXY] and flow.final_destination == Endpoint(SERVER, 443)
+    assert flow.proxies == [PROXY] and flow.final_destination == HostPort(SERVER, 443)
     assert flow.intact and flow.verdict == "ok"
     assert flow.to_dict() == in_order.to_dict()
 
@@ -162,7 +162,7 @@ def test_capture_starting_mid_connection(tmp_path):
     t.data(10, True, REQUEST, 0)
     t.data(20, False, RESPONSE[100:], 100)
     conn, = analyze_file(write(tmp_path / "mid.pcap", t.frames)).connections
-    assert conn.client == Endpoint(CLIENT, 50123) and conn.server == Endpoint(SERVER, 443)
+    assert conn.client == HostPort(CLIENT, 50123) and conn.server == HostPort(SERVER, 443)
     assert not conn.syn and conn.established
     assert conn.data_s2c == RESPONSE and conn.data_c2s == REQUEST
 
@@ -217,8 +217,8 @@ def test_pktmon_style_capture_two_proxies_no_comments(tmp_path):
     records, _ = read_capture(path)
     assert not any(r.comments for r in records)
     flow = the_flow(analyze_file(path))
-    assert flow.proxies == [Endpoint("127.0.0.1", 5000), Endpoint("127.0.0.1", 6000)]
-    assert flow.final_destination == Endpoint(SERVER, 443) and flow.intact and flow.reached
+    assert flow.proxies == [HostPort("127.0.0.1", 5000), HostPort("127.0.0.1", 6000)]
+    assert flow.final_destination == HostPort(SERVER, 443) and flow.intact and flow.reached
 
 
 def test_two_clients_through_one_proxy_are_not_crossed(tmp_path):
@@ -234,7 +234,7 @@ def test_two_clients_through_one_proxy_are_not_crossed(tmp_path):
     result = analyze_file(write(tmp_path / "two.pcapng", a1.frames + a2.frames + b1.frames + b2.frames))
     assert len(result.flows) == 2
     for flow, a, b in zip(result.flows, (a1, a2), (b1, b2)):
-        assert flow.client == Endpoint(*a.client) and flow.hops[1].src == Endpoint(*b.client)
+        assert flow.client == HostPort(*a.client) and flow.hops[1].src == HostPort(*b.client)
         assert flow.intact_c2s
 
 
@@ -246,7 +246,7 @@ def test_comment_evidence_links_legs_without_bytes(tmp_path):
     result = analyze_file(write(tmp_path / "c.pcapng", a.frames + b.frames, comments))
     flow = the_flow(result)
     assert flow.hops[0].redirected_by == "Contoso Filter" and flow.hops[1].evidence == "note"
-    assert flow.original_destination == Endpoint("203.0.113.5", 8080)
+    assert flow.original_destination == HostPort("203.0.113.5", 8080)
     assert flow.verdict == "unreached"
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.capture import Endpoint, analyze_records, flows, read_capture
+from harness.capture import HostPort, analyze_records, flows, read_capture
 from sim import pcap
 
 pytestmark = pytest.mark.slow
@@ -22,7 +22,7 @@ _spec = importlib.util.spec_from_file_location("capture_simworlds_scale", Path(_
 W = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(W)
 
-PROXY = Endpoint("127.0.0.1", 5000)
+PROXY = HostPort("127.0.0.1", 5000)
 TIMES = 680                    # 681 connections, 4,087 frames
 
 

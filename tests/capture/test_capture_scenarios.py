@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from harness.capture import Endpoint
+from harness.capture import HostPort
 from harness.cli import main
 
 pytestmark = pytest.mark.slow
@@ -28,9 +28,11 @@ def run_scenario(name, tmp_path):
     path = tmp_path / f"{name}.pcapng"
     run = subprocess.run([sys.executable, "-m", "sim", "scenario", "run", name, "--json", "--pcap", str(path)],
                          capture_output=True, text=True, timeout=300, check=False)
-    if run.returncode != 0 or not run.stdout.strip():
+    if run.returncode not in (0, 1) or not run.stdout.strip():
         pytest.fail(f"scenario {name} did not run: rc={run.returncode} {run.stderr[-2000:]}")
-    return json.loads(run.stdout), path
+    report = json.loads(run.stdout)
+    assert run.returncode == (0 if report["verdict"] == "ok" else 1)       # as capture analyze
+    return report, path
 
 
 def analyze(path, capsys, *args):
@@ -40,7 +42,7 @@ def analyze(path, capsys, *args):
 
 
 def ep(text):
-    return str(Endpoint.parse(text)) if text else None
+    return str(HostPort.parse(text)) if text else None
 
 
 def wire_chain(report, conn):
