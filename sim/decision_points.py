@@ -198,5 +198,12 @@ DECISIONS: dict[str, DecisionPoint] = {d.name: d for d in (
         "getsockopt/setsockopt IP_WFP_REDIRECT_RECORDS/CONTEXT on a TCP socket.",
         read_in="sim/sockopt.py",
         WSAEINVAL="fails with WSAEINVAL", WSAENOPROTOOPT="fails with WSAENOPROTOOPT (older Windows)"),
+    _dp("wfp_v4_layer_dual_stack", "wfp",
+        "What FWPS_CONNECT_REQUEST0 holds at ALE_CONNECT_REDIRECT_V4 for a dual-mode AF_INET6 socket "
+        "that connects to an IPv4 address (docs/facts.md §5.9).",
+        read_in="sim/wfp/engine.py",
+        probe="kernel side: only a callout running on Windows sees the layer data, no Winsock call shows it",
+        plain="AF_INET SOCKADDR_STORAGEs: the IPv4 addresses, in the layer's family",
+        mapped="AF_INET6 SOCKADDR_STORAGEs holding the v4-mapped addresses, in the socket's family"),
 )}
 

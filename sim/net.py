@@ -290,11 +290,8 @@ class Host:
 
     def _on_syn(self, seg: Segment) -> None:
         lst = self._find_listener(seg.dst)
-        if lst is not None and "redirect" in seg.meta and (
-                lst.socket is None or lst.socket.process.pid != seg.meta.get("redirect_target_pid")):
-            # A redirected connection is accepted only by the process named by
-            # localRedirectTargetPID (docs/decisions.md §5; FWPS_CONNECT_REQUEST0).
-            lst = None
+        if "redirect" in seg.meta:
+            lst = self._redirect_target(lst, seg.dst, seg.meta, "connection")
         if lst is None or len(lst.queue) >= lst.backlog:
             # No listener, or a full backlog (simplified: refused, not retried).
             self.network.send_raw(self, Segment(seg.dst, seg.src, RST | ACK, 0, (seg.seq + 1) & 0xFFFFFFFF))
@@ -308,6 +305,19 @@ class Host:
         self.tcp_conns[conn.key()] = conn
         self.network.send_tcp(self, conn, SYN | ACK)
         conn.snd_nxt = (conn.snd_nxt + 1) & 0xFFFFFFFF
+
+    def _redirect_target(self, endpoint, dst, meta, what: str):
+        """`endpoint` if its process is the redirect's localRedirectTargetPID, else None, with a diagnostic:
+        a redirected flow is delivered only to that process (docs/decisions.md §5; FWPS_CONNECT_REQUEST0)."""
+        pid = meta.get("redirect_target_pid")
+        owner = endpoint.socket.process.pid if endpoint is not None and endpoint.socket is not None else None
+        if owner == pid:
+            return endpoint
+        where = f"{ip_text(unmap(dst[0]))}:{dst[1]}"
+        why = "nothing listens there" if owner is None else f"the socket there belongs to pid {owner}"
+        self.network.kernel.note("redirect-target-refused", f"redirected {what} to {where} for pid {pid} "
+                                 f"refused: {why} (a redirected flow goes only to its localRedirectTargetPID)")
+        return None
 
     def tcp_send(self, conn: TcpConn, data: bytes) -> None:
         self.network.send_tcp(self, conn, PSH | ACK, data)
@@ -343,9 +353,8 @@ class Host:
                 if ep is not None and not (len(cand[0]) == 16 and len(plain) == 4 and ep.v6only):
                     break
                 ep = None
-        if ep is not None and "redirect" in meta and (
-                ep.socket is None or ep.socket.process.pid != meta.get("redirect_target_pid")):
-            ep = None           # only the target PID receives a redirected flow (docs/decisions.md §5)
+        if "redirect" in meta:
+            ep = self._redirect_target(ep, dst, meta, "datagram")
         if ep is not None and ep.socket is not None and ep.socket.peer is not None:
             peer_ip, peer_port = ep.socket.peer
             if (unmap(peer_ip), peer_port) != (unmap(src[0]), src[1]):

@@ -11,7 +11,7 @@ from sim.worlds.scenarios import PAYLOAD, SCENARIOS, run
 EXPECTED = {
     "single-proxy": "ok", "two-vendors": "ok", "missing-set-loop": "loop", "dual-stack": "ok",
     "udp-single-proxy": "ok", "udp-two-vendors": "ok", "query-listening-socket": "error",
-    "non-elevated-set": "loop",
+    "non-elevated-set": "loop", "udp-missing-records-loop": "loop",
 }
 
 
@@ -53,6 +53,29 @@ def test_missing_set_loop_is_reported_with_its_chain():
     assert not any(h["records_forwarded"] for h in conn["hops"])
     assert [d["kind"] for d in report["diagnostics"]] == ["redirect-loop", "redirect-loop-stopped"]
     assert world.now_ns < 10_000_000_000           # stopped, not spun: virtual time stayed small
+
+
+def test_udp_missing_records_loop_is_caught_with_its_chain():
+    """A UDP proxy that drops the records cmsg: the world finds the loop, reports it with its chain and
+    stops it (before: the flow went round until the ephemeral ports ran out)."""
+    report, world = run("udp-missing-records-loop")
+    (conn,) = report["connections"]
+    assert conn["verdict"] == "loop" and conn["protocol"] == "udp"
+    assert conn["loop_chain"] == ["192.0.2.20:53"] + ["127.0.0.1:9053"] * 4
+    assert [d["kind"] for d in report["diagnostics"]] == ["redirect-loop", "redirect-loop-stopped"]
+    assert "(udp)" in report["diagnostics"][0]["message"]
+    assert conn["hops"][-1]["refused"] == "redirect loop stopped by the world"
+    assert any("WSAEACCES" in e for e in report["proxy_errors"])
+    assert world.now_ns < 10_000_000_000
+
+
+def test_states_seen_are_the_queries_callouts_made():
+    """The sample callout, like classify.c, asks FwpsQueryConnectionRedirectState0 nothing without a records
+    handle: the app's connect shows no states; each entry names the callout and the vendor of the handle."""
+    report, _ = run("two-vendors")
+    hops = report["connections"][0]["hops"]
+    assert hops[0]["states_seen"] == []
+    assert all(s["callout"] == s["vendor"] for h in hops for s in h["states_seen"])
 
 
 def test_non_elevated_set_fails_with_eacces_then_loops():

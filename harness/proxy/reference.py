@@ -276,7 +276,7 @@ class RedirectProxy:
             direction, dst = ("up", conn.out) if up else ("down", conn.client)
             if revents & (READ | FAILED) and not conn.eof[direction]:
                 while self._receive(conn, direction, s):
-                    pass                      # a full buffer: there may be more
+                    pass                      # to WSAEWOULDBLOCK: a FIN may wait behind the data
             if conn.state != "connecting" or not up:
                 self._flush(conn, direction, dst)
             if revents & WRITE:               # the other direction waited for room on this socket
@@ -286,7 +286,11 @@ class RedirectProxy:
             self._finish(conn)
 
     def _receive(self, conn: _Tcp, direction: str, src) -> bool:
-        """One recv into `direction`'s pending data; True when it filled the whole buffer."""
+        """One recv into `direction`'s pending data; True when it got data (there may be more, or a FIN).
+
+        Read until the socket says WSAEWOULDBLOCK, EOF or an error: an event loop that waits for
+        readiness again after a short read never learns of a FIN that arrived with the data when
+        nothing else arrives later (edge-triggered hosts, and World.add_service's gate)."""
         api, scratch = self.api, self.scratch
         n = api.recv(src, scratch.buf, scratch.size, 0)
         if n > 0:
@@ -295,7 +299,7 @@ class RedirectProxy:
             if self.inspect is not None:
                 self.inspect(self, conn, direction, data)
             conn.pending[direction] += data
-            return n == scratch.size
+            return True
         if n == 0:
             conn.eof[direction] = True
         elif api.WSAGetLastError() != C.WSAEWOULDBLOCK:

@@ -19,7 +19,10 @@ hands the next sublayers a classifyOut without the right.
 
 Misbehaving callouts get the status the kernel API documents (or, for the
 void functions, a diagnostic naming the callout), and the world keeps
-running.
+running. Every way a callout can make a connection fail gets a diagnostic
+in `world.kernel.diagnostics` (docs/model-your-callout.md tables them).
+
+The public face of all this, for users' own callouts, is `sim.wfp.api`.
 """
 from __future__ import annotations
 
@@ -29,10 +32,17 @@ import uuid
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+import functools
+
 from harness.winsock import constants as C
-from sim.net import is_loopback, unmap, v4_mapped
+from sim.decision_points import DECISIONS
+from sim.net import ANY4, ANY6, is_loopback, is_v4_mapped, unmap, v4_mapped
+from sim.wfp import fields as F
 from sim.wfp.records import RedirectEntry
 from sim.wfp.flows import FlowRedirect, redirect_state
+from sim.wfp.hops import endpoint_text as _text
+
+_V4_LAYER_MAPPED = DECISIONS["wfp_v4_layer_dual_stack"].choice("mapped")
 
 STATUS_SUCCESS = C.STATUS_SUCCESS
 STATUS_INVALID_PARAMETER = C.STATUS_INVALID_PARAMETER
@@ -123,8 +133,40 @@ def writable_copy(previous, filter_id: int):
                            previousVersion=previous, modifierFilterId=filter_id)
 
 
+class FwpValue(NamedTuple):
+    """FWP_VALUE0: a data type (sim.wfp.fields FWP_*) and the value in that type's encoding."""
+    type: int
+    value: object
+
+
+_EMPTY = FwpValue(F.FWP_EMPTY, None)
+_BIND_LAYER_IDS = (C.FWPS_LAYER_ALE_BIND_REDIRECT_V4, C.FWPS_LAYER_ALE_BIND_REDIRECT_V6)
+
+
+def _address_value(raw: bytes) -> FwpValue:
+    # FWP_UINT32 in host byte order for IPv4, FWP_BYTE_ARRAY16_TYPE (network order) for IPv6.
+    if len(raw) == 4:
+        return FwpValue(F.FWP_UINT32, int.from_bytes(raw, "big"))
+    return FwpValue(F.FWP_BYTE_ARRAY16_TYPE, raw)
+
+
+def _address_type(raw: bytes) -> FwpValue:
+    # NL_ADDRESS_TYPE: NlatUnspecified 0, NlatUnicast 1 (every other address this model has).
+    return FwpValue(F.FWP_UINT8, 0 if raw in (ANY4, ANY6) else 1)
+
+
 class FixedValues(NamedTuple):
-    """The incoming values of ALE_CONNECT_REDIRECT_V4/V6 this model provides (read-only)."""
+    """FWPS_INCOMING_VALUES0 at the redirect layers (read-only), decoded and kernel-encoded.
+
+    The named fields are the values decoded for Python: addresses as packed bytes in network
+    order (4 bytes at the V4 layers, 16 at the V6 layers; never v4-mapped), ports and the
+    protocol as ints, `flags` the FWP_CONDITION_FLAG_* bits, `ale_app_id` the FWP_BYTE_BLOB
+    bytes (the image's NT path, lower case, UTF-16LE with its NUL: sim.wfp.fields.app_id_blob).
+    `incomingValue[FWPS_FIELD_...]` holds the same values as the kernel encodes them
+    (FwpValue(type, value); IPv4 addresses as FWP_UINT32 in host byte order), indexed by the
+    layer's FWPS_FIELD_ALE_CONNECT_REDIRECT_* / _BIND_REDIRECT_* enum (sim.wfp.fields;
+    docs/facts.md §5.9). Fields the model has no value for are FWP_EMPTY.
+    """
     layerId: int
     ip_protocol: int
     ip_local_address: bytes
@@ -132,15 +174,48 @@ class FixedValues(NamedTuple):
     ip_remote_address: bytes
     ip_remote_port: int
     flags: int
-    ale_app_id: str = ""
+    ale_app_id: bytes = b""
+
+    @property
+    def valueCount(self) -> int:
+        return F.FWPS_FIELD_ALE_BIND_REDIRECT_MAX if self.layerId in _BIND_LAYER_IDS \
+            else F.FWPS_FIELD_ALE_CONNECT_REDIRECT_MAX
+
+    @property
+    def incomingValue(self) -> tuple:
+        """The kernel's incomingValue array (built on demand: most callouts read the named fields)."""
+        app = FwpValue(F.FWP_BYTE_BLOB_TYPE, self.ale_app_id)
+        local = [app, _EMPTY, _address_value(self.ip_local_address), _address_type(self.ip_local_address),
+                 FwpValue(F.FWP_UINT16, self.ip_local_port), FwpValue(F.FWP_UINT8, self.ip_protocol)]
+        flags = FwpValue(F.FWP_UINT32, self.flags)
+        if self.layerId in _BIND_LAYER_IDS:
+            values = local + [flags]
+        else:
+            values = local + [_address_value(self.ip_remote_address), _address_type(self.ip_remote_address),
+                              FwpValue(F.FWP_UINT16, self.ip_remote_port), flags]
+        return tuple(values + [_EMPTY] * (self.valueCount - len(values)))
 
 
 class MetaValues(NamedTuple):
-    """FWPS_INCOMING_METADATA_VALUES0 fields present at the connect-redirect layer (read-only)."""
+    """FWPS_INCOMING_METADATA_VALUES0 at the redirect layers (read-only).
+
+    A member holds a value only when its FWPS_METADATA_FIELD_* bit is set in
+    `currentMetadataValues` (the structure's page); sim.wfp.fields lists the bits and which
+    ones this model sets. `processId` is the connecting process's PID (UINT64), `processPath`
+    the FWP_BYTE_BLOB of its image path (the app id's encoding), `transportEndpointHandle`
+    the socket's ALE endpoint handle, `redirectRecords` the flow's RecordsHandle or None
+    (NULL) when no callout has redirected it.
+    """
     processId: int
-    redirectRecords: object          # RecordsHandle or None (FWPS_METADATA_FIELD_REDIRECT_RECORD_HANDLE)
+    redirectRecords: object
     transportEndpointHandle: int
-    currentMetadataValues: int = C.FWPS_METADATA_FIELD_REDIRECT_RECORD_HANDLE
+    currentMetadataValues: int = F.CONNECT_REDIRECT_METADATA
+    processPath: bytes = b""
+
+
+@functools.lru_cache(maxsize=1024)      # a run has few process names
+def _app_id(process_name: str) -> bytes:
+    return F.app_id_blob(F.image_path(process_name))
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,9 +241,11 @@ class RedirectHandle:
 
 @dataclass(slots=True)
 class StateSeen:
-    """A FwpsQueryConnectionRedirectState0 answer, for scenario reports."""
+    """A FwpsQueryConnectionRedirectState0 call a callout made, for reports: the callout's name,
+    the provider (vendor) whose redirect handle it passed, and the answer."""
     callout: str
     state: int
+    vendor: str = ""
 
 
 class Classification:
@@ -191,6 +268,7 @@ class Classification:
         self.gen = None
         self.blocked = False
         self.layers = None                 # the (V4, V6) layers; None: the connect-redirect ones
+        self.acquire_blocked = False       # the last acquire set classifyOut to BLOCK
 
 
 class Fwps:
@@ -229,7 +307,9 @@ class Fwps:
                         break
         cls = engine.active
         if cls is not None:
-            cls.states_seen.append(StateSeen(engine.current_callout, state))
+            provider = engine.providers.get(redirectHandle.provider) if isinstance(redirectHandle, RedirectHandle) \
+                else None
+            cls.states_seen.append(StateSeen(engine.current_callout, state, provider.name if provider else ""))
         return state, context
 
     def FwpsQueryConnectionSioFormatRedirectRecords0(self, redirectRecords, outputBufferLength):
@@ -274,6 +354,7 @@ class Fwps:
             # DDI page: the acquire sets BLOCK and clears the write right.
             classifyOut.actionType = C.FWP_ACTION_BLOCK
             classifyOut.rights &= ~C.FWPS_RIGHT_ACTION_WRITE
+            cls.acquire_blocked = True
         return STATUS_SUCCESS, writable
 
     def FwpsApplyModifiedLayerData0(self, classifyHandle, modifiedLayerData, flags=0):
@@ -389,7 +470,13 @@ class FilterEngine:
         previous = request.meta.get("records") or sock.redirect_records
         records = RecordsHandle(tuple(previous[1]), {}, previous[0]) if previous else None
         cls.records = records
-        cls.base = cls.current = ConnectRequest0(request.local, request.remote)
+        local, remote = request.local, request.remote
+        if family == C.AF_INET and sock.family == C.AF_INET6 and \
+                self.world.profile.wfp_v4_layer_dual_stack != _V4_LAYER_MAPPED:
+            # A dual-mode socket at the V4 layer: its addresses in the layer's family (docs/facts.md §5.9).
+            remote = (unmap(remote[0]), remote[1])
+            local = (unmap(local[0]) if is_v4_mapped(local[0]) or len(local[0]) == 4 else ANY4, local[1])
+        cls.base = cls.current = ConnectRequest0(local, remote)
         cls.gen = self._run(cls)
         self._advance(cls)
 
@@ -466,14 +553,16 @@ class FilterEngine:
             flags |= C.FWP_CONDITION_FLAG_IS_LOOPBACK
         if cls.records is not None:
             flags |= C.FWP_CONDITION_FLAG_IS_CONNECTION_REDIRECTED
+        app_id = _app_id(request.process.name)
         # tuple.__new__ with every field: what the named tuples' own __new__ does, without its Python frame.
         fixed = _new_tuple(FixedValues, (flt.layerId, cls.protocol, plain_local, cls.current.localAddressAndPort[1],
-                                         plain_remote, cls.current.remoteAddressAndPort[1], flags,
-                                         request.process.name))
+                                         plain_remote, cls.current.remoteAddressAndPort[1], flags, app_id))
         meta = _new_tuple(MetaValues, (request.process.pid, cls.records, request.socket.endpoint_handle,
-                                       C.FWPS_METADATA_FIELD_REDIRECT_RECORD_HANDLE))
+                                       F.BIND_REDIRECT_METADATA if cls.layers else F.CONNECT_REDIRECT_METADATA,
+                                       app_id))
         name = flt.callout_name
         self.current_callout, self.active = name, cls
+        cls.acquire_blocked = False
         before = tuple(cls.acquired) if cls.acquired else ()     # handles held before this callout (usually none)
         try:
             flt.callout.classify(fixed, meta, cls.current, cls, flt, 0, out)
@@ -484,13 +573,6 @@ class FilterEngine:
             return True
         finally:
             self.current_callout, self.active = "", None
-        if cls.records is None:
-            for seen in cls.states_seen:
-                if seen.callout == name:
-                    break
-            else:
-                # Without a records handle nobody has redirected the flow yet (classify.c step 3).
-                cls.states_seen.append(StateSeen(name, C.FWPS_CONNECTION_NOT_REDIRECTED))
         pended = cls.pended
         if pended is not None:
             self.current_callout = name
@@ -513,6 +595,15 @@ class FilterEngine:
             cls.acquired.pop(handle, None)
             self.current_callout = ""
         action = out.actionType
+        if action == C.FWP_ACTION_BLOCK and not cls.blocked:
+            self.current_callout = name
+            if cls.acquire_blocked:
+                self.diagnose("left-block", "returned FWP_ACTION_BLOCK, the action FwpsAcquireWritableLayerData"
+                              "Pointer0 put in classifyOut (docs/facts.md §5.3): connection blocked; set "
+                              "FWP_ACTION_PERMIT after the apply to let it through")
+            else:
+                self.diagnose("blocked", "returned FWP_ACTION_BLOCK: connection blocked")
+            self.current_callout = ""
         return action in (C.FWP_ACTION_PERMIT, C.FWP_ACTION_BLOCK) or cls.blocked
 
     def _check_released(self, cls, handle, name) -> None:
@@ -525,8 +616,10 @@ class FilterEngine:
 
     def _finish(self, cls: Classification) -> None:
         request = cls.request
+        tcp = cls.protocol == C.IPPROTO_TCP
+        request.meta["wfp_states"] = cls.states_seen
         if cls.blocked:
-            request.meta["wfp_states"] = cls.states_seen
+            self.world.hops.refused(request, cls.states_seen, "blocked by a callout", tcp)
             cls.proceed(C.WSAEACCES)
             return
         versions = []
@@ -538,35 +631,55 @@ class FilterEngine:
         entries = list(cls.records.entries) if cls.records else []
         contexts = dict(cls.records.contexts) if cls.records else {}
         remote = cls.base.remoteAddressAndPort
-        new = []
+        new, callouts = [], []
         for v in versions:
             if v.remoteAddressAndPort == remote and v.localRedirectHandle is None:
                 continue
+            address = v.remoteAddressAndPort[0]
+            if not self._in_layer_family(cls, address):
+                self._blame(v, "bad-redirect", f"redirected to {_text(v.remoteAddressAndPort)}, an address of the "
+                            f"wrong family for this {'IPv4' if cls.family == C.AF_INET else 'IPv6'} layer "
+                            "(docs/facts.md §5.9): redirect ignored")
+                continue
             handle = v.localRedirectHandle
-            local_target = self.host.owns(unmap(v.remoteAddressAndPort[0]))
+            local_target = self.host.owns(unmap(address))
             if handle is None:
                 if local_target:
-                    self._blame(v, "redirected to a local address without a localRedirectHandle (required "
-                                   "from Windows 8, docs/facts.md §5.2): redirect ignored")
+                    self._blame(v, "bad-redirect", "redirected to a local address without a localRedirectHandle "
+                                "(required from Windows 8, docs/facts.md §5.2): redirect ignored")
                     continue
                 remote = v.remoteAddressAndPort       # a plain rewrite to a remote address
                 continue
             if not isinstance(handle, RedirectHandle) or handle.destroyed:
-                self._blame(v, f"used redirect handle {handle!r}, which is not a live handle: redirect ignored")
+                self._blame(v, "bad-redirect", f"used redirect handle {handle!r}, which is not a live handle: "
+                            "redirect ignored")
+                continue
+            if local_target and not v.localRedirectTargetPID:
+                # FWPS_CONNECT_REQUEST0 page: the PID 'must be set for loopback redirect changes to be
+                # accepted by the engine' (docs/facts.md §5.2).
+                self._blame(v, "target-pid-zero", f"redirected to {_text(v.remoteAddressAndPort)} with "
+                            "localRedirectTargetPID 0; the engine accepts a local redirect only with the PID "
+                            "of the process that will accept it (docs/facts.md §5.2): redirect ignored")
                 continue
             remote = v.remoteAddressAndPort
+            callouts.append(self._filter_callout(v.modifierFilterId))
             new.append(RedirectEntry(handle.id, handle.provider, v.modifierFilterId, v.localRedirectTargetPID))
             if v.localRedirectContext is not None:
-                contexts[len(entries) + len(new) - 1] = bytes(v.localRedirectContext)
-        request.meta["wfp_states"] = cls.states_seen
+                context = bytes(v.localRedirectContext)
+                if v.localRedirectContextSize != len(context):
+                    self._blame(v, "context-size", f"set localRedirectContextSize {v.localRedirectContextSize} "
+                                f"for a context of {len(context)} bytes; the proxy gets "
+                                f"{min(len(context), v.localRedirectContextSize)} bytes")
+                    context = context[:v.localRedirectContextSize]
+                contexts[len(entries) + len(new) - 1] = context
         if request.socket.family == C.AF_INET6 and len(remote[0]) == 4:
             remote = (v4_mapped(remote[0]), remote[1])    # the socket's own address form
         if new:
             entries += new
             lineage = self.world.hops.redirected(request, entries[len(entries) - len(new):], remote,
-                                                 cls.states_seen, self)
+                                                 cls.states_seen, self, callouts[-1], tcp)
             if lineage is None:                   # a loop: the world stops it here
-                cls.proceed(C.WSAECONNREFUSED)
+                cls.proceed(C.WSAECONNREFUSED if tcp else C.WSAEACCES)
                 return
             flow = FlowRedirect(entries, contexts, self.host.records_key, lineage)
             self.world.hops.register(flow)
@@ -577,11 +690,21 @@ class FilterEngine:
                                     f"original {hop.destination}")
             request.remote = remote
         else:
-            self.world.hops.passed(request, cls.states_seen)
+            if remote != cls.base.remoteAddressAndPort:
+                request.remote = remote
+            self.world.hops.passed(request, cls.states_seen, tcp)
         cls.proceed(0)
 
-    def _blame(self, version, message: str) -> None:
-        flt = next((f for f in self.filters if f.filterId == version.modifierFilterId), None)
-        self.current_callout = flt.callout_name if flt else "callout"
-        self.diagnose("bad-redirect", message)
+    @staticmethod
+    def _in_layer_family(cls, address: bytes) -> bool:
+        """Is a redirect target of the layer's IP version? (v4-mapped counts as IPv4)"""
+        return (len(address) == 4 or is_v4_mapped(address)) == (cls.family == C.AF_INET)
+
+    def _filter_callout(self, filter_id: int) -> str:
+        flt = next((f for f in self.filters if f.filterId == filter_id), None)
+        return flt.callout_name if flt else "callout"
+
+    def _blame(self, version, kind: str, message: str) -> None:
+        self.current_callout = self._filter_callout(version.modifierFilterId)
+        self.diagnose(kind, message)
         self.current_callout = ""

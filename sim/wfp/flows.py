@@ -36,7 +36,7 @@ def redirect_state(entries, handle_id: int) -> int:
 class FlowRedirect:
     """The records and contexts of one flow, as the accepting side sees them."""
 
-    __slots__ = ("flow_id", "entries", "contexts", "key", "_blob", "lineage", "hops_before")
+    __slots__ = ("flow_id", "entries", "contexts", "key", "_blob", "lineage")
 
     def __init__(self, entries, contexts, key: bytes, lineage=None):
         self.flow_id = next(_flow_ids)
@@ -45,8 +45,6 @@ class FlowRedirect:
         self.key = key
         self._blob = None
         self.lineage = lineage          # sim.wfp.hops.Lineage: the chain this flow belongs to
-        # The chain's length when this flow was made: longer once a connect has continued it.
-        self.hops_before = len(lineage.hops) if lineage is not None else 0
 
     def records_blob(self) -> bytes:
         if self._blob is None:

@@ -8,9 +8,11 @@ vendors' sample drivers and their reference proxies, and a server host with
 echo services. The application connects (or sends datagrams) to the
 server and checks the echo. The result names each connection's original
 destination, every hop (which vendor redirected it, to which proxy PID,
-and the redirect state each callout saw), the final destination, whether
-the bytes arrived intact, and a verdict: `ok`, `loop` (with the hop chain)
-or `error`.
+and the redirect state each callout asked for), the final destination,
+whether the bytes arrived intact, and a verdict: `ok`, `loop` (with the hop
+chain) or `error`. The world's side of it is the public `story(world)`
+(sim.wfp.story), which any world can tell; a scenario adds what its
+application saw.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from harness.proxy.reference import RedirectProxy
 from harness.sample_driver import RedirectPolicy
 from sim.worlds.ready import SERVER, client_server_world
 from sim.worlds.sample_callout import install_sample_driver
+from sim.wfp.story import story as world_story
 
 TCP_PORT, UDP_PORT = 80, 53
 VENDORS = {"VendorX": (9000, 9053), "VendorY": (9100, 9153), "VendorZ": (9200, 9253)}
@@ -155,20 +158,16 @@ class Story:
     # -- the report ------------------------------------------------------------
     def finish(self) -> None:
         self.world.run(10)
-        lineages = list(self.world.hops.lineages)
+        told = list(world_story(self.world).connections)
         for conn in self.connections:
-            lineage = next((x for x in lineages if x.original_destination == _normal(conn.original_destination)),
-                           None)
-            if lineage is None:
+            want = _normal(conn.original_destination)
+            chain = next((c for c in told if c.protocol == conn.protocol and c.original_destination == want), None)
+            if chain is None:
                 conn.final_destination = conn.original_destination if conn.intact else ""
                 continue
-            lineages.remove(lineage)
-            conn.hops = [h.as_dict() for h in lineage.hops]
-            conn.loop = lineage.loop
-            if lineage.loop:
-                conn.loop_chain = [conn.original_destination] + [h.redirected_to for h in lineage.hops]
-            last = lineage.hops[-1]
-            conn.final_destination = last.destination if not last.redirected_to and conn.intact else ""
+            told.remove(chain)
+            conn.hops, conn.loop, conn.loop_chain = chain.hops, chain.loop, chain.loop_chain
+            conn.final_destination = chain.final_destination if conn.intact else ""
         for proxy in self.proxies.values():
             self.errors += [f"{proxy.name}: {e}" for e in proxy.stats.errors]
 
@@ -234,6 +233,13 @@ def udp_single_proxy(profile):
     return story
 
 
+def udp_missing_records_loop(profile):
+    """A UDP proxy forgets to forward the records cmsg: its own driver sends its datagram back to it."""
+    story = Story(profile, ("VendorX",), set_records=False)
+    story.udp("app -> server:53/udp", C.AF_INET, SERVER[0])
+    return story
+
+
 def udp_two_vendors(profile):
     """Two vendors on a UDP flow: each proxy forwards the records on its first datagram out."""
     story = Story(profile, ("VendorX", "VendorY"))
@@ -287,6 +293,7 @@ SCENARIOS = {
     "dual-stack": dual_stack,
     "udp-single-proxy": udp_single_proxy,
     "udp-two-vendors": udp_two_vendors,
+    "udp-missing-records-loop": udp_missing_records_loop,
     "query-listening-socket": query_listening_socket,
     "non-elevated-set": non_elevated_set,
 }

@@ -2,7 +2,10 @@
 
 A service is polled by the world while any simulated thread waits
 (World.add_service), so a whole scenario runs deterministically on one
-Python thread.
+Python thread. A service registered with its process is polled again only
+when that process has news, so each poll reads every ready socket until
+WSAEWOULDBLOCK: data and a FIN that arrive in the same instant are one piece
+of news, and a poll that stopped after the data would never see the FIN.
 """
 from __future__ import annotations
 
@@ -75,9 +78,8 @@ class EchoServer:
                     if n > 0:
                         api.send(s, sc.buf, n, 0)
                         self.echoed += n
-                        if n == sc.size:
-                            continue                  # a full buffer: there may be more
-                    elif n == 0 or api.WSAGetLastError() != C.WSAEWOULDBLOCK:
+                        continue                      # read to WSAEWOULDBLOCK: a FIN may wait behind the data
+                    if n == 0 or api.WSAGetLastError() != C.WSAEWOULDBLOCK:
                         api.closesocket(s)
                         self.conns.remove(s)
                     break
