@@ -41,6 +41,8 @@ def register(subparsers) -> None:
                        help="driver package: a directory with the INF/SYS/CAT (or one file)")
         p.add_argument("--driver-service", help="service name (default: from the INF, else the .sys name)")
         p.add_argument("--wheel", type=Path, help="project wheel to install on guests (default: build one)")
+        p.add_argument("--wheelhouse", type=Path,
+                       help="ready wheelhouse for the guests (project wheel, pytest's wheels, requirements.txt)")
         p.add_argument("--run-id", help="run id (default: UTC time + random suffix)")
         p.add_argument("--shard", help="i/n: run only the i-th of n deterministic slices of the matrix")
         p.add_argument("--parallel", type=int, help="guests at once (default: run.parallelism)")
@@ -130,12 +132,13 @@ def cmd_run(args) -> int:
     try:
         shard = parse_shard(args.shard) if args.shard else None
         opts = RunOptions(mode=args.mode, driver=args.driver, driver_service=args.driver_service,
-                          wheel=args.wheel, run_id=args.run_id, shard=shard, parallelism=args.parallel,
+                          wheel=args.wheel, wheelhouse=args.wheelhouse, run_id=args.run_id, shard=shard, parallelism=args.parallel,
                           artifact_dir=args.artifact_dir, baseline=getattr(args, "baseline", None),
                           preflight=not args.no_preflight, progress_interval=args.progress_interval)
         orch = Orchestrator(lab, opts)
     except ValueError as e:
-        print(f"wfp-harness lab {args.mode}: {e}", file=sys.stderr)
+        # A usage error: one line, nothing started.
+        print(f"wfp-harness lab {args.mode}: {e}".replace("\n", " "), file=sys.stderr)
         return 2
     try:
         out = orch.run()
