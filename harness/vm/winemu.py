@@ -494,6 +494,15 @@ TOOLS = {"pnputil": cmd_pnputil, "verifier": cmd_verifier, "sc": cmd_sc, "reg": 
 
 def main(argv: list[str]) -> int:
     tool = argv[0].lower().removesuffix(".exe")
+    # Test knobs: a command that hangs, or that prints extra text first
+    # (a vendor co-installer's chatter, say).
+    hang = knob(f"hang_{tool}")
+    if hang:
+        import time
+        time.sleep(float(hang))
+    extra = knob(f"print_{tool}")
+    if extra:
+        print(extra)
     return TOOLS[tool](argv[1:])
 
 

@@ -173,7 +173,7 @@ def test_sharded_nightly_and_merge_via_cli(vcsim, standins, wheel, tmp_path):
     env = dict(os.environ, **vcsim.env())
     dirs = []
     for i in (1, 2):
-        r = _cli("nightly", "--config", str(cfg), "--wheel", str(wheel), "--run-id", "nightly-7",
+        r = _cli("nightly", "--config", str(cfg), "--wheelhouse", str(wheel), "--run-id", "nightly-7",
                  "--shard", f"{i}/2", "--progress-interval", "0", env=env, cwd=tmp_path)
         assert r.returncode == 0, r.stdout + r.stderr
         dirs.append(tmp_path / "artifacts" / f"nightly-7-s{i}of2")
@@ -199,12 +199,20 @@ def test_top_level_cli_registers_the_lab_commands(capsys):
         assert cmd in out
 
 
-def test_unreadable_driver_package_is_a_harness_error_with_reports(make_lab, standins, wheel, vcsim, tmp_path):
-    from harness.vm.orchestrator import Orchestrator
-    (s,) = standins(1)
-    lab = make_lab([s])
-    opts, _ = run_options(tmp_path, wheel, vcsim, driver=tmp_path / "no-such-driver")
-    out = Orchestrator(lab, opts).run()
-    g = out.results["guests"][0]
-    assert out.exit_code == 4 and g["classification"] == "harness" and g["attempts"] == []
-    assert "driver package not found" in g["cause"] and (out.run_dir / "report.html").is_file()
+def test_missing_driver_or_baseline_is_a_usage_error_before_anything_starts(vcsim, tmp_path):
+    """Issue "command line": both used to start the run (clones queued) and exit 4."""
+    import os
+    from vsphere_testlib import lab_toml as vs_lab
+    cfg = tmp_path / "lab.toml"
+    cfg.write_text(vs_lab(vcsim))
+    env = dict(os.environ, **vcsim.env())
+    drv = tmp_path / "drv"
+    drv.mkdir()
+    (drv / "x.inf").write_text("[Version]\n")
+    for args, word in ((["nightly", "--driver", str(tmp_path / "no-such-driver")], "no-such-driver"),
+                       (["gate", "--driver", str(drv), "--baseline", str(tmp_path / "nope.json")], "nope.json")):
+        r = _cli(*args, "--config", str(cfg), "--run-id", "usage-1", env=env, cwd=tmp_path)
+        assert r.returncode == 2, r.stdout + r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and word in lines[0] and "Traceback" not in r.stderr
+        assert not (tmp_path / "artifacts").exists()          # nothing started
