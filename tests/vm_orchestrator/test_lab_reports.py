@@ -52,11 +52,73 @@ def test_verdict_new_failures_bugcheck_verifier_and_inconclusive():
     res["guests"][0]["tests"].append({"id": "t::new", "outcome": "error", "time": 0, "message": ""})
     v = compute_verdict(res, base, driver=drv)
     assert v["verdict"] == "fail" and v["new_failures"] == {"a": ["t::new"]}
-    assert compute_verdict({"guests": [guest("a", verifier_on=False)]}, None, driver=drv)["verdict"] == "fail"
-    assert compute_verdict({"guests": [guest("a", bugcheck={"summary": ""})]}, None, driver=drv)["verdict"] == "fail"
+    assert compute_verdict({"guests": [guest("a", [("t::ok", "passed", "")], bugcheck={"summary": ""})]}, None,
+                           driver=drv)["verdict"] == "fail"
     infra = guest("a", status="infrastructure", classification="infrastructure", cause="clone failed")
     assert compute_verdict({"guests": [infra]}, None, driver=drv)["verdict"] == "inconclusive"
     assert compute_verdict({"guests": []}, None, driver=drv)["verdict"] == "inconclusive"
+
+
+DRV = {"sha256": "ab" * 32, "version": "1.0", "service": "S", "files": {}}
+RED = "harness.conformance.test_wfp_redirect::test_context_carries_the_original_destination"
+
+
+def test_gate_never_passes_what_it_did_not_see():
+    """The gate: a baseline pass that is skipped, missing or not run now; a run
+    without tests; redirect cases skipped with the driver; Verifier refused
+    or inactive because of the template; a retried fault."""
+    base = {"run_id": "b", "guests": [guest("a", [("t::x", "passed", ""), ("t::y", "passed", ""), (RED, "passed", "")])]}
+    ok = [("t::x", "passed", ""), ("t::y", "passed", ""), (RED, "passed", "")]
+    assert compute_verdict({"guests": [guest("a", ok)]}, base, driver=DRV)["verdict"] == "pass"
+    skipped = compute_verdict({"guests": [guest("a", [("t::x", "passed", ""), ("t::y", "skipped", "s"),
+                                                      (RED, "passed", "")])]}, base, driver=DRV)
+    assert skipped["verdict"] == "fail" and "skipped now: t::y" in " ".join(skipped["reasons"])
+    missing = compute_verdict({"guests": [guest("a", [("t::x", "passed", ""), (RED, "passed", "")])]}, base, driver=DRV)
+    assert missing["verdict"] == "inconclusive" and "did not run now: t::y" in " ".join(missing["reasons"])
+    empty = compute_verdict({"guests": [guest("a", [])]}, None, driver=DRV)
+    assert empty["verdict"] == "inconclusive" and "no tests ran" in " ".join(empty["reasons"])
+    red = compute_verdict({"guests": [guest("a", [("t::x", "passed", ""), (RED, "skipped", "no policy")])]}, None,
+                          driver=DRV)
+    assert red["verdict"] == "fail" and "redirect case(s) skipped" in " ".join(red["reasons"])
+    off = compute_verdict({"guests": [guest("a", ok, verifier_on=False, verifier_problem="HVCI")]}, base, driver=DRV)
+    assert off["verdict"] == "inconclusive" and "infrastructure: HVCI" in " ".join(off["reasons"])
+    unknown = compute_verdict({"guests": [guest("a", ok, verifier_on=None)]}, base, driver=DRV)
+    assert unknown["verdict"] == "inconclusive"
+    refused = guest("a", [], status="infrastructure", classification="infrastructure", phase="configure_debug",
+                    cause="Driver Verifier refused /standard /driver x.sys")
+    assert compute_verdict({"guests": [refused]}, base, driver=DRV)["verdict"] == "inconclusive"
+    again = guest("a", ok, attempts=[{"attempt": 1, "classification": "infrastructure", "phase": "run_suite",
+                                      "cause": "SSH dropped"}, {"attempt": 2, "classification": None}])
+    v = compute_verdict({"guests": [again]}, base, driver=DRV)
+    assert v["verdict"] == "pass" and v["retried"] == ["a: attempt 1: infrastructure in run_suite: SSH dropped"]
+
+
+def test_reports_lead_with_the_verdict_and_stay_well_formed_whatever_the_guest_printed(tmp_path):
+    junk = "bell\x07 nul\x00 esc\x1b surrogate\udcff end"
+    res = {"run_id": "r1", "mode": "gate", "guests": [
+        guest("g1", [("mod.test_a::t1", "failed", junk), ("mod.test_a::t2", "passed", ""),
+                     ("mod.test_b::t3", "passed", "")], status="failed", classification="product",
+              reason="tests_failed", cause=junk, notes=[junk],
+              attempts=[{"attempt": 1, "classification": "infrastructure", "phase": "connect", "cause": "refused"},
+                        {"attempt": 2, "classification": "product"}]),
+        guest("g2", [("mod.test_b::t3", "passed", "")], verifier_on=None)]}
+    v = compute_verdict(res, None, driver=DRV)
+    files = write_reports(res, tmp_path, verdict=v)
+    ET.parse(files["junit"])                                    # well-formed
+    page = files["html"].read_text()
+    assert page.index('id="verdict"') < page.index("<h1>") and "Verdict: FAIL" in page
+    assert "\x07" not in page and "\x00" not in page
+    md = files["markdown"].read_text()
+    lines = md.splitlines()
+    assert lines[2] == "## Verdict: FAIL"
+    assert md.index("## Failures and problems") < md.index("## Guests") < md.index("## Matrix by area")
+    assert "retried, attempt 1: infrastructure in connect: refused" in md
+    assert "| unknown |" in md and "| off |" not in md        # the verifier column: on/off/unknown
+    assert "### test_a: 0 of 2 passed on every guest" in md and "| `mod.test_a::t2` | ✔ | not run |" in md
+    assert "| `mod.test_a::t1` | ✘ | not run |" in md          # g2 never ran it
+    assert "mod.test_b::t3" not in md.split("## Matrix by area")[1]   # passing rows collapsed
+    junit = files["junit"].read_text()
+    assert 'name="wfp.retried.1"' in junit
 
 
 def test_html_and_markdown_escape_hostile_names(tmp_path):
