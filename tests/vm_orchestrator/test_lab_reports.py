@@ -186,6 +186,11 @@ def test_nightly_workflow_is_valid_yaml_for_a_self_hosted_runner():
     assert lab["strategy"]["matrix"]["shard"]
     steps = " ".join(json.dumps(s) for s in lab["steps"])
     assert "wfp-harness lab nightly" in steps and "--shard" in steps and "actions/upload-artifact" in steps
+    # fault 10: the scheduled run (no inputs) must install a driver too: the
+    # nightly command always passes --driver, from the input or the runner's env
+    nightly = next(st["run"] for st in lab["steps"] if "lab nightly" in st.get("run", ""))
+    assert '--driver "$DRIVER"' in nightly and "WFP_NIGHTLY_DRIVER" in nightly and "exit 2" in nightly
+    assert "if [ -n \"$DRIVER\" ]" not in nightly
     assert "if-no-files-found" in steps and "always()" in steps
     merge = wf["jobs"]["merge"]
     assert "wfp-harness lab merge" in json.dumps(merge["steps"]) and merge["needs"] == "lab"
