@@ -5,6 +5,7 @@
     wfp-harness lab gate      --config lab.toml --driver DIR --baseline results.json
     wfp-harness lab janitor   --config lab.toml [--run-id ID] [--dry-run]
     wfp-harness lab merge     --out DIR SHARD_DIR...
+    wfp-harness lab demo      [--out DIR]      (vcsim + two stand-in guests, nightly then gate)
 
 Exit codes: 0 all good, 1 product failures (or gate verdict fail),
 2 usage or config error, 3 infrastructure (lab broken; gate inconclusive),
@@ -60,6 +61,11 @@ def register(subparsers) -> None:
     p.add_argument("--run-id", help="also destroy every clone of this run, expired or not")
     p.add_argument("--dry-run", action="store_true", help="list what would be destroyed")
     p.set_defaults(fn=cmd_janitor)
+
+    p = sub.add_parser("demo", help="start vcsim and two stand-in guests, run nightly then gate, print the reports")
+    p.add_argument("--out", type=Path, default=Path("wfp-lab-demo"), help="where the config and reports go")
+    p.add_argument("--keep", action="store_true", help="keep the stand-ins' working files")
+    p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("merge", help="combine the reports of several shards")
     p.add_argument("--out", type=Path, required=True, help="directory for the merged reports")
@@ -169,6 +175,15 @@ def cmd_janitor(args) -> int:
         print(f"FAILED {n}: {err}")
     print(f"janitor: {verb} {len(rep.destroyed)}, kept {len(rep.kept)}, failed {len(rep.failed)}")
     return 3 if rep.failed else 0
+
+
+def cmd_demo(args) -> int:
+    from harness.vm.demo import DemoError, run_demo
+    try:
+        return run_demo(args.out, keep=args.keep)
+    except DemoError as e:
+        print(f"wfp-harness lab demo: {e}", file=sys.stderr)
+        return 2
 
 
 def cmd_merge(args) -> int:
