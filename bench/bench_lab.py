@@ -3,7 +3,7 @@
     python3 bench/bench_lab.py [--guests 8] [--driver]
 
 Starts the vCenter simulator (tools/vcsim) and one real sshd per guest on
-127.0.0.1, builds the project wheel once, then runs `nightly` twice: with
+127.0.0.1, builds the guest wheelhouse once, then runs `nightly` twice: with
 one guest, and with N guests at parallelism N.  Prints wall times, their
 ratio (target: at most 1.25) and the per-phase times.  Every stand-in runs
 the real conformance suite (--target sim), so on a machine with fewer cores
@@ -71,13 +71,13 @@ def main() -> int:
     ap.add_argument("--driver", action="store_true", help="also install a driver (adds the verifier reboot)")
     args = ap.parse_args()
     import vsphere_testlib as vt
-    from harness.vm.package import build_wheel
+    from harness.vm.package import build_wheelhouse
     from lab_testlib import make_driver
     with tempfile.TemporaryDirectory(prefix="wfph-bench-") as tmp:
         base = Path(tmp)
         os.environ.setdefault("XDG_CACHE_HOME", str(Path.home() / ".cache"))
         binary = vt.build_vcsim()
-        wheel = build_wheel(base / "wheel")
+        wheel = build_wheelhouse(base / "wheelhouse")
         driver = make_driver(base) if args.driver else None
         with vt.start_vcsim(binary, base / "vcsim") as vc:
             run(1, base / "warm", vc, wheel, driver)            # warm caches, not measured

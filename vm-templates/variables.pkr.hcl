@@ -83,6 +83,13 @@ variable "ssh_private_key_file" {
   default     = env("WFP_SSH_PRIVATE_KEY_FILE")
 }
 
+variable "ssh_host_key_file" {
+  type        = string
+  sensitive   = true
+  description = "The guest's ed25519 SSH host key generated on the build host (ssh-keygen -t ed25519 -N '' -f FILE); FILE.pub is recorded in the template's extraConfig as guestinfo.wfp.ssh_host_key"
+  default     = env("WFP_SSH_HOST_KEY_FILE")
+}
+
 variable "python_installer_url" {
   type    = string
   default = "https://www.python.org/ftp/python/3.11.9/python-3.11.9-amd64.exe"

@@ -57,12 +57,22 @@ source "vsphere-iso" "windows" {
   ip_wait_timeout = "90m"
 
   communicator         = "ssh"
-  ssh_username         = "Administrator"
+  ssh_username         = "wfpadmin"
   ssh_private_key_file = var.ssh_private_key_file
   ssh_timeout          = "90m"
 
   shutdown_command = "shutdown /s /t 10 /f /d p:4:1 /c \"packer shutdown\""
   shutdown_timeout = "30m"
+
+  # The SSH host key: generated on the build host (README), recorded in the
+  # VMX now, so the template and every linked clone carry it in
+  # config.extraConfig where the orchestrator reads its pin.  Runtime
+  # guestinfo a guest sets with rpctool is not this and is never read.
+  configuration_parameters = {
+    "guestinfo.wfp.ssh_host_key" = trimspace(file("${var.ssh_host_key_file}.pub"))
+  }
+  # The private host key travels on the WFPSETUP CD: detach it before the snapshot.
+  remove_cdrom = true
 
   convert_to_template = true
   create_snapshot     = true
@@ -80,6 +90,8 @@ build {
     cd_content = {
       "autounattend.xml"                = templatefile("${path.root}/autounattend/ws2022.xml", { admin_password = var.guest_admin_password })
       "administrators_authorized_keys" = file(var.ssh_public_key_file)
+      "ssh_host_ed25519_key"           = file(var.ssh_host_key_file)
+      "ssh_host_ed25519_key.pub"       = file("${var.ssh_host_key_file}.pub")
     }
   }
 
@@ -91,6 +103,8 @@ build {
     cd_content = {
       "autounattend.xml"                = templatefile("${path.root}/autounattend/ws2025.xml", { admin_password = var.guest_admin_password })
       "administrators_authorized_keys" = file(var.ssh_public_key_file)
+      "ssh_host_ed25519_key"           = file(var.ssh_host_key_file)
+      "ssh_host_ed25519_key.pub"       = file("${var.ssh_host_key_file}.pub")
     }
   }
 
@@ -102,6 +116,8 @@ build {
     cd_content = {
       "autounattend.xml"                = templatefile("${path.root}/autounattend/win11.xml", { admin_password = var.guest_admin_password })
       "administrators_authorized_keys" = file(var.ssh_public_key_file)
+      "ssh_host_ed25519_key"           = file(var.ssh_host_key_file)
+      "ssh_host_ed25519_key.pub"       = file("${var.ssh_host_key_file}.pub")
     }
   }
 
@@ -125,11 +141,11 @@ build {
     restart_timeout = "30m"
   }
 
-  # Verify the reboot applied everything, publish the SSH host key.
+  # Verify the reboot applied everything and the recorded SSH host key is served.
   provisioner "powershell" {
     scripts = [
       "${local.scripts_dir}/verify-guest.ps1",
-      "${local.scripts_dir}/publish-hostkey.ps1",
+      "${local.scripts_dir}/check-hostkey.ps1",
     ]
   }
 

@@ -5,6 +5,7 @@
     wfp-harness lab gate      --config lab.toml --driver DIR --baseline results.json
     wfp-harness lab janitor   --config lab.toml [--run-id ID] [--dry-run]
     wfp-harness lab merge     --out DIR SHARD_DIR...
+    wfp-harness lab demo      [--out DIR]      (vcsim + two stand-in guests, nightly then gate)
 
 Exit codes: 0 all good, 1 product failures (or gate verdict fail),
 2 usage or config error, 3 infrastructure (lab broken; gate inconclusive),
@@ -41,6 +42,8 @@ def register(subparsers) -> None:
                        help="driver package: a directory with the INF/SYS/CAT (or one file)")
         p.add_argument("--driver-service", help="service name (default: from the INF, else the .sys name)")
         p.add_argument("--wheel", type=Path, help="project wheel to install on guests (default: build one)")
+        p.add_argument("--wheelhouse", type=Path,
+                       help="ready wheelhouse for the guests (project wheel, pytest's wheels, requirements.txt)")
         p.add_argument("--run-id", help="run id (default: UTC time + random suffix)")
         p.add_argument("--shard", help="i/n: run only the i-th of n deterministic slices of the matrix")
         p.add_argument("--parallel", type=int, help="guests at once (default: run.parallelism)")
@@ -58,6 +61,11 @@ def register(subparsers) -> None:
     p.add_argument("--run-id", help="also destroy every clone of this run, expired or not")
     p.add_argument("--dry-run", action="store_true", help="list what would be destroyed")
     p.set_defaults(fn=cmd_janitor)
+
+    p = sub.add_parser("demo", help="start vcsim and two stand-in guests, run nightly then gate, print the reports")
+    p.add_argument("--out", type=Path, default=Path("wfp-lab-demo"), help="where the config and reports go")
+    p.add_argument("--keep", action="store_true", help="keep the stand-ins' working files")
+    p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("merge", help="combine the reports of several shards")
     p.add_argument("--out", type=Path, required=True, help="directory for the merged reports")
@@ -130,12 +138,13 @@ def cmd_run(args) -> int:
     try:
         shard = parse_shard(args.shard) if args.shard else None
         opts = RunOptions(mode=args.mode, driver=args.driver, driver_service=args.driver_service,
-                          wheel=args.wheel, run_id=args.run_id, shard=shard, parallelism=args.parallel,
+                          wheel=args.wheel, wheelhouse=args.wheelhouse, run_id=args.run_id, shard=shard, parallelism=args.parallel,
                           artifact_dir=args.artifact_dir, baseline=getattr(args, "baseline", None),
                           preflight=not args.no_preflight, progress_interval=args.progress_interval)
         orch = Orchestrator(lab, opts)
     except ValueError as e:
-        print(f"wfp-harness lab {args.mode}: {e}", file=sys.stderr)
+        # A usage error: one line, nothing started.
+        print(f"wfp-harness lab {args.mode}: {e}".replace("\n", " "), file=sys.stderr)
         return 2
     try:
         out = orch.run()
@@ -166,6 +175,15 @@ def cmd_janitor(args) -> int:
         print(f"FAILED {n}: {err}")
     print(f"janitor: {verb} {len(rep.destroyed)}, kept {len(rep.kept)}, failed {len(rep.failed)}")
     return 3 if rep.failed else 0
+
+
+def cmd_demo(args) -> int:
+    from harness.vm.demo import DemoError, run_demo
+    try:
+        return run_demo(args.out, keep=args.keep)
+    except DemoError as e:
+        print(f"wfp-harness lab demo: {e}", file=sys.stderr)
+        return 2
 
 
 def cmd_merge(args) -> int:

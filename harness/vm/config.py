@@ -128,6 +128,7 @@ class Guest:
     python: str | None = None        # remote Python; None: the guest OS adapter's default
     boot_id_path: str | None = None  # posix only: file whose content changes on every boot
     state_dir: str | None = None     # posix only: the stand-in's simulated Windows state
+    cdb: str | None = None           # the guest's cdb.exe; None: the Debugging Tools' default path
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,14 @@ class RunConfig:
     retries: int = 2
     retry_backoff: float = 30.0
     retry_backoff_max: float = 600.0
+    # What a guest may send back (a hostile or broken guest is stopped here):
+    # bytes per result file, bytes per crash dump, directory depth, name length.
+    max_file_mb: float = 1024.0
+    max_dump_mb: float = 65536.0
+    max_depth: int = 8
+    max_name_length: int = 128
+    # Extra symbol path for cdb after the driver's own folder (e.g. a symbol server share).
+    symbol_path: str = ""
 
 
 @dataclass(frozen=True)
@@ -160,6 +169,7 @@ class Timeouts:
     test_run: float = 14400.0
     reboot: float = 1200.0   # reboot (or bugcheck + dump writing) until SSH answers again
     command: float = 900.0   # any other remote command (install, pnputil, verifier)
+    analyze: float = 1800.0  # cdb !analyze -v on one dump (symbols load slowly)
 
 
 @dataclass(frozen=True)
@@ -386,7 +396,8 @@ def _placement(ctx: _Ctx, raw: Any) -> Placement:
 
 
 _RUN_KEYS = {"artifact_dir", "parallelism", "clone_prefix", "clone_ttl_hours", "min_datastore_free_gb",
-             "retries", "retry_backoff", "retry_backoff_max"}
+             "retries", "retry_backoff", "retry_backoff_max", "max_file_mb", "max_dump_mb", "max_depth",
+             "max_name_length", "symbol_path"}
 
 
 def _run(ctx: _Ctx, raw: Any) -> RunConfig:
@@ -414,6 +425,15 @@ def _run(ctx: _Ctx, raw: Any) -> RunConfig:
     for k in ("retry_backoff", "retry_backoff_max"):
         if k in t:
             kw[k] = ctx.positive(f"run.{k}", t[k])
+    for k in ("max_file_mb", "max_dump_mb"):
+        if k in t:
+            kw[k] = ctx.positive(f"run.{k}", t[k])
+    if "max_depth" in t:
+        kw["max_depth"] = ctx.integer("run.max_depth", t["max_depth"], 1, 64)
+    if "max_name_length" in t:
+        kw["max_name_length"] = ctx.integer("run.max_name_length", t["max_name_length"], 8, 255)
+    if "symbol_path" in t:
+        kw["symbol_path"] = ctx.string("run.symbol_path", t["symbol_path"])
     if kw.get("retry_backoff_max", RunConfig.retry_backoff_max) < kw.get("retry_backoff", RunConfig.retry_backoff):
         raise ctx.err("run.retry_backoff_max", "must be >= run.retry_backoff")
     return RunConfig(**kw)
@@ -428,7 +448,7 @@ def _timeouts(ctx: _Ctx, raw: Any) -> Timeouts:
 
 _GUEST_KEYS = {"name", "template", "snapshot", "os_build", "account", "ssh_port",
                "ssh_key_file", "ssh_key_env", "host_key", "host_key_file", "host_key_guestinfo",
-               "secure_boot", "os", "workdir", "python", "boot_id_path", "state_dir"}
+               "secure_boot", "os", "workdir", "python", "boot_id_path", "state_dir", "cdb"}
 _GUEST_OS = ("windows", "posix")
 
 
@@ -481,7 +501,7 @@ def _guest(ctx: _Ctx, i: int, raw: Any) -> Guest:
     os_kind = ctx.string(f"{p}.os", t["os"]) if "os" in t else "windows"
     if os_kind not in _GUEST_OS:
         raise ctx.err(f"{p}.os", f"must be one of {', '.join(_GUEST_OS)}")
-    extra = {k: ctx.string(f"{p}.{k}", t[k]) for k in ("workdir", "python", "boot_id_path", "state_dir")
+    extra = {k: ctx.string(f"{p}.{k}", t[k]) for k in ("workdir", "python", "boot_id_path", "state_dir", "cdb")
              if k in t}
     for k in ("boot_id_path", "state_dir"):
         if k in extra and os_kind != "posix":

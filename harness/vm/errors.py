@@ -159,6 +159,15 @@ class TransferError(SshError):
     default_phase = "transfer"
 
 
+class HostileGuest(SshError):
+    """The guest sent something no honest guest sends: more bytes than it
+    reported, a file over the configured limit, a tree too deep, a name
+    too long or one that climbs out of the artifact folder.  Stopped, never
+    retried (a fresh clone of the same template would do it again)."""
+    default_phase = "download"
+    retryable = False
+
+
 class KeyLoadError(SshError):
     """The client private key could not be read or decrypted."""
     default_phase = "key"
@@ -253,5 +262,5 @@ __all__ = [
     "InfrastructureError", "ConnectError", "TlsError", "CredentialsError",
     "InventoryError", "CloneError", "PowerError", "SnapshotError", "DestroyError",
     "TaskTimeout", "ToolsTimeout", "IpTimeout", "PreflightError", "HostKeyError", "SshError",
-    "GuestSetupError", "ProductFailure", "HarnessError", "classify",
+    "GuestSetupError", "ProductFailure", "HarnessError", "HostileGuest", "classify",
 ]

@@ -35,11 +35,12 @@ from typing import Callable, Iterator
 from contextlib import contextmanager
 
 from harness.vm.config import Guest, LabConfig
+from harness.vm import wincmd
 from harness.vm.errors import (
-    GuestSetupError, HarnessError, InfrastructureError, ProductFailure, SshError,
+    GuestSetupError, HarnessError, HostileGuest, InfrastructureError, ProductFailure, SshError,
 )
-from harness.vm.guest_os import NO_CDB, GuestOs, guest_os_for, summarize_analysis
-from harness.vm.package import DriverPackage
+from harness.vm.guest_os import DumpFile, GuestOs, guest_os_for, summarize_analysis
+from harness.vm.package import WHEELHOUSE_REQUIREMENTS, DriverPackage, check_wheelhouse
 from harness.vm.progress import Progress
 from harness.vm.redact import RedactingFilter, SecretRegistry
 from harness.vm.ssh import (
@@ -79,7 +80,7 @@ class RunContext:
     run_id: str
     run_dir: Path
     registry: SecretRegistry
-    wheel: Path
+    wheelhouse: Path
     driver: DriverPackage | None
     progress: Progress
     connect_vsphere: Callable[[], VSphere]
@@ -105,6 +106,7 @@ class GuestResult:
     tests: list[dict] = field(default_factory=list)
     test_signing: bool | None = None
     verifier_on: bool | None = None
+    verifier_problem: str | None = None
     crash_dumps: bool | None = None
     driver_loaded: bool | None = None
     harness_path: str | None = None
@@ -114,6 +116,8 @@ class GuestResult:
     logs: str | None = None
     junit: str | None = None
     capture: str | None = None
+    captures: list[str] = field(default_factory=list)
+    install: dict = field(default_factory=dict)
     dumps: list[str] = field(default_factory=list)
     analysis: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -186,6 +190,7 @@ class GuestAttempt:
         finally:
             dt = time.monotonic() - t0
             self.result.phase_times[name] = round(self.result.phase_times.get(name, 0.0) + dt, 3)
+            self.ctx.progress.note(f"{self.guest.name:<16} attempt {self.n}  {name:<16} done in {dt:.1f}s")
             logging.getLogger().removeHandler(handler)
             handler.close()
 
@@ -209,6 +214,10 @@ class GuestAttempt:
             raise GuestSetupError(f"remote command hung in {self.phase} ({e.timeout:g} s) before the "
                                   f"driver was installed: {e.command}", phase=self.phase,
                                   vm=self.result.clone) from None
+
+    def win(self, argv: list[str], *, tag: str, timeout: float | None = None) -> ExecResult:
+        """One Windows command (``harness.vm.wincmd``), rendered for this guest."""
+        return self.sh(self.os.render(argv), timeout=timeout, tag=tag)
 
     def _endpoint(self, ip: str, host_key: str) -> SshEndpoint:
         g = self.guest
@@ -319,24 +328,41 @@ class GuestAttempt:
         log.info("%s: boot id %s", self.guest.name, self.boot_id)
 
     def do_check_guest(self) -> None:
-        r = self.sh(self.os.os_build(), tag="os_build")
-        if r.ok:
-            self.result.os_build = r.stdout.strip()[:200]
-        r = self.sh(self.os.test_signing(), tag="test_signing")
-        self.result.test_signing = self.os.parse_test_signing(r.stdout) if r.ok else None
+        r = self.win(wincmd.reg_query(wincmd.CURRENT_VERSION_KEY), tag="os_build")
+        v = wincmd.parse_reg_values(r.stdout) if r.ok else {}
+        if "CurrentBuild" in v:
+            name = v.get("ProductName", ("", "Windows"))[1]
+            ubr = v.get("UBR", ("", None))[1]
+            self.result.os_build = f"{name} ({v['CurrentBuild'][1]}{'.' + str(ubr) if ubr is not None else ''})"[:200]
+        # The RUNNING boot's options: what bcdedit set is only true after a boot.
+        r = self.win(wincmd.reg_query(wincmd.CONTROL_KEY, "SystemStartOptions"), tag="test_signing")
+        opts = wincmd.parse_reg_values(r.stdout).get("SystemStartOptions") if r.ok else None
+        self.result.test_signing = wincmd.test_signing_active(str(opts[1])) if opts else None
         if self.ctx.driver is not None and self.result.test_signing is not True:
-            raise GuestSetupError("test signing is not on in the clone (bcdedit testsigning); the template "
-                                  f"{self.guest.template} must be rebuilt with Secure Boot off and test signing on",
-                                  phase="check_guest", vm=self.result.clone)
-        listing = self.sh(self.os.list_dumps(), tag="dumps_before")
-        self.dumps_before = {d.key for d in self.os.parse_dumps(listing.stdout)}
+            raise GuestSetupError("test signing is not active in the clone (SystemStartOptions has no TESTSIGNING); "
+                                  f"the template {self.guest.template} must be rebuilt with Secure Boot off and "
+                                  "bcdedit testsigning on", phase="check_guest", vm=self.result.clone)
+        self.dumps_before = {d.key for d in self._list_dumps()}
+
+    def _list_dumps(self) -> list[DumpFile]:
+        """MEMORY.DMP and the Minidump folder's *.dmp, by SFTP (no text to parse)."""
+        assert self.ssh
+        out = []
+        mem = self.os.join(self.os.windir, "MEMORY.DMP")
+        st = self.ssh.stat(self.os.sftp(mem))
+        if st is not None and st.st_size is not None:
+            out.append(DumpFile(mem, int(st.st_size), int(st.st_mtime or 0)))
+        mini = self.os.join(self.os.windir, "Minidump")
+        for e in self.ssh.listdir(self.os.sftp(mini)):
+            if e.filename.lower().endswith(".dmp") and e.st_size is not None:
+                out.append(DumpFile(self.os.join(mini, e.filename), int(e.st_size), int(e.st_mtime or 0)))
+        return out
 
     def do_upload(self) -> None:
         assert self.ssh
         self.sh(self.os.prepare_rundir(self.rundir, "in", "results"), tag="mkdir").check()
-        wheel_remote = self.os.join(self.rundir, "in", self.ctx.wheel.name)
-        self.ssh.upload(self.ctx.wheel, self.os.sftp(wheel_remote))
-        self.wheel_remote = wheel_remote
+        self.wheelhouse_remote = self.os.join(self.rundir, "in", "wheelhouse")
+        self.ssh.upload_dir(self.ctx.wheelhouse, self.os.sftp(self.wheelhouse_remote))
         drv = self.ctx.driver
         if drv is not None:
             dest = self.os.join(self.rundir, "in", "driver")
@@ -354,32 +380,82 @@ class GuestAttempt:
         self.ssh.upload(local_cfg, self.os.sftp(self.os.join(self.rundir, "in", "run-config.json")))
 
     def do_install_harness(self) -> None:
-        script, self.python = self.os.install_harness(self.wheel_remote, self.os.join(self.rundir, "venv"))
-        r = self.sh(script, tag="install")
+        """A fresh venv from the guest's Python, then the wheelhouse, offline:
+        pytest and its dependencies first, then the project wheel."""
+        venv = self.os.join(self.rundir, "venv")
+        r = self.win([self.os.python, "-m", "venv", venv], tag="venv")
         if not r.ok:
-            raise GuestSetupError(f"installing the harness wheel on the guest failed (exit {r.exit_code}): "
-                                  f"{r.stderr.strip()[-500:]}", phase="install_harness", vm=self.result.clone)
-        self.result.harness_path = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else None
+            raise GuestSetupError(f"the guest's Python ({self.os.python}) cannot create a venv (exit {r.exit_code}): "
+                                  f"{r.stderr.strip()[-300:]}", phase="install_harness", vm=self.result.clone)
+        self.python = self.os.venv_python(venv)
+        wh = self.wheelhouse_remote
+        pip = [self.python, "-m", "pip", "install", "--no-index", "--find-links", wh, "--disable-pip-version-check"]
+        project = check_wheelhouse(self.ctx.wheelhouse).name
+        for tag, argv in (("requirements", [*pip, "--only-binary=:all:", "-r", self.os.join(wh, WHEELHOUSE_REQUIREMENTS)]),
+                          ("project", [*pip, "--no-deps", self.os.join(wh, project)])):
+            r = self.win(argv, tag=tag)
+            if not r.ok:
+                raise HarnessError(f"installing the wheelhouse on the guest failed ({tag}, exit {r.exit_code}): "
+                                   f"{(r.stderr.strip() or r.stdout.strip())[-500:]}", phase="install_harness")
+        r = self.win([self.python, "-c", "import harness, pytest; print(pytest.__file__); print(harness.__file__)"],
+                     tag="check")
+        if not r.ok:
+            raise HarnessError(f"the installed harness does not import on the guest (exit {r.exit_code}): "
+                               f"{r.stderr.strip()[-500:]}", phase="install_harness")
+        self.result.harness_path = r.stdout.strip().splitlines()[-1]
 
     def do_install_driver(self) -> None:
         drv = self.ctx.driver
         assert drv is not None
         self._driver_touched = True
-        r = self.sh(self.os.install_driver(self.driver_remote, drv.inf, drv.service), tag="install")
-        if not r.ok:
-            raise ProductFailure(f"driver package did not install (exit {r.exit_code}): "
-                                 f"{(r.stderr.strip() or r.stdout.strip())[-500:]}",
+        # pnputil refuses a test-signed package whose certificate the guest
+        # does not trust: Trusted Root (the chain) and Trusted Publisher (no prompt).
+        for cer in drv.certificates:
+            path = self.os.join(self.driver_remote, *cer.split("/"))
+            for store in ("Root", "TrustedPublisher"):
+                r = self.win(wincmd.certutil_addstore(store, path), tag=f"cert-{store}")
+                if not r.ok:
+                    raise ProductFailure(f"the package's certificate {cer} was not imported into {store} "
+                                         f"(certutil {wincmd.code_text(r.exit_code)})",
+                                         phase="install_driver", reason="driver_install")
+        if not drv.certificates:
+            self.result.notes.append("the driver package ships no .cer: pnputil accepts it only if the guest "
+                                     "already trusts its signer")
+        r = self.win(wincmd.pnputil_add_install(self.os.join(self.driver_remote, drv.inf or "")), tag="pnputil")
+        o = wincmd.pnputil_outcome(r.exit_code)
+        self.result.install = {"pnputil_exit": r.exit_code, "meaning": o.meaning}
+        log.info("%s: pnputil: %s", self.guest.name, o.meaning)
+        if not o.ok:
+            raise ProductFailure(f"driver package did not install: {o.meaning}: "
+                                 f"{(r.stdout.strip() or r.stderr.strip())[-300:]}",
                                  phase="install_driver", reason="driver_install")
-        self._check_loaded("after install")
+        if o.reboot:
+            self.result.notes.append(f"pnputil: {o.meaning}; rebooted before starting the driver")
+            self._reboot("pnputil asked for a restart")
+        self._start_driver("after install")
+
+    def _start_driver(self, when: str) -> None:
+        """The INF's StartType is demand start (3): nothing starts the driver
+        at boot, so the lab starts it after install and after every reboot."""
+        drv = self.ctx.driver
+        assert drv is not None
+        r = self.win(wincmd.sc_start(drv.service), tag="sc_start")
+        o = wincmd.sc_start_outcome(r.exit_code)
+        if not o.ok:
+            raise ProductFailure(f"driver service {drv.service} did not start {when}: {o.meaning}",
+                                 phase=self.phase, reason="driver_load" if r.exit_code != 1060 else "driver_install")
+        self._check_loaded(when)
 
     def _check_loaded(self, when: str) -> None:
         drv = self.ctx.driver
         assert drv is not None
-        r = self.sh(self.os.driver_loaded(drv.service), tag="loaded")
-        self.result.driver_loaded = self.os.parse_driver_loaded(r.stdout)
+        r = self.win(wincmd.sc_query(drv.service), tag="sc_query")
+        state = wincmd.parse_sc_state(r.stdout) if r.ok else None
+        self.result.driver_loaded = state == wincmd.SERVICE_RUNNING
         if not self.result.driver_loaded:
-            raise ProductFailure(f"driver service {drv.service} is not running {when}",
-                                 phase=self.phase, reason="driver_load")
+            raise ProductFailure(f"driver service {drv.service} is not running {when} "
+                                 f"(sc query exit {r.exit_code}, state {state})", phase=self.phase,
+                                 reason="driver_load")
 
     def _sys_name(self) -> str:
         drv = self.ctx.driver
@@ -388,17 +464,39 @@ class GuestAttempt:
 
     def do_configure_debug(self) -> None:
         if self.ctx.driver is not None:
-            self.sh(self.os.enable_verifier(self._sys_name()), tag="verifier").check()
-        self.sh(self.os.enable_crash_dumps(), tag="crashdumps").check()
+            r = self.win(wincmd.verifier_standard(self._sys_name()), tag="verifier")
+            o = wincmd.verifier_enable_outcome(r.exit_code)
+            if not o.ok:
+                # The driver never ran yet: the template (Secure Boot, HVCI, policy) refused.
+                raise GuestSetupError(f"Driver Verifier refused /standard /driver {self._sys_name()}: {o.meaning}; "
+                                      f"check the template {self.guest.template} (Secure Boot/HVCI/policy)",
+                                      phase="configure_debug", vm=self.result.clone)
+            r = self.win(wincmd.verifier_querysettings(), tag="verifier_next_boot")
+            if not (r.ok and wincmd.names_driver(r.stdout, self._sys_name())):
+                raise GuestSetupError(f"verifier /querysettings does not list {self._sys_name()} after "
+                                      "/standard /driver", phase="configure_debug", vm=self.result.clone)
+        r = self.win(wincmd.reg_query(wincmd.CRASH_KEY, "CrashDumpEnabled"), tag="crashdumps")
+        cur = wincmd.parse_reg_values(r.stdout).get("CrashDumpEnabled") if r.ok else None
+        if not cur or not cur[1]:
+            # 2 = kernel memory dump: what driver bugs need (the template's default too).
+            self.win(wincmd.reg_add_dword(wincmd.CRASH_KEY, "CrashDumpEnabled", 2), tag="crashdumps_set").check()
         if self.ctx.driver is None:
-            r = self.sh(self.os.crash_dump_status(), tag="crashdumps_status")
-            self.result.crash_dumps = self.os.parse_flag(r.stdout)
+            self._crash_dump_status()
+
+    def _crash_dump_status(self) -> None:
+        r = self.win(wincmd.reg_query(wincmd.CRASH_KEY, "CrashDumpEnabled"), tag="crashdumps_status")
+        cur = wincmd.parse_reg_values(r.stdout).get("CrashDumpEnabled") if r.ok else None
+        self.result.crash_dumps = bool(cur and cur[1]) if r.ok else None
 
     def do_reboot(self) -> None:
+        self._reboot("Driver Verifier settings take effect at boot")
+
+    def _reboot(self, why: str) -> None:
         assert self.ssh and self.vs and self.clone
         old = self.boot_id
         try:
-            self.sh(self.os.reboot(), tag="reboot")
+            # A short delay so the SSH command returns before sshd goes down.
+            self.win(["shutdown.exe", "/r", "/t", "3", "/c", f"wfp-harness: {why}"], tag="reboot")
         except (ConnectionDropped, ExitStatusUnknown):
             pass  # the guest went down under the command: that is the point
         self.ssh.close()
@@ -415,25 +513,29 @@ class GuestAttempt:
             self.ssh = None
             if time.monotonic() >= deadline:
                 raise GuestSetupError(f"the guest did not reboot within {self.ctx.lab.timeouts.reboot:g} s "
-                                      "(boot id unchanged)", phase="reboot", vm=self.result.clone)
+                                      "(boot id unchanged)", phase=self.phase, vm=self.result.clone)
             time.sleep(self.ctx.reconnect_interval)
-        log.info("%s: rebooted, new boot id %s", self.guest.name, self.boot_id)
+        log.info("%s: rebooted (%s), new boot id %s", self.guest.name, why, self.boot_id)
         self._check_new_dumps("during the reboot")
 
     def do_verify_debug(self) -> None:
-        r = self.sh(self.os.verifier_status(), tag="verifier")
-        self.result.verifier_on = self.os.parse_verifier(r.stdout, self._sys_name())
+        self._start_driver("after the reboot")
+        # /query shows what is verified NOW; /querysettings only the next boot's plan.
+        r = self.win(wincmd.verifier_query(), tag="verifier_active")
+        self.result.verifier_on = wincmd.names_driver(r.stdout, self._sys_name()) if r.ok else None
         if not self.result.verifier_on:
-            log.error("%s: Driver Verifier is NOT on for %s after the reboot", self.guest.name, self._sys_name())
-        r = self.sh(self.os.crash_dump_status(), tag="crashdumps")
-        self.result.crash_dumps = self.os.parse_flag(r.stdout)
-        self._check_loaded("after the reboot")
+            self.result.verifier_problem = (
+                f"verifier /query (exit {r.exit_code}) does not list {self._sys_name()} after the reboot: the "
+                f"settings were accepted but are not active (template {self.guest.template}: HVCI or policy?)")
+            log.error("%s: %s", self.guest.name, self.result.verifier_problem)
+        self._crash_dump_status()
 
     def do_capture_start(self) -> None:
+        self.win(wincmd.pktmon_stop(), tag="pktmon_idle")  # a stale session would refuse the start
         self.etl = self.os.join(self.rundir, "results", "capture.etl")
-        r = self.sh(self.os.capture_start(self.etl), tag="pktmon")
+        r = self.win(wincmd.pktmon_start(self.etl), tag="pktmon")
         if not r.ok:
-            self.result.notes.append(f"packet capture did not start (exit {r.exit_code})")
+            self.result.notes.append(f"packet capture did not start (pktmon {wincmd.code_text(r.exit_code)})")
             self.etl = None
 
     def do_run_suite(self) -> None:
@@ -460,6 +562,8 @@ class GuestAttempt:
         finally:
             stop.set()
             tailer.join(timeout=5)
+        if r.exit_code == 5:
+            raise HarnessError("the conformance suite collected no tests (pytest exit 5)", phase="run_suite")
         if r.exit_code not in (0, 1):
             raise HarnessError(f"the conformance suite did not run (pytest exit {r.exit_code}): "
                                f"{(r.stderr.strip() or r.stdout.strip())[-800:]}", phase="run_suite")
@@ -506,8 +610,7 @@ class GuestAttempt:
                              phase=self.phase, reason="bugcheck")
 
     def _check_new_dumps(self, when: str) -> None:
-        r = self.sh(self.os.list_dumps(), tag="dumps")
-        new = [d for d in self.os.parse_dumps(r.stdout) if d.key not in self.dumps_before]
+        new = [d for d in self._list_dumps() if d.key not in self.dumps_before]
         if new:
             self.result.bugcheck = {"phase": self.phase, "detected_by": f"new crash dump {when}",
                                     "dumps": [], "summary": ""}
@@ -517,45 +620,72 @@ class GuestAttempt:
     def do_capture_stop(self) -> None:
         if not getattr(self, "etl", None) or getattr(self, "_capture_stopped", False):
             return
+        assert self.ssh
         self._capture_stopped = True
-        self.pcapng = self.os.join(self.rundir, "results", "capture.pcapng")
-        r = self.sh(self.os.capture_stop(self.etl, self.pcapng), tag="pktmon")
+        r = self.win(wincmd.pktmon_stop(), tag="pktmon")
         if not r.ok:
-            self.result.notes.append(f"packet capture did not stop/convert (exit {r.exit_code})")
-            self.pcapng = None
+            self.result.notes.append(f"packet capture did not stop (pktmon {wincmd.code_text(r.exit_code)})")
+            return
+        # multi-file mode numbers its files; convert every one of them.
+        results = self.os.join(self.rundir, "results")
+        etls = [e.filename for e in self.ssh.listdir(self.os.sftp(results))
+                if e.filename.lower().startswith("capture") and e.filename.lower().endswith(".etl")]
+        for name in etls:
+            out = self.os.join(results, name[:-4] + ".pcapng")
+            r = self.win(wincmd.pktmon_etl2pcap(self.os.join(results, name), out), tag="etl2pcap")
+            if not r.ok:
+                self.result.notes.append(f"pktmon etl2pcap {name} failed ({wincmd.code_text(r.exit_code)})")
+        if not etls:
+            self.result.notes.append("pktmon stopped but wrote no capture*.etl")
 
     def do_collect(self) -> None:
         assert self.ssh
         if getattr(self, "_collected", False):
             return
+        run = self.ctx.lab.run
         results = self.dir / "results"
-        self.ssh.download_dir(self.os.sftp(self.os.join(self.rundir, "results")), results)
+        self.ssh.download_dir(self.os.sftp(self.os.join(self.rundir, "results")), results,
+                              max_bytes=int(run.max_file_mb * 2**20), max_depth=run.max_depth,
+                              max_name_length=run.max_name_length)
         self._collected = True
         junit = results / "junit.xml"
         if junit.is_file():
-            from harness.vm.report import parse_junit
             from harness.vm.redact import scrub_file
+            from harness.vm.report import counts, parse_junit
             scrub_file(junit, self.ctx.registry)
             tests = [asdict(t) for t in parse_junit(junit)]
             self.result.tests = tests
             self.result.junit = self.rel(junit)
-            from harness.vm.report import counts
             self.result.counts = counts(tests)
             self.ctx.progress.update(self.guest.name, passed=self.result.counts["passed"],
                                      failed=self.result.counts["failed"] + self.result.counts["error"])
-        pcap = results / "capture.pcapng"
-        if pcap.is_file():
-            self.result.capture = self.rel(pcap)
+        caps = sorted(results.glob("capture*.pcapng"))
+        self.result.captures = [self.rel(p) for p in caps]
+        self.result.capture = self.result.captures[0] if caps else None
         self._collect_dumps()
         if self.result.bugcheck is None and self.result.counts.get("failed", 0) + self.result.counts.get("error", 0):
             raise ProductFailure(f"{self.result.counts['failed']} test(s) failed, "
                                  f"{self.result.counts['error']} error(s)", phase="run_suite", reason="tests_failed")
         if self.result.junit is None and self.result.bugcheck is None:
             raise HarnessError("the suite ran but wrote no JUnit file", phase="collect")
+        if self.result.bugcheck is None and not self.result.tests:
+            raise HarnessError("the suite ran no tests (empty JUnit file)", phase="collect")
+
+    def _symbol_path(self) -> str:
+        """The driver's own folder first (its PDB ships in the package), then a
+        local cache, then whatever the lab adds (run.symbol_path)."""
+        parts = []
+        drv = self.ctx.driver
+        if drv is not None:
+            dirs = {posixpath.dirname(p) for p in drv.pdbs} or {""}
+            parts += [self.os.join(self.driver_remote, *d.split("/")) if d else self.driver_remote for d in sorted(dirs)]
+        parts.append("cache*" + self.os.join(self.rundir, "symcache"))
+        if self.ctx.lab.run.symbol_path:
+            parts.append(self.ctx.lab.run.symbol_path)
+        return ";".join(parts)
 
     def _collect_dumps(self) -> None:
-        r = self.sh(self.os.list_dumps(), tag="dumps")
-        new = [d for d in self.os.parse_dumps(r.stdout) if d.key not in self.dumps_before]
+        new = [d for d in self._list_dumps() if d.key not in self.dumps_before]
         if not new:
             return
         if self.result.bugcheck is None:
@@ -563,24 +693,34 @@ class GuestAttempt:
                                     "dumps": [], "summary": ""}
         dumps = self.guest_dir / "dumps"
         summaries = []
+        limit = int(self.ctx.lab.run.max_dump_mb * 2**20)
         for d in new:
-            name = re.sub(r"[^A-Za-z0-9._-]", "_", posixpath.basename(d.path.replace("\\", "/")))
+            name = re.sub(r"[^A-Za-z0-9._-]", "_", posixpath.basename(d.path.replace("\\", "/")))[:100]
             local = dumps / f"a{self.n}-{name}"
             assert self.ssh
-            self.ssh.download(self.os.sftp(d.path), local)
-            self.result.dumps.append(self.rel(local))
-            self.result.bugcheck["dumps"].append(self.rel(local))
-            # !analyze -v on the guest, where the symbols and the debugger are.
-            a = self.sh(self.os.analyze_dump(d.path), timeout=self.ctx.lab.timeouts.command, tag="cdb")
+
+            def progress(done: int, total: int, name: str = name) -> None:
+                self.ctx.progress.note(f"{self.guest.name}: {name}: {done / 2**20:.0f} of {total / 2**20:.0f} MiB")
+            try:
+                self.ssh.download(self.os.sftp(d.path), local, max_bytes=limit, progress=progress)
+                self.result.dumps.append(self.rel(local))
+                self.result.bugcheck["dumps"].append(self.rel(local))
+            except HostileGuest as e:
+                # Over the limit: keep the analysis (made on the guest), note why the file is missing.
+                self.result.notes.append(f"{name} not downloaded: {e.message}")
+            # !analyze -v on the guest, where the dump, the debugger and the driver's PDB are.
+            a = self.win(wincmd.cdb_analyze(self.os.cdb, d.path, self._symbol_path()),
+                         timeout=self.ctx.lab.timeouts.analyze, tag="cdb")
             text = a.stdout
-            if NO_CDB in text:
-                summaries.append(f"{name}: no debugger (cdb) on the guest")
+            s = summarize_analysis(text)
+            if not s:
+                summaries.append(f"{name}: no !analyze output (cdb exit {a.exit_code}; is the debugger at "
+                                 f"{self.os.cdb}?)")
                 continue
             analysis = dumps / f"a{self.n}-{name}.analyze.txt"
             analysis.write_text(self.ctx.registry.redact(text), encoding="utf-8")
             self.result.analysis = self.rel(analysis)
-            s = summarize_analysis(text)
-            summaries.append(f"{name}:\n{s}" if s else f"{name}: (no summary lines in !analyze output)")
+            summaries.append(f"{name}:\n{s}")
         self.result.bugcheck["summary"] = self.ctx.registry.redact("\n".join(summaries))
         if self.result.reason != "bugcheck":
             raise ProductFailure(f"crash dump(s) found after the run: {', '.join(d.path for d in new)}",

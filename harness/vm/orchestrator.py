@@ -33,7 +33,7 @@ from harness.vm import redact
 from harness.vm.config import LabConfig
 from harness.vm.errors import HarnessError, InfrastructureError, PreflightError
 from harness.vm.lifecycle import GuestAttempt, GuestResult, Interrupted, RunContext
-from harness.vm.package import DriverPackage, build_wheel, harness_version
+from harness.vm.package import DriverPackage, build_wheelhouse, check_wheelhouse, harness_version
 from harness.vm.progress import Progress
 from harness.vm.report import compute_verdict, load_results, shard_guests, write_reports
 from harness.vm.vsphere import TAG_RUN_ID, VSphere
@@ -55,7 +55,8 @@ class RunOptions:
     mode: str = "nightly"                 # nightly | gate
     driver: Path | None = None
     driver_service: str | None = None
-    wheel: Path | None = None
+    wheel: Path | None = None             # the project wheel (the wheelhouse is built around it)
+    wheelhouse: Path | None = None        # a ready wheelhouse (see package.build_wheelhouse)
     run_id: str | None = None
     shard: tuple[int, int] | None = None
     parallelism: int | None = None
@@ -67,6 +68,7 @@ class RunOptions:
     max_poll_interval: float = 5.0
     progress_streams: list[TextIO] = field(default_factory=lambda: [sys.stderr])
     progress_interval: float = 15.0
+    progress_listeners: list = field(default_factory=list)  # (guest, GuestStatus) callbacks
     abort_grace: float = 60.0
     reconnect_interval: float = 2.0
     ssh_connect_timeout: float = 20.0
@@ -90,6 +92,25 @@ class Orchestrator:
             raise ValueError(f"unknown mode {self.opt.mode!r}")
         if self.opt.mode == "gate" and (self.opt.driver is None or self.opt.baseline is None):
             raise ValueError("gate needs a driver package and a baseline")
+        # Usage errors are found here, before anything starts (no clone, no artifact folder).
+        self.driver: DriverPackage | None = None
+        if self.opt.driver is not None:
+            try:
+                self.driver = DriverPackage.load(self.opt.driver, service=self.opt.driver_service)
+            except (OSError, ValueError) as e:
+                raise ValueError(f"--driver {self.opt.driver}: {e}") from None
+            if self.driver.inf is None and not self.driver.local.is_file():
+                raise ValueError(f"--driver {self.opt.driver}: needs exactly one .inf file")
+        self.baseline: dict | None = None
+        if self.opt.baseline is not None:
+            try:
+                self.baseline, _ = load_results(self.opt.baseline)
+            except (OSError, ValueError) as e:
+                raise ValueError(f"--baseline {self.opt.baseline}: {e}") from None
+        if self.opt.wheelhouse is not None:
+            check_wheelhouse(self.opt.wheelhouse)
+        if self.opt.wheel is not None and not Path(self.opt.wheel).is_file():
+            raise ValueError(f"--wheel {self.opt.wheel}: not a file")
         self.registry = registry if registry is not None else redact.SecretRegistry()
         base = self.opt.run_id or new_run_id()
         if self.opt.shard:
@@ -99,6 +120,9 @@ class Orchestrator:
         self.run_id = base
         art = self.opt.artifact_dir or lab.run.artifact_dir
         self.run_dir = Path(art) / self.run_id
+        if self.run_dir.exists():
+            raise ValueError(f"artifact directory {self.run_dir} already exists; artifacts are never "
+                             "overwritten: pick another --run-id")
         self.cancel = threading.Event()
         self.progress: Progress | None = None
         self.results: dict[str, GuestResult] = {}
@@ -116,9 +140,6 @@ class Orchestrator:
 
     # -- the run ------------------------------------------------------------
     def run(self) -> RunOutcome:
-        if self.run_dir.exists():
-            raise HarnessError(f"artifact directory {self.run_dir} already exists; "
-                               "artifacts are never overwritten: pick another --run-id", phase="setup")
         self.run_dir.mkdir(parents=True)
         uninstall = redact.install(self.registry)
         run_log = logging.FileHandler(self.run_dir / "run.log", encoding="utf-8")
@@ -130,7 +151,9 @@ class Orchestrator:
         root.addHandler(run_log)
         progress_file = open(self.run_dir / "progress.log", "a", encoding="utf-8")
         self.progress = Progress([*self.opt.progress_streams, progress_file],
-                                 interval=self.opt.progress_interval, registry=self.registry).start()
+                                 interval=self.opt.progress_interval, registry=self.registry)
+        self.progress.listeners.extend(self.opt.progress_listeners)
+        self.progress.start()
         old_term = None
         if threading.current_thread() is threading.main_thread():
             old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -149,8 +172,7 @@ class Orchestrator:
                     self.results[n] = GuestResult(guest=n, template=g.template, os_build_config=g.os_build)
                     self.progress.update(n, phase="queued")
                 self._write_json("run.json", meta)
-                driver = DriverPackage.load(self.opt.driver, service=self.opt.driver_service) \
-                    if self.opt.driver else None
+                driver = self.driver
                 meta["driver"] = driver.to_dict() if driver else None
                 self.progress.note(f"run {self.run_id}: {len(names)} guest(s), artifacts in {self.run_dir}")
                 try:
@@ -160,9 +182,11 @@ class Orchestrator:
                 except InfrastructureError as e:
                     self._stop_early(e)
                 if self.broken is None and names:
-                    wheel = self.opt.wheel or build_wheel(self.run_dir / "wheel")
+                    self.progress.note("building the guest wheelhouse (project wheel + pytest, offline install)")
+                    wheelhouse = self.opt.wheelhouse or build_wheelhouse(
+                        self.run_dir / "wheelhouse", project_wheel=Path(self.opt.wheel) if self.opt.wheel else None)
                     ctx = RunContext(lab=self.lab, run_id=self.run_id, run_dir=self.run_dir,
-                                     registry=self.registry, wheel=Path(wheel), driver=driver,
+                                     registry=self.registry, wheelhouse=Path(wheelhouse), driver=driver,
                                      progress=self.progress, connect_vsphere=self.connect_vsphere,
                                      cancel=self.cancel, harness_version=meta["harness_version"],
                                      ssh_connect_timeout=self.opt.ssh_connect_timeout,
@@ -355,11 +379,7 @@ class Orchestrator:
         results["guests"] = [self.results[n].to_dict() for n in sorted(self.results)]
         verdict = None
         if self.opt.mode == "gate":
-            try:
-                baseline, _ = load_results(self.opt.baseline) if self.opt.baseline else (None, None)
-            except (OSError, ValueError) as e:
-                raise HarnessError(f"cannot read the baseline {self.opt.baseline}: {e}", phase="gate") from None
-            verdict = compute_verdict(results, baseline, driver=meta.get("driver"))
+            verdict = compute_verdict(results, self.baseline, driver=meta.get("driver"))
             if interrupted:
                 verdict["verdict"] = "inconclusive"
                 verdict["reasons"].insert(0, "run interrupted")

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from harness.vm.errors import HarnessError
 
-__all__ = ["DriverPackage", "build_wheel", "project_root", "harness_version", "sha256_file"]
+__all__ = ["DriverPackage", "build_wheel", "build_wheelhouse", "check_wheelhouse", "project_root", "harness_version",
+           "sha256_file", "GUEST_REQUIREMENTS"]
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -95,9 +96,21 @@ class DriverPackage:
                    sys=syss[0].name if len(syss) == 1 else None, version=version, sha256=digest,
                    files=digests)
 
+    @property
+    def certificates(self) -> list[str]:
+        """The package's test-signing certificates (imported into the guest's
+        Root and TrustedPublisher stores before pnputil, or it refuses the package)."""
+        return sorted(n for n in self.files if n.lower().endswith(".cer"))
+
+    @property
+    def pdbs(self) -> list[str]:
+        """Symbol files shipped with the driver (cdb's symbol path starts with their folder)."""
+        return sorted(n for n in self.files if n.lower().endswith(".pdb"))
+
     def to_dict(self) -> dict:
         return {"path": str(self.local), "service": self.service, "inf": self.inf, "sys": self.sys,
-                "version": self.version, "sha256": self.sha256, "files": dict(self.files)}
+                "version": self.version, "sha256": self.sha256, "files": dict(self.files),
+                "certificates": self.certificates, "pdbs": self.pdbs}
 
 
 def project_root() -> Path | None:
@@ -136,3 +149,60 @@ def build_wheel(out_dir: Path, *, source: Path | None = None, timeout: float = 6
     if not wheels:
         raise HarnessError(f"pip wheel produced no wheel in {out_dir}", phase="build_wheel")
     return wheels[-1]
+
+
+# What the conformance suite imports on a guest besides the project itself
+# (harness.conformance, harness.pytest_plugin, harness.targets, sim: only
+# pytest).  The project's other dependencies (paramiko, pyvmomi, scapy) serve
+# the controller and are not installed on guests.
+GUEST_REQUIREMENTS = ("pytest>=8",)
+WHEELHOUSE_REQUIREMENTS = "requirements.txt"
+
+
+def _pure(name: str) -> bool:
+    # PEP 427 file name: {dist}-{version}(-{build})?-{python}-{abi}-{platform}.whl
+    parts = name[:-4].split("-")
+    return len(parts) >= 5 and parts[-2] == "none" and parts[-1] == "any"
+
+
+def build_wheelhouse(out_dir: Path, *, project_wheel: Path | None = None, timeout: float = 600.0) -> Path:
+    """A folder a guest installs from with ``pip install --no-index``: the
+    project wheel, the wheels of :data:`GUEST_REQUIREMENTS` and their
+    dependencies (``pip wheel`` on the controller, from its configured
+    index), and ``requirements.txt``.
+
+    Only pure-Python wheels (``*-none-any``) are platform independent; a
+    requirement whose wheel has native parts is refused by name, because a
+    Linux wheel would not install on a Windows guest.  Such a package would
+    have to be fetched for the guest's platform (``pip download --platform
+    win_amd64 --python-version 3.11 --only-binary=:all:``) into a folder
+    passed as ``--wheelhouse``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if project_wheel is None:
+        project_wheel = build_wheel(out_dir, timeout=timeout)
+    elif project_wheel.parent.resolve() != out_dir.resolve():
+        shutil.copy2(project_wheel, out_dir / project_wheel.name)
+    cmd = [sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "-q", "--only-binary=:all:",
+           "-w", str(out_dir), *GUEST_REQUIREMENTS]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise HarnessError(f"building the guest wheelhouse failed (exit {r.returncode}): "
+                           f"{(r.stderr or r.stdout).strip()[-2000:]}", phase="build_wheel")
+    native = sorted(p.name for p in out_dir.glob("*.whl") if not _pure(p.name))
+    if native:
+        raise HarnessError("the guest wheelhouse would hold wheels with native parts, built for this machine, "
+                           f"not for the guest: {', '.join(native)}", phase="build_wheel")
+    (out_dir / WHEELHOUSE_REQUIREMENTS).write_text("".join(f"{r}\n" for r in GUEST_REQUIREMENTS), encoding="utf-8")
+    return out_dir
+
+
+def check_wheelhouse(path: Path) -> Path:
+    """The project wheel inside a wheelhouse folder; ValueError if it is not one."""
+    if not path.is_dir():
+        raise ValueError(f"--wheelhouse {path}: not a directory")
+    if not (path / WHEELHOUSE_REQUIREMENTS).is_file():
+        raise ValueError(f"--wheelhouse {path}: no {WHEELHOUSE_REQUIREMENTS}")
+    wheels = sorted(path.glob("wfp_redirect_harness-*.whl"))
+    if len(wheels) != 1:
+        raise ValueError(f"--wheelhouse {path}: expected one wfp_redirect_harness wheel, found {len(wheels)}")
+    return wheels[0]

@@ -15,14 +15,18 @@ material).  Everything the orchestrator writes passes through it:
   reports) before they leave the harness.
 
 A secret is also looked for in the escaped forms it takes in those outputs:
-``repr()``/JSON escaping, XML escaping, PowerShell single-quote doubling, and
-in UTF-16LE (Windows tools write logs in it).
+``repr()``/JSON escaping, XML escaping, PowerShell single-quote doubling,
+CRLF line ends, URL encoding, base64 (of its UTF-8 and UTF-16LE bytes, at
+any alignment inside a longer blob) and, for all of them, UTF-16LE (Windows
+tools write logs in it).
 """
 
 from __future__ import annotations
 
+import base64
 import html
 import json
+import urllib.parse
 import logging
 import os
 import re
@@ -71,7 +75,31 @@ def _variants(secret: str) -> set[str]:
     for q in "'\u2018\u2019\u201a\u201b":         # PowerShell single-quoted literal
         ps = ps.replace(q, q + q)
     forms.add(ps)
+    forms.add(secret.replace("\n", "\r\n"))       # a Windows program's line ends
+    forms.add(urllib.parse.quote(secret, safe=""))  # URLs, query strings
+    forms.add(urllib.parse.quote(secret))
+    forms.add(urllib.parse.quote_plus(secret))
+    forms |= _base64_forms(secret)
     return {f for f in forms if f}
+
+
+def _base64_forms(secret: str) -> set[str]:
+    """The base64 characters that only the secret's bytes determine, for the
+    three alignments it can have inside a longer blob (standard and URL-safe
+    alphabets), of its UTF-8 and UTF-16LE encodings."""
+    out: set[str] = set()
+    for enc in ("utf-8", "utf-16-le"):
+        try:
+            raw = secret.encode(enc, "surrogateescape" if enc == "utf-8" else "strict")
+        except UnicodeEncodeError:
+            continue
+        for k in range(3):
+            b64 = base64.b64encode(b"\0" * k + raw).decode("ascii")
+            core = b64[-(-4 * k // 3):(8 * (k + len(raw))) // 6]
+            if len(core) >= 8:  # shorter cores would match innocent base64
+                out.add(core)
+                out.add(core.replace("+", "-").replace("/", "_"))
+    return out
 
 
 class SecretRegistry:
@@ -328,7 +356,8 @@ def scrub_file(path: str | os.PathLike[str], registry: SecretRegistry | None = N
 
 
 def scrub_tree(root: str | os.PathLike[str], registry: SecretRegistry | None = None,
-               patterns: Iterable[str] = ("*.xml", "*.json", "*.txt", "*.log", "*.html", "*.md")) -> list[Path]:
+               patterns: Iterable[str] = ("*.xml", "*.json", "*.txt", "*.log", "*.html", "*.md", "*.out",
+                                          "*.err")) -> list[Path]:
     """Scrub every matching file under ``root``; return the files changed."""
     changed: list[Path] = []
     base = Path(root)

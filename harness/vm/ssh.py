@@ -53,7 +53,7 @@ import paramiko
 from harness.vm import powershell
 from harness.vm.errors import (  # noqa: F401  (the SSH faults are part of this module's interface)
     AuthenticationFailed, BootIdError, CommandFailed, CommandHang, ConnectFailed, ConnectionDropped,
-    ExitStatusUnknown, HostKeyMismatch, KeyLoadError, SshError, TransferError)
+    ExitStatusUnknown, HostileGuest, HostKeyMismatch, KeyLoadError, SshError, TransferError)
 from harness.vm.redact import SecretRegistry, StreamRedactor, default_registry
 
 __all__ = [
@@ -203,11 +203,19 @@ class PosixDialect(ShellDialect):
 
     def wrap(self, script: str, nonce: str) -> str:
         # A subshell, so `exit N` in the script still reaches the marker.
+        # POSIX exit statuses are 8 bits; a program standing in for a Windows
+        # one (harness/vm/winemu.py) also writes its full 32-bit code to
+        # $WFPH_WIDE_EXIT, used when its low byte matches the status.
         body = (
+            f"WFPH_WIDE_EXIT=\"${{TMPDIR:-/tmp}}/wfph-exit-{nonce}\"; export WFPH_WIDE_EXIT\n"
+            "rm -f \"$WFPH_WIDE_EXIT\"\n"
             "(\n" + script + "\n)\n"
             "__wfph_c=$?\n"
+            "if [ -f \"$WFPH_WIDE_EXIT\" ]; then __wfph_w=$(cat \"$WFPH_WIDE_EXIT\"); rm -f \"$WFPH_WIDE_EXIT\"\n"
+            "  case \"$__wfph_w\" in ''|*[!0-9-]*) ;; *) [ $(( __wfph_w & 255 )) -eq \"$__wfph_c\" ] && "
+            "__wfph_c=$__wfph_w ;; esac\nfi\n"
             f"printf '\\n{_MARKER_PREFIX} %s %d>>>\\n' '{nonce}' \"$__wfph_c\"\n"
-            "exit \"$__wfph_c\"\n"
+            "exit $(( __wfph_c & 255 ))\n"
         )
         return "sh -c " + shlex.quote(body)
 
@@ -708,26 +716,74 @@ class GuestSsh:
         log.debug("uploaded %s -> %s (%d bytes)", lp, remote, size)
         return Transfer(lp, remote, size)
 
-    def download(self, remote: str, local: str | os.PathLike[str]) -> Transfer:
-        """Copy one remote file to ``local`` (atomically); verify the size."""
+    def stat(self, remote: str) -> paramiko.SFTPAttributes | None:
+        """The remote file's attributes, or None if it does not exist."""
+        sftp = self._sftp_client("stat")
+        try:
+            return sftp.stat(remote)
+        except FileNotFoundError:
+            return None
+        except (socket.timeout, EOFError, paramiko.SSHException, OSError) as exc:
+            raise self._wire_error(exc, "stat", f"stat {remote}") from exc
+
+    def listdir(self, remote_dir: str) -> list[paramiko.SFTPAttributes]:
+        """Entries of a remote directory ([] if it does not exist)."""
+        sftp = self._sftp_client("listdir")
+        try:
+            return sorted(sftp.listdir_attr(remote_dir), key=lambda e: e.filename)
+        except FileNotFoundError:
+            return []
+        except (socket.timeout, EOFError, paramiko.SSHException, OSError) as exc:
+            raise self._wire_error(exc, "listdir", f"list {remote_dir}") from exc
+
+    def download(self, remote: str, local: str | os.PathLike[str], *, max_bytes: int | None = None,
+                 progress=None) -> Transfer:
+        """Copy one remote file to ``local`` (atomically), streaming.
+
+        Never more than the guest reported nor ``max_bytes``: a guest that
+        reports a size over the limit, or sends more than it reported, is
+        :class:`HostileGuest`.  ``progress(done, total)`` is called as
+        chunks arrive."""
         lp = Path(local)
         lp.parent.mkdir(parents=True, exist_ok=True)
         sftp = self._sftp_client("download")
         part = lp.with_name(lp.name + ".part")
+        size = 0
         try:
             rsize = sftp.stat(remote).st_size
-            sftp.get(remote, str(part))
+            if rsize is None:
+                raise self._err(HostileGuest, f"{remote}: the guest reports no size", phase="download")
+            if max_bytes is not None and rsize > max_bytes:
+                raise self._err(HostileGuest, f"{remote} is {rsize} bytes, over the limit of {max_bytes}",
+                                phase="download")
+            with sftp.open(remote, "rb") as src, open(part, "wb") as dst:
+                src.prefetch(rsize)
+                last = 0
+                while True:
+                    chunk = src.read(1 << 20)
+                    if not chunk:
+                        break
+                    size += len(chunk)
+                    if size > rsize:
+                        raise self._err(HostileGuest, f"{remote}: the guest sent more than the {rsize} bytes "
+                                                      "it reported", phase="download")
+                    dst.write(chunk)
+                    if progress is not None and (size - last >= (64 << 20) or size == rsize):
+                        last = size
+                        progress(size, rsize)
+        except HostileGuest:
+            part.unlink(missing_ok=True)
+            raise
         except (socket.timeout, EOFError, paramiko.SSHException) as exc:
             part.unlink(missing_ok=True)
             raise self._wire_error(exc, "download", f"download {remote} -> {lp}") from exc
         except (FileNotFoundError, PermissionError, IsADirectoryError):
             part.unlink(missing_ok=True)
             raise
-        except OSError as exc:  # includes paramiko's own "size mismatch in get"
+        except OSError as exc:
             part.unlink(missing_ok=True)
             raise self._wire_error(exc, "download", f"download {remote} -> {lp}") from exc
-        size = part.stat().st_size
-        if rsize is not None and size != rsize:
+        if size != rsize:
             part.unlink(missing_ok=True)
             raise self._err(TransferError, f"download {remote} -> {lp}: got {size} bytes, "
                                            f"remote size {rsize}", phase="download")
@@ -781,32 +837,43 @@ class GuestSsh:
             raise self._wire_error(exc, "upload", f"upload {root} -> {remote_dir}") from exc
         return done
 
-    def download_dir(self, remote_dir: str, local_dir: str | os.PathLike[str]) -> list[Transfer]:
-        """Copy a remote directory tree into ``local_dir`` (links are skipped)."""
+    def download_dir(self, remote_dir: str, local_dir: str | os.PathLike[str], *, max_bytes: int | None = None,
+                     max_depth: int = 8, max_name_length: int = 128) -> list[Transfer]:
+        """Copy a remote directory tree into ``local_dir`` (links are skipped).
+
+        Bounded: each file by ``max_bytes`` (and by the size the guest
+        reports), the tree by ``max_depth``, names by ``max_name_length``
+        and to plain names that stay inside ``local_dir``; anything else is
+        :class:`HostileGuest`."""
         root = Path(local_dir)
         root.mkdir(parents=True, exist_ok=True)
         sftp = self._sftp_client("download")
         done: list[Transfer] = []
 
-        def walk(rdir: str, ldir: Path) -> None:
+        def walk(rdir: str, ldir: Path, depth: int) -> None:
+            if depth > max_depth:
+                raise self._err(HostileGuest, f"{rdir}: deeper than {max_depth} levels", phase="download")
             for entry in sorted(sftp.listdir_attr(rdir), key=lambda e: e.filename):
                 name = entry.filename
-                # A hostile guest must not write outside local_dir.
-                if name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
-                    raise self._err(TransferError, f"refusing remote file name {name!r} in {rdir}",
+                if (name in (".", "..") or "/" in name or "\\" in name or any(ord(c) < 32 for c in name)
+                        or name.endswith((" ", ".")) or ":" in name):
+                    raise self._err(HostileGuest, f"refusing remote file name {name!r} in {rdir}",
                                     phase="download")
+                if len(name) > max_name_length:
+                    raise self._err(HostileGuest, f"refusing a {len(name)}-character file name in {rdir} "
+                                                  f"(limit {max_name_length})", phase="download")
                 mode = entry.st_mode or 0
                 if stat_mod.S_ISLNK(mode):
                     continue
                 rpath = posixpath.join(rdir, name)
                 if stat_mod.S_ISDIR(mode):
                     (ldir / name).mkdir(exist_ok=True)
-                    walk(rpath, ldir / name)
+                    walk(rpath, ldir / name, depth + 1)
                 elif stat_mod.S_ISREG(mode):
-                    done.append(self.download(rpath, ldir / name))
+                    done.append(self.download(rpath, ldir / name, max_bytes=max_bytes))
 
         try:
-            walk(remote_dir, root)
+            walk(remote_dir, root, 1)
         except (socket.timeout, EOFError, paramiko.SSHException) as exc:
             raise self._wire_error(exc, "download", f"download {remote_dir} -> {root}") from exc
         return done

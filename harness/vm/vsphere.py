@@ -648,12 +648,14 @@ class VSphere:
             return src.literal
         if src.file:
             return src.file.read_text(encoding="utf-8").strip()
-        # Published in the VMX at provisioning; a clone may not copy it, the template has it.
-        line = self.extra_config(clone.vm).get(src.guestinfo) or \
-            self.extra_config(self.template(clone.guest)).get(src.guestinfo)
+        # Recorded in the TEMPLATE's extraConfig by the template build (vm-templates:
+        # the builder generates the host key and sets configuration_parameters),
+        # so every linked clone shares it.  Read from the template only: a clone
+        # is a running guest, and a guest must never choose its own pin.
+        line = self.extra_config(self.template(clone.guest)).get(src.guestinfo)
         if not line:
-            raise HostKeyError(f"{src.guestinfo} is not set on the clone or its template "
-                               f"{clone.guest.template}", vm=clone.name)
+            raise HostKeyError(f"{src.guestinfo} is not set in the extraConfig of the template "
+                               f"{clone.guest.template} (rebuild it with vm-templates)", vm=clone.name)
         try:
             parse_openssh_public_key(line)
         except ValueError as e:

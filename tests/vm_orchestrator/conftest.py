@@ -13,8 +13,9 @@ from vsphere_testlib import vcsim, vcsim_binary  # noqa: F401  (fixtures)
 
 @pytest.fixture(scope="session")
 def wheel(tmp_path_factory) -> Path:
-    from harness.vm.package import build_wheel
-    return build_wheel(tmp_path_factory.mktemp("wheel"))
+    """The guest wheelhouse (project wheel + pytest's wheels), built once."""
+    from harness.vm.package import build_wheelhouse
+    return build_wheelhouse(tmp_path_factory.mktemp("wheelhouse"))
 
 
 @pytest.fixture

@@ -14,16 +14,14 @@ from __future__ import annotations
 import importlib.util
 import io
 import os
-import pwd
 import sys
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent
+REPO_ROOT = TESTS.parent
 sys.path.insert(0, str(TESTS / "vm_vsphere"))
 
 from vsphere_testlib import CANARY_PASSWORD, Vcsim, lab_toml  # noqa: E402,F401
@@ -43,70 +41,22 @@ def _load_ssh_fixtures():
 
 
 _ssh = _load_ssh_fixtures()
-Sshd, keygen, SSHD = _ssh.Sshd, _ssh.keygen, _ssh.SSHD
+keygen = _ssh.keygen
+
+from harness.vm.standin import SSHD, StandIn, reset_on_clone  # noqa: E402
+from harness.vm.standin import make_standin as _make_standin  # noqa: E402
 
 
-@dataclass
-class StandIn:
-    """One stand-in guest: an sshd plus the directories the POSIX profile uses."""
-
-    name: str
-    root: Path
-    sshd: Sshd
-    workdir: Path
-    state: Path
-    template: str = "wfp-ws2022"
-
-    @property
-    def boot_id(self) -> str:
-        return self.sshd.boot_id_path.read_text().strip()
-
-    def set(self, name: str, value: str) -> None:
-        p = self.state / name
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(value)
-
-    def reboot(self, *, crash: bool = False) -> None:
-        """What a bugcheck looks like from outside: SSH dies, the guest comes
-        back with a new boot id (and, with ``crash``, a kernel dump and a minidump)."""
-        self.sshd.kill_hard()
-        if crash:
-            d = self.state / "dumps"
-            (d / "Minidump").mkdir(parents=True, exist_ok=True)
-            (d / "MEMORY.DMP").write_bytes(b"PAGEDU64" + os.urandom(4096))
-            (d / "Minidump" / "112626-01.dmp").write_bytes(b"PAGEDU64" + os.urandom(512))
-        self.sshd.boot_id_path.write_text(str(uuid.uuid4()) + "\n")
-        self.sshd.start(port=self.sshd.port)
-
-    def guest_toml(self, **over) -> str:
-        kw = dict(name=self.name, template=self.template, host_key_file=f"{self.sshd.host_key}.pub",
-                  ssh_key_file=str(self.sshd.user_key), ssh_port=self.sshd.port, workdir=str(self.workdir),
-                  state_dir=str(self.state), boot_id_path=str(self.sshd.boot_id_path), python=sys.executable)
-        kw.update(over)
-        lines = ["[[guests]]", 'snapshot = "baseline"', 'os_build = "stand-in"', 'os = "posix"',
-                 f'account = "{self.sshd.user}"', "secure_boot = false"]
-        for k, v in kw.items():
-            lines.append(f"{k} = {v}" if isinstance(v, int) else f'{k} = "{v}"')
-        return "\n".join(lines) + "\n"
+_LIVE: dict[str, StandIn] = {}
 
 
-def make_standin(base: Path, name: str) -> StandIn:
+def make_standin(base: Path, name: str, **kw) -> StandIn:
+    """A stand-in guest (harness.vm.standin) answering the lab's Windows commands."""
     if not os.path.exists(SSHD):
         pytest.skip("OpenSSH server not installed (Debian: openssh-server)")
-    root = base / name
-    (root / "sshd").mkdir(parents=True)
-    host_key = keygen(root / "sshd" / "host_ed25519")
-    user_key = keygen(root / "sshd" / "user_ed25519")
-    (root / "sshd" / "authorized_keys").write_text(Path(f"{user_key}.pub").read_text())
-    boot = root / "sshd" / "boot_id"
-    boot.write_text(str(uuid.uuid4()) + "\n")
-    sshd = Sshd(root=root / "sshd", host_key=host_key, user_key=user_key,
-                user=pwd.getpwuid(os.getuid()).pw_name, boot_id_path=boot)
-    workdir, state = root / "guest", root / "guest" / "state"
-    state.mkdir(parents=True)
-    (state / "testsigning").write_text("on\n")
-    sshd.start()
-    return StandIn(name=name, root=root, sshd=sshd, workdir=workdir, state=state)
+    s = _make_standin(base, name, **kw)
+    _LIVE[name] = s
+    return s
 
 
 FAST_TIMEOUTS = "ssh = 15\nreboot = 30\ncommand = 60\ntest_run = 300\n"
@@ -120,26 +70,47 @@ def write_lab(path: Path, vc: Vcsim, guests_toml: str, *, run_extra: str = FAST_
     return path
 
 
-def make_driver(base: Path, *, install_sh: str | None = None) -> Path:
-    """A driver package like the sample's: INF, SYS, CAT (+ the stand-in's install.sh)."""
-    d = base / "driver"
+INF = REPO_ROOT / "driver-fixtures" / "wfp-redirect-callout" / "wfp_redirect_callout.inf"
+
+
+def make_test_certificate() -> bytes:
+    """A self-signed certificate like the WDK's test certificate (DER, .cer)."""
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "WDKTestCert wfp-harness")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=30)).sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def make_driver(base: Path, *, cert: bool = True, pdb: bool = True, name: str = "driver") -> Path:
+    """A driver package as the WDK build lays it out: the sample's real INF,
+    SYS, CAT, the test certificate (.cer) and the symbols (.pdb)."""
+    d = base / name
     d.mkdir(parents=True)
-    (d / "wfp_redirect_callout.inf").write_text(
-        "[Version]\nSignature = \"$WINDOWS NT$\"\nDriverVer = 01/01/2025,1.0.0.0\n"
-        "[Strings]\nServiceName = \"WfpRedirectCallout\"\n")
+    (d / "wfp_redirect_callout.inf").write_text(INF.read_text())
     (d / "wfp_redirect_callout.sys").write_bytes(b"MZ" + b"\0" * 62 + b"fake driver image")
     (d / "wfp_redirect_callout.cat").write_bytes(b"0\x82catalog")
-    if install_sh is not None:
-        (d / "install.sh").write_text(install_sh)
+    if cert:
+        (d / "wfp_redirect_callout.cer").write_bytes(make_test_certificate())
+    if pdb:
+        (d / "wfp_redirect_callout.pdb").write_bytes(b"Microsoft C/C++ MSF 7.00\r\n\x1aDS\0\0\0")
     return d
 
 
-def run_options(tmp: Path, wheel: Path, vc: Vcsim, **kw):
+def run_options(tmp: Path, wheelhouse: Path, vc: Vcsim, **kw):
+    """Options for a run against vcsim and the stand-ins; each stand-in is reset
+    to its baseline whenever the orchestrator clones its guest."""
     from harness.vm.orchestrator import RunOptions
     stream = io.StringIO()
-    opts = dict(wheel=wheel, env=vc.env(), poll_interval=0.02, max_poll_interval=0.2,
+    opts = dict(wheelhouse=wheelhouse, env=vc.env(), poll_interval=0.02, max_poll_interval=0.2,
                 progress_streams=[stream], progress_interval=0, abort_grace=20,
-                reconnect_interval=0.2, ssh_connect_timeout=5)
+                reconnect_interval=0.2, ssh_connect_timeout=5, progress_listeners=[reset_on_clone(_LIVE)])
     opts.update(kw)
     return RunOptions(**opts), stream
 

@@ -10,7 +10,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from harness.vm.config import Guest, HostKeySource
-from harness.vm.guest_os import PosixStandInOs, WindowsOs, guest_os_for, summarize_analysis
+from harness.vm import wincmd
+from harness.vm.guest_os import StandInOs, WindowsOs, guest_os_for, summarize_analysis
 from harness.vm.powershell import SINGLE_QUOTES, encode_command, quote_literal
 from harness.vm.ssh import PowerShellDialect
 
@@ -52,17 +53,25 @@ def split_literals(script: str) -> tuple[str, list[str]]:
 
 
 def scripts(os_: WindowsOs, v: str) -> dict[str, str]:
-    return {
-        "install_harness": os_.install_harness(v, v)[0],
-        "install_driver": os_.install_driver(v, v, v),
-        "driver_loaded": os_.driver_loaded(v),
-        "enable_verifier": os_.enable_verifier(v),
-        "capture_start": os_.capture_start(v),
-        "capture_stop": os_.capture_stop(v, v),
-        "run_suite": os_.run_suite(v, v, v, {"WFP_DRIVER_VERSION": v}),
-        "analyze_dump": os_.analyze_dump(v),
-        "prepare_rundir": os_.prepare_rundir(v, "in"),
+    """Every command line the lifecycle sends, with ``v`` in every value slot."""
+    argvs = {
+        "venv": [os_.python, "-m", "venv", v],
+        "pip": [os_.venv_python(v), "-m", "pip", "install", "--no-index", "--find-links", v, "-r", v],
+        "certutil": wincmd.certutil_addstore("Root", v),
+        "pnputil": wincmd.pnputil_add_install(v),
+        "sc_start": wincmd.sc_start(v),
+        "sc_query": wincmd.sc_query(v),
+        "verifier": wincmd.verifier_standard(v),
+        "reg_query": wincmd.reg_query(v, v),
+        "reg_add": wincmd.reg_add_dword(v, v, 2),
+        "pktmon_start": wincmd.pktmon_start(v),
+        "etl2pcap": wincmd.pktmon_etl2pcap(v, v),
+        "cdb": wincmd.cdb_analyze(os_.cdb, v, v),
     }
+    out = {k: os_.render(a) for k, a in argvs.items()}
+    out["run_suite"] = os_.run_suite(v, v, v, {"WFP_DRIVER_VERSION": v})
+    out["prepare_rundir"] = os_.prepare_rundir(v, "in")
+    return out
 
 
 hostile = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=40)
@@ -91,30 +100,63 @@ def test_hostile_values_stay_literals(value):
 
 def test_expected_windows_commands():
     w = WindowsOs(guest())
-    assert w.install_driver(r"C:\wfp\runs\r1\in\driver", "x.inf", "WfpRedirectCallout").splitlines()[0] == \
+    assert w.render(wincmd.pnputil_add_install(r"C:\wfp\runs\r1\in\driver\x.inf")) == \
         r"& 'pnputil.exe' '/add-driver' 'C:\wfp\runs\r1\in\driver\x.inf' '/install'"
-    assert w.enable_verifier("x.sys") == "& 'verifier.exe' '/standard' '/driver' 'x.sys'"
-    assert w.test_signing() == "& 'bcdedit.exe' '/enum' '{current}'"
-    assert "pktmon.exe' 'etl2pcap' 'C:\\r\\c.etl' '--out' 'C:\\r\\c.pcapng'" in w.capture_stop(r"C:\r\c.etl", r"C:\r\c.pcapng")
+    assert w.render(wincmd.verifier_standard("x.sys")) == "& 'verifier.exe' '/standard' '/driver' 'x.sys'"
+    assert w.render(wincmd.verifier_query()) == "& 'verifier.exe' '/query'"
+    assert "'--log-mode' 'multi-file'" in w.render(wincmd.pktmon_start(r"C:\r\c.etl"))
+    assert "pktmon.exe' 'etl2pcap' 'C:\\r\\c.etl' '--out' 'C:\\r\\c.pcapng'" in \
+        w.render(wincmd.pktmon_etl2pcap(r"C:\r\c.etl", r"C:\r\c.pcapng"))
     assert "'--target' 'native'" in w.run_suite(w.python, r"C:\r", r"C:\r\j.xml", {})
-    assert "'-c' '!analyze -v; q'" in w.analyze_dump(r"C:\Windows\MEMORY.DMP")
+    assert "'-c' '!analyze -v; q'" in w.render(wincmd.cdb_analyze(w.cdb, r"C:\Windows\MEMORY.DMP", r"C:\s"))
     assert w.sftp(r"C:\wfp\runs\x.whl") == "/C:/wfp/runs/x.whl"
-    assert quote_literal("CrashDumpEnabled") in w.enable_crash_dumps()
+    assert w.venv_python(r"C:\v") == r"C:\v\Scripts\python.exe"
     assert isinstance(guest_os_for(guest()), WindowsOs)
-    assert isinstance(guest_os_for(guest(os="posix", workdir="/tmp/x")), PosixStandInOs)
+    # the stand-in sends the same argv, quoted for sh
+    si = guest_os_for(guest(os="posix", workdir="/tmp/x"))
+    assert isinstance(si, StandInOs) and si.render(wincmd.verifier_query()) == "verifier.exe /query"
 
 
-def test_windows_output_parsers():
-    w = WindowsOs
-    assert w.parse_test_signing("identifier {current}\ntestsigning             Yes\n") is True
-    assert w.parse_test_signing("identifier {current}\nnx OptIn\n") is False
-    assert w.parse_verifier("Special pool: Enabled\nVerified drivers:\nwfp_redirect_callout.sys\n",
-                            "wfp_redirect_callout.sys") is True
-    assert w.parse_verifier("Verified drivers:\nNone\n", "wfp_redirect_callout.sys") is False
-    assert w.parse_driver_loaded("SERVICE_NAME: x\n        STATE              : 4  RUNNING\n") is True
-    assert w.parse_driver_loaded("        STATE              : 1  STOPPED\n") is False
-    dumps = w.parse_dumps("C:\\Windows\\MEMORY.DMP\t1048576\t2026-01-01T00:00:00.0000000Z\r\njunk\n")
-    assert [(d.path, d.size) for d in dumps] == [("C:\\Windows\\MEMORY.DMP", 1048576)]
+SC_EN = """
+SERVICE_NAME: WfpRedirectCallout
+        TYPE               : 1  KERNEL_DRIVER
+        STATE              : 4  RUNNING
+                                (STOPPABLE, NOT_PAUSABLE, IGNORES_SHUTDOWN)
+        WIN32_EXIT_CODE    : 0  (0x0)
+        SERVICE_EXIT_CODE  : 0  (0x0)
+        CHECKPOINT         : 0x0
+        WAIT_HINT          : 0x0
+"""
+
+
+def test_windows_output_readers_are_locale_independent():
+    # sc query: labels translated, order fixed (sc-query page); the state is numeric.
+    assert wincmd.parse_sc_state(SC_EN) == wincmd.SERVICE_RUNNING
+    de = SC_EN.replace("TYPE ", "TYP  ").replace("STATE", "STATUS").replace(": 4  RUNNING", ": 1  STOPPED")
+    assert wincmd.parse_sc_state(de) == wincmd.SERVICE_STOPPED
+    assert wincmd.parse_sc_state("[SC] OpenService FEHLER 1060:\n\nDer angegebene Dienst ...") is None
+    # reg query prints names, types and data as stored
+    reg = "\nHKEY_LOCAL_MACHINE\\SYSTEM\\CurrentControlSet\\Control\n    SystemStartOptions    REG_SZ     NOEXECUTE=OPTIN  TESTSIGNING\n"
+    v = wincmd.parse_reg_values(reg)
+    assert wincmd.test_signing_active(v["SystemStartOptions"][1]) is True
+    assert wincmd.test_signing_active(" NOEXECUTE=OPTIN") is False
+    assert wincmd.parse_reg_values("    CrashDumpEnabled    REG_DWORD    0x2\r\n")["CrashDumpEnabled"] == ("REG_DWORD", 2)
+    # verifier: the image name is never translated
+    assert wincmd.names_driver("Überprüfte Treiber:\n\nName: wfp_redirect_callout.sys, loads: 1", "wfp_redirect_callout.sys")
+    assert not wincmd.names_driver("Name: xwfp_redirect_callout.sys.bak", "wfp_redirect_callout.sys")
+    assert not wincmd.names_driver("Zurzeit werden keine Treiber überprüft.", "wfp_redirect_callout.sys")
+
+
+def test_documented_exit_codes():
+    # pnputil-return-values
+    assert wincmd.pnputil_outcome(0).ok and not wincmd.pnputil_outcome(0).reboot
+    assert wincmd.pnputil_outcome(3010).ok and wincmd.pnputil_outcome(3010).reboot
+    assert wincmd.pnputil_outcome(259).ok and wincmd.pnputil_outcome(259).nothing
+    assert not wincmd.pnputil_outcome(-2146762487).ok and "0x800B0109" in wincmd.pnputil_outcome(-2146762487).meaning
+    # verifier-command-line "Return Codes": 2 is success, pending a reboot
+    assert wincmd.verifier_enable_outcome(2).ok and wincmd.verifier_enable_outcome(2).reboot
+    assert not wincmd.verifier_enable_outcome(1).ok
+    assert wincmd.sc_start_outcome(1056).ok and not wincmd.sc_start_outcome(1060).ok
     text = Path(__file__).with_name("test_guest_os_windows.py").read_text()
     assert "BUGCHECK_CODE: d1" in summarize_analysis("x\nBUGCHECK_CODE:  d1\nMODULE_NAME: m\n" + text[:0])
 

@@ -90,8 +90,9 @@ def test_sshd_killed_for_good_exhausts_the_retry_budget(make_lab, standins, whee
 
 def test_hanging_remote_command_is_a_product_hang_not_retried(make_lab, standins, wheel, vcsim, tmp_path):
     (s,) = standins(1)
-    drv = make_driver(tmp_path, install_sh="echo installing; sleep 600\n")
-    lab = make_lab([s], timeouts="ssh = 10\nreboot = 30\ncommand = 2\ntest_run = 300\n")
+    s.set_knob("hang_pnputil", 600)
+    drv = make_driver(tmp_path)
+    lab = make_lab([s], timeouts="ssh = 10\nreboot = 30\ncommand = 20\ntest_run = 300\n")
     opts, _ = run_options(tmp_path, wheel, vcsim, driver=drv)
     out = Orchestrator(lab, opts).run()
     g = _guest(out, s.name)
@@ -104,13 +105,7 @@ def test_hanging_remote_command_is_a_product_hang_not_retried(make_lab, standins
 
 def test_guest_reboot_mid_run_is_a_bugcheck_with_dumps_and_analysis(make_lab, standins, wheel, vcsim, tmp_path):
     (s,) = standins(1)
-    cdb = s.state / "bin" / "cdb"
-    cdb.parent.mkdir(parents=True)
-    cdb.write_text("#!/bin/sh\necho 'Loading Dump File'\necho \"ARGS: $*\"\n"
-                   "echo 'BUGCHECK_CODE:  d1'\necho 'MODULE_NAME: wfp_redirect_callout'\n"
-                   "echo 'FAILURE_BUCKET_ID:  AV_wfp_redirect_callout!ClassifyConnect'\n")
-    cdb.chmod(0o755)
-    w = _when_suite_runs(s, lambda: s.reboot(crash=True))
+    w = _when_suite_runs(s, s.crash)
     lab = make_lab([s])
     drv = make_driver(tmp_path)
     opts, _ = run_options(tmp_path, wheel, vcsim, driver=drv, mode="gate",
@@ -126,7 +121,11 @@ def test_guest_reboot_mid_run_is_a_bugcheck_with_dumps_and_analysis(make_lab, st
     for d in g["dumps"]:
         assert (out.run_dir / d).read_bytes().startswith(b"PAGEDU64")
     assert "BUGCHECK_CODE: d1" in g["bugcheck"]["summary"]
-    assert "-z" in (out.run_dir / g["analysis"]).read_text()
+    # cdb found the driver's PDB through the symbol path: a symbolic frame, not module+offset
+    assert "SYMBOL_NAME: wfp_redirect_callout!ClassifyConnect+42" in g["bugcheck"]["summary"]
+    cdb = [c["argv"] for c in s.commands() if c["tool"] == "cdb"]
+    assert cdb and all(a[a.index("-y") + 1].split(";")[0].endswith("/in/driver") for a in cdb)
+    assert "Loading Dump File" in (out.run_dir / g["analysis"]).read_text()
     assert "BUGCHECK_CODE: d1" in (out.run_dir / "report.md").read_text()
     assert "BUGCHECK_CODE: d1" in (out.run_dir / "report.html").read_text()
     v = json.loads((out.run_dir / "verdict.json").read_text())
@@ -186,8 +185,9 @@ def test_canary_secret_never_reaches_logs_reports_or_junit(make_lab, standins, w
     (s,) = standins(1)
     # The guest's environment leaks the secret into pytest's JUnit and into
     # the driver's install output; the vCenter password is the same canary.
-    s.set("environment", f"PYTEST_ADDOPTS='-o junit_suite_name={CANARY_PASSWORD}'\n")
-    drv = make_driver(tmp_path, install_sh=f"echo token={CANARY_PASSWORD}; echo {CANARY_PASSWORD} >&2\n")
+    s.set_file("environment", f"PYTEST_ADDOPTS='-o junit_suite_name={CANARY_PASSWORD}'\n")
+    s.set_knob("print_pnputil", f"token={CANARY_PASSWORD}")
+    drv = make_driver(tmp_path)
     lab = make_lab([s])
     opts, stream = run_options(tmp_path, wheel, vcsim, driver=drv)
     out = Orchestrator(lab, opts).run()
@@ -202,12 +202,12 @@ def test_canary_secret_never_reaches_logs_reports_or_junit(make_lab, standins, w
 
 def test_ctrl_c_destroys_clones_and_keeps_artifacts(vcsim, standins, wheel, tmp_path):
     (s,) = standins(1)
-    s.set("environment", "sleep 20\n")   # a slow guest: Ctrl-C lands while the suite's command runs
+    s.set_file("environment", "sleep 20\n")   # a slow guest: Ctrl-C lands while the suite's command runs
     cfg = write_lab(tmp_path / "lab.toml", vcsim, s.guest_toml())
     env = dict(os.environ, **vcsim.env(), PYTHONUNBUFFERED="1")
     run_id = f"ctrlc-{os.getpid()}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.vm.cli", "lab", "nightly", "--config", str(cfg), "--wheel", str(wheel),
+        [sys.executable, "-m", "harness.vm.cli", "lab", "nightly", "--config", str(cfg), "--wheelhouse", str(wheel),
          "--run-id", run_id, "--progress-interval", "0"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         # A user's Ctrl-C reaches a process whose SIGINT is at its default, even when this test

@@ -52,11 +52,73 @@ def test_verdict_new_failures_bugcheck_verifier_and_inconclusive():
     res["guests"][0]["tests"].append({"id": "t::new", "outcome": "error", "time": 0, "message": ""})
     v = compute_verdict(res, base, driver=drv)
     assert v["verdict"] == "fail" and v["new_failures"] == {"a": ["t::new"]}
-    assert compute_verdict({"guests": [guest("a", verifier_on=False)]}, None, driver=drv)["verdict"] == "fail"
-    assert compute_verdict({"guests": [guest("a", bugcheck={"summary": ""})]}, None, driver=drv)["verdict"] == "fail"
+    assert compute_verdict({"guests": [guest("a", [("t::ok", "passed", "")], bugcheck={"summary": ""})]}, None,
+                           driver=drv)["verdict"] == "fail"
     infra = guest("a", status="infrastructure", classification="infrastructure", cause="clone failed")
     assert compute_verdict({"guests": [infra]}, None, driver=drv)["verdict"] == "inconclusive"
     assert compute_verdict({"guests": []}, None, driver=drv)["verdict"] == "inconclusive"
+
+
+DRV = {"sha256": "ab" * 32, "version": "1.0", "service": "S", "files": {}}
+RED = "harness.conformance.test_wfp_redirect::test_context_carries_the_original_destination"
+
+
+def test_gate_never_passes_what_it_did_not_see():
+    """The gate: a baseline pass that is skipped, missing or not run now; a run
+    without tests; redirect cases skipped with the driver; Verifier refused
+    or inactive because of the template; a retried fault."""
+    base = {"run_id": "b", "guests": [guest("a", [("t::x", "passed", ""), ("t::y", "passed", ""), (RED, "passed", "")])]}
+    ok = [("t::x", "passed", ""), ("t::y", "passed", ""), (RED, "passed", "")]
+    assert compute_verdict({"guests": [guest("a", ok)]}, base, driver=DRV)["verdict"] == "pass"
+    skipped = compute_verdict({"guests": [guest("a", [("t::x", "passed", ""), ("t::y", "skipped", "s"),
+                                                      (RED, "passed", "")])]}, base, driver=DRV)
+    assert skipped["verdict"] == "fail" and "skipped now: t::y" in " ".join(skipped["reasons"])
+    missing = compute_verdict({"guests": [guest("a", [("t::x", "passed", ""), (RED, "passed", "")])]}, base, driver=DRV)
+    assert missing["verdict"] == "inconclusive" and "did not run now: t::y" in " ".join(missing["reasons"])
+    empty = compute_verdict({"guests": [guest("a", [])]}, None, driver=DRV)
+    assert empty["verdict"] == "inconclusive" and "no tests ran" in " ".join(empty["reasons"])
+    red = compute_verdict({"guests": [guest("a", [("t::x", "passed", ""), (RED, "skipped", "no policy")])]}, None,
+                          driver=DRV)
+    assert red["verdict"] == "fail" and "redirect case(s) skipped" in " ".join(red["reasons"])
+    off = compute_verdict({"guests": [guest("a", ok, verifier_on=False, verifier_problem="HVCI")]}, base, driver=DRV)
+    assert off["verdict"] == "inconclusive" and "infrastructure: HVCI" in " ".join(off["reasons"])
+    unknown = compute_verdict({"guests": [guest("a", ok, verifier_on=None)]}, base, driver=DRV)
+    assert unknown["verdict"] == "inconclusive"
+    refused = guest("a", [], status="infrastructure", classification="infrastructure", phase="configure_debug",
+                    cause="Driver Verifier refused /standard /driver x.sys")
+    assert compute_verdict({"guests": [refused]}, base, driver=DRV)["verdict"] == "inconclusive"
+    again = guest("a", ok, attempts=[{"attempt": 1, "classification": "infrastructure", "phase": "run_suite",
+                                      "cause": "SSH dropped"}, {"attempt": 2, "classification": None}])
+    v = compute_verdict({"guests": [again]}, base, driver=DRV)
+    assert v["verdict"] == "pass" and v["retried"] == ["a: attempt 1: infrastructure in run_suite: SSH dropped"]
+
+
+def test_reports_lead_with_the_verdict_and_stay_well_formed_whatever_the_guest_printed(tmp_path):
+    junk = "bell\x07 nul\x00 esc\x1b surrogate\udcff end"
+    res = {"run_id": "r1", "mode": "gate", "guests": [
+        guest("g1", [("mod.test_a::t1", "failed", junk), ("mod.test_a::t2", "passed", ""),
+                     ("mod.test_b::t3", "passed", "")], status="failed", classification="product",
+              reason="tests_failed", cause=junk, notes=[junk],
+              attempts=[{"attempt": 1, "classification": "infrastructure", "phase": "connect", "cause": "refused"},
+                        {"attempt": 2, "classification": "product"}]),
+        guest("g2", [("mod.test_b::t3", "passed", "")], verifier_on=None)]}
+    v = compute_verdict(res, None, driver=DRV)
+    files = write_reports(res, tmp_path, verdict=v)
+    ET.parse(files["junit"])                                    # well-formed
+    page = files["html"].read_text()
+    assert page.index('id="verdict"') < page.index("<h1>") and "Verdict: FAIL" in page
+    assert "\x07" not in page and "\x00" not in page
+    md = files["markdown"].read_text()
+    lines = md.splitlines()
+    assert lines[2] == "## Verdict: FAIL"
+    assert md.index("## Failures and problems") < md.index("## Guests") < md.index("## Matrix by area")
+    assert "retried, attempt 1: infrastructure in connect: refused" in md
+    assert "| unknown |" in md and "| off |" not in md        # the verifier column: on/off/unknown
+    assert "### test_a: 0 of 2 passed on every guest" in md and "| `mod.test_a::t2` | ✔ | not run |" in md
+    assert "| `mod.test_a::t1` | ✘ | not run |" in md          # g2 never ran it
+    assert "mod.test_b::t3" not in md.split("## Matrix by area")[1]   # passing rows collapsed
+    junit = files["junit"].read_text()
+    assert 'name="wfp.retried.1"' in junit
 
 
 def test_html_and_markdown_escape_hostile_names(tmp_path):
@@ -124,6 +186,11 @@ def test_nightly_workflow_is_valid_yaml_for_a_self_hosted_runner():
     assert lab["strategy"]["matrix"]["shard"]
     steps = " ".join(json.dumps(s) for s in lab["steps"])
     assert "wfp-harness lab nightly" in steps and "--shard" in steps and "actions/upload-artifact" in steps
+    # fault 10: the scheduled run (no inputs) must install a driver too: the
+    # nightly command always passes --driver, from the input or the runner's env
+    nightly = next(st["run"] for st in lab["steps"] if "lab nightly" in st.get("run", ""))
+    assert '--driver "$DRIVER"' in nightly and "WFP_NIGHTLY_DRIVER" in nightly and "exit 2" in nightly
+    assert "if [ -n \"$DRIVER\" ]" not in nightly
     assert "if-no-files-found" in steps and "always()" in steps
     merge = wf["jobs"]["merge"]
     assert "wfp-harness lab merge" in json.dumps(merge["steps"]) and merge["needs"] == "lab"
@@ -173,7 +240,7 @@ def test_sharded_nightly_and_merge_via_cli(vcsim, standins, wheel, tmp_path):
     env = dict(os.environ, **vcsim.env())
     dirs = []
     for i in (1, 2):
-        r = _cli("nightly", "--config", str(cfg), "--wheel", str(wheel), "--run-id", "nightly-7",
+        r = _cli("nightly", "--config", str(cfg), "--wheelhouse", str(wheel), "--run-id", "nightly-7",
                  "--shard", f"{i}/2", "--progress-interval", "0", env=env, cwd=tmp_path)
         assert r.returncode == 0, r.stdout + r.stderr
         dirs.append(tmp_path / "artifacts" / f"nightly-7-s{i}of2")
@@ -199,12 +266,20 @@ def test_top_level_cli_registers_the_lab_commands(capsys):
         assert cmd in out
 
 
-def test_unreadable_driver_package_is_a_harness_error_with_reports(make_lab, standins, wheel, vcsim, tmp_path):
-    from harness.vm.orchestrator import Orchestrator
-    (s,) = standins(1)
-    lab = make_lab([s])
-    opts, _ = run_options(tmp_path, wheel, vcsim, driver=tmp_path / "no-such-driver")
-    out = Orchestrator(lab, opts).run()
-    g = out.results["guests"][0]
-    assert out.exit_code == 4 and g["classification"] == "harness" and g["attempts"] == []
-    assert "driver package not found" in g["cause"] and (out.run_dir / "report.html").is_file()
+def test_missing_driver_or_baseline_is_a_usage_error_before_anything_starts(vcsim, tmp_path):
+    """Issue "command line": both used to start the run (clones queued) and exit 4."""
+    import os
+    from vsphere_testlib import lab_toml as vs_lab
+    cfg = tmp_path / "lab.toml"
+    cfg.write_text(vs_lab(vcsim))
+    env = dict(os.environ, **vcsim.env())
+    drv = tmp_path / "drv"
+    drv.mkdir()
+    (drv / "x.inf").write_text("[Version]\n")
+    for args, word in ((["nightly", "--driver", str(tmp_path / "no-such-driver")], "no-such-driver"),
+                       (["gate", "--driver", str(drv), "--baseline", str(tmp_path / "nope.json")], "nope.json")):
+        r = _cli(*args, "--config", str(cfg), "--run-id", "usage-1", env=env, cwd=tmp_path)
+        assert r.returncode == 2, r.stdout + r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and word in lines[0] and "Traceback" not in r.stderr
+        assert not (tmp_path / "artifacts").exists()          # nothing started

@@ -177,3 +177,31 @@ def test_canary_secret_never_appears_in_logs_exceptions_or_files(sshd, keytool, 
     # The events were logged (redacted), not silently dropped.
     assert any("printf" in r.getMessage() and redact.REDACTED in r.getMessage() for r in caplog.records)
     assert any(r.exc_text and redact.REDACTED in r.exc_text for r in caplog.records)
+
+
+def test_secrets_with_quotes_tabs_newlines_in_every_encoded_form(tmp_path):
+    """Issue "Windows day one", security: a secret with quotes, a tab and a
+    newline is found raw, JSON/XML/PowerShell-escaped, with CRLF, URL-encoded,
+    base64 (UTF-8 and UTF-16LE, any alignment) and in UTF-16LE, in *.out/*.err too."""
+    import base64
+    import json as _json
+    import urllib.parse
+    from harness.vm.redact import SecretRegistry, scrub_tree
+    reg = SecretRegistry()
+    secret = "p\"a's\ts\nw0rd-Canary!"
+    reg.add(secret)
+    forms = [secret, _json.dumps(secret), secret.replace("'", "''"), secret.replace("\n", "\r\n"),
+             urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)]
+    for raw in (secret.encode(), secret.encode("utf-16-le")):
+        for k in range(3):
+            forms.append(base64.b64encode(b"Z" * k + raw + b"tail").decode())
+            forms.append(base64.urlsafe_b64encode(b"Z" * k + raw).decode())
+    for i, f in enumerate(forms):
+        for ext, data in ((".out", f.encode()), (".err", f.encode("utf-16-le"))):
+            p = tmp_path / f"cmd{i}{ext}"
+            p.write_bytes(b"before " + data + b" after")
+    scrub_tree(tmp_path, reg)
+    for p in tmp_path.iterdir():
+        data = p.read_bytes()
+        assert not reg.contains_secret(data), p.name
+        assert b"before" in data and (b"********" in data or "********".encode("utf-16-le") in data), p.name

@@ -132,6 +132,25 @@ def test_unattend_runs_bootstrap_and_keeps_passwords_out(name):
     assert passes == {"windowsPE", "specialize", "oobeSystem"}
 
 
+def test_matrix_account_and_host_key_pin_exist_on_every_template():
+    """Issue "Windows day one" fault 4: the matrix logged in as an account the
+    templates never created and pinned an extraConfig key nothing set."""
+    import hcl2
+    from harness.vm.config import load_matrix
+    guests = load_matrix(VM / "guest-matrix.toml")
+    boot = (VM / "scripts" / "bootstrap.ps1").read_text()
+    hcl = (VM / "windows.pkr.hcl").read_text()
+    src = list(list(hcl2.loads(hcl)["source"][0].values())[0].values())[0]
+    params = {k.strip('"'): v for k, v in src["configuration_parameters"].items()}
+    for g in guests:
+        assert f"New-LocalUser -Name '{g.account}'" in boot and "Add-LocalGroupMember -SID 'S-1-5-32-544'" in boot
+        assert g.host_key.guestinfo in params                  # recorded in the template's extraConfig
+    assert "ssh_host_key_file" in str(params) and src["remove_cdrom"] in (True, [True])
+    assert str(src["ssh_username"]).strip('"') == "wfpadmin"
+    # the host key the build generated is what bootstrap installs
+    assert "ssh_host_ed25519_key" in boot and '"ssh_host_ed25519_key"' in hcl
+
+
 def test_win11_unattend_bypasses_tpm_and_secure_boot_checks():
     commands = " ".join(unattend_commands(VM / "autounattend" / "win11.xml"))
     assert "BypassTPMCheck" in commands and "BypassSecureBootCheck" in commands
@@ -149,8 +168,8 @@ def test_provisioning_covers_what_the_orchestrator_expects():
     assert "administrators_authorized_keys" in text["bootstrap.ps1"]
     assert "OpenSSH.Server" in text["bootstrap.ps1"]
     assert "setup64.exe" in text["bootstrap.ps1"]                     # VMware Tools
-    assert "info-set guestinfo.wfp.hostkey" in text["publish-hostkey.ps1"]
-    assert "C:\\wfp\\hostkey.pub" in text["publish-hostkey.ps1"]
+    assert "info-set" not in joined            # a guest never publishes its own pin
+    assert "S-1-5-32-544" in text["check-hostkey.ps1"]
     assert "OptionId.WindowsDesktopDebuggers" in text["install-tools.ps1"]
     assert "WFP_PYTHON_SHA256" in text["install-tools.ps1"]
     assert "sys.version_info[:2] == (3, 11)" in text["install-tools.ps1"]

@@ -153,6 +153,25 @@ def test_clone_power_on_wait_destroy_leaves_no_clone(vs, lab, run_id, template: 
     vs.destroy(clone)  # idempotent: destroying a destroyed clone is not an error
 
 
+def test_host_key_pin_comes_from_the_template_never_from_the_clone(vs, lab, run_id) -> None:
+    """A running guest can write guestinfo (rpctool info-set) but not the
+    template's extraConfig: a key set on the clone must be ignored."""
+    from pyVmomi import vim
+
+    from harness.vm.errors import CloneError
+    from vsphere_testlib import openssh_host_key
+    g = guest(lab, "wfp-ws2022")
+    clone = vs.clone(g, run_id)
+    try:
+        attacker = openssh_host_key()
+        spec = vim.vm.ConfigSpec(extraConfig=[vim.option.OptionValue(key="guestinfo.wfp.ssh_host_key", value=attacker)])
+        vs._wait_task(clone.vm.ReconfigVM_Task(spec=spec), 60, CloneError, "reconfigure", clone.name)
+        assert vs.extra_config(clone.vm)["guestinfo.wfp.ssh_host_key"] == attacker
+        assert vs.host_key(clone) == vs.extra_config(vs.template(g))["guestinfo.wfp.ssh_host_key"] != attacker
+    finally:
+        vs.destroy(clone)
+
+
 def test_revert_rereads_the_guest_ip(make_lab, vcsim, run_id) -> None:
     lab = make_lab(guests=["wfp-dhcp"])
     with connect(lab, vcsim) as vs:

@@ -157,10 +157,19 @@ def make_pki(d: Path) -> Pki:
                ":".join(fp[i:i + 2] for i in range(0, 64, 2)))
 
 
-def openssh_host_key() -> str:
-    k = ed25519.Ed25519PrivateKey.generate().public_key()
-    return k.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode() \
-        + " host-key@wfp-ws2022"
+def openssh_host_key(private_path: Path | None = None) -> str:
+    """A template's host key line, as the template build records it; with
+    ``private_path`` the private half is kept there too (OpenSSH format), so a
+    stand-in guest can serve the very key the template pins."""
+    priv = ed25519.Ed25519PrivateKey.generate()
+    line = priv.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                          serialization.PublicFormat.OpenSSH).decode() + " host-key@wfp-ws2022"
+    if private_path is not None:
+        private_path.write_bytes(priv.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                                    serialization.NoEncryption()))
+        os.chmod(private_path, 0o600)
+        Path(f"{private_path}.pub").write_text(line + "\n")
+    return line
 
 
 # ---------------------------------------------------------------------------
@@ -175,6 +184,7 @@ class Vcsim:
     pki: Pki
     host_key: str  # published as guestinfo.wfp.ssh_host_key on the matrix templates
     stderr_log: Path
+    host_key_private: Path | None = None  # its private half (for a stand-in that serves it)
 
     def env(self, password: str = CANARY_PASSWORD) -> dict[str, str]:
         return {USER_ENV: VC_USER, PASSWORD_ENV: password}
@@ -222,7 +232,7 @@ def start_vcsim(binary: Path, d: Path):
     """Run the simulator with the test inventory in ``d`` (also used by bench/)."""
     d.mkdir(parents=True, exist_ok=True)
     pki = make_pki(d / "pki")
-    host_key = openssh_host_key()
+    host_key = openssh_host_key(d / "template_host_ed25519")
     inv = d / "inventory.json"
     inv.write_text(json.dumps(_inventory(host_key), indent=1))
     err_log = d / "vcsim.stderr.log"
@@ -241,7 +251,7 @@ def start_vcsim(binary: Path, d: Path):
         assert info["thumbprint_sha256"] == pki.server_sha256
         yield Vcsim(url=info["url"], port=int(info["url"].split(":")[2].split("/")[0]),
                     thumbprint_sha256=info["thumbprint_sha256"], pki=pki, host_key=host_key,
-                    stderr_log=err_log)
+                    stderr_log=err_log, host_key_private=d / "template_host_ed25519")
     finally:
         proc.terminate()  # SIGTERM: vcsim closes the server and removes its datastore dirs
         try:

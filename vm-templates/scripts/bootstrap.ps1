@@ -19,9 +19,28 @@ if ($p.ExitCode -notin 0, 3010) { throw "VMware Tools setup failed: $($p.ExitCod
 $cap = Get-WindowsCapability -Online -Name 'OpenSSH.Server*' | Select-Object -First 1
 if ($cap.State -ne 'Installed') { Add-WindowsCapability -Online -Name $cap.Name | Out-Null }
 
-# Generate host keys now, so the public key exists before the first login.
+# The ed25519 host key is the one the template build generated on the build
+# host (WFPSETUP CD) and recorded in the template's extraConfig as
+# guestinfo.wfp.ssh_host_key: install it before sshd first starts, readable
+# by SYSTEM and Administrators only (by SID: names are localized).
+$sshDir = "$env:ProgramData\ssh"
+New-Item -ItemType Directory -Force -Path $sshDir | Out-Null
+Copy-Item -Path "$setupCd\ssh_host_ed25519_key" -Destination "$sshDir\ssh_host_ed25519_key" -Force
+Copy-Item -Path "$setupCd\ssh_host_ed25519_key.pub" -Destination "$sshDir\ssh_host_ed25519_key.pub" -Force
+icacls.exe "$sshDir\ssh_host_ed25519_key" /inheritance:r /grant '*S-1-5-18:F' /grant '*S-1-5-32-544:F' | Out-Null
+if ($LASTEXITCODE -ne 0) { throw "icacls on the host key failed: $LASTEXITCODE" }
+# Generate the other host key types sshd wants; ed25519 is kept.
 Start-Service sshd
 Stop-Service sshd
+
+# The account the orchestrator logs in as (guest-matrix.toml: account = "wfpadmin"):
+# key-only SSH, so its random password is never stored anywhere.
+$bytes = New-Object byte[] 32
+[System.Security.Cryptography.RandomNumberGenerator]::Create().GetBytes($bytes)
+$secret = ConvertTo-SecureString ([Convert]::ToBase64String($bytes) + 'aA1!') -AsPlainText -Force
+New-LocalUser -Name 'wfpadmin' -Password $secret -PasswordNeverExpires -AccountNeverExpires `
+    -Description 'wfp-harness orchestrator (SSH key only)' | Out-Null
+Add-LocalGroupMember -SID 'S-1-5-32-544' -Member 'wfpadmin'
 
 $config = "$env:ProgramData\ssh\sshd_config"
 $text = Get-Content $config -Raw
@@ -37,7 +56,7 @@ Set-Content -Path $config -Value $text -Encoding ascii
 # Administrators can access it.
 $keys = "$env:ProgramData\ssh\administrators_authorized_keys"
 Copy-Item -Path "$setupCd\administrators_authorized_keys" -Destination $keys -Force
-icacls.exe $keys /inheritance:r /grant 'Administrators:F' /grant 'SYSTEM:F' | Out-Null
+icacls.exe $keys /inheritance:r /grant '*S-1-5-32-544:F' /grant '*S-1-5-18:F' | Out-Null
 
 Set-Service -Name sshd -StartupType Automatic
 New-NetFirewallRule -Name 'wfp-sshd' -DisplayName 'OpenSSH Server (wfp)' -Protocol TCP -LocalPort 22 `
