@@ -39,6 +39,9 @@ class _Collector:
 
     def pytest_runtest_logreport(self, report):
         if report.when == "call" or report.outcome != "passed":
+            if hasattr(report, "wasxfail"):          # a known deviation that still deviates
+                self.results[report.nodeid] = "xfailed"
+                return
             if report.skipped:
                 reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
                 self.skips[reason.removeprefix("Skipped: ")] += 1
@@ -47,11 +50,18 @@ class _Collector:
 
 def cmd_conformance(args) -> int:
     import pytest
+    args.profile = args.profile or targets.default_profile(args.target)
     profile = _load_profile(args.profile)
     options = {"agent_command": args.agent_command}
     try:
         targets.check(args.target, options)
     except targets.TargetError as exc:
+        print(f"wfp-harness: {exc}", file=sys.stderr)
+        return 2
+    from harness.conformance.deviations import DeviationError, load_target
+    try:
+        deviations = load_target(args.target)
+    except DeviationError as exc:
         print(f"wfp-harness: {exc}", file=sys.stderr)
         return 2
     junit = Path(args.junitxml or f"reports/conformance-{args.target}-{profile.name}.xml")
@@ -67,11 +77,11 @@ def cmd_conformance(args) -> int:
         print("wfp-harness conformance: pytest refused the arguments passed on to it (above)", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - started
-    _print_report(collector, profile, args.target, junit, elapsed)
+    _print_report(collector, profile, args.target, junit, elapsed, deviations)
     return int(code)
 
 
-def _print_report(collector, profile, target, junit, elapsed) -> None:
+def _print_report(collector, profile, target, junit, elapsed, deviations=None) -> None:
     by_area = collections.defaultdict(collections.Counter)
     for nodeid, outcome in collector.results.items():
         area = nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py").removeprefix("test_")
@@ -82,18 +92,31 @@ def _print_report(collector, profile, target, junit, elapsed) -> None:
     print("=" * 72)
     print(f"Conformance report: target {target}, profile {profile.name}")
     print("  profile decisions: " + ", ".join(f"{n} {k}" for k, n in sorted(prov.items())))
-    print(f"  {'area':<28}{'passed':>8}{'failed':>8}{'skipped':>9}{'errors':>8}")
+    columns = ("passed", "failed", "xfailed", "skipped", "error")
+    print(f"  {'area':<28}" + "".join(f"{'errors' if c == 'error' else c:>9}" for c in columns))
     for area in sorted(by_area):
-        c = by_area[area]
-        print(f"  {area:<28}{c['passed']:>8}{c['failed']:>8}{c['skipped']:>9}{c['error']:>8}")
-    print(f"  {'total':<28}{totals['passed']:>8}{totals['failed']:>8}{totals['skipped']:>9}{totals['error']:>8}")
+        print(f"  {area:<28}" + "".join(f"{by_area[area][c]:>9}" for c in columns))
+    print(f"  {'total':<28}" + "".join(f"{totals[c]:>9}" for c in columns))
     failed = [n for n, o in collector.results.items() if o in ("failed", "error")]
     for nodeid in failed[:50]:
         print(f"  FAILED {nodeid}")
     for reason, count in collector.skips.most_common(10):
         print(f"  skipped x{count}: {reason}")
+    if deviations is not None:
+        _print_deviations(collector, target, deviations)
     print(f"  time: {elapsed:.2f} s   JUnit: {junit}")
     print("=" * 72)
+
+
+def _print_deviations(collector, target, deviations) -> None:
+    """The reviewed list of the target's known deviations, with what each covered in this run."""
+    print(f"  known {target} deviations ({len(deviations)}, {deviations.path.name}; xfail strict):")
+    for dev in deviations:
+        covered = collections.Counter(o for n, o in collector.results.items() if dev.matches(n))
+        seen = ", ".join(f"{k} {v}" for k, v in sorted(covered.items())) or "not run"
+        print(f"    - {dev.differs}")
+        print(f"      {dev.kind}: {dev.wine}")
+        print(f"      cases: {seen}")
 
 
 def cmd_fidelity(args) -> int:
@@ -182,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("conformance", help="run the conformance suite and print its report")
     p.add_argument("--target", default="sim", help="where the calls go: " + ", ".join(targets.TARGETS))
     p.add_argument("--agent-command", help="--target agent: the command that starts the winsock-agent")
-    p.add_argument("--profile", default="documented", help="profile name or file (default: documented)")
+    p.add_argument("--profile", default=None,
+                   help="profile name or file (default: the target's, harness.targets.default_profile: "
+                        "documented; wine-8.0 for --target wine)")
     p.add_argument("--junitxml", help="where to write JUnit XML (default: reports/...)")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: passed to pytest")
     p.set_defaults(fn=cmd_conformance)

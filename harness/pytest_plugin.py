@@ -5,9 +5,12 @@
 
 Registered by the `pytest11` entry point. Provides the `api` fixture (a
 fresh WinsockApi per test), `profile` and `decide` (the active profile's
-decision points: conformance cases take their expected values from here),
-capability markers that skip with a reason, and JUnit testsuite properties
-naming the target, profile, OS build and driver version.
+decision points: conformance cases take their expected values from here;
+the default profile is the target's, harness.targets.default_profile),
+capability markers that skip with a reason, the target's known deviations
+(harness.conformance.deviations) marked xfail(strict=True) with their
+reason, and JUnit testsuite properties naming the target, profile, OS build
+and driver version.
 """
 from __future__ import annotations
 
@@ -34,8 +37,8 @@ def pytest_addoption(parser):
                     help="--target agent: the command that starts the winsock-agent, e.g. "
                          "\"ssh winhost C:\\wfp\\winsock-agent.exe\"; env WFP_AGENT_COMMAND")
     group.addoption("--profile", default=None,
-                    help="behaviour profile for expected values: documented (default), windows-observed, "
-                         "or a profile file; env WFP_PROFILE")
+                    help="behaviour profile for expected values: documented (the default; wine-8.0 for "
+                         "--target wine), windows-observed, or a profile file; env WFP_PROFILE")
 
 
 def pytest_configure(config):
@@ -49,12 +52,17 @@ def pytest_configure(config):
     except targets.TargetError as exc:
         _bad_input(str(exc))
     from sim.profiles import ProfileError, load
-    name = config.getoption("--profile") or os.environ.get("WFP_PROFILE") or "documented"
+    name = config.getoption("--profile") or os.environ.get("WFP_PROFILE") or targets.default_profile(target)
     try:
         profile = load(name)
     except ProfileError as exc:
         _bad_input(f"--profile: {exc}")
-    config._wfp = {"target": target, "profile": profile, "options": options}
+    from harness.conformance.deviations import DeviationError, load_target
+    try:
+        deviations = load_target(target)
+    except DeviationError as exc:
+        _bad_input(str(exc))
+    config._wfp = {"target": target, "profile": profile, "options": options, "deviations": deviations}
 
 
 def _bad_input(message: str):
@@ -71,11 +79,16 @@ def pytest_collection_modifyitems(config, items):
         caps = targets.capabilities(state["target"], state["options"])
     except targets.TargetError as exc:
         _bad_input(str(exc))
+    deviations = state.get("deviations")
     for item in items:
         for name in MARKERS:
             if item.get_closest_marker(name) and name not in caps:
                 item.add_marker(pytest.mark.skip(
                     reason=f"target {state['target']!r} lacks capability {name!r}: {MARKERS[name]}"))
+        known = deviations.match(item.nodeid) if deviations is not None else None
+        if known is not None:
+            # strict: a target that stops deviating fails the case (XPASS) until the entry goes
+            item.add_marker(pytest.mark.xfail(strict=True, reason=known.reason))
 
 
 @pytest.fixture(scope="session")

@@ -38,6 +38,18 @@ AGENT_TARGETS = ("wine", "agent")
 _SIM_CAPABILITIES = frozenset({"requires_redirect", "udp", "ipv6", "sim_only", "elevated"})
 
 
+# The profile a target's expected values come from when none is named. Wine is not Windows: it
+# answers the decision points as observed on it (sim/profiles/wine-8.0.toml, written by
+# `wfp-harness profile probe --target wine`); where it deviates from Windows outright, the case
+# is a known deviation (harness/conformance/wine-deviations.toml) instead.
+DEFAULT_PROFILES = {"wine": "wine-8.0"}
+DEFAULT_PROFILE = "documented"
+
+
+def default_profile(target: str) -> str:
+    return DEFAULT_PROFILES.get(target, DEFAULT_PROFILE)
+
+
 def names() -> str:
     return ", ".join(TARGETS)
 

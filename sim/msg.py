@@ -3,9 +3,9 @@
 Pointer rules from the LPFN_WSARECVMSG and WSASendMsg pages: WSAEFAULT for
 any buffer not wholly in user memory, for a NULL name with a non-zero
 namelen, and for a NULL Control.buf with a non-zero Control.len. Control
-data that does not fit sets MSG_CTRUNC; a datagram that does not fit sets
-MSG_TRUNC and fails with WSAEMSGSIZE (STATUS_BUFFER_OVERFLOW when
-overlapped). Both functions serve datagram and raw sockets only (assumed:
+data that does not fit sets MSG_CTRUNC, a datagram that does not fit sets
+MSG_TRUNC; either fails with WSAEMSGSIZE (STATUS_BUFFER_OVERFLOW when
+overlapped; Wine dlls/ws2_32/tests/sock.c test_ip_pktinfo on Windows). Both functions serve datagram and raw sockets only (assumed:
 WSAEOPNOTSUPP for a stream socket).
 """
 from __future__ import annotations
@@ -102,7 +102,9 @@ def recvmsg(api, thread, sock, lpMsg, lpNumber, lpOverlapped, lpRoutine):
             mem.kwrite(lpMsg + WSAMSG.offset("namelen"), struct.pack("<i", len(data)))
         mem.kwrite(lpMsg + WSAMSG.offset("Control_len"), struct.pack("<I", len(control)))
         mem.kwrite(lpMsg + WSAMSG.offset("dwFlags"), struct.pack("<I", flags))
-        status = 0x80000005 if flags & C.MSG_TRUNC else 0    # STATUS_BUFFER_OVERFLOW
+        # Truncated data or control data both fail: WSAEMSGSIZE, STATUS_BUFFER_OVERFLOW overlapped
+        # (Wine dlls/ws2_32/tests/sock.c test_ip_pktinfo, Control.len 1: -1, WSAEMSGSIZE, MSG_CTRUNC).
+        status = 0x80000005 if flags & (C.MSG_TRUNC | C.MSG_CTRUNC) else 0    # STATUS_BUFFER_OVERFLOW
         return status, n, flags
 
     return api._io(thread, sock, "recvmsg", take, lpOverlapped, lpRoutine, lpNumber)

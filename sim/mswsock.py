@@ -63,8 +63,12 @@ class Mswsock:
         acc = process.sockets.get(sAcceptSocket)
         need = sockaddr_io.size_for(lst.family if lst is not None else C.AF_INET) + _ADDRESS_PAD
         total = dwReceiveDataLength + dwLocalAddressLength + dwRemoteAddressLength
-        short = dwLocalAddressLength < need or dwRemoteAddressLength < need
         strict = process.profile.acceptex_short_address == _ACCEPTEX_SHORT_FAILS
+        # Without the strict reading a local length of 0 asks for no local address: Windows
+        # completes and writes none (Wine dlls/ws2_32/tests/sock.c test_AcceptEx: local size 0
+        # pends, then succeeds); only a slot too small for its address fails the completion.
+        no_local = dwLocalAddressLength == 0 and not strict
+        short = (dwLocalAddressLength < need and not no_local) or dwRemoteAddressLength < need
         if lst is None or acc is None:
             err = C.WSAENOTSOCK
         elif not lst.is_tcp:
@@ -111,7 +115,8 @@ class Mswsock:
                 mem.kwrite(lpOutputBuffer, data)
                 n = len(data)
             slot = (lpOutputBuffer + dwReceiveDataLength) & _U64
-            mem.kwrite(slot, _address_slot(family, *acc.conn.local))
+            if not no_local:
+                mem.kwrite(slot, _address_slot(family, *acc.conn.local))
             mem.kwrite((slot + dwLocalAddressLength) & _U64, _address_slot(family, *acc.conn.remote))
             return C.STATUS_SUCCESS, n
 

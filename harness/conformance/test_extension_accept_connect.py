@@ -247,7 +247,8 @@ def test_acceptex_argument_errors(api, case, error):
 def test_acceptex_address_lengths_below_the_documented_minimum(api, decide, local, remote):
     """AcceptEx page: each address length "must be at least 16 bytes more than the maximum
     address length"; Windows (Wine test_AcceptEx) instead goes pending and fails the
-    completion with STATUS_BUFFER_TOO_SMALL: ledger `acceptex_short_address`."""
+    completion with STATUS_BUFFER_TOO_SMALL, except for a local length of 0, which asks for no
+    local address and succeeds: ledger `acceptex_short_address`."""
     lst, port = listener(api)
     iocp = make_iocp(api, lst, key=5)
     a = _Accept(api, lst, _tcp(api), local=local, remote=remote)
@@ -257,6 +258,10 @@ def test_acceptex_address_lengths_below_the_documented_minimum(api, decide, loca
     assert (a.rc, a.error) == (C.FALSE, C.WSA_IO_PENDING)
     _connect(api, port)
     ok, err, nbytes, key, ovl = dequeue(api, iocp, 5000)
+    if local == 0:
+        # Wine test_AcceptEx on Windows: a local length of 0 asks for no local address and succeeds
+        assert (ok, nbytes, key, ovl) == (C.TRUE, 0, 5, a.ovl) and internal(api, a.ovl) == (C.STATUS_SUCCESS, 0)
+        return
     assert (ok, err, key, ovl) == (C.FALSE, C.ERROR_INSUFFICIENT_BUFFER, 5, a.ovl)
     assert internal(api, a.ovl)[0] == C.STATUS_BUFFER_TOO_SMALL
 
@@ -281,6 +286,8 @@ def test_closing_cancels_a_pending_acceptex(api, closed):
 
 
 def _connectex(api, s, port, data=b"", event=0, ovl=True, via=None):
+    """ConnectEx's (result, last error, lpdwBytesSent, OVERLAPPED). The page defines *lpdwBytesSent
+    only "on successful return", so the cases read it only after a completion."""
     fn = get_extension(api, via or s, C.WSAID_CONNECTEX)
     name, namelen = sockaddr(api, "127.0.0.1", port)
     send = 0
@@ -300,7 +307,7 @@ def test_connectex_needs_a_bound_socket(api):
     _lst, port = listener(api)
     rc, err, sent, ovl = _connectex(api, _tcp(api), port)
     assert (rc, err) == (C.FALSE, C.WSAEINVAL)
-    assert sent.u32() == POISON and internal(api, ovl)[0] == C.STATUS_PENDING
+    assert internal(api, ovl)[0] == C.STATUS_PENDING
 
 
 @pytest.mark.parametrize("case,error", [
@@ -320,8 +327,8 @@ def test_connectex_argument_errors(api, case, error):
         s = lst + 0x10000
     else:
         s = _bound(api)
-    rc, err, sent, _ovl = _connectex(api, s, port, ovl=case != "null-overlapped", via=lst)
-    assert (rc, err) == (C.FALSE, error) and sent.u32() == POISON
+    rc, err, _sent, _ovl = _connectex(api, s, port, ovl=case != "null-overlapped", via=lst)
+    assert (rc, err) == (C.FALSE, error)
 
 
 def test_connectex_completes_through_the_event_and_sends_the_data(api):
@@ -332,7 +339,7 @@ def test_connectex_completes_through_the_event_and_sends_the_data(api):
     s = _bound(api)
     event = api.WSACreateEvent()
     rc, err, sent, ovl = _connectex(api, s, port, b"123", event=event)
-    assert (rc, err) == (C.FALSE, C.WSA_IO_PENDING) and sent.u32() == POISON
+    assert (rc, err) == (C.FALSE, C.WSA_IO_PENDING)
     assert _wait(api, event) == C.WSA_WAIT_EVENT_0
     n, flags = dword(api), dword(api)
     assert api.WSAGetOverlappedResult(s, ovl, n.ptr, False, flags.ptr) == C.TRUE

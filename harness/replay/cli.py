@@ -88,10 +88,11 @@ def cmd_record(args) -> int:
     bad = _check_target(args.target, _options(args))
     if bad:
         return bad
+    from harness import targets
+    args.profile = args.profile or targets.default_profile(args.target)
     profile, bad = _profile(args.profile)
     if bad:
         return bad
-    from harness import targets
     trace = Trace(make_header(args.target, profile.name, targets.os_build(args.target, _options(args))))
     plugin = TraceRecorderPlugin(trace)
     argv = ["--pyargs", "harness.conformance", "--target", args.target, "--profile", args.profile,
@@ -155,13 +156,13 @@ def cmd_probe(args) -> int:
     bad = _check_target(args.target, _options(args))
     if bad:
         return bad
-    profile, bad = _profile(args.profile)
+    from harness import targets
+    profile, bad = _profile(args.profile or targets.default_profile(args.target))
     if bad:
         return bad
     parent, bad = _profile(args.inherit)
     if bad:
         return bad
-    from harness import targets
     redirected = None
     options = _options(args)
     try:
@@ -178,7 +179,8 @@ def cmd_probe(args) -> int:
         return _fail(f"--target {args.target}: {exc}")
     name = args.name or (f"observed-{args.target}-{profile.name}" if args.target == "sim"
                          else f"observed-{args.target}")
-    path = result.write_toml(args.output, name, inherit=parent.name)
+    path = result.write_toml(args.output, name, inherit=parent.name, description=args.description or "",
+                             source=args.source or "")
     print(f"{path}: {len(result.answers)} decision points observed, {len(result.unmatched)} unmatched, "
           f"{len(result.not_probed)} not probed (inherited from {parent.name})")
     for key, obs in result.answers.items():
@@ -217,7 +219,8 @@ def register(subparsers) -> None:
     r.add_argument("-o", "--output", required=True, help="the trace file to write (JSON Lines)")
     r.add_argument("--target", default="sim", help="where the calls go: " + ", ".join(TARGET_NAMES))
     r.add_argument("--agent-command", help="--target agent: the command that starts the winsock-agent")
-    r.add_argument("--profile", default="documented", help="profile name or file (default: documented)")
+    r.add_argument("--profile", default=None, help="profile name or file (default: the target's; documented "
+                                                   "on sim)")
     r.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: passed to pytest (e.g. -k wait)")
     r.set_defaults(fn=cmd_record)
     r = sub.add_parser("replay", help="replay a trace on a target and print where it diverges "
@@ -241,8 +244,12 @@ def register(subparsers) -> None:
     pr.add_argument("-o", "--output", required=True, help="the profile file to write (.toml)")
     pr.add_argument("--target", default="sim", help="where the calls go: " + ", ".join(TARGET_NAMES))
     pr.add_argument("--agent-command", help="--target agent: the command that starts the winsock-agent")
-    pr.add_argument("--profile", default="documented", help="profile of a sim target (default: documented)")
+    pr.add_argument("--profile", default=None, help="profile of a sim target (default: the target's; documented "
+                                                    "on sim)")
     pr.add_argument("--name", help="the written profile's name (default: observed-TARGET[-PROFILE])")
+    pr.add_argument("--description", help="the written profile's description (default: observed on TARGET)")
+    pr.add_argument("--source", help="what the answers were observed on, the start of each answer's source "
+                                     "(e.g. \"wine-8.0 ws2_32\"; default: the target and its OS build)")
     pr.add_argument("--inherit", default="windows-observed",
                     help="parent profile for the points not probed (default: windows-observed)")
     pr.set_defaults(fn=cmd_probe)

@@ -61,7 +61,8 @@ class ProbeResult:
     def values(self) -> dict:
         return {k: o.value for k, o in self.answers.items()}
 
-    def to_toml(self, name: str, inherit: str = "windows-observed", description: str = "") -> str:
+    def to_toml(self, name: str, inherit: str = "windows-observed", description: str = "", source: str = "") -> str:
+        """source: what each answer was observed on (e.g. "wine-8.0 ws2_32"); default: the target and build."""
         from sim.decision_points import DECISIONS
         lines = ["# Observed profile written by `wfp-harness profile probe` (harness.replay.probes).",
                  f"# Target: {self.target}; OS build: {self.os_build}.",
@@ -81,14 +82,20 @@ class ProbeResult:
             if obs is None:
                 continue
             lines += [f"[decisions.{key}]", f"value = {_q(obs.value)}", 'provenance = "observed"',
-                      f"source = {_q(f'probe {key} on target {self.target} ({self.os_build}): {obs.evidence}')}",
+                      f"source = {_q(self._source(key, obs, source))}",
                       ""]
         return "\n".join(lines)
 
-    def write_toml(self, path, name: str, inherit: str = "windows-observed", description: str = "") -> Path:
+    def _source(self, key: str, obs: Observation, source: str) -> str:
+        if source:
+            return f"{source}: probe {key}: {obs.evidence}"
+        return f"probe {key} on target {self.target} ({self.os_build}): {obs.evidence}"
+
+    def write_toml(self, path, name: str, inherit: str = "windows-observed", description: str = "",
+                   source: str = "") -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.to_toml(name, inherit, description), encoding="utf-8")
+        path.write_text(self.to_toml(name, inherit, description, source), encoding="utf-8")
         return path
 
 
@@ -110,7 +117,7 @@ def _err(api) -> int:
 
 
 def _name(code: int) -> str:
-    return f"{C.error_name(code)} ({code})"
+    return f"{C.error_name(code)} ({code})" if code else "0 (no error)"
 
 
 def _ovl(api, event=0) -> int:
@@ -591,6 +598,11 @@ def probe_profile(api_factory, redirected_factory=None, *, target: str = "sim", 
         except NotProbed as exc:
             result.not_probed[key] = str(exc)
             continue
+        except _target_failures() as exc:
+            # The experiment itself is the observation: a call that faulted (an access
+            # violation a real process would die of) or hung matches no choice.
+            result.unmatched[key] = f"the experiment did not return: {_first_line(exc)}"
+            continue
         if isinstance(outcome, Observation):
             if outcome.value not in DECISIONS[key].choices:
                 result.unmatched[key] = f"{outcome.evidence} (answer {outcome.value!r} is not a known choice)"
@@ -599,6 +611,16 @@ def probe_profile(api_factory, redirected_factory=None, *, target: str = "sim", 
         else:
             result.unmatched[key] = outcome.evidence
     return result
+
+
+def _target_failures() -> tuple:
+    """What a real target raises when an experiment faults or hangs (never a simulator's answer)."""
+    from harness.agent.protocol import AgentAccessViolation, AgentDied, AgentTimeout
+    return (AgentAccessViolation, AgentTimeout, AgentDied)
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 def diff_profiles(a, b) -> list:

@@ -24,7 +24,9 @@ from harness.input_error import InputError
 from sim.decision_points import DECISIONS, PROVENANCES
 
 BUILTIN_DIR = Path(__file__).parent
-BUILTIN = ("documented", "windows-observed")
+# Windows as documented and as observed, and the profiles of targets that are not Windows
+# (what `profile probe` saw there: the default profile of that target, harness.targets).
+BUILTIN = ("documented", "windows-observed", "wine-8.0")
 
 
 class ProfileError(InputError):
