@@ -55,8 +55,8 @@ def fail(exc: core.StartupError) -> int:
 
 # --- run (console) ------------------------------------------------------------------------
 class _Interrupts:
-    """Ctrl-C / Ctrl-Break set ``stop``: SetConsoleCtrlHandler for the native
-    target on Windows, Python signal handlers otherwise."""
+    """Ctrl-C / Ctrl-Break set ``stop``: SetConsoleCtrlHandler on Windows,
+    Python signal handlers otherwise."""
 
     def __init__(self, stop: threading.Event, done: threading.Event, fns=None):
         self.stop, self.done, self.fns = stop, done, fns
@@ -92,13 +92,18 @@ def run(args, config: core.ProxyConfig) -> int:
             from .targets import SimTarget
             target = SimTarget(config, demo=args.demo or 0, profile=args.profile, stop=stop)
         else:
-            if not IS_WINDOWS:
+            if args.target == "agent" and not IS_WINDOWS:
                 raise core.StartupError(
-                    f"Windows is required for the native target (this is {sys.platform!r}); use "
-                    f"`run --target sim` to run the same proxy in the simulator", exit_code=core.EXIT_USAGE)
-            from .targets import NativeTarget
-            target = NativeTarget()
-            fns = target.fns
+                    f"Windows is required for --target agent (this is {sys.platform!r}); use `run --target wine` "
+                    f"for the same proxy over Wine's Winsock, or `run --target sim` in the simulator",
+                    exit_code=core.EXIT_USAGE)
+            from .targets import AgentTarget, no_driver_here
+            if config.register_policy and not IS_WINDOWS:
+                raise no_driver_here()            # before the agent starts
+            if IS_WINDOWS:
+                from . import win32
+                fns = win32.load()
+            target = AgentTarget(args.target, agent=args.agent, fns=fns)
         session = core.ProxySession(target, config, LOG).start()
     except core.StartupError as exc:
         return fail(exc)
@@ -135,12 +140,13 @@ def service(args, config: core.ProxyConfig) -> int:
         fns = win32.load()
     except core.StartupError as exc:
         return fail(exc)
-    from .targets import NativeTarget
+    from .targets import AgentTarget
 
     def body(machine):
         LOG.info("service %s starting (pid %d)", args.name, os.getpid())
         return core.run_service(
-            machine, lambda progress: core.ProxySession(NativeTarget(fns), config, LOG, progress), LOG)
+            machine, lambda progress: core.ProxySession(AgentTarget("agent", args.agent, fns), config, LOG,
+                                                        progress), LOG)
 
     host = win32.ServiceHost(fns, args.name, body)
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import ntpath
+import os
 import subprocess
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ DESCRIPTION = ("Reference redirect proxy for the WFP connect-redirect callout: a
                "destination. Part of the WFP redirect test harness.")
 SIM_DEFAULT_PORTS = (9000, 9053)          # --target sim without ports: VendorX's ports in sim.worlds.scenarios
 START_TYPES = {"demand": 3, "auto": 2}    # SERVICE_DEMAND_START, SERVICE_AUTO_START
+TARGETS = ("agent", "wine", "sim")
 
 
 def _port(text: str) -> int:
@@ -84,6 +86,12 @@ def _proxy_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
+def _agent_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--agent", metavar="PATH", default=os.environ.get("WFP_AGENT_EXE") or None,
+                   help="the winsock-agent.exe the proxy starts as its child process and does its Winsock calls "
+                        "in (--target agent; default: env WFP_AGENT_EXE)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="The reference WFP redirect proxy, as a console "
                                      "program or a Windows service.")
@@ -92,9 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the proxy in this console until Ctrl-C / Ctrl-Break")
     _proxy_arguments(run)
     t = run.add_argument_group("target")
-    t.add_argument("--target", choices=("native", "sim"), default="native",
-                   help="native: real Winsock and the real driver (Windows); sim: the same code in the "
+    t.add_argument("--target", choices=TARGETS, default="agent",
+                   help="agent: real Winsock in the winsock-agent (--agent) and the real driver (Windows); "
+                        "wine: the same over Wine's Winsock here (no WFP driver); sim: the same code in the "
                         "simulator, with the sample driver installed")
+    _agent_argument(t)
     t.add_argument("--demo", type=_positive(int), metavar="N",
                    help="--target sim only: an app makes N TCP connections through the proxy to an echo "
                         "server; print the stats and exit (0 if all N arrived intact)")
@@ -103,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     service = sub.add_parser("service", help="the entry point the Service Control Manager starts")
     _proxy_arguments(service)
     service.add_argument("--name", type=_service_name, default=DEFAULT_SERVICE_NAME, help="the service name")
+    _agent_argument(service)
 
     install = sub.add_parser("install", help="install the proxy as a Windows service (elevated)")
     _proxy_arguments(install)
@@ -111,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--start-type", choices=tuple(START_TYPES), default="demand",
                          help="demand (sc start) or auto (at boot); default: demand")
     install.add_argument("--start", action="store_true", help="start the service once installed")
+    _agent_argument(install)
 
     uninstall = sub.add_parser("uninstall", help="stop and delete the service (elevated)")
     uninstall.add_argument("--name", type=_service_name, default=DEFAULT_SERVICE_NAME, help="the service name")
@@ -129,7 +141,8 @@ def parse(argv, parser: argparse.ArgumentParser | None = None):
 
 
 def config_from(args, parser: argparse.ArgumentParser) -> ProxyConfig:
-    sim = getattr(args, "target", "native") == "sim"
+    target = getattr(args, "target", "agent")
+    sim = target == "sim"
     if getattr(args, "demo", None) and not sim:
         parser.error("--demo needs --target sim")
     if getattr(args, "profile", "documented") != "documented" and not sim:
@@ -142,15 +155,18 @@ def config_from(args, parser: argparse.ArgumentParser) -> ProxyConfig:
         parser.error("give --tcp-port and/or --udp-port (the TcpProxyPort/UdpProxyPort of the driver's policy)")
     if getattr(args, "demo", None) and not tcp:
         parser.error("--demo makes TCP connections: it needs a --tcp-port")
+    if target == "agent" and not args.agent:
+        parser.error("give --agent PATH\\TO\\winsock-agent.exe (or env WFP_AGENT_EXE): the proxy's Winsock "
+                     "calls run in that program, started as a child process")
     addresses = tuple(dict.fromkeys(args.addresses)) if args.addresses else ("127.0.0.1", "::1")
     return ProxyConfig(tcp_port=tcp, udp_port=udp, addresses=addresses, set_records=not args.no_set_records,
                        register_policy=args.register_policy, stats_interval=args.stats_interval,
                        name=getattr(args, "name", DEFAULT_SERVICE_NAME))
 
 
-def proxy_argv(config: ProxyConfig, log: str | None, verbose: bool = False) -> list[str]:
+def proxy_argv(config: ProxyConfig, log: str | None, verbose: bool = False, agent: str | None = None) -> list[str]:
     """The proxy options that reproduce ``config`` (what `install` puts on the service's command line)."""
-    out = []
+    out = ["--agent", agent] if agent else []
     if config.tcp_port:
         out += ["--tcp-port", str(config.tcp_port)]
     if config.udp_port:
@@ -208,7 +224,7 @@ def plan_install(args, config: ProxyConfig, *, executable: str, base_executable:
     depends on the driver's service, so the SCM starts the driver first."""
     python, extra = service_interpreter(executable, base_executable, prefix, base_prefix)
     log = args.log or ntpath.join(program_data, "WfpRedirectProxy", f"{args.name}.log")
-    argv = ["-m", MODULE, "service", "--name", args.name, *proxy_argv(config, log, args.verbose)]
+    argv = ["-m", MODULE, "service", "--name", args.name, *proxy_argv(config, log, args.verbose, args.agent)]
     command_line = f'"{python}" ' + subprocess.list2cmdline(argv)
     environment = ("PYTHONPATH=" + ";".join([package_root, *extra]),)
     return InstallPlan(
