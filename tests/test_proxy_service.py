@@ -9,7 +9,9 @@
 (e) the ctypes service and registry adapters, driven through their real
     prototypes by Python stand-ins for advapi32/kernel32 (no SCM on Linux);
 (f) `run --target sim --demo 5` in a subprocess; imports touch no Windows
-    library; the native commands say Windows is required.
+    library; the Windows commands say Windows is required.
+The real-Winsock target (the winsock-agent as the proxy's child) runs under
+wine64 in tests/agent/test_proxy_service_wine.py.
 """
 from __future__ import annotations
 
@@ -54,6 +56,9 @@ POLICY_MD_REG = "\r\n".join([  # noqa: FLY002 - one line per .reg line
     '"ExcludedProcessIds"=hex(7):00,00', ""])
 
 
+AGENT = r"C:\wfp\winsock-agent.exe"
+
+
 def run_module(*args, timeout=120):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "harness.proxy_service", *args], cwd=ROOT, env=env,
@@ -65,12 +70,12 @@ def run_module(*args, timeout=120):
 def test_run_arguments_become_the_proxy_config():
     args, cfg = options.parse(["run", "--tcp-port", "9000", "--udp-port", "9053", "--address", "127.0.0.1",
                                "--address", "::1", "--address", "127.0.0.1", "--no-set-records",
-                               "--register-policy", "--log", "x.log", "--stats-interval", "2.5"])
-    assert args.command == "run" and args.target == "native" and args.log == "x.log"
+                               "--register-policy", "--log", "x.log", "--stats-interval", "2.5", "--agent", AGENT])
+    assert args.command == "run" and args.target == "agent" and args.log == "x.log" and args.agent == AGENT
     assert cfg == core.ProxyConfig(tcp_port=9000, udp_port=9053, addresses=("127.0.0.1", "::1"),
                                    set_records=False, register_policy=True, stats_interval=2.5,
                                    name=options.DEFAULT_SERVICE_NAME)
-    _, cfg = options.parse(["run", "--udp-port", "53"])
+    _, cfg = options.parse(["run", "--udp-port", "53", "--target", "wine"])
     assert (cfg.tcp_port, cfg.udp_port, cfg.addresses, cfg.set_records, cfg.register_policy) == \
         (0, 53, ("127.0.0.1", "::1"), True, False)
     _, cfg = options.parse(["run", "--target", "sim", "--demo", "3"])
@@ -90,9 +95,12 @@ def test_run_arguments_become_the_proxy_config():
     (["run", "--tcp-port", "9000", "--target", "vm"], "invalid choice: 'vm'"),
     (["install", "--tcp-port", "9000", "--name", "a\\b"], "is not a valid service name"),
     (["service"], "give --tcp-port and/or --udp-port"),
+    (["run", "--tcp-port", "9000"], "give --agent PATH\\TO\\winsock-agent.exe"),
+    (["service", "--tcp-port", "9000"], "give --agent PATH\\TO\\winsock-agent.exe"),
     ([], "required: COMMAND"),
 ])
-def test_usage_errors_exit_2_naming_the_problem(argv, message, capsys):
+def test_usage_errors_exit_2_naming_the_problem(argv, message, capsys, monkeypatch):
+    monkeypatch.delenv("WFP_AGENT_EXE", raising=False)
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2
@@ -137,7 +145,7 @@ def _argv_of(command_line: str) -> list[str]:
 
 def test_install_plan_runs_the_same_options_as_a_service():
     argv = ["install", "--tcp-port", "9000", "--udp-port", "9053", "--register-policy", "--start-type", "auto",
-            "--address", "127.0.0.1"]
+            "--address", "127.0.0.1", "--agent", AGENT]
     args, cfg = options.parse(argv)
     plan = options.plan_install(args, cfg, executable=r"C:\Program Files\Python311\python.exe",
                                 base_executable=r"C:\Program Files\Python311\python.exe",
@@ -145,7 +153,7 @@ def test_install_plan_runs_the_same_options_as_a_service():
                                 package_root=r"C:\harness src", program_data=r"C:\ProgramData")
     assert plan.command_line == (
         r'"C:\Program Files\Python311\python.exe" -m harness.proxy_service service --name WfpRedirectProxy '
-        r'--tcp-port 9000 --udp-port 9053 --address 127.0.0.1 --register-policy --stats-interval 60 '
+        r'--agent C:\wfp\winsock-agent.exe --tcp-port 9000 --udp-port 9053 --address 127.0.0.1 --register-policy --stats-interval 60 '
         r'--log C:\ProgramData\WfpRedirectProxy\WfpRedirectProxy.log')
     assert plan.start_type == 2 and plan.dependencies == ("WfpRedirectCallout",)
     assert plan.environment == (r"PYTHONPATH=C:\harness src",)
@@ -154,12 +162,13 @@ def test_install_plan_runs_the_same_options_as_a_service():
     words = _argv_of(plan.command_line)
     assert words[0] == r"C:\Program Files\Python311\python.exe" and words[1:3] == ["-m", "harness.proxy_service"]
     sargs, scfg = options.parse(words[3:])
-    assert sargs.command == "service" and sargs.name == "WfpRedirectProxy" and scfg == cfg
+    assert sargs.command == "service" and sargs.name == "WfpRedirectProxy" and scfg == cfg and sargs.agent == AGENT
     assert sargs.log == plan.log
 
 
 def test_install_plan_in_a_venv_starts_the_base_interpreter_with_the_venv_on_the_path():
-    args, cfg = options.parse(["install", "--tcp-port", "9000", "--name", "Proxy2", "--log", r"D:\logs\p.log"])
+    args, cfg = options.parse(["install", "--tcp-port", "9000", "--name", "Proxy2", "--log", r"D:\logs\p.log",
+                               "--agent", AGENT])
     plan = options.plan_install(args, cfg, executable=r"C:\venv\Scripts\python.exe",
                                 base_executable=r"C:\Python311\python.exe", prefix=r"C:\venv",
                                 base_prefix=r"C:\Python311", package_root=r"C:\src", program_data=r"C:\ProgramData")
@@ -756,12 +765,12 @@ def test_run_target_sim_port_in_use_is_one_line(monkeypatch, capsys):
 
 @not_windows
 @pytest.mark.parametrize("argv", [
-    ["run", "--tcp-port", "9000", "--udp-port", "9053"],
-    ["service", "--tcp-port", "9000"],
-    ["install", "--tcp-port", "9000"],
+    ["run", "--tcp-port", "9000", "--udp-port", "9053", "--agent", AGENT],
+    ["service", "--tcp-port", "9000", "--agent", AGENT],
+    ["install", "--tcp-port", "9000", "--agent", AGENT],
     ["uninstall"],
 ])
-def test_native_commands_off_windows_fail_with_one_line(argv):
+def test_windows_commands_off_windows_fail_with_one_line(argv):
     proc = run_module(*argv)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
@@ -780,7 +789,7 @@ def spy(self, name, *a, **kw):
 ctypes.CDLL.__init__ = spy
 import harness.proxy_service, harness.proxy_service.cli, harness.proxy_service.core
 import harness.proxy_service.options, harness.proxy_service.targets, harness.proxy_service.win32
-print(loaded, 'sim' in sys.modules, 'harness.native' in sys.modules)
+print(loaded, 'sim' in sys.modules, 'harness.agent' in sys.modules)
 """
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
                           check=False)
@@ -805,8 +814,8 @@ def test_unusable_log_file_is_a_one_line_startup_failure(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("python -m harness.proxy_service: cannot open the log file ")
 
 
-def test_native_idle_waits_in_the_proxys_wsapoll_and_ends_on_traffic():
-    """On Windows the service loop idles inside the proxy's WSAPoll: a connection ends the idle
+def test_agent_target_idle_waits_in_the_proxys_wsapoll_and_ends_on_traffic():
+    """The real-Winsock target idles inside the proxy's WSAPoll: a connection ends the idle
     at once. Run here with the simulator standing in for ws2_32 (virtual time)."""
     from harness.winsock import constants as C
     from harness.proxy import redirect as rd
@@ -816,8 +825,8 @@ def test_native_idle_waits_in_the_proxys_wsapoll_and_ends_on_traffic():
     world = World("documented")
     host = world.add_host("box", ["192.0.2.10"])
     proxy_api = world.start_process(host, "proxy")
-    proxy = RedirectProxy(proxy_api, "native", tcp_port=9000, addresses=("127.0.0.1",)).start()
-    target = targets.NativeTarget(fns=object())
+    proxy = RedirectProxy(proxy_api, "agent", tcp_port=9000, addresses=("127.0.0.1",)).start()
+    target = targets.AgentTarget("agent", AGENT)
     target.attach(proxy)
 
     app = world.start_process(host, "app")
@@ -834,3 +843,11 @@ def test_native_idle_waits_in_the_proxys_wsapoll_and_ends_on_traffic():
     assert proxy.stats.accepted == 1
     assert proxy.stats.refused == 1            # not redirected: no context, nothing to forward to
     assert world.now_ns - start < 10_000_000   # woke on the connection, far before the 500 ms
+
+
+def test_agent_path_survives_the_agent_launchers_shlex_split():
+    """launch.start_command splits with POSIX shlex; a Windows path keeps its backslashes and spaces."""
+    import shlex
+    for path in (AGENT, r"C:\Program Files\wfp\winsock-agent.exe"):
+        assert shlex.split(targets.agent_options(path)["agent_command"]) == [path]
+    assert targets.agent_options(None) is None
