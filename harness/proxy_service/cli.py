@@ -160,17 +160,24 @@ def service(args, config: core.ProxyConfig) -> int:
 # --- install / uninstall -------------------------------------------------------------
 def install(args, config: core.ProxyConfig) -> int:
     configure_logging(None, console=True, verbose=args.verbose)
-    plan = options.plan_install(
-        args, config, executable=sys.executable,
-        base_executable=getattr(sys, "_base_executable", sys.executable), prefix=sys.prefix,
-        base_prefix=sys.base_prefix, package_root=str(Path(__file__).resolve().parents[2]),
-        program_data=os.environ.get("ProgramData", r"C:\ProgramData"))
+    package_dir = Path(__file__).resolve().parents[1]
+    try:
+        plan = options.plan_install(
+            args, config, executable=sys.executable,
+            base_executable=getattr(sys, "_base_executable", sys.executable), prefix=sys.prefix,
+            base_prefix=sys.base_prefix, package_root=str(package_dir.parent),
+            program_data=os.environ.get("ProgramData", r"C:\ProgramData"))
+    except ValueError as exc:
+        return fail(core.StartupError(str(exc), exit_code=core.EXIT_USAGE))
     try:
         from . import win32
-        win32.ServiceManager(win32.load()).install(plan, start=args.start)
+        fns = win32.load()
+        refuse_writable_code(fns, plan, package_dir)
+        win32.ServiceManager(fns).install(plan, start=args.start)
     except core.StartupError as exc:
         return fail(exc)
     print(f"installed service {plan.service_name} ({'auto' if plan.start_type == 2 else 'demand'} start)")
+    print(f"  account:      {plan.account_why}")
     print(f"  command line: {plan.command_line}")
     print(f"  environment:  {'; '.join(plan.environment)}")
     if plan.dependencies:
@@ -179,6 +186,21 @@ def install(args, config: core.ProxyConfig) -> int:
     if not args.start:
         print(f"start it with: sc.exe start {plan.service_name}")
     return core.EXIT_OK
+
+
+def refuse_writable_code(fns, plan, package_dir: Path) -> None:
+    """StartupError (exit 2) when a non-administrator may change code the service would load."""
+    from . import win32
+    files = sorted(str(p) for p in package_dir.rglob("*.py"))
+    entries = win32.code_security(fns, options.code_paths(plan, str(package_dir), files))
+    me = win32.installer_sid(fns)
+    problems = options.audit(entries, options.TRUSTED_SIDS | ({me} if me else set()))
+    if problems:
+        more = f" (and {len(problems) - 1} more: run with -v)" if len(problems) > 1 else ""
+        for problem in problems:
+            LOG.debug("writable: %s", problem)
+        raise core.StartupError(f"refusing to install: {problems[0]}{more}; the service would run that code as "
+                                f"{plan.account or 'LocalSystem'}", exit_code=core.EXIT_USAGE)
 
 
 def uninstall(args) -> int:
