@@ -48,11 +48,11 @@ def names() -> str:
 def check(target: str, options=None) -> None:
     """TargetError when `target` is unknown or cannot run on this machine (a missing wine64 or mingw-w64
     names the Debian package to install)."""
-    if target not in TARGETS:
-        raise TargetError(f"--target: unknown target {target!r}; choose one of {names()}")
     if target == "native":
         raise TargetError("--target native: retired; on Windows use --target agent --agent-command "
                           "PATH\\TO\\winsock-agent.exe (the same real ws2_32, tested under Wine with --target wine)")
+    if target not in TARGETS:
+        raise TargetError(f"--target: unknown target {target!r}; choose one of {names()}")
     if target in AGENT_TARGETS:
         from harness.agent import AgentError, pool
         try:
