@@ -1,7 +1,7 @@
-"""pytest plugin: choose the target (simulator or native Windows) and the profile.
+"""pytest plugin: choose the target (simulator, Wine, or a winsock-agent) and the profile.
 
     pytest --pyargs harness.conformance --target sim --profile windows-observed
-    WFP_TARGET=native WFP_PROFILE=documented pytest --pyargs harness.conformance
+    WFP_TARGET=wine WFP_PROFILE=documented pytest --pyargs harness.conformance
 
 Registered by the `pytest11` entry point. Provides the `api` fixture (a
 fresh WinsockApi per test), `profile` and `decide` (the active profile's
@@ -19,7 +19,7 @@ import os
 import pytest
 
 MARKERS = {
-    "requires_redirect": "needs a WFP callout that redirects connections (the sample driver on native)",
+    "requires_redirect": "needs a WFP callout that redirects connections (the sample driver installed where the agent runs)",
     "udp": "exercises UDP",
     "ipv6": "needs IPv6",
     "sim_only": "uses simulator-only controls (world building, fault injection)",

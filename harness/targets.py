@@ -1,5 +1,10 @@
 """Targets: where WinsockApi calls go. The one factory every entry point uses.
 
+A real Winsock is always reached through the winsock-agent (`wine`: Wine's
+ws2_32 on this machine; `agent`: any command that starts the agent, such as
+its path on a Windows guest or an SSH exec channel to one), so the path CI
+exercises under Wine is the path a Windows guest takes.
+
     api = make_api("sim", profile)          # a fresh provider, WSAStartup done
     api = make_api("agent", profile, {"agent_command": "ssh winhost C:\\wfp\\winsock-agent.exe"})
     ...
@@ -15,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform
 import sys
 
 
@@ -26,7 +30,6 @@ class TargetError(ValueError):
 # name -> what it is, for --help texts and errors
 TARGETS: dict[str, str] = {
     "sim": "the embedded simulator (default)",
-    "native": "the real ws2_32.dll through ctypes (Windows only)",
     "wine": "Wine's real ws2_32: the winsock-agent under wine64 (built with mingw-w64 when missing)",
     "agent": "the winsock-agent started by --agent-command (e.g. through ssh on a Windows guest)",
 }
@@ -57,11 +60,11 @@ def names() -> str:
 def check(target: str, options=None) -> None:
     """TargetError when `target` is unknown or cannot run on this machine (a missing wine64 or mingw-w64
     names the Debian package to install)."""
+    if target == "native":
+        raise TargetError("--target native: retired; on Windows use --target agent --agent-command "
+                          "PATH\\TO\\winsock-agent.exe (the same real ws2_32, tested under Wine with --target wine)")
     if target not in TARGETS:
         raise TargetError(f"--target: unknown target {target!r}; choose one of {names()}")
-    if target == "native" and sys.platform != "win32":
-        raise TargetError("--target native: the native provider needs Windows (ws2_32.dll); "
-                          "off Windows use --target sim or --target wine")
     if target in AGENT_TARGETS:
         from harness.agent import AgentError, pool
         try:
@@ -77,11 +80,8 @@ def make_api(target: str, profile, options=None):
     if target == "sim":
         from sim import SimulatedWinsock
         return SimulatedWinsock(profile)
-    if target in AGENT_TARGETS:
-        from harness.agent import pool
-        return pool.make_agent_api(target, options)
-    from harness import native
-    return native.NativeWinsock()
+    from harness.agent import pool
+    return pool.make_agent_api(target, options)
 
 
 def close_api(api) -> None:
@@ -95,32 +95,31 @@ def capabilities(target: str, options=None) -> set:
     """What `target` can do; an agent target is asked (its agent starts). TargetError if it cannot."""
     if target == "sim":
         return set(_SIM_CAPABILITIES)
-    if target in AGENT_TARGETS:
-        from harness.agent import AgentError, pool
-        try:
-            return pool.capabilities(target, options)
-        except AgentError as exc:
-            raise TargetError(f"--target {target}: the agent did not start: {exc}") from None
-    caps = {"udp", "ipv6"}
-    if os.environ.get("WFP_DRIVER_INSTALLED") == "1":
-        caps.add("requires_redirect")
+    check(target, options)
+    from harness.agent import AgentError, pool
     try:
-        import ctypes
-        if ctypes.windll.shell32.IsUserAnAdmin():    # type: ignore[attr-defined]
-            caps.add("elevated")
-    except (AttributeError, OSError):
-        pass
+        caps = pool.capabilities(target, options)
+    except AgentError as exc:
+        raise TargetError(f"--target {target}: the agent did not start: {exc}") from None
+    if driver_here(target):
+        caps.add("requires_redirect")
     return caps
+
+
+def driver_here(target: str) -> bool:
+    """The sample driver is installed on this very Windows machine (the lab sets
+    WFP_DRIVER_INSTALLED=1 on a guest) and the agent runs here too, as a local
+    program: `redirected` then registers the agent's PID through this machine's
+    registry and the driver's device (harness.proxy_service.win32)."""
+    return target == "agent" and sys.platform == "win32" and os.environ.get("WFP_DRIVER_INSTALLED") == "1"
 
 
 def os_build(target: str, options=None) -> str:
     """What the calls ran on, for reports and JUnit properties."""
     if target == "sim":
         return "simulated"
-    if target in AGENT_TARGETS:
-        from harness.agent import pool
-        return pool.describe(target, options)
-    return platform.platform()
+    from harness.agent import pool
+    return pool.describe(target, options)
 
 
 class NoRedirect(RuntimeError):
@@ -132,10 +131,10 @@ def redirected(target: str, profile, api=None, options=None):
     """A TCP connection a sample driver redirected to this process, accepted; released on exit.
 
     On the simulator a world is built (sim.worlds.ready.redirected_tcp). On a
-    real Winsock the installed sample driver redirects a connect of this very
+    real Winsock the installed sample driver redirects a connect of the agent
     process to its own listener (harness.redirected_connection); that needs
-    the driver (WFP_DRIVER_INSTALLED=1) and an elevated process, else
-    NoRedirect.
+    the driver on this machine with the agent started locally (driver_here)
+    and an elevated agent, else NoRedirect.
     """
     check(target, options)
     if target == "sim":
@@ -143,7 +142,8 @@ def redirected(target: str, profile, api=None, options=None):
         yield redirected_tcp(profile)
         return
     if "requires_redirect" not in capabilities(target, options):
-        raise NoRedirect(f"target {target!r} has no sample driver installed (WFP_DRIVER_INSTALLED=1)")
+        raise NoRedirect(f"target {target!r} has no sample driver installed on this machine "
+                         f"(WFP_DRIVER_INSTALLED=1, agent started locally)")
     from harness.proxy_service import win32
     from harness.redirected_connection import NoRedirectPolicy, redirected_connection
     own = api is None

@@ -9,7 +9,9 @@
 (e) the ctypes service and registry adapters, driven through their real
     prototypes by Python stand-ins for advapi32/kernel32 (no SCM on Linux);
 (f) `run --target sim --demo 5` in a subprocess; imports touch no Windows
-    library; the native commands say Windows is required.
+    library; the Windows commands say Windows is required.
+The real-Winsock target (the winsock-agent as the proxy's child) runs under
+wine64 in tests/agent/test_proxy_service_wine.py.
 """
 from __future__ import annotations
 
@@ -54,6 +56,9 @@ POLICY_MD_REG = "\r\n".join([  # noqa: FLY002 - one line per .reg line
     '"ExcludedProcessIds"=hex(7):00,00', ""])
 
 
+AGENT = r"C:\wfp\winsock-agent.exe"
+
+
 def run_module(*args, timeout=120):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "harness.proxy_service", *args], cwd=ROOT, env=env,
@@ -65,12 +70,12 @@ def run_module(*args, timeout=120):
 def test_run_arguments_become_the_proxy_config():
     args, cfg = options.parse(["run", "--tcp-port", "9000", "--udp-port", "9053", "--address", "127.0.0.1",
                                "--address", "::1", "--address", "127.0.0.1", "--no-set-records",
-                               "--register-policy", "--log", "x.log", "--stats-interval", "2.5"])
-    assert args.command == "run" and args.target == "native" and args.log == "x.log"
+                               "--register-policy", "--log", "x.log", "--stats-interval", "2.5", "--agent", AGENT])
+    assert args.command == "run" and args.target == "agent" and args.log == "x.log" and args.agent == AGENT
     assert cfg == core.ProxyConfig(tcp_port=9000, udp_port=9053, addresses=("127.0.0.1", "::1"),
                                    set_records=False, register_policy=True, stats_interval=2.5,
                                    name=options.DEFAULT_SERVICE_NAME)
-    _, cfg = options.parse(["run", "--udp-port", "53"])
+    _, cfg = options.parse(["run", "--udp-port", "53", "--target", "wine"])
     assert (cfg.tcp_port, cfg.udp_port, cfg.addresses, cfg.set_records, cfg.register_policy) == \
         (0, 53, ("127.0.0.1", "::1"), True, False)
     _, cfg = options.parse(["run", "--target", "sim", "--demo", "3"])
@@ -90,9 +95,12 @@ def test_run_arguments_become_the_proxy_config():
     (["run", "--tcp-port", "9000", "--target", "vm"], "invalid choice: 'vm'"),
     (["install", "--tcp-port", "9000", "--name", "a\\b"], "is not a valid service name"),
     (["service"], "give --tcp-port and/or --udp-port"),
+    (["run", "--tcp-port", "9000"], "give --agent PATH\\TO\\winsock-agent.exe"),
+    (["service", "--tcp-port", "9000"], "give --agent PATH\\TO\\winsock-agent.exe"),
     ([], "required: COMMAND"),
 ])
-def test_usage_errors_exit_2_naming_the_problem(argv, message, capsys):
+def test_usage_errors_exit_2_naming_the_problem(argv, message, capsys, monkeypatch):
+    monkeypatch.delenv("WFP_AGENT_EXE", raising=False)
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2
@@ -137,7 +145,7 @@ def _argv_of(command_line: str) -> list[str]:
 
 def test_install_plan_runs_the_same_options_as_a_service():
     argv = ["install", "--tcp-port", "9000", "--udp-port", "9053", "--register-policy", "--start-type", "auto",
-            "--address", "127.0.0.1"]
+            "--address", "127.0.0.1", "--agent", AGENT]
     args, cfg = options.parse(argv)
     plan = options.plan_install(args, cfg, executable=r"C:\Program Files\Python311\python.exe",
                                 base_executable=r"C:\Program Files\Python311\python.exe",
@@ -145,7 +153,7 @@ def test_install_plan_runs_the_same_options_as_a_service():
                                 package_root=r"C:\harness src", program_data=r"C:\ProgramData")
     assert plan.command_line == (
         r'"C:\Program Files\Python311\python.exe" -m harness.proxy_service service --name WfpRedirectProxy '
-        r'--tcp-port 9000 --udp-port 9053 --address 127.0.0.1 --register-policy --stats-interval 60 '
+        r'--agent C:\wfp\winsock-agent.exe --tcp-port 9000 --udp-port 9053 --address 127.0.0.1 --register-policy --stats-interval 60 '
         r'--log C:\ProgramData\WfpRedirectProxy\WfpRedirectProxy.log')
     assert plan.start_type == 2 and plan.dependencies == ("WfpRedirectCallout",)
     assert plan.environment == (r"PYTHONPATH=C:\harness src",)
@@ -154,12 +162,13 @@ def test_install_plan_runs_the_same_options_as_a_service():
     words = _argv_of(plan.command_line)
     assert words[0] == r"C:\Program Files\Python311\python.exe" and words[1:3] == ["-m", "harness.proxy_service"]
     sargs, scfg = options.parse(words[3:])
-    assert sargs.command == "service" and sargs.name == "WfpRedirectProxy" and scfg == cfg
+    assert sargs.command == "service" and sargs.name == "WfpRedirectProxy" and scfg == cfg and sargs.agent == AGENT
     assert sargs.log == plan.log
 
 
 def test_install_plan_in_a_venv_starts_the_base_interpreter_with_the_venv_on_the_path():
-    args, cfg = options.parse(["install", "--tcp-port", "9000", "--name", "Proxy2", "--log", r"D:\logs\p.log"])
+    args, cfg = options.parse(["install", "--tcp-port", "9000", "--name", "Proxy2", "--log", r"D:\logs\p.log",
+                               "--agent", AGENT])
     plan = options.plan_install(args, cfg, executable=r"C:\venv\Scripts\python.exe",
                                 base_executable=r"C:\Python311\python.exe", prefix=r"C:\venv",
                                 base_prefix=r"C:\Python311", package_root=r"C:\src", program_data=r"C:\ProgramData")
@@ -403,6 +412,7 @@ def test_sim_driver_refuses_an_invalid_reload_and_keeps_the_previous_policy():
 
 PRELUDE = """#include <windows.h>
 #include <winsvc.h>
+#include <aclapi.h>
 #include <stddef.h>
 #define PS_IS_PTR(T) (__builtin_classify_type((T)0) == 5)
 #define PS_SIGNED(T) (PS_IS_PTR(T) ? 0 : ((T)-1 < (T)0))
@@ -756,12 +766,12 @@ def test_run_target_sim_port_in_use_is_one_line(monkeypatch, capsys):
 
 @not_windows
 @pytest.mark.parametrize("argv", [
-    ["run", "--tcp-port", "9000", "--udp-port", "9053"],
-    ["service", "--tcp-port", "9000"],
-    ["install", "--tcp-port", "9000"],
+    ["run", "--tcp-port", "9000", "--udp-port", "9053", "--agent", AGENT],
+    ["service", "--tcp-port", "9000", "--agent", AGENT],
+    ["install", "--tcp-port", "9000", "--agent", AGENT],
     ["uninstall"],
 ])
-def test_native_commands_off_windows_fail_with_one_line(argv):
+def test_windows_commands_off_windows_fail_with_one_line(argv):
     proc = run_module(*argv)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
@@ -780,7 +790,7 @@ def spy(self, name, *a, **kw):
 ctypes.CDLL.__init__ = spy
 import harness.proxy_service, harness.proxy_service.cli, harness.proxy_service.core
 import harness.proxy_service.options, harness.proxy_service.targets, harness.proxy_service.win32
-print(loaded, 'sim' in sys.modules, 'harness.native' in sys.modules)
+print(loaded, 'sim' in sys.modules, 'harness.agent' in sys.modules)
 """
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
                           check=False)
@@ -805,8 +815,8 @@ def test_unusable_log_file_is_a_one_line_startup_failure(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("python -m harness.proxy_service: cannot open the log file ")
 
 
-def test_native_idle_waits_in_the_proxys_wsapoll_and_ends_on_traffic():
-    """On Windows the service loop idles inside the proxy's WSAPoll: a connection ends the idle
+def test_agent_target_idle_waits_in_the_proxys_wsapoll_and_ends_on_traffic():
+    """The real-Winsock target idles inside the proxy's WSAPoll: a connection ends the idle
     at once. Run here with the simulator standing in for ws2_32 (virtual time)."""
     from harness.winsock import constants as C
     from harness.proxy import redirect as rd
@@ -816,8 +826,8 @@ def test_native_idle_waits_in_the_proxys_wsapoll_and_ends_on_traffic():
     world = World("documented")
     host = world.add_host("box", ["192.0.2.10"])
     proxy_api = world.start_process(host, "proxy")
-    proxy = RedirectProxy(proxy_api, "native", tcp_port=9000, addresses=("127.0.0.1",)).start()
-    target = targets.NativeTarget(fns=object())
+    proxy = RedirectProxy(proxy_api, "agent", tcp_port=9000, addresses=("127.0.0.1",)).start()
+    target = targets.AgentTarget("agent", AGENT)
     target.attach(proxy)
 
     app = world.start_process(host, "app")
@@ -834,3 +844,305 @@ def test_native_idle_waits_in_the_proxys_wsapoll_and_ends_on_traffic():
     assert proxy.stats.accepted == 1
     assert proxy.stats.refused == 1            # not redirected: no context, nothing to forward to
     assert world.now_ns - start < 10_000_000   # woke on the connection, far before the 500 ms
+
+
+def test_agent_path_survives_the_agent_launchers_shlex_split():
+    """launch.start_command splits with POSIX shlex; a Windows path keeps its backslashes and spaces."""
+    import shlex
+    for path in (AGENT, r"C:\Program Files\wfp\winsock-agent.exe"):
+        assert shlex.split(targets.agent_options(path)["agent_command"]) == [path]
+    assert targets.agent_options(None) is None
+
+
+# --- (g) secure by default: the account, the token, who may change the code ------------------
+
+USER = "S-1-5-21-1004336348-1177238915-682003330-1001"          # an ordinary local user
+AUTH_USERS, USERS, EVERYONE = "S-1-5-11", "S-1-5-32-545", "S-1-1-0"
+MODIFY, READ_EXECUTE, FULL = 0x1301BF, 0x1200A9, 0x1F01FF            # the masks icacls shows as M, RX, F
+CI_OI_IO = 0x1 | 0x2 | 0x8                                           # OBJECT/CONTAINER_INHERIT | INHERIT_ONLY
+
+
+def sid_bytes(text: str) -> bytes:
+    parts = [int(p) for p in text.split("-")[1:]]
+    revision, authority, subs = parts[0], parts[1], parts[2:]
+    return bytes([revision, len(subs)]) + authority.to_bytes(6, "big") + b"".join(s.to_bytes(4, "little")
+                                                                                for s in subs)
+
+
+def acl_bytes(aces) -> bytes:
+    body = b""
+    for ace_type, flags, mask, sid in aces:
+        raw = struct.pack("<I", mask) + sid_bytes(sid)
+        body += struct.pack("<BBH", ace_type, flags, 4 + len(raw)) + raw
+    return struct.pack("<BBHHH", 2, 0, 8 + len(body), len(aces), 0) + body
+
+
+PROGRAM_FILES_ACL = [(0, 0, FULL, options.SID_TRUSTED_INSTALLER), (0, 0, FULL, options.SID_SYSTEM),
+                     (0, 0, FULL, options.SID_ADMINISTRATORS), (0, 0, READ_EXECUTE, USERS),
+                     (0, CI_OI_IO, 0x10000000, options.SID_CREATOR_OWNER)]
+# C:\ itself: Authenticated Users may create folders there (FILE_APPEND_DATA, this folder only)
+# and get Modify on what they create below (inherit only).
+ROOT_ACL = [(0, 0, FULL, options.SID_SYSTEM), (0, 0, FULL, options.SID_ADMINISTRATORS), (0, 0, READ_EXECUTE, USERS),
+            (0, 0, 0x4, AUTH_USERS), (0, CI_OI_IO, MODIFY, AUTH_USERS)]
+# A folder created under C:\ by an installer (C:\Python311): inherits Modify for Authenticated Users.
+UNDER_ROOT_ACL = [(0, 0x10, FULL, options.SID_SYSTEM), (0, 0x10, FULL, options.SID_ADMINISTRATORS),
+                  (0, 0x10, READ_EXECUTE, USERS), (0, 0x10, MODIFY, AUTH_USERS)]
+
+
+def entry(acl, owner=options.SID_ADMINISTRATORS, path=r"C:\x", ancestor=False):
+    aces = None if acl is None else tuple(options.parse_acl(acl_bytes(acl)))
+    return options.PathSecurity(path, "above x" if ancestor else "x", owner, aces, ancestor)
+
+
+def test_sids_and_acls_are_read_from_their_bytes():
+    for text in (options.SID_SYSTEM, options.SID_ADMINISTRATORS, options.SID_TRUSTED_INSTALLER, USER, EVERYONE):
+        assert options.sid_text(sid_bytes(text)) == text
+    aces = options.parse_acl(acl_bytes(ROOT_ACL))
+    assert [(a.type, a.flags, a.mask, a.sid) for a in aces] == ROOT_ACL
+    with pytest.raises(ValueError, match="truncated"):
+        options.sid_text(sid_bytes(USER)[:12])
+    with pytest.raises(ValueError, match="bad size"):
+        options.parse_acl(acl_bytes(ROOT_ACL)[:20] + b"\xff" * 4)
+
+
+def test_only_administrators_system_and_trustedinstaller_may_change_code():
+    assert options.writers(entry(PROGRAM_FILES_ACL, options.SID_TRUSTED_INSTALLER), options.TRUSTED_SIDS) == []
+    assert options.writers(entry(UNDER_ROOT_ACL), options.TRUSTED_SIDS) == ["Authenticated Users (S-1-5-11)"]
+    # The owner may always rewrite the DACL; OWNER RIGHTS stands for the owner.
+    assert options.writers(entry(PROGRAM_FILES_ACL, USER), options.TRUSTED_SIDS) == [f"its owner {USER}"]
+    assert options.writers(entry([(0, 0, MODIFY, options.SID_OWNER_RIGHTS)], USER), options.TRUSTED_SIDS) == \
+        [f"its owner {USER}", "OWNER RIGHTS (S-1-3-4)"]
+    assert options.writers(entry([(0, 0, MODIFY, options.SID_OWNER_RIGHTS)]), options.TRUSTED_SIDS) == []
+    # ...unless the owner is the administrator who installs (the installer's own SID, when elevated).
+    assert options.writers(entry(PROGRAM_FILES_ACL, USER), options.TRUSTED_SIDS | {USER}) == []
+    # Adding a file to a PYTHONPATH directory is new code (a module, a .pth file).
+    assert options.writers(entry([(0, 0, 0x2, USERS)]), options.TRUSTED_SIDS) == ["Users (S-1-5-32-545)"]
+    assert options.writers(entry([(0, 0, 0x40000000, EVERYONE)]), options.TRUSTED_SIDS) == ["Everyone (S-1-1-0)"]
+    assert options.writers(entry(None), options.TRUSTED_SIDS) == ["everyone (no DACL)"]
+    assert options.writers(options.PathSecurity(r"C:\gone", "x", None), options.TRUSTED_SIDS) == \
+        ["anyone allowed to create it (it does not exist)"]
+    # A deny ACE is not credited; an ACE we cannot read that applies here refuses.
+    assert options.writers(entry([(1, 0, MODIFY, USERS), (0, 0, MODIFY, USERS)]), options.TRUSTED_SIDS) == \
+        ["Users (S-1-5-32-545)"]
+    assert options.writers(entry([(0x11, 0, 0x1, USERS)]), options.TRUSTED_SIDS) == ["an ACE of type 0x11 we do not read"]
+    assert options.writers(entry([(0x11, CI_OI_IO, 0x1, USERS)]), options.TRUSTED_SIDS) == []
+
+
+def test_above_the_code_only_replacing_it_counts():
+    # C:\ lets users create folders: harmless above C:\Program Files\Python311, it cannot replace it.
+    assert options.writers(entry(ROOT_ACL, path="C:\\", ancestor=True), options.TRUSTED_SIDS) == []
+    # A parent where users may delete children (or the parent itself) lets them swap the code's directory.
+    assert options.writers(entry([(0, 0, 0x40, USERS)], ancestor=True), options.TRUSTED_SIDS) == ["Users (S-1-5-32-545)"]
+    assert options.writers(entry([(0, 0, 0x10000, AUTH_USERS)], ancestor=True), options.TRUSTED_SIDS) == \
+        ["Authenticated Users (S-1-5-11)"]
+    assert options.ancestors(r"C:\Program Files\Python311\python.exe") == [r"C:\Program Files\Python311",
+                                                                            r"C:\Program Files", "C:\\"]
+
+
+def test_the_account_is_the_least_that_works():
+    cfg = core.ProxyConfig(tcp_port=9000)
+    assert options.service_account(cfg, "auto", "P")[0] is None                        # SET needs an administrator
+    assert "SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS" in options.service_account(cfg, "auto", "P")[1]
+    listen_only = core.ProxyConfig(tcp_port=9000, set_records=False)
+    assert options.service_account(listen_only, "auto", "P") == ("NT SERVICE\\P", "its virtual account: it only "
+                                                                 "listens and forwards")
+    assert options.service_account(core.ProxyConfig(tcp_port=9000, set_records=False, register_policy=True),
+                                   "auto", "P")[0] is None
+    assert options.service_account(listen_only, "localsystem", "P")[0] is None
+    with pytest.raises(ValueError, match="--account virtual cannot work: it sets redirect records"):
+        options.service_account(cfg, "virtual", "P")
+
+
+def _plan(*extra, executable=r"C:\Program Files\Python311\python.exe"):
+    args, cfg = options.parse(["install", "--tcp-port", "9000", "--agent", AGENT, *extra])
+    return options.plan_install(args, cfg, executable=executable, base_executable=executable,
+                                prefix=r"C:\Program Files\Python311", base_prefix=r"C:\Program Files\Python311",
+                                package_root=r"C:\Program Files\wfp", program_data=r"C:\ProgramData")
+
+
+def test_install_plan_restricts_the_token_and_lists_the_code_it_loads():
+    plan = _plan()
+    assert plan.account is None and plan.required_privileges == ("SeChangeNotifyPrivilege",)
+    assert plan.sid_type == options.SERVICE_SID_TYPE_UNRESTRICTED
+    assert _plan("--no-set-records").account == "NT SERVICE\\WfpRedirectProxy"
+    paths = options.code_paths(plan, r"C:\Program Files\wfp\harness",
+                               [r"C:\Program Files\wfp\harness\targets.py"])
+    assert paths == [(r"C:\Program Files\Python311\python.exe", "the interpreter"),
+                     (r"C:\Program Files\Python311", "the interpreter's directory"),
+                     (r"C:\Program Files\Python311\Lib", "the standard library"),
+                     (r"C:\Program Files\Python311\DLLs", "the interpreter's extension modules"),
+                     (r"C:\Program Files\wfp", "a PYTHONPATH entry"),
+                     (r"C:\Program Files\wfp\harness", "the harness package"),
+                     (r"C:\Program Files\wfp\harness\targets.py", "a harness module"),
+                     (AGENT, "the winsock-agent")]
+    with pytest.raises(ValueError, match="--agent must be the absolute path"):
+        _plan("--agent", "winsock-agent.exe")
+
+
+def test_install_usage_problems_are_one_line_before_anything_else(capsys):
+    assert main(["install", "--tcp-port", "9000", "--agent", "agent.exe"]) == core.EXIT_USAGE
+    assert main(["install", "--tcp-port", "9000", "--agent", AGENT, "--account", "virtual"]) == core.EXIT_USAGE
+    assert capsys.readouterr().err.splitlines() == [
+        "python -m harness.proxy_service: --agent must be the absolute path of winsock-agent.exe, not 'agent.exe'",
+        "python -m harness.proxy_service: --account virtual cannot work: it sets redirect records "
+        "(SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS needs an administrator); a virtual account is no administrator"]
+
+
+class FakeSecurity(FakeWindows):
+    """GetNamedSecurityInfoW over a table path -> (owner SID, ACEs or None), with real
+    security-descriptor bytes behind the pointers it returns; the SCM's config calls recorded."""
+
+    def __init__(self, table, elevated_user=None):
+        self.table, self.buffers, self.freed, self.config = table, {}, [], []
+        self.elevated_user = elevated_user
+        super().__init__()
+
+    def GetNamedSecurityInfoW(self, path, object_type, info, pp_owner, pp_group, pp_dacl, pp_sacl, pp_sd):
+        self.calls.append(("GetNamedSecurityInfoW", path, object_type, info))
+        if path not in self.table:
+            return win32.ERROR_FILE_NOT_FOUND
+        owner, aces = self.table[path]
+        owner_buf = ctypes.create_string_buffer(sid_bytes(owner))
+        dacl_buf = None if aces is None else ctypes.create_string_buffer(acl_bytes(aces))
+        sd_ = ctypes.create_string_buffer(8)
+        self.buffers[ctypes.addressof(sd_)] = (owner_buf, dacl_buf, sd_)
+        ctypes.c_void_p.from_address(pp_owner).value = ctypes.addressof(owner_buf)
+        ctypes.c_void_p.from_address(pp_dacl).value = ctypes.addressof(dacl_buf) if dacl_buf else None
+        ctypes.c_void_p.from_address(pp_sd).value = ctypes.addressof(sd_)
+        return 0
+
+    def GetLengthSid(self, sid):
+        return 8 + 4 * ctypes.string_at(sid, 2)[1]
+
+    def LocalFree(self, h):
+        self.freed.append(self.buffers.pop(h) and h)
+        return None
+
+    def OpenProcessToken(self, process, access, ptoken):
+        ctypes.c_void_p.from_address(ptoken).value = 0x70
+        return 1
+
+    def GetCurrentProcess(self):
+        return 0xFFFFFFFFFFFFFFFF
+
+    def GetTokenInformation(self, token, cls, buf, size, pret):
+        if cls == win32.TokenElevation:
+            ctypes.c_uint32.from_address(buf).value = int(self.elevated_user is not None)
+            return 1
+        self._user = ctypes.create_string_buffer(sid_bytes(self.elevated_user))
+        ctypes.c_void_p.from_address(buf).value = ctypes.addressof(self._user)
+        return 1
+
+    def OpenSCManagerW(self, machine, db, access):
+        return 0x51
+
+    def CreateServiceW(self, scm, name, display, access, stype, start, err, binary, group, tag, deps, account, pw):
+        self.calls.append(("CreateServiceW", name, binary, account, pw))
+        return 0x52
+
+    def ChangeServiceConfig2W(self, svc, level, info):
+        if level == win32.SERVICE_CONFIG_SERVICE_SID_INFO:
+            self.config.append(("sid type", win32.SERVICE_SID_INFO.from_address(info).dwServiceSidType))
+        elif level == win32.SERVICE_CONFIG_REQUIRED_PRIVILEGES_INFO:
+            p = win32.SERVICE_REQUIRED_PRIVILEGES_INFOW.from_address(info).pmszRequiredPrivileges
+            chars, width = [], ctypes.sizeof(ctypes.c_wchar)
+            while chars[-2:] != ["\0", "\0"]:                 # a multi-string ends with an empty string
+                chars.append(ctypes.c_wchar.from_address(p + width * len(chars)).value)
+            self.config.append(("privileges", "".join(chars[:-2]).split("\0")))
+            if self.refuse_privileges:
+                self.last_error = 87
+                return 0
+        return 1
+
+    refuse_privileges = False
+
+    def DeleteService(self, svc):
+        self.calls.append(("DeleteService", svc))
+        return 1
+
+    def CloseServiceHandle(self, h):
+        return 1
+
+    def StartServiceW(self, svc, n, args):
+        return 1
+
+    def RegOpenKeyExW(self, hkey, subkey, options_, sam, phk):
+        self.calls.append(("RegOpenKeyExW", hkey, subkey, sam))
+        ctypes.c_void_p.from_address(phk).value = 0x1234
+        return 0
+
+    def RegSetValueExW(self, hkey, name, reserved, regtype, data, cb):
+        self.calls.append(("RegSetValueExW", name, regtype, ctypes.string_at(data, cb)))
+        return 0
+
+
+def _secure_table(python_dir_acl=PROGRAM_FILES_ACL, owner=options.SID_TRUSTED_INSTALLER):
+    table = {p: (owner, PROGRAM_FILES_ACL) for p in (
+        r"C:\Program Files", r"C:\Program Files\Python311\python.exe", r"C:\Program Files\Python311\Lib",
+        r"C:\Program Files\Python311\DLLs", r"C:\Program Files\wfp", r"C:\Program Files\wfp\harness", "C:\\wfp",
+        AGENT)}
+    table["C:\\"] = (options.SID_TRUSTED_INSTALLER, ROOT_ACL)
+    table[r"C:\Program Files\Python311"] = (owner, python_dir_acl)
+    return table
+
+
+def test_path_security_reads_owner_and_dacl_through_the_prototype_and_frees_it():
+    fake = FakeSecurity(_secure_table(UNDER_ROOT_ACL))
+    got = win32.path_security(fake.fns, r"C:\Program Files\Python311", "the interpreter's directory")
+    assert got.owner == options.SID_TRUSTED_INSTALLER and got.dacl == tuple(options.parse_acl(acl_bytes(UNDER_ROOT_ACL)))
+    assert fake.calls[-1] == ("GetNamedSecurityInfoW", r"C:\Program Files\Python311", win32.SE_FILE_OBJECT,
+                              win32.OWNER_SECURITY_INFORMATION | win32.DACL_SECURITY_INFORMATION)
+    assert fake.buffers == {} and len(fake.freed) == 1
+    assert win32.path_security(fake.fns, r"C:\nowhere", "x").owner is None
+    fake.table[r"C:\open"] = (USER, None)
+    assert win32.path_security(fake.fns, r"C:\open", "x").dacl is None
+    entries = win32.code_security(fake.fns, [(AGENT, "the winsock-agent"), (r"C:\wfp\other.exe", "x")])
+    assert [(e.path, e.ancestor) for e in entries] == [(AGENT, False), (r"C:\wfp\other.exe", False),
+                                                         ("C:\\wfp", True), ("C:\\", True)]
+    assert win32.installer_sid(FakeSecurity({}, elevated_user=USER).fns) == USER
+    assert win32.installer_sid(FakeSecurity({}).fns) is None
+
+
+def test_install_refuses_code_a_user_can_change_in_one_line(capsys, tmp_path):
+    from harness.proxy_service import cli
+    plan = _plan()
+    package = tmp_path / "harness"
+    (package / "proxy_service").mkdir(parents=True)
+    (package / "proxy_service" / "core.py").write_text("")
+    table = _secure_table()
+    table[r"C:\Program Files\wfp\harness"] = (options.SID_TRUSTED_INSTALLER, PROGRAM_FILES_ACL)
+    files = sorted(str(p) for p in package.rglob("*.py"))
+    for f in files:
+        table[f] = (options.SID_TRUSTED_INSTALLER, PROGRAM_FILES_ACL)
+        for parent in options.ancestors(f):
+            table.setdefault(parent, (options.SID_TRUSTED_INSTALLER, PROGRAM_FILES_ACL))
+    table[str(package)] = table[r"C:\Program Files\wfp\harness"]
+    for parent in options.ancestors(str(package)):
+        table.setdefault(parent, (options.SID_TRUSTED_INSTALLER, PROGRAM_FILES_ACL))
+    cli.refuse_writable_code(FakeSecurity(table).fns, plan, package)          # all protected: no error
+    table[r"C:\Program Files\Python311"] = (options.SID_TRUSTED_INSTALLER, UNDER_ROOT_ACL)
+    table[AGENT] = (USER, PROGRAM_FILES_ACL)
+    with pytest.raises(core.StartupError) as info:
+        cli.refuse_writable_code(FakeSecurity(table).fns, plan, package)
+    assert info.value.exit_code == core.EXIT_USAGE
+    assert str(info.value) == (r"refusing to install: C:\Program Files\Python311 (the interpreter's directory): "
+                               r"writable by Authenticated Users (S-1-5-11) (and 1 more: run with -v); the service "
+                               r"would run that code as LocalSystem")
+    # The administrator who installs may own the agent.
+    table[r"C:\Program Files\Python311"] = (options.SID_TRUSTED_INSTALLER, PROGRAM_FILES_ACL)
+    cli.refuse_writable_code(FakeSecurity(table, elevated_user=USER).fns, plan, package)
+
+
+def test_service_manager_installs_with_the_account_the_sid_type_and_only_the_required_privileges():
+    plan = _plan("--no-set-records")
+    fake = FakeSecurity({})
+    win32.ServiceManager(fake.fns).install(plan)
+    create = [c for c in fake.calls if c[0] == "CreateServiceW"][0]
+    assert create[3:] == ("NT SERVICE\\WfpRedirectProxy", None)
+    assert fake.config == [("sid type", 1), ("privileges", ["SeChangeNotifyPrivilege"])]
+    fake = FakeSecurity({})
+    fake.refuse_privileges = True
+    with pytest.raises(core.StartupError, match="could not set the required privileges .* deleted again"):
+        win32.ServiceManager(fake.fns).install(_plan())
+    assert ("DeleteService", 0x52) in fake.calls
+    assert [c for c in fake.calls if c[0] == "CreateServiceW"][0][3] is None          # LocalSystem

@@ -2,7 +2,7 @@
 
 Every function of `PROTOTYPES` is generated from that table: the agent
 resolved its address at session start (ws2_32 or kernel32, as
-`harness.native.DLL_OF` says), the method is wrapped with `cfunc` (a non-int
+`harness.winsock.api.DLL_OF` says), the method is wrapped with `cfunc` (a non-int
 raises TypeError naming the parameter; ints are reduced to the C width), the
 arguments travel as 64-bit slots and the raw RAX comes back, narrowed here to
 the C return type (int/BOOL sign-extended from 32 bits, DWORD zero-extended,
@@ -19,15 +19,14 @@ trampoline in the agent. When an APC runs it during an alertable call, the
 agent records (dwError, cbTransferred, lpOverlapped, dwFlags) on that thread
 and returns the records with the call's response; the Python functions are
 then called in order, on the calling Python thread, before the call returns
-(an exception from one is re-raised after all have run, as NativeWinsock
-does). Unlike in-process C, their own API calls happen after the alertable
+(an exception from one is re-raised after all have run). Unlike in-process C, their own API calls happen after the alertable
 call rather than inside it.
 
 A fault inside a call (e.g. an access violation that ws2_32 does not turn into
 WSAEFAULT) raises AgentAccessViolation, an OSError worded as ctypes words it;
 the agent survives.
 
-Memory (`AgentMemory`) has NativeMemory's layout and bookkeeping: each
+Memory (`AgentMemory`): each
 allocation its own reservation, the buffer at the end of its committed pages
 (16-byte aligned) before a reserved guard page; read/write outside an
 allocation raise harness.winsock.memory.AccessViolation without a round trip.
@@ -39,10 +38,9 @@ import threading
 
 from harness.agent.protocol import (MAX_FRAME, AgentAccessViolation, AgentError, AgentRequestError,
                                     describe_exception)
-from harness.native import DLL_OF
 from harness.winsock import constants as C
 from harness.winsock.memory import PROTS, AllocationTable, MemoryHelpers
-from harness.winsock.api import EXTENSION_PROTOTYPES, PROTOTYPES
+from harness.winsock.api import DLL_OF, EXTENSION_PROTOTYPES, PROTOTYPES
 from harness.winsock.layouts import WSADATA
 from harness.winsock.ctype import C_TYPES, cfunc, parse_signature
 
@@ -110,7 +108,7 @@ class _Region:
 
 
 class AgentMemory(AllocationTable, MemoryHelpers):
-    """The `Memory` protocol over the agent process's memory (NativeMemory's layout)."""
+    """The `Memory` protocol over the agent process's memory."""
 
     ALIGN = 16
 
@@ -155,7 +153,9 @@ class AgentMemory(AllocationTable, MemoryHelpers):
             return self._invalid
 
     def close(self) -> None:
-        """Decommit every allocation, keeping the ranges reserved (see NativeMemory.close)."""
+        """Decommit every allocation, keeping the ranges reserved: an overlapped operation still in
+        flight (aborted by WSACleanup) may write after this, and into a reserved range the write
+        faults harmlessly where a released one could have been reused by another allocation."""
         with self._lock:
             if self._closed:
                 return

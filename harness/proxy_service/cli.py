@@ -55,8 +55,8 @@ def fail(exc: core.StartupError) -> int:
 
 # --- run (console) ------------------------------------------------------------------------
 class _Interrupts:
-    """Ctrl-C / Ctrl-Break set ``stop``: SetConsoleCtrlHandler for the native
-    target on Windows, Python signal handlers otherwise."""
+    """Ctrl-C / Ctrl-Break set ``stop``: SetConsoleCtrlHandler on Windows,
+    Python signal handlers otherwise."""
 
     def __init__(self, stop: threading.Event, done: threading.Event, fns=None):
         self.stop, self.done, self.fns = stop, done, fns
@@ -92,13 +92,18 @@ def run(args, config: core.ProxyConfig) -> int:
             from .targets import SimTarget
             target = SimTarget(config, demo=args.demo or 0, profile=args.profile, stop=stop)
         else:
-            if not IS_WINDOWS:
+            if args.target == "agent" and not IS_WINDOWS:
                 raise core.StartupError(
-                    f"Windows is required for the native target (this is {sys.platform!r}); use "
-                    f"`run --target sim` to run the same proxy in the simulator", exit_code=core.EXIT_USAGE)
-            from .targets import NativeTarget
-            target = NativeTarget()
-            fns = target.fns
+                    f"Windows is required for --target agent (this is {sys.platform!r}); use `run --target wine` "
+                    f"for the same proxy over Wine's Winsock, or `run --target sim` in the simulator",
+                    exit_code=core.EXIT_USAGE)
+            from .targets import AgentTarget, no_driver_here
+            if config.register_policy and not IS_WINDOWS:
+                raise no_driver_here()            # before the agent starts
+            if IS_WINDOWS:
+                from . import win32
+                fns = win32.load()
+            target = AgentTarget(args.target, agent=args.agent, fns=fns)
         session = core.ProxySession(target, config, LOG).start()
     except core.StartupError as exc:
         return fail(exc)
@@ -135,12 +140,13 @@ def service(args, config: core.ProxyConfig) -> int:
         fns = win32.load()
     except core.StartupError as exc:
         return fail(exc)
-    from .targets import NativeTarget
+    from .targets import AgentTarget
 
     def body(machine):
         LOG.info("service %s starting (pid %d)", args.name, os.getpid())
         return core.run_service(
-            machine, lambda progress: core.ProxySession(NativeTarget(fns), config, LOG, progress), LOG)
+            machine, lambda progress: core.ProxySession(AgentTarget("agent", args.agent, fns), config, LOG,
+                                                        progress), LOG)
 
     host = win32.ServiceHost(fns, args.name, body)
     try:
@@ -154,17 +160,24 @@ def service(args, config: core.ProxyConfig) -> int:
 # --- install / uninstall -------------------------------------------------------------
 def install(args, config: core.ProxyConfig) -> int:
     configure_logging(None, console=True, verbose=args.verbose)
-    plan = options.plan_install(
-        args, config, executable=sys.executable,
-        base_executable=getattr(sys, "_base_executable", sys.executable), prefix=sys.prefix,
-        base_prefix=sys.base_prefix, package_root=str(Path(__file__).resolve().parents[2]),
-        program_data=os.environ.get("ProgramData", r"C:\ProgramData"))
+    package_dir = Path(__file__).resolve().parents[1]
+    try:
+        plan = options.plan_install(
+            args, config, executable=sys.executable,
+            base_executable=getattr(sys, "_base_executable", sys.executable), prefix=sys.prefix,
+            base_prefix=sys.base_prefix, package_root=str(package_dir.parent),
+            program_data=os.environ.get("ProgramData", r"C:\ProgramData"))
+    except ValueError as exc:
+        return fail(core.StartupError(str(exc), exit_code=core.EXIT_USAGE))
     try:
         from . import win32
-        win32.ServiceManager(win32.load()).install(plan, start=args.start)
+        fns = win32.load()
+        refuse_writable_code(fns, plan, package_dir)
+        win32.ServiceManager(fns).install(plan, start=args.start)
     except core.StartupError as exc:
         return fail(exc)
     print(f"installed service {plan.service_name} ({'auto' if plan.start_type == 2 else 'demand'} start)")
+    print(f"  account:      {plan.account_why}")
     print(f"  command line: {plan.command_line}")
     print(f"  environment:  {'; '.join(plan.environment)}")
     if plan.dependencies:
@@ -173,6 +186,21 @@ def install(args, config: core.ProxyConfig) -> int:
     if not args.start:
         print(f"start it with: sc.exe start {plan.service_name}")
     return core.EXIT_OK
+
+
+def refuse_writable_code(fns, plan, package_dir: Path) -> None:
+    """StartupError (exit 2) when a non-administrator may change code the service would load."""
+    from . import win32
+    files = sorted(str(p) for p in package_dir.rglob("*.py"))
+    entries = win32.code_security(fns, options.code_paths(plan, str(package_dir), files))
+    me = win32.installer_sid(fns)
+    problems = options.audit(entries, options.TRUSTED_SIDS | ({me} if me else set()))
+    if problems:
+        more = f" (and {len(problems) - 1} more: run with -v)" if len(problems) > 1 else ""
+        for problem in problems:
+            LOG.debug("writable: %s", problem)
+        raise core.StartupError(f"refusing to install: {problems[0]}{more}; the service would run that code as "
+                                f"{plan.account or 'LocalSystem'}", exit_code=core.EXIT_USAGE)
 
 
 def uninstall(args) -> int:

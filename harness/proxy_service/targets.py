@@ -1,12 +1,19 @@
-"""Where the proxy runs: the native provider on Windows, or the simulator.
+"""Where the proxy runs: a real Winsock through the winsock-agent, or the simulator.
 
 Both targets give :class:`~harness.proxy_service.core.ProxySession` the same
 things (a WinsockApi, an elevation answer, a policy store, idle and clock), so
-the session, the proxy and the registration are one code path. The simulator
-is imported only when the sim target is built.
+the session, the proxy and the registration are one code path. The real
+Winsock is always reached through the winsock-agent started as a child
+process of the proxy (`harness.targets.make_api`): on a Windows guest the
+agent is the local `winsock-agent.exe` (`--target agent --agent PATH`);
+here, `--target wine` runs the same agent under wine64, so the path a guest
+takes is the path the tests exercise. The simulator is imported only when
+the sim target is built.
 """
 from __future__ import annotations
 
+import shlex
+import sys
 import threading
 import time
 
@@ -20,29 +27,58 @@ from . import core
 REDIRECTED_TCP, REDIRECTED_UDP = 80, 53       # the ports the demo policy redirects
 
 
-class NativeTarget:
-    """Real ws2_32 through harness.native.NativeWinsock; the real driver through win32.py."""
+def agent_options(agent: str | None):
+    """harness.targets options that start `agent` (a path) as a local child process.
 
-    def __init__(self, fns=None):
-        from . import win32
-        self.win32 = win32
-        self.fns = fns if fns is not None else win32.load()
+    launch.start_command splits with POSIX shlex, which would eat a Windows
+    path's backslashes; single quotes keep them."""
+    return {"agent_command": shlex.quote(agent)} if agent else None
+
+
+def no_driver_here() -> core.StartupError:
+    return core.StartupError(f"--register-policy needs the sample driver's registry key and device, on Windows "
+                             f"(this is {sys.platform!r})", exit_code=core.EXIT_USAGE)
+
+
+class AgentTarget:
+    """Real ws2_32 in a winsock-agent child process; the real driver through win32.py.
+
+    The proxy's sockets live in the agent, so the agent's PID is the one the
+    driver must redirect to: RedirectProxy.pid is GetCurrentProcessId() called
+    in the agent, and that is what --register-policy writes. The agent inherits
+    this process's token, so its HELLO answers the elevation question for the
+    process that will SET the records. ``store`` (a factory) replaces the
+    driver's registry key and device where there is none (Wine, tests).
+    """
+
+    def __init__(self, target: str = "agent", agent: str | None = None, fns=None, store=None):
+        self.target, self.options, self.fns, self._store = target, agent_options(agent), fns, store
         self.api = None
         self.proxy = None
 
-    def is_elevated(self):
-        return self.win32.is_elevated(self.fns)
-
-    def open_api(self):
-        from harness import targets
-        try:
-            self.api = targets.make_api("native", None)
-        except (OSError, targets.TargetError) as exc:
-            raise core.StartupError(f"Winsock: {exc}") from None
+    def _open(self):
+        if self.api is None:
+            from harness import targets
+            from harness.agent import AgentError
+            try:
+                self.api = targets.make_api(self.target, None, self.options)
+            except (OSError, targets.TargetError, AgentError) as exc:
+                raise core.StartupError(f"winsock-agent did not start: {' '.join(str(exc).split())}") from None
         return self.api
 
+    def is_elevated(self):
+        return bool(self._open().hello.elevated)
+
+    def open_api(self):
+        return self._open()
+
     def policy_store(self):
-        return self.win32.DriverPolicyStore(self.fns)
+        if self._store is not None:
+            return self._store()
+        if self.fns is None:
+            raise no_driver_here()
+        from . import win32
+        return win32.DriverPolicyStore(self.fns)
 
     def idle(self, api, ms: int) -> None:
         # Wait in the proxy's own WSAPoll: a new connection or datagram ends the idle at once
@@ -61,7 +97,8 @@ class NativeTarget:
 
     def close(self) -> None:
         if self.api is not None:
-            self.api.close()
+            from harness import targets
+            targets.close_api(self.api)
             self.api = None
 
 

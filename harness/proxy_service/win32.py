@@ -24,7 +24,7 @@ import time
 
 from harness import sample_driver as sd
 
-from . import core
+from . import core, options
 
 LOG = logging.getLogger("harness.proxy_service")
 IS_WINDOWS = sys.platform == "win32"
@@ -68,7 +68,20 @@ class TOKEN_ELEVATION(ctypes.Structure):
     _fields_ = [("TokenIsElevated", ctypes.c_uint32)]
 
 
-STRUCTURES = (SERVICE_STATUS, SERVICE_TABLE_ENTRYW, SERVICE_DESCRIPTIONW, TOKEN_ELEVATION)
+class SERVICE_SID_INFO(ctypes.Structure):
+    _fields_ = [("dwServiceSidType", ctypes.c_uint32)]
+
+
+class SERVICE_REQUIRED_PRIVILEGES_INFOW(ctypes.Structure):
+    _fields_ = [("pmszRequiredPrivileges", ctypes.c_void_p)]     # a multi-string: c_wchar_p would stop at the first NUL
+
+
+class SID_AND_ATTRIBUTES(ctypes.Structure):
+    _fields_ = [("Sid", ctypes.c_void_p), ("Attributes", ctypes.c_uint32)]
+
+
+STRUCTURES = (SERVICE_STATUS, SERVICE_TABLE_ENTRYW, SERVICE_DESCRIPTIONW, TOKEN_ELEVATION, SERVICE_SID_INFO,
+              SERVICE_REQUIRED_PRIVILEGES_INFOW, SID_AND_ATTRIBUTES)
 
 # --- C spellings -> ctypes ------------------------------------------------------------
 _PTR = ctypes.c_void_p
@@ -80,6 +93,8 @@ SPELLING_CTYPES = {
     "LPVOID": _PTR, "HANDLE": _PTR, "PHANDLE": _PTR, "SC_HANDLE": _PTR, "SERVICE_STATUS_HANDLE": _PTR,
     "LPSERVICE_STATUS": _PTR, "const SERVICE_TABLE_ENTRYW *": _PTR, "LPCWSTR *": _PTR,
     "LPSECURITY_ATTRIBUTES": _PTR, "LPOVERLAPPED": _PTR,
+    "SE_OBJECT_TYPE": ctypes.c_uint32, "SECURITY_INFORMATION": ctypes.c_uint32,
+    "PSID": _PTR, "PSID *": _PTR, "PACL *": _PTR, "PSECURITY_DESCRIPTOR *": _PTR, "HLOCAL": _PTR,
     "LPHANDLER_FUNCTION_EX": HANDLER_FUNCTION_EX, "PHANDLER_ROUTINE": HANDLER_ROUTINE,
 }
 
@@ -102,6 +117,13 @@ PROTOTYPES = {
                                                     ("LPVOID", "TokenInformation"),
                                                     ("DWORD", "TokenInformationLength"),
                                                     ("PDWORD", "ReturnLength"))),
+    # security descriptors (aclapi.h, securitybaseapi.h, winbase.h)
+    "GetNamedSecurityInfoW": ("advapi32", "DWORD", (
+        ("LPCWSTR", "pObjectName"), ("SE_OBJECT_TYPE", "ObjectType"), ("SECURITY_INFORMATION", "SecurityInfo"),
+        ("PSID *", "ppsidOwner"), ("PSID *", "ppsidGroup"), ("PACL *", "ppDacl"), ("PACL *", "ppSacl"),
+        ("PSECURITY_DESCRIPTOR *", "ppSecurityDescriptor"))),
+    "GetLengthSid": ("advapi32", "DWORD", (("PSID", "pSid"),)),
+    "LocalFree": ("kernel32", "HLOCAL", (("HLOCAL", "hMem"),)),
     # Service Control Manager (winsvc.h)
     "OpenSCManagerW": ("advapi32", "SC_HANDLE", (("LPCWSTR", "lpMachineName"), ("LPCWSTR", "lpDatabaseName"),
                                                  ("DWORD", "dwDesiredAccess"))),
@@ -193,6 +215,13 @@ SERVICE_AUTO_START = 2
 SERVICE_DEMAND_START = 3
 SERVICE_ERROR_NORMAL = 1
 SERVICE_CONFIG_DESCRIPTION = 1
+SERVICE_CONFIG_SERVICE_SID_INFO = 5
+SERVICE_CONFIG_REQUIRED_PRIVILEGES_INFO = 6
+SERVICE_SID_TYPE_UNRESTRICTED = 1
+SE_FILE_OBJECT = 1
+OWNER_SECURITY_INFORMATION = 0x1
+DACL_SECURITY_INFORMATION = 0x4
+TokenUser = 1
 SERVICE_STOPPED = core.SERVICE_STOPPED
 SERVICE_START_PENDING = core.SERVICE_START_PENDING
 SERVICE_STOP_PENDING = core.SERVICE_STOP_PENDING
@@ -216,7 +245,9 @@ CONSTANTS = {name: globals()[name] for name in (
     "CTRL_CLOSE_EVENT", "CTRL_LOGOFF_EVENT", "CTRL_SHUTDOWN_EVENT", "SC_MANAGER_CONNECT",
     "SC_MANAGER_CREATE_SERVICE", "SERVICE_QUERY_STATUS", "SERVICE_START", "SERVICE_STOP", "DELETE",
     "SERVICE_ALL_ACCESS", "SERVICE_WIN32_OWN_PROCESS", "SERVICE_AUTO_START", "SERVICE_DEMAND_START",
-    "SERVICE_ERROR_NORMAL", "SERVICE_CONFIG_DESCRIPTION", "SERVICE_STOPPED", "SERVICE_START_PENDING",
+    "SERVICE_ERROR_NORMAL", "SERVICE_CONFIG_DESCRIPTION", "SERVICE_CONFIG_SERVICE_SID_INFO",
+    "SERVICE_CONFIG_REQUIRED_PRIVILEGES_INFO", "SERVICE_SID_TYPE_UNRESTRICTED", "SE_FILE_OBJECT",
+    "OWNER_SECURITY_INFORMATION", "DACL_SECURITY_INFORMATION", "TokenUser", "SERVICE_STOPPED", "SERVICE_START_PENDING",
     "SERVICE_STOP_PENDING", "SERVICE_RUNNING", "SERVICE_ACCEPT_STOP", "SERVICE_ACCEPT_SHUTDOWN",
     "SERVICE_CONTROL_STOP", "SERVICE_CONTROL_INTERROGATE", "SERVICE_CONTROL_SHUTDOWN", "NO_ERROR",
 )}
@@ -272,6 +303,62 @@ def is_elevated(fns: Functions) -> bool | None:
         return bool(elevation.TokenIsElevated)
     finally:
         fns.CloseHandle(token)
+
+
+def installer_sid(fns: Functions) -> str | None:
+    """This process's user SID (TokenUser) when its token is elevated: files the installing
+    administrator owns are an administrator's. None otherwise."""
+    if not is_elevated(fns):
+        return None
+    token = ctypes.c_void_p()
+    if not fns.OpenProcessToken(fns.GetCurrentProcess(), TOKEN_QUERY, ctypes.byref(token)):
+        return None
+    try:
+        buf, size = ctypes.create_string_buffer(256), ctypes.c_uint32()
+        if not fns.GetTokenInformation(token, TokenUser, buf, len(buf), ctypes.byref(size)):
+            return None
+        sid = SID_AND_ATTRIBUTES.from_buffer(buf).Sid
+        return options.sid_text(ctypes.string_at(sid, fns.GetLengthSid(sid)))
+    finally:
+        fns.CloseHandle(token)
+
+
+# --- who may change a file ------------------------------------------------------------------
+def path_security(fns: Functions, path: str, role: str, ancestor: bool = False) -> options.PathSecurity:
+    """Owner and DACL of a file or directory, by SID (GetNamedSecurityInfoW; the decision is
+    options.audit's). A path that does not exist has owner None."""
+    owner, dacl, sd_ = ctypes.c_void_p(), ctypes.c_void_p(), ctypes.c_void_p()
+    rc = fns.GetNamedSecurityInfoW(path, SE_FILE_OBJECT, OWNER_SECURITY_INFORMATION | DACL_SECURITY_INFORMATION,
+                                   ctypes.byref(owner), None, ctypes.byref(dacl), None, ctypes.byref(sd_))
+    if rc in (ERROR_FILE_NOT_FOUND, ERROR_PATH_NOT_FOUND):
+        return options.PathSecurity(path, role, None, (), ancestor)
+    if rc:
+        raise core.StartupError(f"GetNamedSecurityInfoW({path}) failed: {_message(rc)}", win32_error=rc)
+    try:
+        owner_sid = options.sid_text(ctypes.string_at(owner.value, fns.GetLengthSid(owner))) if owner.value \
+            else "(no owner)"
+        if not dacl.value:
+            aces = None                                   # a NULL DACL grants everyone everything
+        else:
+            size = int.from_bytes(ctypes.string_at(dacl.value + 2, 2), "little")    # ACL.AclSize
+            aces = tuple(options.parse_acl(ctypes.string_at(dacl.value, size)))
+        return options.PathSecurity(path, role, owner_sid, aces, ancestor)
+    finally:
+        fns.LocalFree(sd_)
+
+
+def code_security(fns: Functions, paths) -> list[options.PathSecurity]:
+    """path_security of every (path, role), then, once each, of the directories above them
+    that are not code paths themselves (those had the stricter check)."""
+    paths = list(paths)
+    out = [path_security(fns, path, role) for path, role in paths]
+    seen = {path.lower() for path, _ in paths}
+    for path, role in paths:
+        for parent in options.ancestors(path):
+            if parent.lower() not in seen:
+                seen.add(parent.lower())
+                out.append(path_security(fns, parent, f"above {role}", ancestor=True))
+    return out
 
 
 # --- registry ------------------------------------------------------------------------------
@@ -511,7 +598,7 @@ class ServiceManager:
             deps = "".join(d + "\0" for d in plan.dependencies) + "\0" if plan.dependencies else None
             svc = fns.CreateServiceW(scm, plan.service_name, plan.display_name, SERVICE_ALL_ACCESS,
                                      SERVICE_WIN32_OWN_PROCESS, plan.start_type, SERVICE_ERROR_NORMAL,
-                                     plan.command_line, None, None, deps, None, None)
+                                     plan.command_line, None, None, deps, plan.account, None)
             if not svc:
                 err = fns.last_error()
                 if err == ERROR_SERVICE_EXISTS:
@@ -525,6 +612,7 @@ class ServiceManager:
                 desc = SERVICE_DESCRIPTIONW(plan.description)
                 if not fns.ChangeServiceConfig2W(svc, SERVICE_CONFIG_DESCRIPTION, ctypes.byref(desc)):
                     LOG.warning("could not set the description: %s", _message(fns.last_error()))
+                self._restrict(svc, plan)
                 if plan.environment:
                     key = RegistryKey(fns, plan.service_key, "service key")
                     try:
@@ -539,6 +627,21 @@ class ServiceManager:
                 fns.CloseServiceHandle(svc)
         finally:
             fns.CloseServiceHandle(scm)
+
+    def _restrict(self, svc, plan) -> None:
+        """The service SID in its token, and only the required privileges; a service that cannot
+        be restricted is deleted again rather than left running with everything."""
+        fns = self.fns
+        sid_info = SERVICE_SID_INFO(plan.sid_type)
+        multi = ctypes.create_unicode_buffer("".join(p + "\0" for p in plan.required_privileges) + "\0")
+        privileges = SERVICE_REQUIRED_PRIVILEGES_INFOW(ctypes.cast(multi, ctypes.c_void_p).value)
+        for level, info, what in ((SERVICE_CONFIG_SERVICE_SID_INFO, sid_info, "the service SID type"),
+                                  (SERVICE_CONFIG_REQUIRED_PRIVILEGES_INFO, privileges, "the required privileges")):
+            if not fns.ChangeServiceConfig2W(svc, level, ctypes.byref(info)):
+                err = fns.last_error()
+                fns.DeleteService(svc)
+                raise core.StartupError(f"could not set {what} (ChangeServiceConfig2W: {_message(err)}); the service "
+                                        f"was deleted again", win32_error=err)
 
     def uninstall(self, name: str, timeout: float = 30.0) -> None:
         fns = self.fns

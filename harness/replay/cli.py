@@ -131,7 +131,7 @@ def cmd_replay(args) -> int:
     try:
         factory = api_factory(args.target, profile, _options(args))
         result = replay(trace, factory, last_error=args.last_error)
-    except OSError as exc:           # e.g. --target native off Windows
+    except OSError as exc:           # e.g. an agent that cannot start
         return _fail(f"--target {args.target}: {exc}")
     if args.json:
         print(json.dumps({"identical": result.identical, "calls": result.calls,

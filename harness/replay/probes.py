@@ -2,7 +2,7 @@
 
     result = probe_profile(lambda: sim.SimulatedWinsock("documented"))
     result.answers["sio_flush"]          # Observation(value="cancel_pending", evidence="...")
-    result.write_toml("observed.toml", name="observed-win11-22631", target="native", os_build="...")
+    result.write_toml("observed.toml", name="observed-win11-22631", target="agent", os_build="...")
 
 Each probe runs on a fresh provider from `api_factory` and returns the
 choice of the decision point that the target's behaviour matches, or

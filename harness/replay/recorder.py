@@ -128,8 +128,8 @@ def learn_extension(memory, symbols: Symbols, args) -> None:
 class _ErrorGuard:
     """Keeps the thread's last error as the call left it across the recorder's own memory reads.
 
-    Reading a PAGE_NOACCESS allocation lifts its protection (VirtualProtect on
-    native), which may touch the last error; the guard restores it.
+    Reading a PAGE_NOACCESS allocation lifts its protection (VirtualProtect in
+    the agent), which may touch the last error; the guard restores it.
     """
 
     def __init__(self, api):
@@ -145,8 +145,7 @@ class _ErrorGuard:
 
 
 def target_name(api) -> str:
-    return "sim" if hasattr(api, "world") else "native" if type(api).__name__ == "NativeWinsock" else \
-        type(api).__name__
+    return "sim" if hasattr(api, "world") else getattr(api, "target", None) or type(api).__name__
 
 
 def profile_name(api) -> str:

@@ -107,18 +107,27 @@ class GuestOs:
     def prepare_rundir(self, rundir: str, *subdirs: str) -> str:
         raise NotImplementedError
 
-    def run_suite(self, python: str, rundir: str, junit: str, env: Mapping[str, str]) -> str:
+    def run_suite(self, python: str, rundir: str, junit: str, env: Mapping[str, str],
+                  agent: str | None = None) -> str:
         raise NotImplementedError
 
-    def suite_argv(self, python: str, junit: str) -> list[str]:
-        return [python, "-m", "pytest", "--pyargs", "harness.conformance", "--target", self.target,
+    def suite_argv(self, python: str, junit: str, agent: str | None = None) -> list[str]:
+        """pytest on the guest; on `agent` the real Winsock calls run in the uploaded
+        winsock-agent, started by pytest as a local child (shlex-quoted: the agent
+        launcher splits POSIX-style, which would eat a Windows path's backslashes)."""
+        target = ["--target", self.target]
+        if self.target == "agent":
+            if not agent:
+                raise ValueError("the agent target needs the winsock-agent's path on the guest")
+            target += ["--agent-command", shlex.quote(agent)]
+        return [python, "-m", "pytest", "--pyargs", "harness.conformance", *target,
                 f"--junitxml={junit}", "-p", "no:cacheprovider", "-v", "-rs"]
 
 
 class WindowsOs(GuestOs):
     name = "windows"
     shell = "powershell"
-    target = "native"
+    target = "agent"                      # the winsock-agent the lab uploads (harness.agent.build)
     CDB_DEFAULT = r"C:\Program Files (x86)\Windows Kits\10\Debuggers\x64\cdb.exe"
 
     @property
@@ -156,11 +165,12 @@ class WindowsOs(GuestOs):
         return "\n".join(quote_command("New-Item", Param("-ItemType"), "Directory", Param("-Force"),
                                        Param("-Path"), d) + " | Out-Null" for d in dirs)
 
-    def run_suite(self, python: str, rundir: str, junit: str, env: Mapping[str, str]) -> str:
+    def run_suite(self, python: str, rundir: str, junit: str, env: Mapping[str, str],
+                  agent: str | None = None) -> str:
         lines = [quote_command("Set-Location", Param("-LiteralPath"), rundir)]
         for k, v in sorted(env.items()):
             lines.append(quote_command("Set-Item", Param("-Path"), f"Env:{k}", Param("-Value"), v))
-        lines.append(self.render(self.suite_argv(python, junit)))
+        lines.append(self.render(self.suite_argv(python, junit, agent)))
         return "\n".join(lines)
 
 
@@ -211,13 +221,14 @@ class StandInOs(WindowsOs):
     def prepare_rundir(self, rundir: str, *subdirs: str) -> str:
         return self.render(["mkdir", "-p", rundir, *(posixpath.join(rundir, s) for s in subdirs)])
 
-    def run_suite(self, python: str, rundir: str, junit: str, env: Mapping[str, str]) -> str:
+    def run_suite(self, python: str, rundir: str, junit: str, env: Mapping[str, str],
+                  agent: str | None = None) -> str:
         envs = [f"{k}={v}" for k, v in sorted(env.items())]
         # The stand-in's machine environment (Windows' system variables).
         envfile = shlex.quote(posixpath.join(self.state, "environment"))
         return (f"if [ -f {envfile} ]; then set -a; . {envfile}; set +a; fi\n"
                 + self.render(["cd", rundir]) + " && "
-                + self.render(["env", *envs, *self.suite_argv(python, junit)]))
+                + self.render(["env", *envs, *self.suite_argv(python, junit, agent)]))
 
 
 def guest_os_for(guest: Guest) -> GuestOs:

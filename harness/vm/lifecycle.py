@@ -86,6 +86,7 @@ class RunContext:
     connect_vsphere: Callable[[], VSphere]
     cancel: threading.Event = field(default_factory=threading.Event)
     harness_version: str = "unknown"
+    agent: Path | None = None            # the winsock-agent for guests whose target is `agent`
     ssh_connect_timeout: float = 20.0
     reconnect_interval: float = 1.0
 
@@ -155,6 +156,7 @@ class GuestAttempt:
         self.clone: Clone | None = None
         self.ssh: GuestSsh | None = None
         self.boot_id: str | None = None
+        self.agent_remote: str | None = None      # the uploaded winsock-agent (target `agent`)
         self.dumps_before: set[tuple] = set()
         self.rundir = self.os.join(self.os.workdir, f"{ctx.run_id}-a{attempt}")
         self.phase = "start"
@@ -372,6 +374,11 @@ class GuestAttempt:
                 self.sh(self.os.prepare_rundir(dest), tag="mkdir_driver").check()
                 self.ssh.upload(drv.local, self.os.sftp(self.os.join(dest, drv.local.name)))
             self.driver_remote = dest
+        if self.os.target == "agent":
+            if self.ctx.agent is None:
+                raise HarnessError("no winsock-agent was built for this run", phase="upload")
+            self.agent_remote = self.os.join(self.rundir, "in", "winsock-agent.exe")
+            self.ssh.upload(self.ctx.agent, self.os.sftp(self.agent_remote))
         cfg = {"run_id": self.ctx.run_id, "guest": self.guest.name, "attempt": self.n,
                "harness_version": self.ctx.harness_version, "target": self.os.target,
                "driver": drv.to_dict() if drv else None}
@@ -545,7 +552,8 @@ class GuestAttempt:
                "WFP_DRIVER_INSTALLED": "1" if drv else "0",
                "WFP_DRIVER_VERSION": drv.version if drv else "none"}
         self.junit_remote = self.os.join(self.rundir, "results", "junit.xml")
-        script = self.os.run_suite(self.python, self.rundir, self.junit_remote, env)
+        script = self.os.run_suite(self.python, self.rundir, self.junit_remote, env,
+                                   self.agent_remote)
         out, err = self._paths("suite")
         stop = threading.Event()
         tailer = threading.Thread(target=self._tail, args=(out, stop), daemon=True, name=f"tail-{self.guest.name}")

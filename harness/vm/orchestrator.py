@@ -34,6 +34,7 @@ from harness.vm.config import LabConfig
 from harness.vm.errors import HarnessError, InfrastructureError, PreflightError
 from harness.vm.lifecycle import GuestAttempt, GuestResult, Interrupted, RunContext
 from harness.vm.package import DriverPackage, build_wheelhouse, check_wheelhouse, harness_version
+from harness.vm.guest_os import guest_os_for
 from harness.vm.progress import Progress
 from harness.vm.report import compute_verdict, load_results, shard_guests, write_reports
 from harness.vm.vsphere import TAG_RUN_ID, VSphere
@@ -49,6 +50,16 @@ def new_run_id() -> str:
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return f"{stamp}-{secrets.token_hex(3)}"
 
+
+
+def _build_agent() -> Path:
+    """The winsock-agent for the guests (harness.agent.build: mingw-w64, or WFP_AGENT_EXE)."""
+    from harness.agent import AgentError
+    from harness.agent.build import agent_exe
+    try:
+        return agent_exe()
+    except AgentError as e:
+        raise HarnessError(f"the winsock-agent for the guests could not be built: {e}", phase="build_agent") from None
 
 @dataclass
 class RunOptions:
@@ -185,7 +196,11 @@ class Orchestrator:
                     self.progress.note("building the guest wheelhouse (project wheel + pytest, offline install)")
                     wheelhouse = self.opt.wheelhouse or build_wheelhouse(
                         self.run_dir / "wheelhouse", project_wheel=Path(self.opt.wheel) if self.opt.wheel else None)
-                    ctx = RunContext(lab=self.lab, run_id=self.run_id, run_dir=self.run_dir,
+                    agent = None
+                    if any(guest_os_for(self.lab.guest(n)).target == "agent" for n in names):
+                        self.progress.note("building the winsock-agent (mingw-w64) the guests run the suite through")
+                        agent = _build_agent()
+                    ctx = RunContext(lab=self.lab, run_id=self.run_id, run_dir=self.run_dir, agent=agent,
                                      registry=self.registry, wheelhouse=Path(wheelhouse), driver=driver,
                                      progress=self.progress, connect_vsphere=self.connect_vsphere,
                                      cancel=self.cancel, harness_version=meta["harness_version"],

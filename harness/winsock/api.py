@@ -2,10 +2,10 @@
 
 Functions keep their Win32 names and parameter order (docs/decisions.md §3).
 Pointers are ints in the calling process's address space, 0 is NULL; the C
-return value is returned; out-parameters are written into memory. Both the
-simulator (`sim.SimulatedWinsock`) and the native ctypes provider
-(`harness.native`) implement it, so conformance cases and proxies written
-against it run on either.
+return value is returned; out-parameters are written into memory. The simulator
+(`sim.SimulatedWinsock`) and the winsock-agent provider (`harness.agent`: a
+real ws2_32 under Wine or on Windows) implement it, so conformance cases and
+proxies written against it run on either.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class Memory(Protocol):
     def invalid_pointer(self) -> int: ...
 
 
-# The C prototypes, in order; used by the ctypes provider, the trace recorder
+# The C prototypes, in order; used by the agent provider, the trace recorder
 # and the tests that attack every pointer and size argument.
 PROTOTYPES: dict[str, tuple[str, str]] = {
     # name: (return C type, 'TYPE name, ...')
@@ -85,6 +85,16 @@ PROTOTYPES: dict[str, tuple[str, str]] = {
     "GetCurrentProcessId": ("DWORD", ""),
     "GetCurrentThreadId": ("DWORD", ""),
 }
+
+# Which DLL exports each function of PROTOTYPES (everything else is ws2_32): the
+# winsock-agent resolves each name there; tests/test_contract_prototypes.py checks
+# it against mingw-w64's import libraries.
+KERNEL32_FUNCTIONS = frozenset({
+    "SleepEx", "CreateIoCompletionPort", "GetQueuedCompletionStatus", "PostQueuedCompletionStatus",
+    "SetFileCompletionNotificationModes", "CancelIoEx", "CloseHandle", "GetLastError",
+    "GetCurrentProcessId", "GetCurrentThreadId",
+})
+DLL_OF: dict[str, str] = {name: "kernel32" if name in KERNEL32_FUNCTIONS else "ws2_32" for name in PROTOTYPES}
 
 # Extension functions, called through `api.call(fnptr, *args)`.
 EXTENSION_PROTOTYPES: dict[str, tuple[str, str]] = {

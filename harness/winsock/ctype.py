@@ -3,7 +3,7 @@
 A C caller can pass any bit pattern, but only of the parameter's width: a
 DWORD is 32 bits, a pointer 64. Python callers pass ints; we reduce them to
 the C width exactly as ctypes does (two's complement wrap), so the simulator
-and the native provider see the same value. A value that is not an int is a
+and a real ws2_32 (through the winsock-agent) see the same value. A value that is not an int is a
 Python mistake, not a C one, and raises TypeError naming the parameter.
 """
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Win64 structure layouts (sizes, field offsets, field formats).
 
 Each layout is written once here and read by both providers: the simulator
-marshals caller memory with it, the native provider builds ctypes structures
-from it. tests/test_contract_mingw.py compiles static asserts generated from
+marshals caller memory with it, the agent provider and the conformance cases
+read and write agent memory with it. tests/test_contract_mingw.py compiles static asserts generated from
 these tables with x86_64-w64-mingw32-gcc, so an offset that drifts from the
 real headers fails the build.
 """

@@ -47,7 +47,7 @@ PROTS = ("rw", "r", "none")
 
 class AllocationTable:
     """The bookkeeping of a memory whose allocations are regions sorted by start (each
-    with `.start` and `.size`), for providers over real pages (harness.native, harness.agent)."""
+    with `.start` and `.size`), for providers over real pages (harness.agent)."""
 
     def __init__(self):
         self._lock = threading.RLock()

@@ -48,6 +48,13 @@ def test_missing_compiler_is_one_line_and_exit_2(wine_available):
                              "package gcc-mingw-w64-x86-64\n")
 
 
+def test_retired_native_target_is_one_line_naming_the_agent():
+    result = _cli("--target", "native")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == ("wfp-harness: --target native: retired; on Windows use --target agent --agent-command "
+                             "PATH\\TO\\winsock-agent.exe (the same real ws2_32, tested under Wine with --target wine)\n")
+
+
 def test_agent_target_without_a_command_is_exit_2():
     result = _cli("--target", "agent", WFP_AGENT_COMMAND="")
     assert result.returncode == 2

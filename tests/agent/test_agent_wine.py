@@ -12,7 +12,7 @@ from harness.agent import AgentAccessViolation, AgentDied, AgentRequestError, Ag
 from harness.agent import protocol as P
 from harness.agent.pool import make_agent_api
 from harness.conformance.support import Guarded, dword, overlapped, sockaddr, tcp_pair, udp_socket
-from harness.native import AccessViolation
+from harness.winsock.memory import AccessViolation
 from harness.winsock import constants as C
 from harness.winsock.api import PROTOTYPES
 from harness.winsock.layouts import WSABUF, WSAPOLLFD, guid_bytes

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -69,7 +71,7 @@ def scripts(os_: WindowsOs, v: str) -> dict[str, str]:
         "cdb": wincmd.cdb_analyze(os_.cdb, v, v),
     }
     out = {k: os_.render(a) for k, a in argvs.items()}
-    out["run_suite"] = os_.run_suite(v, v, v, {"WFP_DRIVER_VERSION": v})
+    out["run_suite"] = os_.run_suite(v, v, v, {"WFP_DRIVER_VERSION": v}, r"C:\wfp\winsock-agent.exe")
     out["prepare_rundir"] = os_.prepare_rundir(v, "in")
     return out
 
@@ -107,7 +109,11 @@ def test_expected_windows_commands():
     assert "'--log-mode' 'multi-file'" in w.render(wincmd.pktmon_start(r"C:\r\c.etl"))
     assert "pktmon.exe' 'etl2pcap' 'C:\\r\\c.etl' '--out' 'C:\\r\\c.pcapng'" in \
         w.render(wincmd.pktmon_etl2pcap(r"C:\r\c.etl", r"C:\r\c.pcapng"))
-    assert "'--target' 'native'" in w.run_suite(w.python, r"C:\r", r"C:\r\j.xml", {})
+    suite = w.run_suite(w.python, r"C:\r", r"C:\r\j.xml", {}, r"C:\r\in\winsock-agent.exe")
+    # pytest gets the shlex-quoted path (the agent launcher splits POSIX-style), quoted again for PowerShell.
+    assert r"'--target' 'agent' '--agent-command' '''C:\r\in\winsock-agent.exe'''" in suite
+    with pytest.raises(ValueError, match="winsock-agent"):
+        w.run_suite(w.python, r"C:\r", r"C:\r\j.xml", {})
     assert "'-c' '!analyze -v; q'" in w.render(wincmd.cdb_analyze(w.cdb, r"C:\Windows\MEMORY.DMP", r"C:\s"))
     assert w.sftp(r"C:\wfp\runs\x.whl") == "/C:/wfp/runs/x.whl"
     assert w.venv_python(r"C:\v") == r"C:\v\Scripts\python.exe"
