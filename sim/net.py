@@ -21,7 +21,7 @@ from sim.scheduler import NS_PER_US
 
 LOOPBACK_LATENCY_NS = 20 * NS_PER_US
 LINK_LATENCY_NS = 500 * NS_PER_US
-EPHEMERAL_FIRST, EPHEMERAL_LAST = 49152, 65535
+EPHEMERAL_FIRST, EPHEMERAL_LAST = 49152, 65535      # the default dynamic port range (docs/facts.md §9)
 SYN_TIMEOUT_NS = 21_000_000_000     # Windows gives up a connect after ~21 s (3 SYNs)
 
 SYN, ACK, FIN, RST, PSH = 0x02, 0x10, 0x01, 0x04, 0x08
@@ -121,6 +121,117 @@ class UdpEndpoint:
         self.v6only = v6only
 
 
+class PortIndex:
+    """The (address, port) pairs one protocol uses on a host, and its ephemeral port allocator.
+
+    `users[(address length, port)]` counts the endpoints on each plain address, so
+    "is this port taken?" is a dictionary lookup whatever the host holds; `taken[4|16]`
+    marks each port any endpoint of that family uses, so the next free port of the
+    dynamic range is one C-level search (bytearray.find) from the counter, with no
+    stall when the counter wraps into used ports. Windows allocates ephemeral ports
+    from one pool per protocol (docs/facts.md §9): a port any address of the family
+    uses is not handed out again.
+    """
+
+    __slots__ = ("users", "taken", "first", "last", "next")
+
+    def __init__(self):
+        self.users: dict = {}
+        self.taken = {4: bytearray(65536), 16: bytearray(65536)}
+        self.set_range(EPHEMERAL_FIRST, EPHEMERAL_LAST - EPHEMERAL_FIRST + 1)
+
+    def set_range(self, start: int, num: int) -> None:
+        # netsh's own limits (docs/facts.md §9): start at least 1025, at least 255 ports, end at most 65535.
+        if not (start >= 1025 and num >= 255 and start + num - 1 <= 65535):
+            raise ValueError(f"dynamic port range start={start} num={num}: netsh takes start >= 1025, "
+                             "num >= 255, start + num - 1 <= 65535")
+        self.first, self.last = start, start + num - 1
+        self.next = start
+
+    def add(self, ip: bytes, port: int) -> None:
+        plain = unmap(ip)
+        on = self.users.get((len(plain), port))
+        if on is None:
+            self.users[(len(plain), port)] = {plain: 1}
+            self.taken[len(plain)][port] = 1
+        else:
+            on[plain] = on.get(plain, 0) + 1
+
+    def remove(self, ip: bytes, port: int) -> None:
+        plain = unmap(ip)
+        key = (len(plain), port)
+        on = self.users[key]
+        left = on[plain] - 1
+        if left:
+            on[plain] = left
+        else:
+            del on[plain]
+            if not on:
+                del self.users[key]
+                self.taken[len(plain)][port] = 0
+
+    def in_use(self, plain: bytes, port: int) -> bool:
+        on = self.users.get((len(plain), port))
+        if not on:
+            return False
+        return plain in (ANY4, ANY6) or plain in on or (ANY4 if len(plain) == 4 else ANY6) in on
+
+    def ephemeral(self, family_len: int) -> int:
+        taken, first, last = self.taken[family_len], self.first, self.last
+        start = self.next if first <= self.next <= last else first
+        port = taken.find(0, start, last + 1)
+        if port < 0:
+            port = taken.find(0, first, start)
+            if port < 0:
+                return 0
+        self.next = port + 1
+        return port
+
+
+class Endpoints(dict):
+    """A host's table of endpoints keyed (local ip, local port, ...): keeps its PortIndex in step."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: PortIndex):
+        super().__init__()
+        self.index = index
+
+    def __setitem__(self, key, value) -> None:
+        if key not in self:
+            self.index.add(key[0], key[1])
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key) -> None:
+        dict.__delitem__(self, key)
+        self.index.remove(key[0], key[1])
+
+    def pop(self, key, *default):
+        if key in self:
+            self.index.remove(key[0], key[1])
+            return dict.pop(self, key)
+        return dict.pop(self, key, *default)
+
+    def clear(self) -> None:
+        for key in self:
+            self.index.remove(key[0], key[1])
+        dict.clear(self)
+
+    def setdefault(self, key, default=None):        # the other ways in: through the index too
+        if key not in self:
+            self[key] = default
+        return dict.__getitem__(self, key)
+
+    def update(self, *args, **kwargs) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def popitem(self):
+        key, value = dict.popitem(self)
+        self.index.remove(key[0], key[1])
+        return key, value
+
+
 class Host:
     def __init__(self, network, name: str, addresses):
         self.network = network
@@ -128,10 +239,11 @@ class Host:
         self.addresses = tuple(ip_bytes(a) if isinstance(a, str) else a for a in addresses)
         self._owns: dict = {}              # address -> owns(address): asked on every segment
         self.up = True
-        self.tcp_conns: dict[tuple, TcpConn] = {}
-        self.tcp_listeners: dict[tuple, TcpListener] = {}
-        self.udp: dict[tuple, UdpEndpoint] = {}
-        self._ephemeral = itertools.cycle(range(EPHEMERAL_FIRST, EPHEMERAL_LAST + 1))
+        # Every endpoint table keeps its protocol's port index up to date (PortIndex).
+        self.ports = {"tcp": PortIndex(), "udp": PortIndex()}
+        self.tcp_conns: dict[tuple, TcpConn] = Endpoints(self.ports["tcp"])
+        self.tcp_listeners: dict[tuple, TcpListener] = Endpoints(self.ports["tcp"])
+        self.udp: dict[tuple, UdpEndpoint] = Endpoints(self.ports["udp"])
         self._iss = itertools.count(0x1000_0000, 0x0101_0101)
         # Hook for the WFP connect-redirect layer (sim.wfp): sees every connect.
         self.connect_redirect = None
@@ -172,25 +284,15 @@ class Host:
 
     def port_in_use(self, proto: str, ip: bytes, port: int) -> bool:
         """Is (ip, port) taken in the same address family (IPv4 and IPv6 tables are separate)?"""
-        plain = unmap(ip)
-        # Listener and UDP keys are (ip, port); connection keys start with the local (ip, port).
-        keys = itertools.chain(self.tcp_listeners, self.tcp_conns) if proto == "tcp" else self.udp
-        for key in keys:
-            if key[1] != port:
-                continue
-            other = unmap(key[0])
-            if len(other) != len(plain):
-                continue
-            if other == plain or other in (ANY4, ANY6) or plain in (ANY4, ANY6):
-                return True
-        return False
+        return self.ports[proto].in_use(unmap(ip), port)
 
     def ephemeral_port(self, proto: str, ip: bytes) -> int:
-        for _ in range(EPHEMERAL_LAST - EPHEMERAL_FIRST + 1):
-            port = next(self._ephemeral)
-            if not self.port_in_use(proto, ip, port):
-                return port
-        return 0
+        """The next free port of the dynamic range (docs/facts.md §9), or 0 when all are taken."""
+        return self.ports[proto].ephemeral(len(unmap(ip)))
+
+    def set_dynamic_ports(self, proto: str, start: int, num: int) -> None:
+        """`netsh int ipv4 set dynamicport <proto> start=<start> num=<num>` for this host."""
+        self.ports[proto].set_range(start, num)
 
     # -- TCP ---------------------------------------------------------------
     def tcp_connect(self, socket, local, remote, meta) -> TcpConn:

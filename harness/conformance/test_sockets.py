@@ -343,3 +343,49 @@ def test_connected_udp_socket_takes_only_its_peer(api):
     assert api.recv(b, buf.ptr, 16, 0) == 4 and buf.read(4) == b"peer"
     assert api.ioctlsocket(b, C.FIONBIO, dword(api, 1).ptr) == 0
     assert api.recv(b, buf.ptr, 16, 0) == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAEWOULDBLOCK
+
+
+@pytest.mark.sim_only
+@pytest.mark.parametrize("kind", ["udp", "tcp"])
+def test_ephemeral_ports_run_out(api, kind):
+    """docs/facts.md §9: port 0 gets a unique port of the dynamic client port range (bind page); when every
+    port of it is taken, bind to port 0 and connect on an unbound socket fail with WSAENOBUFS (bind and
+    connect pages). The host's range is set to netsh's smallest (`set dynamicport start=60000 num=255`),
+    a world control, so the test runs out in 255 sockets; a freed port is handed out again."""
+    host = getattr(getattr(api, "process", None), "host", None)
+    if host is None:
+        pytest.skip("needs the simulator's host (its dynamic port range)")
+    start, num = 60000, 255
+    if kind == "tcp":
+        lst, port = listener(api)                    # before the range shrinks: its port stays outside
+        assert not start <= port < start + num
+        target = sockaddr(api, "127.0.0.1", port)
+    host.set_dynamic_ports(kind, start, num)
+    ptr, n = sockaddr(api, "0.0.0.0", 0)
+
+    def take():
+        """A socket given an ephemeral port (bind to 0, or connect's implicit bind): (socket, rc, error)."""
+        s = api.socket(C.AF_INET, C.SOCK_DGRAM if kind == "udp" else C.SOCK_STREAM, 0)
+        rc = api.bind(s, ptr, n) if kind == "udp" else api.connect(s, *target)
+        err = api.WSAGetLastError() if rc else 0
+        if kind == "tcp" and rc == 0:
+            assert api.accept(lst, 0, 0) != C.INVALID_SOCKET     # keep the backlog free
+        return s, rc, err
+
+    socks = []
+    for _ in range(num):
+        s, rc, err = take()
+        assert (rc, err) == (0, 0)
+        socks.append(s)
+    ports = [local_name(api, s)[1] for s in socks]
+    assert sorted(ports) == list(range(start, start + num))       # unique, all from the range
+    s, rc, err = take()
+    assert (rc, err) == (C.SOCKET_ERROR, C.WSAENOBUFS)
+    assert api.closesocket(s) == 0
+    freed = ports[100]
+    if kind == "tcp":                # an abortive close (linger on, 0 s): no FIN_WAIT/TIME_WAIT holds the port
+        linger = _bytes(api, struct.pack("<HH", 1, 0))
+        assert api.setsockopt(socks[100], C.SOL_SOCKET, C.SO_LINGER, linger, 4) == 0
+    assert api.closesocket(socks[100]) == 0
+    s, rc, err = take()
+    assert (rc, err) == (0, 0) and local_name(api, s)[1] == freed
