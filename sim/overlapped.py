@@ -68,6 +68,7 @@ def complete(req: IoRequest, status: int, information: int, flags: int = 0,
     if req.done:
         raise AssertionError(f"{req!r} completed twice")   # a simulator bug, never user input
     req.done = True
+    req.start = req.on_cancel = None    # done with them: they close over the request (no cycles left)
     process = req.process
     kernel = process.kernel
     sock = req.socket

@@ -41,7 +41,7 @@ def test_echo_server_sends_its_fin(host):
     hosts = client_server_world(tcp_port=7)
     app = hosts.world.start_process(hosts.client, "app")
     assert _send_then_fin(app, host, 7) == DATA
-    assert hosts.echo.conns == []                  # it closed its side
+    assert not hosts.echo.conns                    # it closed its side
 
 
 @pytest.mark.parametrize("vendors", [("VendorX",), ("VendorX", "VendorY")])
@@ -50,4 +50,4 @@ def test_reference_proxy_passes_the_fin_on(vendors):
     assert _send_then_fin(story.app, SERVER[0], 80) == DATA
     story.world.run(10)
     for proxy in story.proxies.values():
-        assert proxy.connections == [] and proxy.stats.closed == 1 and proxy.stats.errors == []
+        assert not proxy.connections and proxy.stats.closed == 1 and proxy.stats.errors == []

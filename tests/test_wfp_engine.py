@@ -229,14 +229,13 @@ def test_context_goes_only_to_its_target_process():
     story = Story("documented", ("VendorX", "VendorY"))
     contexts = {}
     for vendor, proxy in story.proxies.items():
-        original = proxy._accept
+        original = proxy._accepted
 
-        def spy(lst, proxy=proxy, original=original, vendor=vendor):
-            result = original(lst)
+        def spy(client, proxy=proxy, original=original, vendor=vendor):
+            original(client)
             for conn in proxy.connections:
                 contexts.setdefault(vendor, unpack_context(conn.context))
-            return result
-        proxy._accept = spy
+        proxy._accepted = spy
     story.tcp("x", C.AF_INET, "192.0.2.20")
     x_pid = story.proxies["VendorX"].pid
     assert contexts["VendorX"].process_id == story.app.GetCurrentProcessId()

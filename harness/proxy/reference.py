@@ -9,9 +9,14 @@ connects to the original destination and relays both directions. For UDP
 it reads the records and context cmsgs of a flow's first datagram and
 forwards the records on its own first datagram to the destination.
 
-Written only against WinsockApi: non-blocking sockets and one WSAPoll per
-turn (`poll()`), so the simulator can run many proxies in one thread, and
-`serve_forever()` runs it as a console program or service on Windows. A
+Two flavours, both written only against WinsockApi, both one non-blocking
+turn per `poll()` (so the simulator can run many proxies in one thread;
+`serve_forever()` runs one as a console program or service on Windows):
+`RedirectProxy` is the model of an event-loop proxy (libuv, curl): one
+WSAPoll over every socket per turn, so a turn costs what the proxy holds.
+`IocpRedirectProxy` is completion-port driven (AcceptEx, ConnectEx,
+zero-byte WSARecv, GetQueuedCompletionStatus): a turn costs the events that
+arrived, whatever it holds. The scenarios and the benches run the IOCP one. A
 failed outbound connect is seen as POLLERR|POLLHUP, which WSAPoll reports
 from Windows 10 version 2004 on (the WSAPoll page); every guest of
 vm-templates/guest-matrix.toml is newer.
@@ -23,6 +28,7 @@ from dataclasses import dataclass, field
 from harness.winsock import constants as C
 from harness.winsock import sockaddr
 from harness.proxy import redirect as rd
+from harness.proxy.completion import CompletionPort
 from harness.proxy.poller import FAILED, READ, WRITE, Poller
 from harness.sample_driver import unpack_context
 
@@ -86,7 +92,7 @@ class RedirectProxy:
         self.stats = ProxyStats()
         self.listeners = []
         self.udp_sockets = []
-        self.connections: list[_Tcp] = []
+        self.connections: dict = {}      # _Tcp -> None: an ordered set (removal costs the same at any size)
         self.udp_flows = {}               # (proxy socket, client endpoint) -> outbound socket info
         self.scratch = None
         self.one = 0
@@ -144,7 +150,7 @@ class RedirectProxy:
             api.closesocket(flow["out"])
         for s in self.listeners + self.udp_sockets:
             api.closesocket(s)
-        self.connections, self.udp_flows, self.listeners, self.udp_sockets = [], {}, [], []
+        self.connections, self.udp_flows, self.listeners, self.udp_sockets = {}, {}, [], []
         if self.poller is not None:
             self.poller.close()
 
@@ -204,6 +210,12 @@ class RedirectProxy:
             if err != C.WSAEWOULDBLOCK:
                 self._error(f"accept: {C.error_name(err)}")
             return False
+        self._accepted(client)
+        return True
+
+    def _accepted(self, client) -> None:
+        """A client was accepted: query its records and context and connect out for it."""
+        api = self.api
         self.stats.accepted += 1
         self._nonblocking(client)
         try:
@@ -216,11 +228,10 @@ class RedirectProxy:
         if original is None:
             self.stats.refused += 1
             api.closesocket(client)          # no original destination: nothing to forward to
-            return True
+            return
         conn = _Tcp(client, (original.host, original.port), records, context)
-        self.connections.append(conn)
+        self.connections[conn] = None
         self._connect_out(conn)
-        return True
 
     def _connect_out(self, conn: _Tcp) -> None:
         api = self.api
@@ -252,7 +263,7 @@ class RedirectProxy:
             if s:
                 self.api.closesocket(s)
         conn.state = "closed"
-        self.connections.remove(conn)
+        del self.connections[conn]
         self.stats.closed += 1
 
     def _connect_error(self, conn: _Tcp) -> int:
@@ -382,3 +393,206 @@ class RedirectProxy:
         return True
 
 
+
+
+class IocpRedirectProxy(RedirectProxy):
+    """The reference proxy on a completion port: what an event costs does not depend on what it holds.
+
+    Each listener keeps `ACCEPTS` AcceptEx calls outstanding; an accepted client is queried as in
+    RedirectProxy, its outbound socket is bound and connected with ConnectEx, and each socket of a
+    relayed connection has one zero-byte WSARecv outstanding while its direction is open. A packet
+    says "look now": the proxy then reads with non-blocking recv and sends with non-blocking send
+    (what a send cannot take now goes out as an overlapped WSASend). UDP stays on WSAPoll: its
+    sockets are the proxy's own few, and a zero-byte receive would consume a datagram.
+    """
+
+    ACCEPTS = 4
+
+    def start(self) -> "IocpRedirectProxy":
+        super().start()
+        api = self.api
+        self.port = CompletionPort(api)
+        self._accept_addr = api.memory.alloc(8)      # SO_UPDATE_ACCEPT_CONTEXT's value: the listener
+        self._families = {lst: sockaddr_family(api, lst, self.scratch) for lst in self.listeners}
+        for lst in self.listeners:
+            self.port.associate(lst)
+            for _ in range(self.ACCEPTS):
+                self._post_accept(lst)
+        return self
+
+    def close(self) -> None:
+        api = self.api
+        for conn in self.connections:
+            for s in (conn.client, conn.out):
+                if s:
+                    api.closesocket(s)
+        self.connections = {}
+        super().close()
+        for (handler, s, *_rest) in list(self.port.ops.values()):
+            if handler == self._accept_done:
+                api.closesocket(s)                   # the accept sockets of outstanding AcceptEx calls
+        self.port.close()
+
+    def poll(self, timeout_ms: int = 0) -> bool:
+        """One turn: every completion packet queued now, then one WSAPoll over the UDP sockets."""
+        next_packet = self.port.next
+        progress = False
+        while next_packet(0):
+            progress = True
+        if self.udp_sockets or self.udp_flows:
+            progress = self._poll_udp(0 if progress else timeout_ms) or progress
+        elif not progress and timeout_ms:
+            progress = next_packet(timeout_ms)
+            while progress and next_packet(0):
+                pass
+        return progress
+
+    def _poll_udp(self, timeout_ms: int) -> bool:
+        interest = [(s, READ) for s in self.udp_sockets]
+        owners = dict.fromkeys(self.udp_sockets, _UDP)
+        for key, flow in self.udp_flows.items():
+            interest.append((flow["out"], READ))
+            owners[flow["out"]] = (key, flow)
+        ready = self.poller.poll(interest, timeout_ms)
+        for s, _revents in ready:
+            owner = owners[s]
+            if owner is _UDP:
+                while self._udp_in(s):
+                    pass
+            elif owner[0] in self.udp_flows:
+                while self._udp_back(*owner):
+                    pass
+        return bool(ready)
+
+    # -- TCP on the port -------------------------------------------------------------------------
+    def _post_accept(self, lst) -> None:
+        api = self.api
+        acc = api.socket(self._families[lst], C.SOCK_STREAM, 0)
+        if acc == C.INVALID_SOCKET:
+            self._error(f"socket for AcceptEx: {C.error_name(api.WSAGetLastError())}")
+            return
+        err = self.port.accept(lst, acc, (self._accept_done, acc, lst))
+        if err:
+            api.closesocket(acc)
+            self._error(f"AcceptEx: {C.error_name(err)}")
+
+    def _accept_done(self, acc, lst, err, _n) -> None:
+        api = self.api
+        if lst not in self.listeners:                 # the proxy closed: nothing more to accept
+            api.closesocket(acc)
+            return
+        self._post_accept(lst)
+        if err:
+            api.closesocket(acc)
+            if err != C.WSA_OPERATION_ABORTED:
+                self._error(f"AcceptEx: {C.error_name(err)}")
+            return
+        api.memory.write_u64(self._accept_addr, lst)
+        api.setsockopt(acc, C.SOL_SOCKET, C.SO_UPDATE_ACCEPT_CONTEXT, self._accept_addr, 8)
+        self.port.associate(acc)
+        self._accepted(acc)
+
+    def _connect_out(self, conn: _Tcp) -> None:
+        api, scratch = self.api, self.scratch
+        family = sockaddr.text_family(conn.original[0])
+        out = api.socket(family, C.SOCK_STREAM, 0)
+        conn.out = out
+        conn.waiting = set()             # its sockets with a zero-byte WSARecv outstanding
+        conn.sending = set()             # its directions with an overlapped WSASend outstanding
+        self._nonblocking(out)
+        try:
+            if self.set_records and conn.records:
+                rd.set_records(api, out, conn.records, scratch)
+        except rd.WinsockError as exc:
+            self._error(f"set records: {exc}")
+        self.port.associate(out)
+        anywhere = sockaddr.from_text("0.0.0.0" if family == C.AF_INET else "::", 0)
+        api.memory.write(scratch.addr, anywhere)
+        if api.bind(out, scratch.addr, len(anywhere)):       # ConnectEx needs a bound socket (its page)
+            self._fail(conn, f"bind: {C.error_name(api.WSAGetLastError())}")
+            return
+        name = sockaddr.from_text(*conn.original)
+        api.memory.write(scratch.addr, name)
+        err = self.port.connect(out, scratch.addr, len(name), (self._connect_done, out, conn))
+        if err:
+            self._fail(conn, f"connect to {sockaddr.host_port(*conn.original)}: {C.error_name(err)}")
+            return
+        self._wait_readable(conn, conn.client)     # what the client sends meanwhile waits in `pending`
+
+    def _connect_done(self, out, conn: _Tcp, err, _n) -> None:
+        if conn.state == "closed":
+            return
+        if err:
+            self._fail(conn, f"connect to {sockaddr.host_port(*conn.original)}: {C.error_name(err)}")
+            return
+        self.api.setsockopt(out, C.SOL_SOCKET, C.SO_UPDATE_CONNECT_CONTEXT, 0, 0)
+        self._connected(conn)
+        self._flush(conn, "up", out)
+        self._wait_readable(conn, out)
+        self._maybe_finish(conn)
+
+    def _wait_readable(self, conn: _Tcp, s) -> None:
+        if s in conn.waiting or conn.state == "closed":
+            return
+        if conn.eof["up" if s == conn.client else "down"]:
+            return
+        err = self.port.readable(s, (self._readable, s, conn))
+        if err:
+            self._fail(conn, f"WSARecv: {C.error_name(err)}")
+        else:
+            conn.waiting.add(s)
+
+    def _readable(self, s, conn: _Tcp, _err, _n) -> None:
+        conn.waiting.discard(s)
+        if conn.state == "closed":
+            return
+        self._on_tcp(conn, s, READ)         # recv to WSAEWOULDBLOCK (or the error), then pass it on
+        if conn.state != "closed":
+            self._wait_readable(conn, s)
+
+    def _flush(self, conn: _Tcp, direction: str, dst) -> None:
+        if direction in conn.sending:
+            return                          # an overlapped send is out: the rest follows it, in order
+        super()._flush(conn, direction, dst)
+        data = conn.pending[direction]
+        if data and conn.state != "closed":
+            # The socket could not take it now: an overlapped send completes when it has.
+            buf = self.api.memory.alloc(len(data))
+            self.api.memory.write(buf, data)
+            conn.pending[direction] = b""
+            err = self.port.send(dst, buf, len(data), (self._sent, dst, conn, direction, buf, len(data)))
+            if err:
+                self.api.memory.free(buf)
+                conn.eof["up"] = conn.eof["down"] = True
+            else:
+                conn.sending.add(direction)
+
+    def _sent(self, dst, conn: _Tcp, direction, buf, n, err, _sent) -> None:
+        self.api.memory.free(buf)
+        conn.sending.discard(direction)
+        if conn.state == "closed":
+            return
+        if err:
+            conn.eof["up"] = conn.eof["down"] = True
+            conn.pending = {"up": b"", "down": b""}
+        else:
+            if direction == "up":
+                self.stats.bytes_up += n
+            else:
+                self.stats.bytes_down += n
+            self._flush(conn, direction, dst)
+        self._maybe_finish(conn)
+
+    def _maybe_finish(self, conn: _Tcp) -> None:
+        eof, pending = conn.eof, conn.pending
+        if (eof["up"] and eof["down"] and not pending["up"] and not pending["down"] and not conn.sending
+                and conn.state != "closed"):
+            self._finish(conn)
+
+
+def sockaddr_family(api, s, scratch) -> int:
+    """The address family of socket `s` (getsockname's sa_family)."""
+    api.memory.write_u32(scratch.addrlen, 128)
+    if api.getsockname(s, scratch.addr, scratch.addrlen):
+        raise rd.WinsockError("getsockname", api.WSAGetLastError())
+    return int.from_bytes(api.memory.read(scratch.addr, 2), "little")
