@@ -31,7 +31,7 @@ class ConnectRequest:
         self.meta = {}
 
 
-# Every socket starts with these option values (copied: each socket changes its own).
+# Every socket starts with these option values (Options: a socket stores only what it changed).
 DEFAULT_OPTIONS = {
     (C.SOL_SOCKET, C.SO_RCVBUF): 65536, (C.SOL_SOCKET, C.SO_SNDBUF): 65536,
     (C.SOL_SOCKET, C.SO_REUSEADDR): 0, (C.SOL_SOCKET, C.SO_EXCLUSIVEADDRUSE): 0,
@@ -45,6 +45,19 @@ DEFAULT_OPTIONS = {
     (C.IPPROTO_IP, C.IP_WFP_REDIRECT_RECORDS): 0, (C.IPPROTO_IP, C.IP_WFP_REDIRECT_CONTEXT): 0,
     (C.IPPROTO_IPV6, C.IPV6_WFP_REDIRECT_RECORDS): 0, (C.IPPROTO_IPV6, C.IPV6_WFP_REDIRECT_CONTEXT): 0,
 }
+
+
+class Options(dict):
+    """A socket's option values: only those set on it are stored, the rest read DEFAULT_OPTIONS
+    (a copy of every default in every socket was the largest single item of an idle socket)."""
+
+    __slots__ = ()
+
+    def __missing__(self, key):
+        return DEFAULT_OPTIONS[key]
+
+    def get(self, key, default=None):
+        return dict.get(self, key, DEFAULT_OPTIONS.get(key, default))
 
 
 class Socket:
@@ -68,7 +81,7 @@ class Socket:
         self.protocol = protocol
         self.overlapped_attr = overlapped_attr
         self.nonblocking = False
-        self.options = dict(DEFAULT_OPTIONS)
+        self.options = Options()
         self.linger = (0, 0)
         self.local = None
         self.listener = None
