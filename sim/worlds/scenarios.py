@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from harness.winsock import constants as C
 from harness.winsock import sockaddr
 from harness.proxy import redirect as rd
-from harness.proxy.reference import IocpRedirectProxy, RedirectProxy
+from harness.proxy.reference import RedirectProxy
 from harness.sample_driver import RedirectPolicy
 from sim.worlds.ready import SERVER, client_server_world
 from sim.worlds.sample_callout import install_sample_driver
@@ -79,7 +79,7 @@ class Story:
             weight = 0x8000 - 0x1000 * index
             forwards = set_records if isinstance(set_records, bool) else vendor in set_records
             api = self.world.start_process(self.client_host, f"{vendor.lower()}-proxy", elevated=proxy_elevated)
-            proxy = IocpRedirectProxy(api, vendor, tcp_port=tcp_port, udp_port=udp_port if udp else 0,
+            proxy = RedirectProxy(api, vendor, tcp_port=tcp_port, udp_port=udp_port if udp else 0,
                                   set_records=forwards,
                                   inspect=self._inspect).start()
             self.world.add_service(proxy.poll, proxy.api)

@@ -12,18 +12,13 @@ from __future__ import annotations
 from harness.winsock import constants as C
 from harness.winsock import sockaddr
 from harness.proxy import redirect as rd
-from harness.proxy.completion import CompletionPort
 from harness.proxy.poller import READ, Poller
-
-ACCEPTS = 4             # AcceptEx calls outstanding per listener (each is asked on every listener event)
 
 
 class EchoServer:
     """Echoes TCP streams on `tcp_port` and UDP datagrams on `udp_port` of every given address.
 
-    One process, one service. TCP is completion-port driven (AcceptEx, a zero-byte WSARecv per
-    connection, GetQueuedCompletionStatus; harness/proxy/completion.py), so a turn costs the
-    events that arrived whatever the server holds; its few UDP sockets share one WSAPoll per turn.
+    One process, one service, one WSAPoll per turn for both protocols.
     """
 
     def __init__(self, api, tcp_port: int = 0, udp_port: int = 0, addresses=("0.0.0.0", "::")):
@@ -34,12 +29,9 @@ class EchoServer:
         self.scratch = rd.Scratch(api)
         self.one = api.memory.alloc(4)           # a u_long 1 for FIONBIO, written once
         api.memory.write_u32(self.one, 1)
-        self.listeners, self.udp, self.conns = [], [], {}       # conns: an ordered set
+        self.listeners, self.udp, self.conns = [], [], []
         self.echoed = 0
         self.poller = Poller(api)
-        self.port = CompletionPort(api)
-        self._listener_value = api.memory.alloc(8)       # SO_UPDATE_ACCEPT_CONTEXT's value
-        self._families = {}
         for address in addresses:
             for kind, port in ((C.SOCK_STREAM, tcp_port), (C.SOCK_DGRAM, udp_port)):
                 if not port:
@@ -53,78 +45,42 @@ class EchoServer:
                 if kind == C.SOCK_STREAM:
                     api.listen(s, 128)
                     self.listeners.append(s)
-                    self._families[s] = sockaddr.text_family(address)
-                    self.port.associate(s)
-                    for _ in range(ACCEPTS):
-                        if not self._post_accept(s):
-                            raise rd.WinsockError("AcceptEx", api.WSAGetLastError())
                 else:
                     self.udp.append(s)
 
     def _nonblocking(self, s) -> None:
         self.api.ioctlsocket(s, C.FIONBIO, self.one)
 
-    def _post_accept(self, lst) -> bool:
-        api = self.api
-        acc = api.socket(self._families[lst], C.SOCK_STREAM, 0)
-        if self.port.accept(lst, acc, (self._accepted, acc, lst)):
-            api.closesocket(acc)
-            return False
-        return True
-
-    def _accepted(self, acc, lst, err, _n) -> None:
-        api = self.api
-        if lst in self.listeners:           # not after its listener was closed (the accept was cancelled)
-            self._post_accept(lst)
-        if err:
-            api.closesocket(acc)
-            return
-        api.memory.write_u64(self._listener_value, lst)
-        api.setsockopt(acc, C.SOL_SOCKET, C.SO_UPDATE_ACCEPT_CONTEXT, self._listener_value, 8)
-        self._nonblocking(acc)
-        self.port.associate(acc)
-        self.conns[acc] = None
-        self._wait(acc)
-
-    def _wait(self, s) -> None:
-        if self.port.readable(s, (self._readable,  s)):
-            self._close(s)
-
-    def _readable(self, s, _err, _n) -> None:
-        """Echo what is there, to WSAEWOULDBLOCK: a FIN may wait behind the data."""
-        api, sc = self.api, self.scratch
-        while True:
-            n = api.recv(s, sc.buf, sc.size, 0)
-            if n > 0:
-                api.send(s, sc.buf, n, 0)
-                self.echoed += n
-                continue
-            if n == 0 or api.WSAGetLastError() != C.WSAEWOULDBLOCK:
-                self._close(s)
-            else:
-                self._wait(s)
-            return
-
-    def _close(self, s) -> None:
-        self.api.closesocket(s)
-        self.conns.pop(s, None)
-
     def poll(self) -> bool:
-        """One turn: every completion packet queued now, then one WSAPoll over the UDP sockets."""
-        next_packet = self.port.next
-        progress = False
-        while next_packet(0):
-            progress = True
-        if not self.udp:
-            return progress
+        """One turn: a WSAPoll over every socket, then echo what each ready one has."""
         api, sc, mem = self.api, self.scratch, self.api.memory
-        ready = self.poller.poll([(s, READ) for s in self.udp])
+        interest = [(s, READ) for s in self.listeners + self.conns + self.udp]
+        ready = self.poller.poll(interest)
         for s, _revents in ready:
-            while True:
-                mem.write_u32(sc.addrlen, 128)
-                n = api.recvfrom(s, sc.buf, sc.size, 0, sc.addr, sc.addrlen)
-                if n < 0:
+            if s in self.listeners:
+                while True:                           # drain the backlog: nothing else says it is there
+                    new = api.accept(s, 0, 0)
+                    if new == C.INVALID_SOCKET:
+                        break
+                    self._nonblocking(new)
+                    self.conns.append(new)
+            elif s in self.udp:
+                while True:
+                    mem.write_u32(sc.addrlen, 128)
+                    n = api.recvfrom(s, sc.buf, sc.size, 0, sc.addr, sc.addrlen)
+                    if n < 0:
+                        break
+                    api.sendto(s, sc.buf, n, 0, sc.addr, mem.read_u32(sc.addrlen))
+                    self.echoed += n
+            else:
+                while True:
+                    n = api.recv(s, sc.buf, sc.size, 0)
+                    if n > 0:
+                        api.send(s, sc.buf, n, 0)
+                        self.echoed += n
+                        continue                      # read to WSAEWOULDBLOCK: a FIN may wait behind the data
+                    if n == 0 or api.WSAGetLastError() != C.WSAEWOULDBLOCK:
+                        api.closesocket(s)
+                        self.conns.remove(s)
                     break
-                api.sendto(s, sc.buf, n, 0, sc.addr, mem.read_u32(sc.addrlen))
-                self.echoed += n
-        return progress or bool(ready)
+        return bool(ready)
