@@ -25,7 +25,6 @@ import os
 import re
 import sys
 import tomllib
-import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -280,33 +279,16 @@ class JUnitRun:
 
 
 def read_junit(path, known_files) -> JUnitRun:
-    """Outcomes of a conformance run's JUnit file, keyed by conformance test id."""
+    """Outcomes of a conformance run's JUnit file, keyed by conformance test id (harness.run_report reads it)."""
+    from harness.run_report import JUnitError, read_run
     try:
-        root = ET.parse(path).getroot()
-    except (OSError, ET.ParseError) as exc:
-        raise TraceabilityError(path, None, "junitxml", f"cannot read JUnit XML: {exc}") from None
-    by_module = {}
-    for rel in known_files:
-        by_module.setdefault(rel.rsplit("/", 1)[-1].removesuffix(".py"), rel)
-    outcomes, props = {}, {}
-    for prop in root.iter("property"):
-        props[prop.get("name")] = prop.get("value")
-    for case in root.iter("testcase"):
-        parts = (case.get("classname") or "").split(".")
-        name = case.get("name") or ""
-        at = next((i for i in range(len(parts) - 1, -1, -1) if parts[i] in by_module), None)
-        if at is None:
-            continue                       # not a conformance case
-        test_id = "::".join([by_module[parts[at]]] + parts[at + 1:] + [name])
-        if case.find("failure") is not None or case.find("error") is not None:
-            outcome = "failed"
-        elif case.find("skipped") is not None:
-            outcome = "skipped"
-        else:
-            outcome = "passed"
-        if outcomes.get(test_id) != "failed":      # a teardown error after a pass still fails
-            outcomes[test_id] = outcome
-    return JUnitRun(str(path), outcomes, props)
+        run = read_run(path)
+    except JUnitError as exc:
+        raise TraceabilityError(path, None, "junitxml", exc.message) from None
+    known = set(known_files)
+    simple = {"passed": "passed", "failed": "failed", "error": "failed", "skipped": "skipped", "xfailed": "skipped"}
+    outcomes = {cid: simple[c.outcome] for cid, c in run.cases.items() if cid.split("::", 1)[0] in known}
+    return JUnitRun(str(path), outcomes, run.properties)
 
 
 # -- coverage -----------------------------------------------------------------------------------------
