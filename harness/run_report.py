@@ -333,7 +333,7 @@ def to_html(run: Run, statements=(), profile=None, deviations=None, title: str =
             f"JUnit {run.path}"]
     if run.seconds is not None:
         meta.append(f"time {run.seconds:.2f} s")
-    out = ["<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
+    out = ["<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"/>",
            f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
            f"<h1>{_e(title)}</h1>",
            f'<div id="verdict" class="{css_class}">Verdict: {_e(verdict)}</div>',

@@ -1,6 +1,6 @@
 """Traceability: the WFP redirect IOCTL pages' statements, and the conformance cases that check them.
 
-    wfp-harness report [--format text|markdown|json] [--junitxml FILE] [--file TOML] [--profile NAME]
+    wfp-harness report [--format text|markdown|json|html] [--junitxml FILE] [--file TOML] [--profile NAME]
                        [--statements]
 
 The statements live in harness/conformance/traceability.toml (shipped with
@@ -498,6 +498,10 @@ def cmd_report(args) -> int:
     except CollectionError as exc:
         print(f"wfp-harness report: {exc}", file=sys.stderr)
         return 2
+    if args.format == "html" and not args.junitxml:
+        print("wfp-harness report: --format html shows a conformance run: give its JUnit file with --junitxml FILE",
+              file=sys.stderr)
+        return 2
     junit = None
     if args.junitxml:
         try:
@@ -515,7 +519,16 @@ def cmd_report(args) -> int:
     else:
         profile = _profile((junit.properties.get("wfp.profile") if junit else None) or "documented")
     cov = compute(statements, collected, junit)
-    if args.format == "json":
+    if args.format == "html":
+        from harness.conformance.deviations import DeviationError, load_target
+        from harness.run_report import read_run, to_html
+        try:
+            deviations = load_target(junit.properties.get("wfp.target", ""))
+        except DeviationError as exc:
+            print(f"wfp-harness report: {exc}", file=sys.stderr)
+            return 2
+        print(to_html(read_run(args.junitxml), statements, profile, deviations), end="")
+    elif args.format == "json":
         print(json.dumps(as_json(cov, profile, path), indent=2))
     elif args.format == "markdown":
         print(as_markdown(cov, profile, path))
@@ -528,8 +541,9 @@ def register(subparsers) -> None:
     """Add `report` to the wfp-harness command (harness.cli calls this)."""
     p = subparsers.add_parser("report", help="traceability: the WFP IOCTL pages' statements and the cases "
                                              "that check them")
-    p.add_argument("--format", choices=("text", "markdown", "json"), default="text",
-                   help="text (default), markdown or json")
+    p.add_argument("--format", choices=("text", "markdown", "json", "html"), default="text",
+                   help="text (default), markdown, json, or html (a self-contained page of a conformance run: "
+                        "needs --junitxml)")
     p.add_argument("--junitxml", help="JUnit XML of a conformance run: show whether each statement passed")
     p.add_argument("--file", help="traceability file (default: the one shipped with the suite)")
     p.add_argument("--profile", help="profile whose decision values to show (default: the JUnit run's, "
