@@ -18,6 +18,7 @@ import sys
 import pytest
 
 from harness.targets import TARGETS as TARGET_NAMES
+from harness.wording import plural
 
 from .recorder import RecordingApi
 from .trace import Trace, TraceError, make_header
@@ -160,7 +161,10 @@ def cmd_probe(args) -> int:
     profile, bad = _profile(args.profile or targets.default_profile(args.target))
     if bad:
         return bad
-    parent, bad = _profile(args.inherit)
+    simulated = args.target == "sim"
+    # The simulator's unprobed answers are those of the profile it ran under; a real target's come from
+    # what Windows was seen to do.
+    parent, bad = _profile(args.inherit or (profile.name if simulated else "windows-observed"))
     if bad:
         return bad
     redirected = None
@@ -174,14 +178,14 @@ def cmd_probe(args) -> int:
     build = targets.os_build(args.target, options)
     try:
         result = probe_profile(api_factory(args.target, profile, options), redirected, target=args.target, os_build=build,
-                               skip=CRASHY if args.target != "sim" else ())
+                               skip=CRASHY if not simulated else (), source_profile=profile if simulated else None)
     except OSError as exc:
         return _fail(f"--target {args.target}: {exc}")
-    name = args.name or (f"observed-{args.target}-{profile.name}" if args.target == "sim"
-                         else f"observed-{args.target}")
+    name = args.name or (f"sim-{profile.name}-probed" if simulated else f"observed-{args.target}")
     path = result.write_toml(args.output, name, inherit=parent.name, description=args.description or "",
                              source=args.source or "")
-    print(f"{path}: {len(result.answers)} decision points observed, {len(result.unmatched)} unmatched, "
+    found = "probed on the simulator (provenance kept from " + profile.name + ")" if simulated else "observed"
+    print(f"{path}: {plural(len(result.answers), 'decision point')} {found}, {len(result.unmatched)} unmatched, "
           f"{len(result.not_probed)} not probed (inherited from {parent.name})")
     for key, obs in result.answers.items():
         print(f"  {key:<32} {obs.value}")
@@ -246,12 +250,14 @@ def register(subparsers) -> None:
     pr.add_argument("--agent-command", help="--target agent: the command that starts the winsock-agent")
     pr.add_argument("--profile", default=None, help="profile of a sim target (default: the target's; documented "
                                                     "on sim)")
-    pr.add_argument("--name", help="the written profile's name (default: observed-TARGET[-PROFILE])")
+    pr.add_argument("--name", help="the written profile's name (default: observed-TARGET; sim-PROFILE-probed "
+                                   "for the simulator)")
     pr.add_argument("--description", help="the written profile's description (default: observed on TARGET)")
     pr.add_argument("--source", help="what the answers were observed on, the start of each answer's source "
                                      "(e.g. \"wine-8.0 ws2_32\"; default: the target and its OS build)")
-    pr.add_argument("--inherit", default="windows-observed",
-                    help="parent profile for the points not probed (default: windows-observed)")
+    pr.add_argument("--inherit", default=None,
+                    help="parent profile for the points not probed (default: the profile a sim target runs "
+                         "under; windows-observed for a real target)")
     pr.set_defaults(fn=cmd_probe)
     d = psub.add_parser("diff", help="decision points where two profiles differ (exit 0 same, 1 differ, 2 bad file)")
     d.add_argument("a", help="profile name or file")
