@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from harness.input_error import InputError
+from harness.wording import plural
 
 PAGES = ("records", "context", "set")
 PAGE_PREFIX = {"records": "REC", "context": "CTX", "set": "SET"}
@@ -442,7 +443,7 @@ def as_text(cov: Coverage, profile=None, path="", all_statements=False) -> str:
                 if cov.states[s.id] == state:
                     lines.append(f"  {state.upper():<8} {s.id}: {s.statement}")
         passed = sum(1 for v in cov.states.values() if v == "passed")
-        lines.append(f"  {passed} of {len(cov.statements) - len(untestable)} testable statements passed")
+        lines.append(f"  {passed} of {plural(len(cov.statements) - len(untestable), 'testable statement')} passed")
     if all_statements:
         lines.append("Statements:")
         for s in cov.statements:

@@ -7,6 +7,11 @@ def plural(n: int, singular: str, many: str | None = None) -> str:
     return f"{n} {singular if n == 1 else many or singular + 's'}"
 
 
+def times(n: int) -> str:
+    """'once', '2 times'."""
+    return "once" if n == 1 else f"{n} times"
+
+
 def plain(value) -> str:
     """A value as a user reads it: strings bare, booleans yes/no, sequences comma-separated."""
     if isinstance(value, bool):

@@ -109,8 +109,9 @@ def cmd_record(args) -> int:
               file=sys.stderr)
         return int(code) or 1
     trace.dump(args.output)
-    print(f"trace: {plugin.sessions} tests, {len(trace.steps)} steps, "
-          f"{sum(1 for s in trace.steps if s.get('op') == 'call')} calls -> {args.output}")
+    calls = sum(1 for s in trace.steps if s.get('op') == 'call')
+    print(f"trace: {plural(plugin.sessions, 'test')}, {plural(len(trace.steps), 'step')}, "
+          f"{plural(calls, 'call')} -> {args.output}")
     return int(code)
 
 
@@ -206,7 +207,8 @@ def cmd_diff(args) -> int:
     if not rows:
         print(f"{a.name} and {b.name} agree on every decision point")
         return 0
-    print(f"{len(rows)} decision points differ between {a.name} and {b.name}:")
+    print(f"{plural(len(rows), 'decision point')} {'differs' if len(rows) == 1 else 'differ'} between "
+          f"{a.name} and {b.name}:")
     for key, x, y in rows:
         print(f"{key}")
         print(f"    {a.name:<24} {x.value:<22} {x.provenance:<10} {x.source}")

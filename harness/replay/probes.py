@@ -26,6 +26,7 @@ from pathlib import Path
 from harness.winsock import constants as C
 from harness.winsock import sockaddr
 from harness.winsock.layouts import WSABUF, WSAOVERLAPPED, WSAPOLLFD
+from harness.wording import plural, times
 
 POISON = 0xDEADBEEF
 RECORDS = C.SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS
@@ -69,7 +70,7 @@ class ProbeResult:
         from sim.decision_points import DECISIONS
         lines = ["# Observed profile written by `wfp-harness profile probe` (harness.replay.probes).",
                  f"# Target: {self.target}; OS build: {self.os_build}.",
-                 f"# Probed: {len(self.answers)} decision points; every other answer is inherited from "
+                 f"# Probed: {plural(len(self.answers), 'decision point')}; every other answer is inherited from "
                  f"{inherit!r}."]
         if self.unmatched:
             lines.append("# Probed, but the target matched none of the known choices (left to the parent):")
@@ -249,7 +250,7 @@ def probe_routine_and_port(api):
         raise NotProbed(f"overlapped FIONREAD with a routine did not complete inline: {rc}, {_name(_err(api))}")
     api.SleepEx(0, True)
     ok, perr, _, _ = _dequeue(api, port)
-    ev = f"inline FIONREAD with a routine on a port-bound socket: routine ran {len(calls)}x, packet {'posted' if ok else 'none'}"
+    ev = f"inline FIONREAD with a routine on a port-bound socket: routine ran {times(len(calls))}, packet {'posted' if ok else 'none'}"
     if len(calls) == 1:
         return Observation("both" if ok else "routine_only", ev)
     return Unmatched(ev)
