@@ -1,6 +1,8 @@
-"""The `wfp-harness` command.
+"""Test Windows Filtering Platform connect-redirect drivers and their proxies: a simulated Windows, a
+conformance suite for any Winsock target, call traces, behaviour profiles, packet evidence, a VM lab.
 
-    wfp-harness conformance [--target sim] [--profile documented] [--junitxml FILE] [-- pytest args]
+    wfp-harness conformance [--target sim] [--profile documented] [--junitxml FILE] [--format text|html]
+                            [-- pytest args]
     wfp-harness fidelity [--format text|markdown|json]
     wfp-harness profile show NAME|FILE
 
@@ -232,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="wfp-harness", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"wfp-harness {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("conformance", help="run the conformance suite and print its report")
+    p = sub.add_parser("conformance", help="run the conformance suite against a target and report "
+                                           "the results (text, or also an HTML page)")
     p.add_argument("--target", default="sim", help="where the calls go: " + ", ".join(targets.TARGETS))
     p.add_argument("--agent-command", help="--target agent: the command that starts the winsock-agent")
     p.add_argument("--profile", default=None,
@@ -244,12 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text (default) prints the report; html also writes it as a page beside the JUnit file")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: passed to pytest")
     p.set_defaults(fn=cmd_conformance)
-    p = sub.add_parser("fidelity", help="print the ledger of decision points and each profile's answer")
+    p = sub.add_parser("fidelity", help="list every decision point with each profile's answer, "
+                                        "provenance and source")
     p.add_argument("--format", choices=("text", "markdown", "json"), default="text",
                    help="text (default), markdown or json")
     p.add_argument("--profile", action="append", help="also show this profile file")
     p.set_defaults(fn=cmd_fidelity)
-    p = sub.add_parser("profile", help="profile tools")
+    p = sub.add_parser("profile", help="show, probe (by experiment on a target) and diff behaviour profiles")
     psub = p.add_subparsers(dest="action", required=True)
     p.set_defaults(_subparsers=psub)        # other modules add `profile` subcommands (harness.replay)
     show = psub.add_parser("show", help="print a profile's answers")

@@ -540,8 +540,8 @@ def cmd_report(args) -> int:
 
 def register(subparsers) -> None:
     """Add `report` to the wfp-harness command (harness.cli calls this)."""
-    p = subparsers.add_parser("report", help="traceability: the WFP IOCTL pages' statements and the cases "
-                                             "that check them")
+    p = subparsers.add_parser("report", help="show which documented statement of the WFP IOCTL pages each "
+                                             "conformance case checks, and whether it passed in a run")
     p.add_argument("--format", choices=("text", "markdown", "json", "html"), default="text",
                    help="text (default), markdown, json, or html (a self-contained page of a conformance run: "
                         "needs --junitxml)")

@@ -244,9 +244,10 @@ def register(subparsers) -> None:
     # harness/cli.py leaves the `profile` group's subparsers in its defaults for us.
     psub = group.get_default("_subparsers") if group is not None else None
     if psub is None:
-        group = subparsers.add_parser("profile", help="profile tools")
+        group = subparsers.add_parser("profile", help="show, probe and diff behaviour profiles")
         psub = group.add_subparsers(dest="action", required=True)
-    pr = psub.add_parser("probe", help="answer each decision point by experiment; write an observed profile")
+    pr = psub.add_parser("probe", help="answer each decision point by experiment on a target; write "
+                                                        "the answers as a profile")
     pr.add_argument("-o", "--output", required=True, help="the profile file to write (.toml)")
     pr.add_argument("--target", default="sim", help="where the calls go: " + ", ".join(TARGET_NAMES))
     pr.add_argument("--agent-command", help="--target agent: the command that starts the winsock-agent")
