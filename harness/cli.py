@@ -1,6 +1,8 @@
-"""The `wfp-harness` command.
+"""Test Windows Filtering Platform connect-redirect drivers and their proxies: a simulated Windows, a
+conformance suite for any Winsock target, call traces, behaviour profiles, packet evidence, a VM lab.
 
-    wfp-harness conformance [--target sim] [--profile documented] [--junitxml FILE] [-- pytest args]
+    wfp-harness conformance [--target sim] [--profile documented] [--junitxml FILE] [--format text|html]
+                            [-- pytest args]
     wfp-harness fidelity [--format text|markdown|json]
     wfp-harness profile show NAME|FILE
 
@@ -14,11 +16,13 @@ import collections
 import json
 import os
 import sys
-import time
 from pathlib import Path
+
+import pytest
 
 from harness import targets
 from harness.input_error import InputError
+from harness.wording import plural
 
 
 def _load_profile(name):
@@ -31,11 +35,15 @@ def _load_profile(name):
 
 
 class _Collector:
-    """pytest plugin object: keeps each test's outcome for the report."""
+    """pytest plugin object: keeps each test's outcome and prints the report at the end of pytest's summary,
+    so pytest's last line ("55 passed, 248 deselected in 1.19s") is the run's one elapsed time."""
 
-    def __init__(self):
+    def __init__(self, profile, target, junit, deviations=None, selection=()):
+        self.profile, self.target, self.junit, self.deviations = profile, target, junit, deviations
+        self.selection = list(selection)
         self.results = {}
         self.skips = collections.Counter()
+        self.notes = []                      # lines the command adds at the end of the report
 
     def pytest_runtest_logreport(self, report):
         if report.when == "call" or report.outcome != "passed":
@@ -47,9 +55,25 @@ class _Collector:
                 self.skips[reason.removeprefix("Skipped: ")] += 1
             self.results[report.nodeid] = report.outcome if report.when == "call" or report.skipped else "error"
 
+    @pytest.fixture(scope="session", autouse=True)
+    def _wfp_selection(self, record_testsuite_property):
+        """The JUnit file says when it holds a selection rather than the whole suite."""
+        if self.selection:
+            record_testsuite_property("wfp.selection", " ".join(self.selection))
+
+    def pytest_terminal_summary(self, terminalreporter):
+        for line in report_lines(self, self.profile, self.target, self.junit, self.deviations, self.notes):
+            terminalreporter.write_line(line)
+
+
+def default_junit(target: str, profile_name: str, selection) -> Path:
+    """The whole suite's results go to one file per target and profile; a selection (any pytest
+    arguments) gets a file of its own, so it never overwrites the whole run's results."""
+    suffix = "-selection" if selection else ""
+    return Path(f"reports/conformance-{target}-{profile_name}{suffix}.xml")
+
 
 def cmd_conformance(args) -> int:
-    import pytest
     args.profile = args.profile or targets.default_profile(args.target)
     profile = _load_profile(args.profile)
     options = {"agent_command": args.agent_command}
@@ -64,59 +88,67 @@ def cmd_conformance(args) -> int:
     except DeviationError as exc:
         print(f"wfp-harness: {exc}", file=sys.stderr)
         return 2
-    junit = Path(args.junitxml or f"reports/conformance-{args.target}-{profile.name}.xml")
+    junit = Path(args.junitxml) if args.junitxml else default_junit(args.target, profile.name, args.pytest_args)
     junit.parent.mkdir(parents=True, exist_ok=True)
-    collector = _Collector()
+    page = junit.with_suffix(".html") if args.format == "html" else None
+    collector = _Collector(profile, args.target, junit, deviations, args.pytest_args)
+    if args.pytest_args and not args.junitxml:
+        collector.notes.append(f"  (a selection: the whole suite's results, {default_junit(args.target, profile.name, ())}"
+                               ", are left as they were)")
+    if page is not None:
+        collector.notes.append(f"  HTML report: {page}")
     argv = ["--pyargs", "harness.conformance", "--target", args.target, "--profile", args.profile,
             f"--junitxml={junit}", "-q", "-p", "no:cacheprovider", *args.pytest_args]
     if args.agent_command:
         argv[4:4] = ["--agent-command", args.agent_command]
-    started = time.perf_counter()
     code = pytest.main(argv, plugins=[collector])
     if code == pytest.ExitCode.USAGE_ERROR:
         print("wfp-harness conformance: pytest refused the arguments passed on to it (above)", file=sys.stderr)
         return 2
-    elapsed = time.perf_counter() - started
-    _print_report(collector, profile, args.target, junit, elapsed, deviations)
+    if page is not None and junit.exists():
+        from harness.run_report import read_run, to_html
+        from harness.traceability import load as load_statements
+        page.write_text(to_html(read_run(junit), load_statements(), profile, deviations), encoding="utf-8")
     return int(code)
 
 
-def _print_report(collector, profile, target, junit, elapsed, deviations=None) -> None:
+def report_lines(collector, profile, target, junit, deviations=None, notes=()) -> list:
+    """The text report of a conformance run (its time is pytest's own summary line, just below)."""
     by_area = collections.defaultdict(collections.Counter)
     for nodeid, outcome in collector.results.items():
         area = nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py").removeprefix("test_")
         by_area[area][outcome] += 1
     totals = collections.Counter(o for o in collector.results.values())
     prov = collections.Counter(a.provenance for a in profile.assignments.values())
-    print()
-    print("=" * 72)
-    print(f"Conformance report: target {target}, profile {profile.name}")
-    print("  profile decisions: " + ", ".join(f"{n} {k}" for k, n in sorted(prov.items())))
+    out = ["", "=" * 72, f"Conformance report: target {target}, profile {profile.name}",
+           "  profile decisions: " + ", ".join(f"{n} {k}" for k, n in sorted(prov.items()))]
     columns = ("passed", "failed", "xfailed", "skipped", "error")
-    print(f"  {'area':<28}" + "".join(f"{'errors' if c == 'error' else c:>9}" for c in columns))
+    out.append(f"  {'area':<28}" + "".join(f"{'errors' if c == 'error' else c:>9}" for c in columns))
     for area in sorted(by_area):
-        print(f"  {area:<28}" + "".join(f"{by_area[area][c]:>9}" for c in columns))
-    print(f"  {'total':<28}" + "".join(f"{totals[c]:>9}" for c in columns))
+        out.append(f"  {area:<28}" + "".join(f"{by_area[area][c]:>9}" for c in columns))
+    out.append(f"  {'total':<28}" + "".join(f"{totals[c]:>9}" for c in columns))
     failed = [n for n, o in collector.results.items() if o in ("failed", "error")]
-    for nodeid in failed[:50]:
-        print(f"  FAILED {nodeid}")
+    out += [f"  FAILED {nodeid}" for nodeid in failed[:50]]
+    if len(failed) > 50:
+        out.append(f"  ... and {plural(len(failed) - 50, 'more failure')}")
     for reason, count in collector.skips.most_common(10):
-        print(f"  skipped x{count}: {reason}")
+        out.append(f"  skipped {plural(count, 'case')}: {reason}")
     if deviations is not None:
-        _print_deviations(collector, target, deviations)
-    print(f"  time: {elapsed:.2f} s   JUnit: {junit}")
-    print("=" * 72)
+        out += _deviation_lines(collector, target, deviations)
+    out.append(f"  JUnit: {junit}")
+    out += list(notes)
+    out.append("=" * 72)
+    return out
 
 
-def _print_deviations(collector, target, deviations) -> None:
+def _deviation_lines(collector, target, deviations) -> list:
     """The reviewed list of the target's known deviations, with what each covered in this run."""
-    print(f"  known {target} deviations ({len(deviations)}, {deviations.path.name}; xfail strict):")
+    out = [f"  known {target} deviations ({len(deviations)}, {deviations.path.name}; xfail strict):"]
     for dev in deviations:
         covered = collections.Counter(o for n, o in collector.results.items() if dev.matches(n))
-        seen = ", ".join(f"{k} {v}" for k, v in sorted(covered.items())) or "not run"
-        print(f"    - {dev.differs}")
-        print(f"      {dev.kind}: {dev.wine}")
-        print(f"      cases: {seen}")
+        seen = ", ".join(f"{v} {k}" for k, v in sorted(covered.items())) or "not run"
+        out += [f"    - {dev.differs}", f"      {dev.kind}: {dev.wine}", f"      cases: {seen}"]
+    return out
 
 
 def cmd_fidelity(args) -> int:
@@ -202,21 +234,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="wfp-harness", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"wfp-harness {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("conformance", help="run the conformance suite and print its report")
+    p = sub.add_parser("conformance", help="run the conformance suite against a target and report "
+                                           "the results (text, or also an HTML page)")
     p.add_argument("--target", default="sim", help="where the calls go: " + ", ".join(targets.TARGETS))
     p.add_argument("--agent-command", help="--target agent: the command that starts the winsock-agent")
     p.add_argument("--profile", default=None,
                    help="profile name or file (default: the target's, harness.targets.default_profile: "
                         "documented; wine-8.0 for --target wine)")
-    p.add_argument("--junitxml", help="where to write JUnit XML (default: reports/...)")
+    p.add_argument("--junitxml", help="where to write JUnit XML (default: reports/conformance-TARGET-PROFILE.xml; "
+                                      "a selection, i.e. any pytest arguments: ...-selection.xml)")
+    p.add_argument("--format", choices=("text", "html"), default="text",
+                   help="text (default) prints the report; html also writes it as a page beside the JUnit file")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: passed to pytest")
     p.set_defaults(fn=cmd_conformance)
-    p = sub.add_parser("fidelity", help="print the ledger of decision points and each profile's answer")
+    p = sub.add_parser("fidelity", help="list every decision point with each profile's answer, "
+                                        "provenance and source")
     p.add_argument("--format", choices=("text", "markdown", "json"), default="text",
                    help="text (default), markdown or json")
     p.add_argument("--profile", action="append", help="also show this profile file")
     p.set_defaults(fn=cmd_fidelity)
-    p = sub.add_parser("profile", help="profile tools")
+    p = sub.add_parser("profile", help="show, probe (by experiment on a target) and diff behaviour profiles")
     psub = p.add_subparsers(dest="action", required=True)
     p.set_defaults(_subparsers=psub)        # other modules add `profile` subcommands (harness.replay)
     show = psub.add_parser("show", help="print a profile's answers")

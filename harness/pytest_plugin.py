@@ -101,10 +101,21 @@ def profile(pytestconfig):
     return pytestconfig._wfp["profile"]
 
 
-@pytest.fixture(scope="session")
-def decide(profile):
-    """decide('query_size_probe') -> the active profile's answer."""
-    return profile.value
+@pytest.fixture
+def decide(profile, request):
+    """decide('query_size_probe') -> the active profile's answer. The case's JUnit entry names each
+    point it consulted (property wfp.decision), so a report can show the answer behind a failure."""
+    consulted = set()
+
+    def answer(name):
+        if name not in consulted:
+            consulted.add(name)
+            # user_properties, not record_property: the same <properties> in the JUnit testcase,
+            # without record_property's warning about the xunit2 schema
+            request.node.user_properties.append(("wfp.decision", name))
+        return profile.value(name)
+
+    return answer
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,6 +1,6 @@
 """Traceability: the WFP redirect IOCTL pages' statements, and the conformance cases that check them.
 
-    wfp-harness report [--format text|markdown|json] [--junitxml FILE] [--file TOML] [--profile NAME]
+    wfp-harness report [--format text|markdown|json|html] [--junitxml FILE] [--file TOML] [--profile NAME]
                        [--statements]
 
 The statements live in harness/conformance/traceability.toml (shipped with
@@ -25,11 +25,11 @@ import os
 import re
 import sys
 import tomllib
-import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from harness.input_error import InputError
+from harness.wording import plural
 
 PAGES = ("records", "context", "set")
 PAGE_PREFIX = {"records": "REC", "context": "CTX", "set": "SET"}
@@ -280,33 +280,16 @@ class JUnitRun:
 
 
 def read_junit(path, known_files) -> JUnitRun:
-    """Outcomes of a conformance run's JUnit file, keyed by conformance test id."""
+    """Outcomes of a conformance run's JUnit file, keyed by conformance test id (harness.run_report reads it)."""
+    from harness.run_report import JUnitError, read_run
     try:
-        root = ET.parse(path).getroot()
-    except (OSError, ET.ParseError) as exc:
-        raise TraceabilityError(path, None, "junitxml", f"cannot read JUnit XML: {exc}") from None
-    by_module = {}
-    for rel in known_files:
-        by_module.setdefault(rel.rsplit("/", 1)[-1].removesuffix(".py"), rel)
-    outcomes, props = {}, {}
-    for prop in root.iter("property"):
-        props[prop.get("name")] = prop.get("value")
-    for case in root.iter("testcase"):
-        parts = (case.get("classname") or "").split(".")
-        name = case.get("name") or ""
-        at = next((i for i in range(len(parts) - 1, -1, -1) if parts[i] in by_module), None)
-        if at is None:
-            continue                       # not a conformance case
-        test_id = "::".join([by_module[parts[at]]] + parts[at + 1:] + [name])
-        if case.find("failure") is not None or case.find("error") is not None:
-            outcome = "failed"
-        elif case.find("skipped") is not None:
-            outcome = "skipped"
-        else:
-            outcome = "passed"
-        if outcomes.get(test_id) != "failed":      # a teardown error after a pass still fails
-            outcomes[test_id] = outcome
-    return JUnitRun(str(path), outcomes, props)
+        run = read_run(path)
+    except JUnitError as exc:
+        raise TraceabilityError(path, None, "junitxml", exc.message) from None
+    known = set(known_files)
+    simple = {"passed": "passed", "failed": "failed", "error": "failed", "skipped": "skipped", "xfailed": "skipped"}
+    outcomes = {cid: simple[c.outcome] for cid, c in run.cases.items() if cid.split("::", 1)[0] in known}
+    return JUnitRun(str(path), outcomes, run.properties)
 
 
 # -- coverage -----------------------------------------------------------------------------------------
@@ -460,7 +443,7 @@ def as_text(cov: Coverage, profile=None, path="", all_statements=False) -> str:
                 if cov.states[s.id] == state:
                     lines.append(f"  {state.upper():<8} {s.id}: {s.statement}")
         passed = sum(1 for v in cov.states.values() if v == "passed")
-        lines.append(f"  {passed} of {len(cov.statements) - len(untestable)} testable statements passed")
+        lines.append(f"  {passed} of {plural(len(cov.statements) - len(untestable), 'testable statement')} passed")
     if all_statements:
         lines.append("Statements:")
         for s in cov.statements:
@@ -516,6 +499,10 @@ def cmd_report(args) -> int:
     except CollectionError as exc:
         print(f"wfp-harness report: {exc}", file=sys.stderr)
         return 2
+    if args.format == "html" and not args.junitxml:
+        print("wfp-harness report: --format html shows a conformance run: give its JUnit file with --junitxml FILE",
+              file=sys.stderr)
+        return 2
     junit = None
     if args.junitxml:
         try:
@@ -533,7 +520,16 @@ def cmd_report(args) -> int:
     else:
         profile = _profile((junit.properties.get("wfp.profile") if junit else None) or "documented")
     cov = compute(statements, collected, junit)
-    if args.format == "json":
+    if args.format == "html":
+        from harness.conformance.deviations import DeviationError, load_target
+        from harness.run_report import read_run, to_html
+        try:
+            deviations = load_target(junit.properties.get("wfp.target", ""))
+        except DeviationError as exc:
+            print(f"wfp-harness report: {exc}", file=sys.stderr)
+            return 2
+        print(to_html(read_run(args.junitxml), statements, profile, deviations), end="")
+    elif args.format == "json":
         print(json.dumps(as_json(cov, profile, path), indent=2))
     elif args.format == "markdown":
         print(as_markdown(cov, profile, path))
@@ -544,10 +540,11 @@ def cmd_report(args) -> int:
 
 def register(subparsers) -> None:
     """Add `report` to the wfp-harness command (harness.cli calls this)."""
-    p = subparsers.add_parser("report", help="traceability: the WFP IOCTL pages' statements and the cases "
-                                             "that check them")
-    p.add_argument("--format", choices=("text", "markdown", "json"), default="text",
-                   help="text (default), markdown or json")
+    p = subparsers.add_parser("report", help="show which documented statement of the WFP IOCTL pages each "
+                                             "conformance case checks, and whether it passed in a run")
+    p.add_argument("--format", choices=("text", "markdown", "json", "html"), default="text",
+                   help="text (default), markdown, json, or html (a self-contained page of a conformance run: "
+                        "needs --junitxml)")
     p.add_argument("--junitxml", help="JUnit XML of a conformance run: show whether each statement passed")
     p.add_argument("--file", help="traceability file (default: the one shipped with the suite)")
     p.add_argument("--profile", help="profile whose decision values to show (default: the JUnit run's, "

@@ -362,7 +362,8 @@ def test_observed_profile_file_loads_and_inherits(tmp_path, capsys):
         a = observed.assignments[key]
         assert a.value == parent.value(key)
         if key in PROBES:
-            assert a.provenance == "observed" and a.source.startswith(f"probe {key} on target sim (simulated)")
+            # the simulator reproduced the profile's answer: its provenance and source, not `observed`
+            assert (a.provenance, a.source) == (parent.assignments[key].provenance, parent.assignments[key].source)
         else:
             assert a == parent.assignments[key] and f"#   {key}:" in text       # listed as not probed
     assert 'inherit = "windows-observed"' in text
@@ -376,3 +377,26 @@ def test_observed_profile_file_loads_and_inherits(tmp_path, capsys):
 def test_profile_show_still_works(capsys):
     assert cli.main(["profile", "show", "windows-observed"]) == 0
     assert "sio_flush" in capsys.readouterr().out
+
+
+def test_a_probe_of_the_simulator_never_writes_observed(tmp_path, capsys):
+    """Probing the simulator observes the simulator: each answer keeps the source profile's provenance
+    and source (documented answers stay documented), and the file's name says it was probed."""
+    path = tmp_path / "doc.toml"
+    assert cli.main(["profile", "probe", "-o", str(path), "--profile", "documented"]) == 0
+    out = capsys.readouterr().out
+    probed, documented = load_file(path), load("documented")
+    assert probed.name == "sim-documented-probed" and 'inherit = "documented"' in path.read_text()
+    assert probed.assignments == documented.assignments
+    assert "probed on the simulator" in out and " observed," not in out
+
+
+def test_an_answer_the_simulator_does_not_reproduce_is_assumed():
+    from harness.replay.probes import Observation, ProbeResult
+    documented = load("documented")
+    other = next(c for c in DECISIONS["sio_flush"].choices if c != documented.value("sio_flush"))
+    result = ProbeResult("sim", "simulated", answers={"sio_flush": Observation(other, "WSAIoctl -> 0")},
+                         profile=documented)
+    text = result.to_toml("p", inherit="documented")
+    assert 'provenance = "assumed"' in text and "simulator under profile documented: probe sio_flush" in text
+    assert 'provenance = "observed"' not in text

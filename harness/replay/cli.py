@@ -18,6 +18,7 @@ import sys
 import pytest
 
 from harness.targets import TARGETS as TARGET_NAMES
+from harness.wording import plural
 
 from .recorder import RecordingApi
 from .trace import Trace, TraceError, make_header
@@ -108,8 +109,9 @@ def cmd_record(args) -> int:
               file=sys.stderr)
         return int(code) or 1
     trace.dump(args.output)
-    print(f"trace: {plugin.sessions} tests, {len(trace.steps)} steps, "
-          f"{sum(1 for s in trace.steps if s.get('op') == 'call')} calls -> {args.output}")
+    calls = sum(1 for s in trace.steps if s.get('op') == 'call')
+    print(f"trace: {plural(plugin.sessions, 'test')}, {plural(len(trace.steps), 'step')}, "
+          f"{plural(calls, 'call')} -> {args.output}")
     return int(code)
 
 
@@ -160,7 +162,10 @@ def cmd_probe(args) -> int:
     profile, bad = _profile(args.profile or targets.default_profile(args.target))
     if bad:
         return bad
-    parent, bad = _profile(args.inherit)
+    simulated = args.target == "sim"
+    # The simulator's unprobed answers are those of the profile it ran under; a real target's come from
+    # what Windows was seen to do.
+    parent, bad = _profile(args.inherit or (profile.name if simulated else "windows-observed"))
     if bad:
         return bad
     redirected = None
@@ -174,14 +179,14 @@ def cmd_probe(args) -> int:
     build = targets.os_build(args.target, options)
     try:
         result = probe_profile(api_factory(args.target, profile, options), redirected, target=args.target, os_build=build,
-                               skip=CRASHY if args.target != "sim" else ())
+                               skip=CRASHY if not simulated else (), source_profile=profile if simulated else None)
     except OSError as exc:
         return _fail(f"--target {args.target}: {exc}")
-    name = args.name or (f"observed-{args.target}-{profile.name}" if args.target == "sim"
-                         else f"observed-{args.target}")
+    name = args.name or (f"sim-{profile.name}-probed" if simulated else f"observed-{args.target}")
     path = result.write_toml(args.output, name, inherit=parent.name, description=args.description or "",
                              source=args.source or "")
-    print(f"{path}: {len(result.answers)} decision points observed, {len(result.unmatched)} unmatched, "
+    found = "probed on the simulator (provenance kept from " + profile.name + ")" if simulated else "observed"
+    print(f"{path}: {plural(len(result.answers), 'decision point')} {found}, {len(result.unmatched)} unmatched, "
           f"{len(result.not_probed)} not probed (inherited from {parent.name})")
     for key, obs in result.answers.items():
         print(f"  {key:<32} {obs.value}")
@@ -202,7 +207,8 @@ def cmd_diff(args) -> int:
     if not rows:
         print(f"{a.name} and {b.name} agree on every decision point")
         return 0
-    print(f"{len(rows)} decision points differ between {a.name} and {b.name}:")
+    print(f"{plural(len(rows), 'decision point')} {'differs' if len(rows) == 1 else 'differ'} between "
+          f"{a.name} and {b.name}:")
     for key, x, y in rows:
         print(f"{key}")
         print(f"    {a.name:<24} {x.value:<22} {x.provenance:<10} {x.source}")
@@ -238,20 +244,23 @@ def register(subparsers) -> None:
     # harness/cli.py leaves the `profile` group's subparsers in its defaults for us.
     psub = group.get_default("_subparsers") if group is not None else None
     if psub is None:
-        group = subparsers.add_parser("profile", help="profile tools")
+        group = subparsers.add_parser("profile", help="show, probe and diff behaviour profiles")
         psub = group.add_subparsers(dest="action", required=True)
-    pr = psub.add_parser("probe", help="answer each decision point by experiment; write an observed profile")
+    pr = psub.add_parser("probe", help="answer each decision point by experiment on a target; write "
+                                                        "the answers as a profile")
     pr.add_argument("-o", "--output", required=True, help="the profile file to write (.toml)")
     pr.add_argument("--target", default="sim", help="where the calls go: " + ", ".join(TARGET_NAMES))
     pr.add_argument("--agent-command", help="--target agent: the command that starts the winsock-agent")
     pr.add_argument("--profile", default=None, help="profile of a sim target (default: the target's; documented "
                                                     "on sim)")
-    pr.add_argument("--name", help="the written profile's name (default: observed-TARGET[-PROFILE])")
+    pr.add_argument("--name", help="the written profile's name (default: observed-TARGET; sim-PROFILE-probed "
+                                   "for the simulator)")
     pr.add_argument("--description", help="the written profile's description (default: observed on TARGET)")
     pr.add_argument("--source", help="what the answers were observed on, the start of each answer's source "
                                      "(e.g. \"wine-8.0 ws2_32\"; default: the target and its OS build)")
-    pr.add_argument("--inherit", default="windows-observed",
-                    help="parent profile for the points not probed (default: windows-observed)")
+    pr.add_argument("--inherit", default=None,
+                    help="parent profile for the points not probed (default: the profile a sim target runs "
+                         "under; windows-observed for a real target)")
     pr.set_defaults(fn=cmd_probe)
     d = psub.add_parser("diff", help="decision points where two profiles differ (exit 0 same, 1 differ, 2 bad file)")
     d.add_argument("a", help="profile name or file")

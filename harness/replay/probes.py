@@ -26,6 +26,7 @@ from pathlib import Path
 from harness.winsock import constants as C
 from harness.winsock import sockaddr
 from harness.winsock.layouts import WSABUF, WSAOVERLAPPED, WSAPOLLFD
+from harness.wording import plural, times
 
 POISON = 0xDEADBEEF
 RECORDS = C.SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS
@@ -57,6 +58,9 @@ class ProbeResult:
     answers: dict = field(default_factory=dict)      # decision -> Observation
     unmatched: dict = field(default_factory=dict)    # decision -> evidence
     not_probed: dict = field(default_factory=dict)   # decision -> reason
+    # On the simulator: the profile it ran under. Probing it observes only the simulator, so each
+    # answer keeps that profile's provenance and source; nothing is written as `observed`.
+    profile: object = None
 
     def values(self) -> dict:
         return {k: o.value for k, o in self.answers.items()}
@@ -66,7 +70,7 @@ class ProbeResult:
         from sim.decision_points import DECISIONS
         lines = ["# Observed profile written by `wfp-harness profile probe` (harness.replay.probes).",
                  f"# Target: {self.target}; OS build: {self.os_build}.",
-                 f"# Probed: {len(self.answers)} decision points; every other answer is inherited from "
+                 f"# Probed: {plural(len(self.answers), 'decision point')}; every other answer is inherited from "
                  f"{inherit!r}."]
         if self.unmatched:
             lines.append("# Probed, but the target matched none of the known choices (left to the parent):")
@@ -81,10 +85,20 @@ class ProbeResult:
             obs = self.answers.get(key)
             if obs is None:
                 continue
-            lines += [f"[decisions.{key}]", f"value = {_q(obs.value)}", 'provenance = "observed"',
-                      f"source = {_q(self._source(key, obs, source))}",
-                      ""]
+            provenance, cited = self._provenance(key, obs, source)
+            lines += [f"[decisions.{key}]", f"value = {_q(obs.value)}", f"provenance = {_q(provenance)}",
+                      f"source = {_q(cited)}", ""]
         return "\n".join(lines)
+
+    def _provenance(self, key: str, obs: Observation, source: str) -> tuple:
+        """(provenance, source) of one answer: observed on a real target; on the simulator, the source
+        profile's own when the simulator reproduced its answer, else assumed (the simulator's behaviour)."""
+        if self.profile is None:
+            return "observed", self._source(key, obs, source)
+        given = self.profile.assignments.get(key)
+        if given is not None and given.value == obs.value:
+            return given.provenance, given.source
+        return "assumed", f"simulator under profile {self.profile.name}: probe {key}: {obs.evidence}"
 
     def _source(self, key: str, obs: Observation, source: str) -> str:
         if source:
@@ -236,7 +250,7 @@ def probe_routine_and_port(api):
         raise NotProbed(f"overlapped FIONREAD with a routine did not complete inline: {rc}, {_name(_err(api))}")
     api.SleepEx(0, True)
     ok, perr, _, _ = _dequeue(api, port)
-    ev = f"inline FIONREAD with a routine on a port-bound socket: routine ran {len(calls)}x, packet {'posted' if ok else 'none'}"
+    ev = f"inline FIONREAD with a routine on a port-bound socket: routine ran {times(len(calls))}, packet {'posted' if ok else 'none'}"
     if len(calls) == 1:
         return Observation("both" if ok else "routine_only", ev)
     return Unmatched(ev)
@@ -568,13 +582,14 @@ def _opened_api(api_factory):
 
 
 def probe_profile(api_factory, redirected_factory=None, *, target: str = "sim", os_build: str = "",
-                  skip=(), only=None) -> ProbeResult:
+                  skip=(), only=None, source_profile=None) -> ProbeResult:
     """Answer each decision point by experiment; a fresh provider (or redirected connection) per probe.
 
-    skip: decision points not to probe (e.g. CRASHY on a real target); only: probe just these.
+    skip: decision points not to probe (e.g. CRASHY on a real target); only: probe just these;
+    source_profile: the profile a simulator target runs under (its answers' provenance is kept).
     """
     from sim.decision_points import DECISIONS
-    result = ProbeResult(target, os_build or ("simulated" if target == "sim" else "unknown"))
+    result = ProbeResult(target, os_build or ("simulated" if target == "sim" else "unknown"), profile=source_profile)
     for key in DECISIONS:
         if only is not None and key not in only:
             continue

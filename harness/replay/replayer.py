@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from harness.winsock import constants as C
 
 from .recorder import EXT_SIGNATURES, SIGNATURES, VOLATILE_RETURNS, MemoryTracker, encode_ret, learn_extension
-from .symbols import Symbols, UnresolvedSymbol
+from harness.wording import plain, plural
+
+from .symbols import Symbols, UnresolvedSymbol, symbol_text
 from .trace import Trace
 
 LAST_ERROR_POLICIES = ("failure", "always", "never")
@@ -37,16 +39,25 @@ def signals_failure(fn: str, ret_type: str, ret) -> bool:
 
 
 def _fmt(value) -> str:
-    if isinstance(value, list):
-        return "[" + ", ".join(str(v) for v in value) + "]"
+    """A recorded or replayed value as plain text: symbols by name, numbers with their hex, text bare."""
+    if isinstance(value, list) and value and isinstance(value[0], str):
+        return symbol_text(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value} (0x{value & 0xFFFFFFFFFFFFFFFF:x})" if abs(value) > 9 else str(value)
-    return repr(value)
+    if isinstance(value, dict) and "op" in value:          # a step the target could not run
+        return _fmt_step(value)
+    return plain(value)
+
+
+def _fmt_step(step: dict) -> str:
+    if step.get("op") == "call":
+        return f"{step['fn']}({', '.join(_fmt(a) for a in step.get('args', []))})"
+    return step.get("op", "step")
 
 
 def _fmt_error(code) -> str:
     if type(code) is not int:
-        return repr(code)
+        return plain(code)
     if code == 0:
         return "0"               # no error (not WSA_INVALID_EVENT, which shares the value)
     signed = code - (1 << 32) if code & 0x80000000 else code
@@ -109,8 +120,8 @@ class ReplayResult:
 
     def format(self, limit: int = 50) -> str:
         if self.identical:
-            return f"identical: {self.calls} calls replayed, no divergence"
-        lines = [f"diverged: {len(self.divergences)} divergences in {self.calls} calls replayed",
+            return f"identical: {plural(self.calls, 'call')} replayed, no divergence"
+        lines = [f"diverged: {plural(len(self.divergences), 'divergence')} in {plural(self.calls, 'call')} replayed",
                  f"first: {self.first.describe()}"]
         shown = self.divergences[:limit]
         lines += [f"  {d.describe()}" for d in shown]

@@ -19,6 +19,23 @@ _Q = struct.Struct("<Q")
 class UnresolvedSymbol(KeyError):
     """A symbol the replay target has no value for (the runs diverged earlier)."""
 
+    def __str__(self) -> str:            # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+def symbol_text(sym) -> str:
+    """A symbol as a user reads it: alloc3+16, handle2, routine0, invalid0, ext AcceptEx."""
+    if not isinstance(sym, list) or not sym:
+        return str(sym)
+    kind, rest = sym[0], sym[1:]
+    if kind == "alloc" and len(rest) == 2:
+        return f"alloc{rest[0]}+{rest[1]}"
+    if kind == "handle" and len(rest) == 2 and rest[1]:
+        return f"handle{rest[0]}|{rest[1]:#x}"
+    if kind == "ext":
+        return f"ext {rest[0]}"
+    return f"{kind}{rest[0]}" if len(rest) == 1 else " ".join(str(x) for x in sym)
+
 
 class Symbols:
     def __init__(self):
@@ -152,7 +169,7 @@ class Symbols:
                 return self.ext[sym[1]]
         except (IndexError, KeyError):
             pass
-        raise UnresolvedSymbol(f"{sym!r} has no value on this target (the runs diverged earlier)")
+        raise UnresolvedSymbol(f"{symbol_text(sym)} has no value on this target (the runs diverged earlier)")
 
     def substitute(self, data: bytes, syms) -> bytes:
         if not syms:

@@ -23,8 +23,8 @@ __all__ = ["register", "main"]
 
 
 def register(subparsers) -> None:
-    lab = subparsers.add_parser("lab", help="run the conformance suite on vSphere guests (pre-flight, nightly, "
-                                            "gate, janitor, merge)",
+    lab = subparsers.add_parser("lab", help="run the conformance suite on vSphere guests: preflight, nightly, "
+                                            "gate, janitor, merge; demo runs it all on this machine",
                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = lab.add_subparsers(dest="lab_command", required=True)
 

@@ -62,6 +62,13 @@ def build_vcsim(cache: Path) -> Path:
     return binary
 
 
+def build_vcsim_saying(cache: Path) -> Path:
+    """build_vcsim with a progress line every 10 s and the time it took: the user waits for it."""
+    from harness.long_step import long_step
+    with long_step(_say, "building the vCenter simulator (tools/vcsim; about 40 s the first time, then cached)"):
+        return build_vcsim(cache)
+
+
 def _pki(d: Path):
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -154,8 +161,8 @@ def run_demo(out: Path, *, keep: bool = False) -> int:
     work = Path(tempfile.mkdtemp(prefix="wfp-demo-"))
     password = os.urandom(12).hex()
     env = {USER_ENV: "demo@vsphere.local", PASSWORD_ENV: password}
-    _say("building the vCenter simulator (tools/vcsim; cached)")
-    binary = build_vcsim(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "wfp-harness" / "vcsim")
+    binary = build_vcsim_saying(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "wfp-harness"
+                                / "vcsim")
     # The template build's host key: generated here, recorded in the templates' extraConfig.
     host_key = keygen(work / "template_host_ed25519")
     line = Path(f"{host_key}.pub").read_text().strip()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import re
 
 import pytest
 
@@ -74,3 +75,20 @@ def test_trace_record_that_runs_no_test_writes_no_trace(tmp_path):
     out = tmp_path / "t.jsonl"
     code, _, err = _run(["trace", "record", "-o", str(out), "-k", "no_test_has_this_name"])
     assert code != 0 and "no test ran" in err and not out.exists()
+
+
+def test_the_command_says_what_it_is_for():
+    description = build_parser().description
+    assert "wfp-harness" not in description and "Windows Filtering Platform" in description
+
+
+# sim/worlds/cli.py owns `scenario`'s help (proposed: "list and run named end-to-end redirect stories").
+GROUPS = [(path, sub, text) for path, sub, text in COMMANDS if path not in LEAVES and path != ("scenario",)]
+
+
+@pytest.mark.parametrize("path, sub, text", GROUPS, ids=[" ".join(c[0]) for c in GROUPS])
+def test_a_group_of_commands_names_each_of_them(path, sub, text):
+    """`wfp-harness --help` is the one list users read: a group's line says what each of its commands does."""
+    names = [name for p, _, _ in COMMANDS if len(p) == len(path) + 1 and p[:len(path)] == path for name in p[-1:]]
+    missing = [n for n in names if not re.search(rf"\b{n}\b", text)]
+    assert not missing, f"wfp-harness {' '.join(path)}: {text!r} does not mention {missing}"

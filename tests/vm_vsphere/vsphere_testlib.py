@@ -72,12 +72,20 @@ def _source_key(go: str) -> str:
     return h.hexdigest()[:20]
 
 
-def build_vcsim() -> Path:
+def vcsim_path() -> Path | None:
+    """Where the built binary of this source lives (it may not exist yet); None without Go and govmomi."""
     go = shutil.which("go")
     if go is None or not (GOVMOMI / "simulator").is_dir():
+        return None
+    return _cache_root() / _source_key(go) / "wfp-vcsim"
+
+
+def build_vcsim() -> Path:
+    binary = vcsim_path()
+    if binary is None:
         pytest.skip("vcsim needs the Debian packages golang-go and golang-github-vmware-govmomi-dev")
-    out_dir = _cache_root() / _source_key(go)
-    binary = out_dir / "wfp-vcsim"
+    go = shutil.which("go")
+    out_dir = binary.parent
     if binary.exists():
         return binary
     out_dir.mkdir(parents=True, exist_ok=True)
