@@ -16,7 +16,7 @@ import sys
 def register(subparsers, prog: str = "wfp-harness") -> None:
     from sim.worlds.scenarios import SCENARIOS
     scen = subparsers.add_parser(
-        "scenario", help="run named end-to-end redirect stories in the simulator",
+        "scenario", help="list and run named end-to-end redirect stories in the simulator",
         description="Named end-to-end stories: connections through WFP redirect callouts and proxies, "
                     "with each hop, the verdict (ok, loop, error) and optionally a capture.")
     ssub = scen.add_subparsers(dest="action", required=True)
