@@ -22,6 +22,7 @@ from sim.decision_points import DECISIONS
 # Decision points this module reads (sim/decision_points.py), checked when it is imported.
 _BAD_EVENT_FAILS = DECISIONS["bad_event_at_issue"].choice("WSA_INVALID_HANDLE")
 _INLINE_SIGNALS = DECISIONS["inline_ioctl_signals_event"].choice("yes")
+_ROUTINE_ON_PORT_REFUSED = DECISIONS["routine_on_port_socket"].choice("WSAEINVAL")
 
 
 _U32 = struct.Struct("<I")
@@ -38,6 +39,10 @@ def start_overlapped(process, sock, thread, lpOverlapped, lpCompletionRoutine, k
     if lpCompletionRoutine:
         if not process.is_routine(lpCompletionRoutine):
             return None, C.WSAEFAULT
+        if (kind in ("recv", "recvmsg", "send", "sendmsg") and sock.port is not None
+                and process.profile.routine_on_port_socket == _ROUTINE_ON_PORT_REFUSED):
+            ov.mark_pending(process, lpOverlapped)      # the provider wrote it before NT refused the APC
+            return None, C.WSAEINVAL
         event_raw = 0
     else:
         event_raw = ov.read_event(process, lpOverlapped)
