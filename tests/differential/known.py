@@ -59,10 +59,11 @@ class Known:
         for index, allowed in self.args.items():
             if index >= len(d.args) or d.args[index] not in allowed:
                 return False
-        if self.sim is not None and d.sim not in self.sim:
-            return False
-        if self.wine is not None and d.wine not in self.wine:
-            return False
+        if d.field in ("ret", "error"):        # values constrain the scalar fields only
+            if self.sim is not None and d.sim not in self.sim:
+                return False
+            if self.wine is not None and d.wine not in self.wine:
+                return False
         return True
 
 
