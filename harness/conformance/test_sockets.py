@@ -363,3 +363,21 @@ def test_flags_a_call_does_not_take(api, pair, decide):
         assert rc == 4
         assert api.recv(server, buf.ptr, 8, 0x10000) == 4
     assert buf.read(4) == b"abcd" and buf.guards_intact()
+
+
+def test_zero_length_recv_waits_for_data(api, pair):
+    """Wine test_empty_recv (on Windows): a zero-length receive waits for data like any other (a
+    zero-length WSARecv pends until data arrives), so on a non-blocking socket with nothing
+    queued it is WSAEWOULDBLOCK, not 0 (which would say the peer closed); with data queued it
+    returns 0 and leaves the data."""
+    client, server, _ = pair
+    one = dword(api, 1)
+    assert api.ioctlsocket(server, C.FIONBIO, one.ptr) == 0
+    buf = Guarded(api, 4)
+    assert api.recv(server, buf.ptr, 0, 0) == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAEWOULDBLOCK
+    api.memory.write(buf.ptr, b"data")
+    assert api.send(client, buf.ptr, 4, 0) == 4
+    while api.recv(server, buf.ptr, 0, 0) == C.SOCKET_ERROR:
+        assert api.WSAGetLastError() == C.WSAEWOULDBLOCK
+        api.SleepEx(10, False)
+    assert api.recv(server, buf.ptr, 4, 0) == 4 and buf.read() == b"data"

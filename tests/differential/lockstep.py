@@ -34,6 +34,7 @@ from harness.replay.replayer import _fmt, _fmt_error, _tokens, compare_call
 from harness.winsock import constants as C
 
 SETTLE_TIMEOUT_S = 3.0      # Wine gets this long to complete what the simulator completed
+SIM_SETTLE_MS = 50         # virtual time the simulator runs before each comparison
 SETTLE_GRACE_S = 0.01       # after an IOSB is written, Wine posts the packet / sets the event / queues the APC
 _FAMILIES = (C.AF_INET, C.AF_INET6)
 
@@ -182,7 +183,12 @@ class Pair:
         return divergences
 
     def settle(self) -> None:
-        """Let Wine complete every operation the simulator has completed (bounded), then a grace."""
+        """Let the simulator's near-future work happen (SIM_SETTLE_MS of virtual time: what Wine does
+        "soon" in real time), then let Wine complete every operation the simulator has completed
+        (bounded), then a grace."""
+        world = getattr(self.sim.inner, "world", None)
+        if world is not None:
+            world.run(SIM_SETTLE_MS)
         waited = False
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
         for index in self.overlapped:
