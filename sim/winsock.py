@@ -245,6 +245,8 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
         if data is None:
             raise WsaError(C.WSAEFAULT)
         flags = io_flags(self.process, flags, C.MSG_OOB | C.MSG_DONTROUTE)
+        if flags & C.MSG_OOB and not sock.is_tcp:
+            raise WsaError(C.WSAEOPNOTSUPP)     # send/sendto pages: MSG_OOB on a socket not stream-style
         if sock.is_tcp:
             return sock.stream_send(data)
         return sock.dgram_send(data, dst)
@@ -270,6 +272,8 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
         if length < 0 or (length and (buf == 0 or not mem.check(buf, length, True))):
             raise WsaError(C.WSAEFAULT)
         flags = io_flags(self.process, flags, C.MSG_PEEK | C.MSG_OOB | C.MSG_WAITALL)
+        if flags & C.MSG_OOB and not sock.is_tcp:
+            raise WsaError(C.WSAEOPNOTSUPP)     # recv/recvfrom pages: MSG_OOB on a socket not stream-style
         if from_:
             need = sockaddr_io.size_for(sock.family)
             if not fromlen or not mem.check(fromlen, 4, True) or mem.kread_i32(fromlen) < need \
