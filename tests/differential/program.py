@@ -150,7 +150,7 @@ class DifferentialMachine(RuleBasedStateMachine):
         assert side.api.bind(side.v[name], addr, 16) == 0, side.api.WSAGetLastError()
 
     def _addr(self, side, ip, port) -> int:
-        data = from_text(ip, port)
+        data = from_text(ip, port).ljust(28, b"\0")    # room for any length a rule passes
         ptr = side.api.memory.alloc(len(data))
         side.api.memory.write(ptr, data)
         self.pair.mark_address(side, ptr)
