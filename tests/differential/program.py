@@ -78,7 +78,10 @@ class Divergent(AssertionError):
 
 
 class DifferentialMachine(RuleBasedStateMachine):
-    """The simulator (profile wine-8.0) and Wine's ws2_32 in lockstep."""
+    """The simulator (profile wine-8.0) and Wine's ws2_32 in lockstep: the stateful model's rules,
+    and the argument-space rules when `argument_space` (ArgumentSpaceMachine)."""
+
+    argument_space = False
 
     def __init__(self):
         super().__init__()
@@ -364,7 +367,7 @@ class DifferentialMachine(RuleBasedStateMachine):
         self.step(f"WSAPoll(client/server/listener, events {[hex(e) for e in events]}, 0 ms)", action)
 
     # -- the argument space --------------------------------------------------------------------------------
-    @precondition(lambda self: not self.ended)
+    @precondition(lambda self: self.argument_space and not self.ended)
     @rule(version=VERSIONS)
     def startup(self, version):
         def action(side):
@@ -375,7 +378,7 @@ class DifferentialMachine(RuleBasedStateMachine):
 
     # Not yet classified, so not generated: the last WSACleanup with an operation pending (the
     # simulator completes it with STATUS_CONNECTION_ABORTED, Wine 8.0 with 0; see the README).
-    @precondition(lambda self: not self.ended and not self.ops)
+    @precondition(lambda self: self.argument_space and not self.ended and not self.ops)
     @rule()
     def cleanup(self):
         def action(side):
@@ -388,7 +391,7 @@ class DifferentialMachine(RuleBasedStateMachine):
                 side.api.symbols.retired.update(side.v[n] for n in list(SOCKETS) + ["udp_b"] + self.extra)
             self.closed.update(SOCKETS)
 
-    @precondition(lambda self: not self.ended)
+    @precondition(lambda self: self.argument_space and not self.ended)
     @rule(af=FAMILIES, type_=TYPES, protocol=PROTOCOLS, wsa=st.booleans(),
           flags=st.sampled_from([0, C.WSA_FLAG_OVERLAPPED, C.WSA_FLAG_NO_HANDLE_INHERIT, 0x2, 0xFFFF]))
     def make_socket(self, af, type_, protocol, wsa, flags):
@@ -409,7 +412,7 @@ class DifferentialMachine(RuleBasedStateMachine):
         names = list(SOCKETS) + self.extra
         return names[choice % len(names)]
 
-    @precondition(lambda self: not self.ended)
+    @precondition(lambda self: self.argument_space and not self.ended)
     @rule(choice=st.integers(0, 100), level=LEVELS, optname=OPTNAMES, optlen=OPTLENS)
     def getsockopt(self, choice, level, optname, optlen):
         name = self._sock(choice)
@@ -425,7 +428,7 @@ class DifferentialMachine(RuleBasedStateMachine):
             side.api.getsockopt(side.v[name], level, optname, val, length)
         self.step(f"getsockopt({name}, {level:#x}, {optname:#x}, optlen {optlen})", action)
 
-    @precondition(lambda self: not self.ended)
+    @precondition(lambda self: self.argument_space and not self.ended)
     @rule(choice=st.integers(0, 100), level=LEVELS, optname=OPTNAMES, optlen=OPTLENS,
           value=st.sampled_from([0, 1, 2, 64, 4096, 0xFFFFFFFF]))
     def setsockopt(self, choice, level, optname, optlen, value):
@@ -439,7 +442,7 @@ class DifferentialMachine(RuleBasedStateMachine):
             side.api.setsockopt(side.v[name], level, optname, val, optlen)
         self.step(f"setsockopt({name}, {level:#x}, {optname:#x}, {value:#x}, optlen {optlen})", action)
 
-    @precondition(lambda self: not self.ended)
+    @precondition(lambda self: self.argument_space and not self.ended)
     @rule(choice=st.integers(0, 100), code=IOCTL_CODES, inlen=SIZES, outlen=SIZES,
           fill=st.binary(min_size=16, max_size=16), null_out=st.booleans())
     def ioctl(self, choice, code, inlen, outlen, fill, null_out):
@@ -482,3 +485,9 @@ class DifferentialMachine(RuleBasedStateMachine):
             if not side.api.GetQueuedCompletionStatus(v["port"], v["n"], v["key"], v["out"], 0) and \
                     side.api.memory.read_u64(v["out"]) == 0:
                 return
+
+
+class ArgumentSpaceMachine(DifferentialMachine):
+    """The stateful model's rules and the argument-space rules together."""
+
+    argument_space = True
