@@ -76,12 +76,6 @@ DECISIONS: dict[str, DecisionPoint] = {d.name: d for d in (
         read_in="sim/overlapped.py",
         routine_only="the routine is queued as an APC; no packet is posted",
         both="the routine is queued and a packet is posted"),
-    _dp("unknown_io_flags", "winsock",
-        "A send or receive (send, sendto, recv, recvfrom, WSASend, WSARecv, WSASendMsg) with a flag "
-        "the call does not take.",
-        read_in="sim/io_flags.py",
-        WSAEOPNOTSUPP="fails with WSAEOPNOTSUPP before anything is sent or received",
-        ignored="the flags it does not take are ignored; the call proceeds with the others"),
     _dp("routine_on_port_socket", "overlapped",
         "An overlapped WSARecv, WSASend, WSARecvMsg or WSASendMsg with a completion routine, on a socket "
         "associated with a completion port.",

@@ -18,7 +18,6 @@ from harness.winsock.layouts import IN6_PKTINFO, IN_PKTINFO, WSAMSG, iter_cmsgs,
 from sim import sockaddr_io
 from sim.wfp import records
 from sim.errors import WsaError
-from sim.io_flags import io_flags
 from sim.net import unmap
 
 _MSG_FMT = struct.Struct("<Qi4xQI4xI4xQI4x")    # WSAMSG on x64, field by field
@@ -120,7 +119,8 @@ def sendmsg(api, thread, sock, lpMsg, dwFlags, lpNumber, lpOverlapped, lpRoutine
             raise WsaError(C.WSAEFAULT)
         name, namelen, lpBuffers, count, control_len, control_buf, _flags = \
             _MSG_FMT.unpack(mem.kread(lpMsg, WSAMSG.size))
-        dwFlags = io_flags(api.process, dwFlags, C.MSG_DONTROUTE | C.MSG_PARTIAL)
+        if dwFlags & ~(C.MSG_DONTROUTE | C.MSG_PARTIAL):
+            raise WsaError(C.WSAEOPNOTSUPP)
         if not name and namelen:
             raise WsaError(C.WSAEFAULT)
         dst = sockaddr_io.read(mem, name, namelen, sock.family) if name else None

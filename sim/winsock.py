@@ -19,7 +19,6 @@ from sim import overlapped as ov
 from sim import sockaddr_io, sockopt
 from sim import status as st
 from sim.errors import WsaError
-from sim.io_flags import io_flags
 from sim.msg import recvmsg, sendmsg
 from sim.poll import wsapoll
 from sim.provider import routine_refused, start_overlapped, wsp_ioctl
@@ -31,7 +30,6 @@ from sim.mswsock import Mswsock
 # Decision points this module reads (sim/decision_points.py), checked when it is imported.
 _CLOSE_CANCEL_STATUS = {DECISIONS["close_cancel_status"].choice("cancelled"): C.STATUS_CANCELLED,
                         DECISIONS["close_cancel_status"].choice("connection_aborted"): C.STATUS_CONNECTION_ABORTED}
-
 
 
 class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
@@ -244,7 +242,8 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
         data = mem.kread(buf, length) if length >= 0 and (buf or not length) else None
         if data is None:
             raise WsaError(C.WSAEFAULT)
-        flags = io_flags(self.process, flags, C.MSG_OOB | C.MSG_DONTROUTE)
+        if flags & ~(C.MSG_OOB | C.MSG_DONTROUTE):
+            raise WsaError(C.WSAEOPNOTSUPP)
         if flags & C.MSG_OOB and not sock.is_tcp:
             raise WsaError(C.WSAEOPNOTSUPP)     # send/sendto pages: MSG_OOB on a socket not stream-style
         if sock.is_tcp:
@@ -271,7 +270,8 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
         mem = self.memory
         if length < 0 or (length and (buf == 0 or not mem.check(buf, length, True))):
             raise WsaError(C.WSAEFAULT)
-        flags = io_flags(self.process, flags, C.MSG_PEEK | C.MSG_OOB | C.MSG_WAITALL)
+        if flags & ~(C.MSG_PEEK | C.MSG_OOB | C.MSG_WAITALL):
+            raise WsaError(C.WSAEOPNOTSUPP)
         if flags & C.MSG_OOB and not sock.is_tcp:
             raise WsaError(C.WSAEOPNOTSUPP)     # recv/recvfrom pages: MSG_OOB on a socket not stream-style
         if from_:
@@ -467,8 +467,8 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
             if routine_refused(self.process, sock, lpOverlapped, lpCompletionRoutine):
                 raise WsaError(C.WSAEINVAL)
             flags = mem.kread_u32(lpFlags)
-            flags = io_flags(self.process, flags,
-                             C.MSG_PEEK | C.MSG_OOB | C.MSG_PARTIAL | C.MSG_PUSH_IMMEDIATE | C.MSG_WAITALL)
+            if flags & ~(C.MSG_PEEK | C.MSG_OOB | C.MSG_PARTIAL | C.MSG_PUSH_IMMEDIATE | C.MSG_WAITALL):
+                raise WsaError(C.WSAEOPNOTSUPP)
             overlapped = bool(sock.overlapped_attr and lpOverlapped)
             if lpNumberOfBytesRecvd and not mem.check(lpNumberOfBytesRecvd, 4, True):
                 raise WsaError(C.WSAEFAULT)
@@ -572,7 +572,8 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
                 raise WsaError(C.WSAEFAULT)
             if routine_refused(self.process, sock, lpOverlapped, lpCompletionRoutine):
                 raise WsaError(C.WSAEINVAL)
-            dwFlags = io_flags(self.process, dwFlags, C.MSG_OOB | C.MSG_DONTROUTE | C.MSG_PARTIAL)
+            if dwFlags & ~(C.MSG_OOB | C.MSG_DONTROUTE | C.MSG_PARTIAL):
+                raise WsaError(C.WSAEOPNOTSUPP)
             data = b"".join(mem.kread(p, n) for p, n in bufs)
         except WsaError as exc:
             return self._err(thread, exc.code)

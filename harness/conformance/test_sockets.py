@@ -345,26 +345,6 @@ def test_connected_udp_socket_takes_only_its_peer(api):
     assert api.recv(b, buf.ptr, 16, 0) == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAEWOULDBLOCK
 
 
-def test_flags_a_call_does_not_take(api, pair, decide):
-    """Decision point unknown_io_flags (sim/decision_points.py): a send or recv with a bit none of
-    its flags has either fails with WSAEOPNOTSUPP, sending and taking nothing, or goes on as if
-    the bit were clear (Wine 8.0, found by tests/differential)."""
-    client, server, _ = pair
-    buf = Guarded(api, 8)
-    buf.api.memory.write(buf.ptr, b"abcd")
-    rc = api.send(client, buf.ptr, 4, 0x10000)
-    if decide("unknown_io_flags") == "WSAEOPNOTSUPP":
-        assert rc == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAEOPNOTSUPP
-        assert api.send(client, buf.ptr, 4, 0) == 4
-        assert api.recv(server, buf.ptr, 8, 0x10000) == C.SOCKET_ERROR
-        assert api.WSAGetLastError() == C.WSAEOPNOTSUPP
-        assert api.recv(server, buf.ptr, 8, 0) == 4
-    else:
-        assert rc == 4
-        assert api.recv(server, buf.ptr, 8, 0x10000) == 4
-    assert buf.read(4) == b"abcd" and buf.guards_intact()
-
-
 def test_zero_length_recv_waits_for_data(api, pair):
     """Wine test_empty_recv (on Windows): a zero-length receive waits for data like any other (a
     zero-length WSARecv pends until data arrives), so on a non-blocking socket with nothing

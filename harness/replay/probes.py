@@ -242,17 +242,6 @@ def probe_routine_and_port(api):
     return Unmatched(ev)
 
 
-def probe_unknown_io_flags(api):
-    client, server = _pair(api)
-    buf = api.memory.alloc(4)
-    rc = api.send(client, buf, 4, 0x10000)          # a bit no send flag has
-    err = _err(api) if rc == -1 else 0
-    ev = f"send(connected tcp, 4 bytes, flags 0x10000) -> {rc}" + (f", last error {_name(err)}" if rc == -1 else "")
-    if rc == 4:
-        return Observation("ignored", ev)
-    return _choose({C.WSAEOPNOTSUPP: "WSAEOPNOTSUPP"}, err, ev)
-
-
 def probe_routine_on_port_socket(api):
     _client, server = _pair(api)
     port = api.CreateIoCompletionPort(server, 0, 5, 0)
