@@ -47,6 +47,8 @@ def _fmt(value) -> str:
 def _fmt_error(code) -> str:
     if type(code) is not int:
         return repr(code)
+    if code == 0:
+        return "0"               # no error (not WSA_INVALID_EVENT, which shares the value)
     signed = code - (1 << 32) if code & 0x80000000 else code
     name = C.error_name(signed)
     return f"{code} ({name})" if name != str(signed) else str(code)
