@@ -76,6 +76,13 @@ DECISIONS: dict[str, DecisionPoint] = {d.name: d for d in (
         read_in="sim/overlapped.py",
         routine_only="the routine is queued as an APC; no packet is posted",
         both="the routine is queued and a packet is posted"),
+    _dp("routine_on_port_socket", "overlapped",
+        "An overlapped WSARecv, WSASend, WSARecvMsg or WSASendMsg with a completion routine, on a socket "
+        "associated with a completion port.",
+        read_in="sim/provider.py",
+        accepted="the request proceeds; its routine is queued as routine_and_port says",
+        WSAEINVAL="refused with WSAEINVAL once Internal is STATUS_PENDING: NT refuses an APC routine on a file that has a "
+                  "completion port (STATUS_INVALID_PARAMETER), nothing is indicated"),
     _dp("bad_event_at_issue", "overlapped",
         "An overlapped call whose hEvent is not an event handle (and no routine).",
         read_in="sim/provider.py",

@@ -22,9 +22,24 @@ from sim.decision_points import DECISIONS
 # Decision points this module reads (sim/decision_points.py), checked when it is imported.
 _BAD_EVENT_FAILS = DECISIONS["bad_event_at_issue"].choice("WSA_INVALID_HANDLE")
 _INLINE_SIGNALS = DECISIONS["inline_ioctl_signals_event"].choice("yes")
+_ROUTINE_ON_PORT_REFUSED = DECISIONS["routine_on_port_socket"].choice("WSAEINVAL")
 
 
 _U32 = struct.Struct("<I")
+
+
+def routine_refused(process, sock, lpOverlapped, lpCompletionRoutine) -> bool:
+    """Decision point routine_on_port_socket: True (Internal now STATUS_PENDING) when a send or
+    receive with a completion routine on a port-bound socket is refused. NT refuses it when the
+    request enters the kernel, before the transport looks at flags or socket state, so WSARecv
+    and WSASend ask this before their own checks of those."""
+    if (not sock.overlapped_attr or not lpOverlapped or not lpCompletionRoutine or sock.port is None
+            or process.profile.routine_on_port_socket != _ROUTINE_ON_PORT_REFUSED):
+        return False
+    if not process.memory.check(lpOverlapped, WSAOVERLAPPED.size, True) or not process.is_routine(lpCompletionRoutine):
+        return False                # the ws2_32 checks answer first (WSAEFAULT)
+    ov.mark_pending(process, lpOverlapped)      # the provider wrote it before NT refused the APC
+    return True
 
 
 def start_overlapped(process, sock, thread, lpOverlapped, lpCompletionRoutine, kind):
@@ -38,6 +53,9 @@ def start_overlapped(process, sock, thread, lpOverlapped, lpCompletionRoutine, k
     if lpCompletionRoutine:
         if not process.is_routine(lpCompletionRoutine):
             return None, C.WSAEFAULT
+        if kind in ("recv", "recvmsg", "send", "sendmsg") and routine_refused(process, sock, lpOverlapped,
+                                                                              lpCompletionRoutine):
+            return None, C.WSAEINVAL
         event_raw = 0
     else:
         event_raw = ov.read_event(process, lpOverlapped)

@@ -358,8 +358,9 @@ class Socket:
     def stream_recv(self, thread, n: int, flags: int) -> bytes:
         self._check_net()
         self._stream_check(False)
-        if n == 0:
-            return b""
+        # A zero-length receive waits for data like any other (Wine test_empty_recv on Windows).
+        if flags & C.MSG_WAITALL and not flags & C.MSG_PEEK and self.nonblocking and n:
+            raise WsaError(C.WSAEOPNOTSUPP)     # recv page: MSG_WAITALL on a non-blocking socket
         if self.stream_readable() is None:
             if self.nonblocking:
                 raise WsaError(C.WSAEWOULDBLOCK)

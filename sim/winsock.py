@@ -21,7 +21,7 @@ from sim import status as st
 from sim.errors import WsaError
 from sim.msg import recvmsg, sendmsg
 from sim.poll import wsapoll
-from sim.provider import start_overlapped, wsp_ioctl
+from sim.provider import routine_refused, start_overlapped, wsp_ioctl
 from sim.c_entry import INVALID_SOCKET, SOCKET_ERROR, CallEntry, socket_call, ws2_call
 from sim.decision_points import DECISIONS
 from sim.kernel32 import Kernel32
@@ -101,11 +101,18 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
             major, minor = wVersionRequested & 0xFF, wVersionRequested >> 8
             if not self.memory.check(lpWSAData, WSADATA.size, True) or lpWSAData == 0:
                 return C.WSAEFAULT
-            version = 0x0202 if (major, minor) >= (2, 2) else wVersionRequested
-            data = WSADATA.pack(wVersion=version, wHighVersion=0x0202, iMaxSockets=0, iMaxUdpDg=0,
-                                lpVendorInfo=0, szDescription=b"WinSock 2.0", szSystemStatus=b"Running")
-            self.memory.kwrite(lpWSAData, data)
-            if major < 1 or (major == 1 and minor == 0):
+            # Ws2_32.dll supports 1.0, 1.1, 2.0, 2.1 and 2.2 (WSAStartup page); a request between
+            # them gets the highest below it, major 0 is refused with 2.2 offered (ReactOS
+            # dll/win32/ws2_32/src/startup.c, Wine 8.0 alike: tests/differential).
+            version = major | min(minor, major) << 8 if major in (1, 2) else 0x0202
+            # Winsock 1.x callers get the 1.1 limits ("taken straight from a Winsock test app on
+            # Windows", ReactOS startup.c); only the fields are written, lpVendorInfo is left alone.
+            limits = (32767, 65467) if major == 1 else (0, 0)
+            mem = self.memory
+            mem.kwrite(lpWSAData, struct.pack("<HHHH", version, 0x0202, *limits))
+            mem.kwrite(lpWSAData + WSADATA.offset("szDescription"), b"WinSock 2.0\0")
+            mem.kwrite(lpWSAData + WSADATA.offset("szSystemStatus"), b"Running\0")
+            if major == 0:
                 return C.WSAVERNOTSUPPORTED
             self.process.wsa_refcount += 1
             return 0
@@ -237,6 +244,8 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
             raise WsaError(C.WSAEFAULT)
         if flags & ~(C.MSG_OOB | C.MSG_DONTROUTE):
             raise WsaError(C.WSAEOPNOTSUPP)
+        if flags & C.MSG_OOB and not sock.is_tcp:
+            raise WsaError(C.WSAEOPNOTSUPP)     # send/sendto pages: MSG_OOB on a socket not stream-style
         if sock.is_tcp:
             return sock.stream_send(data)
         return sock.dgram_send(data, dst)
@@ -263,6 +272,8 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
             raise WsaError(C.WSAEFAULT)
         if flags & ~(C.MSG_PEEK | C.MSG_OOB | C.MSG_WAITALL):
             raise WsaError(C.WSAEOPNOTSUPP)
+        if flags & C.MSG_OOB and not sock.is_tcp:
+            raise WsaError(C.WSAEOPNOTSUPP)     # recv/recvfrom pages: MSG_OOB on a socket not stream-style
         if from_:
             need = sockaddr_io.size_for(sock.family)
             if not fromlen or not mem.check(fromlen, 4, True) or mem.kread_i32(fromlen) < need \
@@ -453,6 +464,8 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
             bufs = self._buffers(lpBuffers, dwBufferCount, True)
             if not lpFlags or not mem.check(lpFlags, 4, True):
                 raise WsaError(C.WSAEFAULT)
+            if routine_refused(self.process, sock, lpOverlapped, lpCompletionRoutine):
+                raise WsaError(C.WSAEINVAL)
             flags = mem.kread_u32(lpFlags)
             if flags & ~(C.MSG_PEEK | C.MSG_OOB | C.MSG_PARTIAL | C.MSG_PUSH_IMMEDIATE | C.MSG_WAITALL):
                 raise WsaError(C.WSAEOPNOTSUPP)
@@ -557,6 +570,8 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
                 raise WsaError(C.WSAEFAULT)
             if not overlapped and not lpNumberOfBytesSent:
                 raise WsaError(C.WSAEFAULT)
+            if routine_refused(self.process, sock, lpOverlapped, lpCompletionRoutine):
+                raise WsaError(C.WSAEINVAL)
             if dwFlags & ~(C.MSG_OOB | C.MSG_DONTROUTE | C.MSG_PARTIAL):
                 raise WsaError(C.WSAEOPNOTSUPP)
             data = b"".join(mem.kread(p, n) for p, n in bufs)

@@ -167,6 +167,30 @@ class TestCompletionRoutines:
         assert api.SleepEx(0, True) == C.WAIT_IO_COMPLETION
         assert len(log.calls) == 1 and log.calls[0][0] == 0 and log.calls[0][2] == ovl
 
+    def test_routine_on_port_bound_socket(self, api, pair, decide):
+        """Decision point routine_on_port_socket (sim/decision_points.py): a WSARecv with a routine on
+        a socket associated with a completion port either proceeds or is refused with WSAEINVAL when
+        it reaches the kernel (Internal already STATUS_PENDING, as docs/windows-observed.md item 10
+        says of requests that enter it), indicating nothing (Wine 8.0: refused, found by
+        tests/differential)."""
+        client, server, _ = pair
+        port = make_iocp(api, server, key=5)
+        log = RoutineLog(api)
+        ovl = overlapped(api)
+        rc, buf = _post_recv(api, server, ovl, log.ptr)
+        if decide("routine_on_port_socket") == "WSAEINVAL":
+            assert rc == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAEINVAL
+            assert internal(api, ovl) == (C.STATUS_PENDING, POISON)
+            _send(api, client, b"abc")
+            assert api.SleepEx(50, True) == 0 and log.calls == []
+            assert dequeue(api, port)[0] == 0
+            return
+        assert rc == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSA_IO_PENDING
+        _send(api, client, b"abc")
+        while api.SleepEx(100, True) == C.WAIT_IO_COMPLETION and not log.calls:
+            pass
+        assert log.calls == [(0, 3, ovl, 0)] and buf.read(3) == b"abc"
+
     def test_invalid_routine_pointer_is_efault(self, api, tcp):
         """WSAIoctl page: a completion routine not in user space is WSAEFAULT (docs/decisions.md §3)."""
         ovl = overlapped(api)

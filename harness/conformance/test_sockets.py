@@ -389,3 +389,35 @@ def test_ephemeral_ports_run_out(api, kind):
     assert api.closesocket(socks[100]) == 0
     s, rc, err = take()
     assert (rc, err) == (0, 0) and local_name(api, s)[1] == freed
+
+
+def test_zero_length_recv_waits_for_data(api, pair):
+    """Wine test_empty_recv (on Windows): a zero-length receive waits for data like any other (a
+    zero-length WSARecv pends until data arrives), so on a non-blocking socket with nothing
+    queued it is WSAEWOULDBLOCK, not 0 (which would say the peer closed); with data queued it
+    returns 0 and leaves the data."""
+    client, server, _ = pair
+    one = dword(api, 1)
+    assert api.ioctlsocket(server, C.FIONBIO, one.ptr) == 0
+    buf = Guarded(api, 4)
+    assert api.recv(server, buf.ptr, 0, 0) == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAEWOULDBLOCK
+    api.memory.write(buf.ptr, b"data")
+    assert api.send(client, buf.ptr, 4, 0) == 4
+    while api.recv(server, buf.ptr, 0, 0) == C.SOCKET_ERROR:
+        assert api.WSAGetLastError() == C.WSAEWOULDBLOCK
+        api.SleepEx(10, False)
+    assert api.recv(server, buf.ptr, 4, 0) == 4 and buf.read() == b"data"
+
+
+@pytest.mark.udp
+def test_oob_on_a_datagram_socket(api):
+    """The sendto page: WSAEOPNOTSUPP when MSG_OOB is specified on a socket that is not
+    stream-style (found by tests/differential: Wine agrees; the simulator refuses recv/recvfrom's
+    MSG_OOB alike, as their pages say, where Wine 8.0 receives: tests/differential/known.toml)."""
+    a, port = udp_socket(api)
+    b, _ = udp_socket(api)
+    to, tolen = sockaddr(api, "127.0.0.1", port)
+    buf = Guarded(api, 8)
+    assert api.sendto(b, buf.ptr, 4, C.MSG_OOB, to, tolen) == C.SOCKET_ERROR
+    assert api.WSAGetLastError() == C.WSAEOPNOTSUPP
+    assert api.sendto(b, buf.ptr, 4, 0, to, tolen) == 4 and buf.guards_intact()

@@ -3,6 +3,8 @@
 docs/windows-observed.md §A (items 1-9) and docs/decisions.md §4 'order of checks':
 WSANOTINITIALISED, then the handle, then lpcbBytesReturned, then the code.
 """
+import struct
+
 import pytest
 
 from harness.conformance.support import POISON, Guarded, RoutineLog, dword, overlapped
@@ -114,11 +116,35 @@ def test_startup_reference_counts(api):
     assert s != C.INVALID_SOCKET
 
 
+@pytest.mark.parametrize("requested,negotiated", [
+    (0x0001, 0x0001), (0x0101, 0x0101), (0x0201, 0x0101), (0xFF01, 0x0101), (0x0002, 0x0002), (0x0102, 0x0102),
+    (0x0202, 0x0202), (0x0302, 0x0202), (0x0003, 0x0202), (0xFFFF, 0x0202)], ids=hex)
+def test_startup_version_negotiation(api, requested, negotiated):
+    """WSAStartup page: Ws2_32.dll supports 1.0, 1.1, 2.0, 2.1 and 2.2, and answers the highest of
+    them not above the request; iMaxSockets/iMaxUdpDg are 32767/65467 for a 1.x caller, 0 for 2.x,
+    and only the fields are written (lpVendorInfo untouched): ReactOS dll/win32/ws2_32/src/startup.c,
+    whose 1.x values were "taken straight from a Winsock test app on Windows" (Wine 8.0 alike,
+    found by tests/differential)."""
+    data = Guarded(api, 408, fill=0xA5)
+    assert api.WSAStartup(requested, data.ptr) == 0
+    version, high, max_sockets, max_udp, vendor = struct.unpack_from("<HHHHQ", data.read(16))
+    assert (version, high) == (negotiated, 0x0202)
+    assert (max_sockets, max_udp) == ((32767, 65467) if requested & 0xFF == 1 else (0, 0))
+    assert vendor == 0xA5A5A5A5A5A5A5A5
+    assert data.read()[16:29] == b"WinSock 2.0\0\xA5" and data.read()[273:282] == b"Running\0\xA5"
+    assert data.guards_intact()
+    assert api.WSACleanup() == 0
+
+
 def test_startup_bad_arguments(api):
-    """WSAStartup page: WSAEFAULT for a bad lpWSAData, WSAVERNOTSUPPORTED below 1.1; returned, not via last error."""
+    """WSAStartup page: WSAEFAULT for a bad lpWSAData, WSAVERNOTSUPPORTED for a major version 0 (with
+    2.2 offered in wVersion: ReactOS dll/win32/ws2_32/src/startup.c); returned, not via last error."""
     assert api.WSAStartup(0x0202, 0) == C.WSAEFAULT
     assert api.WSAStartup(0x0202, api.memory.invalid_pointer()) == C.WSAEFAULT
-    assert api.WSAStartup(0x0000, api.memory.alloc(408)) == C.WSAVERNOTSUPPORTED
+    data = api.memory.alloc(408)
+    assert api.WSAStartup(0x0000, data) == C.WSAVERNOTSUPPORTED
+    assert api.memory.read(data, 4) == b"\x02\x02\x02\x02"
+    assert api.WSAStartup(0x0300, data) == C.WSAVERNOTSUPPORTED
 
 
 def test_last_error_is_per_thread(api):

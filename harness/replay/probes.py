@@ -256,6 +256,26 @@ def probe_routine_and_port(api):
     return Unmatched(ev)
 
 
+def probe_routine_on_port_socket(api):
+    _client, server = _pair(api)
+    port = api.CreateIoCompletionPort(server, 0, 5, 0)
+    if not port:
+        raise NotProbed(f"CreateIoCompletionPort failed: {_name(api.GetLastError())}")
+    calls = []
+    routine = api.completion_routine(lambda *a: calls.append(a))
+    buf = api.memory.alloc(16)
+    arr = api.memory.alloc(WSABUF.size)
+    api.memory.write(arr, WSABUF.pack(len=16, buf=buf))
+    rc = api.WSARecv(server, arr, 1, _u32(api, 0), _u32(api, 0), _ovl(api), routine)
+    err = _err(api) if rc else 0
+    ev = f"overlapped WSARecv with a routine on a port-bound socket -> {rc}" + (f", last error {_name(err)}" if rc else "")
+    api.closesocket(server)
+    api.SleepEx(0, True)
+    if rc == -1 and err == C.WSA_IO_PENDING:
+        return Observation("accepted", ev)
+    return _choose({C.WSAEINVAL: "WSAEINVAL"}, err, ev)
+
+
 def probe_bad_event_at_issue(api):
     s = _tcp(api)
     bogus = 0x7FFFFFF0            # a multiple of four that no event has

@@ -331,29 +331,38 @@ class Replayer:
         return out
 
     def _compare(self, rec: dict, out: dict, index: int, path: str, ret_type: str) -> None:
-        name = rec["fn"]
-        if "raised" in rec or "raised" in out:
-            if rec.get("raised", "").split(":")[0] != out.get("raised", "").split(":")[0]:
-                self._diverge(index, path, name, "raised", rec.get("raised", "returned"),
-                              out.get("raised", "returned"))
-            return
-        if name not in VOLATILE_RETURNS and rec.get("ret") != out.get("ret"):
-            self._diverge(index, path, name, "ret", rec.get("ret"), out.get("ret"))
-        compare_error = self.last_error == "always" or (
-            self.last_error == "failure" and (signals_failure(name, ret_type, rec.get("ret"))
-                                              or signals_failure(name, ret_type, out.get("ret"))))
-        if compare_error and rec["error"] != out["error"]:
-            self._diverge(index, path, name, "error", rec["error"], out["error"])
-        rec_w, out_w = _tokens(rec.get("writes", [])), _tokens(out["writes"])
-        if rec_w != out_w:
-            keys = sorted(set(rec_w) | set(out_w), key=lambda k: (int(k[5:].split("+")[0]), int(k.split("+")[1])))
-            differing = [k for k in keys if rec_w.get(k) != out_w.get(k)]
-            self._diverge(index, path, name, "writes", {k: rec_w.get(k, "unchanged") for k in differing},
-                          {k: out_w.get(k, "unchanged") for k in differing})
-        rec_c = [(c["routine"], c["args"]) for c in rec.get("completions", [])]
-        out_c = [(c["routine"], c["args"]) for c in out.get("completions", [])]
-        if rec_c != out_c:
-            self._diverge(index, path, name, "completions", rec_c, out_c)
+        for fld, recorded, replayed in compare_call(rec, out, ret_type, self.last_error):
+            self._diverge(index, path, rec["fn"], fld, recorded, replayed)
+
+
+def compare_call(rec: dict, out: dict, ret_type: str, last_error: str = "failure") -> list:
+    """[(field, recorded, replayed)] where two call steps of the trace format differ: raised, ret,
+    error (per the last_error policy of `replay`), writes (8-byte words, symbols compared as
+    symbols), completions. The one comparison of replay and of tests/differential."""
+    name = rec["fn"]
+    out_of = []
+    if "raised" in rec or "raised" in out:
+        if rec.get("raised", "").split(":")[0] != out.get("raised", "").split(":")[0]:
+            out_of.append(("raised", rec.get("raised", "returned"), out.get("raised", "returned")))
+        return out_of
+    if name not in VOLATILE_RETURNS and rec.get("ret") != out.get("ret"):
+        out_of.append(("ret", rec.get("ret"), out.get("ret")))
+    compare_error = last_error == "always" or (
+        last_error == "failure" and (signals_failure(name, ret_type, rec.get("ret"))
+                                     or signals_failure(name, ret_type, out.get("ret"))))
+    if compare_error and rec["error"] != out["error"]:
+        out_of.append(("error", rec["error"], out["error"]))
+    rec_w, out_w = _tokens(rec.get("writes", [])), _tokens(out.get("writes", []))
+    if rec_w != out_w:
+        keys = sorted(set(rec_w) | set(out_w), key=lambda k: (int(k[5:].split("+")[0]), int(k.split("+")[1])))
+        differing = [k for k in keys if rec_w.get(k) != out_w.get(k)]
+        out_of.append(("writes", {k: rec_w.get(k, "unchanged") for k in differing},
+                       {k: out_w.get(k, "unchanged") for k in differing}))
+    rec_c = [(c["routine"], c["args"]) for c in rec.get("completions", [])]
+    out_c = [(c["routine"], c["args"]) for c in out.get("completions", [])]
+    if rec_c != out_c:
+        out_of.append(("completions", rec_c, out_c))
+    return out_of
 
 
 def replay(trace: Trace, target, *, last_error: str = "failure") -> ReplayResult:

@@ -1,0 +1,274 @@
+"""Lockstep: one program, run step by step on the simulator and on Wine, compared after each step.
+
+    pair = Pair(sim_api, wine_api)
+    pair.run("socket(2, 1, 6)", lambda side: side.api.socket(2, 1, 6))   # -> [Divergence, ...]
+
+Each side wraps its provider in a RecordingApi (harness.replay), so handles,
+pointers, completion routines and extension pointers are symbols numbered by
+the order the program made them, the same on both sides. A step's calls are
+compared with the replayer's own comparison (harness.replay.replayer.compare_call:
+return value, last error where either side failed, bytes written, completion
+routine invocations), after two normalisations of what legitimately differs:
+
+- ephemeral ports: in allocations the program marks as holding socket
+  addresses, a port becomes its order of first appearance on that side;
+- asynchronous writes: what a pending operation writes (its OVERLAPPED, its
+  buffers) lands during the call on the simulator but whenever Wine's async
+  machinery gets to it; those allocations are left out of the per-call
+  comparison and compared whole after the step, once Wine has been let catch
+  up with the simulator (`settle`: every operation complete on the simulator
+  is waited for on Wine, bounded, plus a grace for its packet, event or APC).
+
+Everything else (PIDs, TIDs: the recorder's volatile returns) is compared as is.
+"""
+from __future__ import annotations
+
+import struct
+import time
+from dataclasses import dataclass, field
+
+from harness.replay import RecordingApi
+from harness.replay.symbols import Symbols
+from harness.replay.recorder import EXT_SIGNATURES, SIGNATURES
+from harness.replay.replayer import _fmt, _fmt_error, _tokens, compare_call
+from harness.winsock import constants as C
+
+SETTLE_TIMEOUT_S = 3.0      # Wine gets this long to complete what the simulator completed
+SIM_SETTLE_MS = 50         # virtual time the simulator runs before each comparison
+SETTLE_GRACE_S = 0.01       # after an IOSB is written, Wine posts the packet / sets the event / queues the APC
+_FAMILIES = (C.AF_INET, C.AF_INET6)
+
+
+_CLOSERS = {"closesocket": lambda ret: ret == 0, "CloseHandle": bool, "WSACloseEvent": bool}
+
+
+class FreshSymbols(Symbols):
+    """Symbols where a handle value returned again after it was closed names a new object.
+
+    Wine reuses a closed handle's value at once, the simulator never does
+    (sim/world.py new_handle): without this the reused value would keep the
+    closed object's symbol on one side only."""
+
+    def __init__(self):
+        super().__init__()
+        self.retired: set[int] = set()
+
+    def add_handle(self, value: int) -> list:
+        if value in self.retired:
+            self.retired.discard(value)
+            self._handle_of.pop(value, None)
+        return super().add_handle(value)
+
+
+class Side:
+    """One provider under a RecordingApi, with the program's own names for its values."""
+
+    def __init__(self, name: str, inner, profile: str = ""):
+        self.name = name
+        self.inner = inner
+        self.api = RecordingApi(inner, target=name, profile=profile)
+        self.api.symbols = self.api._tracker.symbols = FreshSymbols()
+        self.v: dict = {}                   # program name -> this side's value (handle, pointer, port)
+        self.ports: dict[int, int] = {}     # port -> order of first appearance
+        self._mark = len(self.api.trace.steps)
+
+    def new_steps(self) -> list:
+        steps = self.api.trace.steps[self._mark:]
+        self._mark = len(self.api.trace.steps)
+        symbols = self.api.symbols
+        for step in steps:
+            closed = _CLOSERS.get(step.get("fn"))
+            if step.get("op") == "call" and closed and type(step.get("ret")) is int and closed(step["ret"]):
+                try:
+                    symbols.retired.add(symbols.value(step["args"][0]))
+                except KeyError:
+                    pass
+        return steps
+
+    def alloc_index(self, ptr: int) -> int:
+        sym = self.api.symbols.pointer(ptr)
+        assert isinstance(sym, list) and sym[0] == "alloc", f"{ptr:#x} is not a recorded allocation"
+        return sym[1]
+
+    def internal(self, ovl: int) -> int:
+        return struct.unpack("<Q", self.inner.memory.read(ovl, 8))[0]
+
+    def port_ordinal(self, port: int) -> int:
+        return self.ports.setdefault(port, len(self.ports))
+
+    def normalise_addresses(self, data: bytes, start: int) -> bytes:
+        """Ports of the SOCKADDR_IN/IN6 in `data` (an allocation's bytes from offset `start`,
+        addresses 2-aligned in it) replaced by their order of first appearance."""
+        buf = bytearray(data)
+        for i in range((-start) % 2, len(buf) - 3, 2):
+            family = buf[i] | buf[i + 1] << 8
+            port = buf[i + 2] << 8 | buf[i + 3]
+            if family in _FAMILIES and port:
+                buf[i + 2:i + 4] = bytes((0xEE, self.port_ordinal(port) & 0xFF))
+        return bytes(buf)
+
+
+@dataclass
+class Divergence:
+    step: str               # the program step (a rule with its arguments)
+    call: int               # index of the call within the step (-1: the step as a whole)
+    fn: str
+    field: str              # ret | error | writes | completions | raised | memory | calls
+    sim: object
+    wine: object
+    args: list = field(default_factory=list)
+
+    def describe(self) -> str:
+        if self.field == "error":
+            sim, wine = _fmt_error(self.sim), _fmt_error(self.wine)
+        elif isinstance(self.sim, dict) or isinstance(self.wine, dict):
+            sim = ", ".join(f"{k}={v}" for k, v in (self.sim or {}).items()) or "nothing"
+            wine = ", ".join(f"{k}={v}" for k, v in (self.wine or {}).items()) or "nothing"
+        else:
+            sim, wine = _fmt(self.sim), _fmt(self.wine)
+        call = f"{self.fn}({', '.join(_fmt(a) for a in self.args)})" if self.call >= 0 else self.fn
+        return f"{call}: {self.field}: simulator {sim}, Wine {wine}"
+
+
+def format_call(step: dict) -> str:
+    """One recorded call as a line: `WSAIoctl([handle, 2], 1074030207, ...) -> -1 [10045]`."""
+    args = ", ".join(_fmt(a) for a in step.get("args", []))
+    if "raised" in step:
+        return f"{step['fn']}({args}) raised {step['raised']}"
+    error = step.get("error")
+    return f"{step['fn']}({args}) -> {_fmt(step.get('ret'))}" + (f" [last error {_fmt_error(error)}]" if error else "")
+
+
+class Pair:
+    """The simulator and Wine, driven by one program."""
+
+    def __init__(self, sim_api, wine_api, sim_profile: str = "wine-8.0"):
+        self.sim = Side("sim", sim_api, sim_profile)
+        self.wine = Side("wine", wine_api, "wine")
+        self.sides = (self.sim, self.wine)
+        self.async_allocs: set[int] = set()     # allocation indices a pending operation may write
+        self.addr_allocs: set[int] = set()      # allocation indices holding socket addresses
+        self.overlapped: list[int] = []         # allocation indices of OVERLAPPEDs handed to calls
+        self.log: list[tuple] = []              # (step, sim calls, wine calls) of every step run
+
+    # -- the program's bookkeeping (called per side, with that side's pointer) -------------------
+    def mark_async(self, side: Side, *ptrs: int) -> None:
+        if side is self.sim:
+            self.async_allocs.update(side.alloc_index(p) for p in ptrs if p)
+
+    def mark_address(self, side: Side, *ptrs: int) -> None:
+        if side is self.sim:
+            self.addr_allocs.update(side.alloc_index(p) for p in ptrs if p)
+
+    def mark_overlapped(self, side: Side, ovl: int) -> None:
+        if side is self.sim:
+            index = side.alloc_index(ovl)
+            self.async_allocs.add(index)
+            if index not in self.overlapped:
+                self.overlapped.append(index)
+
+    # -- running ---------------------------------------------------------------------------------
+    def run(self, step: str, action) -> list:
+        """Run `action(side)` on the simulator, then on Wine; the divergences of this step."""
+        self.settle()
+        results = []
+        for side in self.sides:
+            results.append(action(side))
+        sim_steps, wine_steps = self.sim.new_steps(), self.wine.new_steps()
+        self.log.append((step, sim_steps, wine_steps))
+        divergences = self._compare_calls(step, sim_steps, wine_steps)
+        if not divergences:
+            self.settle()
+            divergences = self._compare_async_memory(step)
+        return divergences
+
+    def settle(self) -> None:
+        """Let the simulator's near-future work happen (SIM_SETTLE_MS of virtual time: what Wine does
+        "soon" in real time), then let Wine complete every operation the simulator has completed
+        (bounded), then a grace."""
+        world = getattr(self.sim.inner, "world", None)
+        if world is not None:
+            world.run(SIM_SETTLE_MS)
+        waited = False
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        for index in self.overlapped:
+            sim_ptr, wine_ptr = self.sim.api.symbols.allocs[index], self.wine.api.symbols.allocs[index]
+            if not (sim_ptr[2] and wine_ptr[2]) or self.sim.internal(sim_ptr[0]) == C.STATUS_PENDING:
+                continue
+            while self.wine.internal(wine_ptr[0]) == C.STATUS_PENDING and time.monotonic() < deadline:
+                waited = True
+                time.sleep(0.001)
+        if waited:
+            time.sleep(SETTLE_GRACE_S)
+
+    # -- comparing ----------------------------------------------------------------------------------
+    def _normalise_runs(self, side: Side, runs: list) -> list:
+        out = []
+        for run in runs:
+            if run["alloc"] in self.async_allocs:
+                continue
+            if run["alloc"] in self.addr_allocs:
+                data = side.normalise_addresses(bytes.fromhex(run["hex"]), run["offset"])
+                run = {**run, "hex": data.hex()}
+            out.append(run)
+        return out
+
+    def _comparable(self, side: Side, call: dict) -> dict:
+        call = dict(call)
+        call["writes"] = self._normalise_runs(side, call.get("writes", []))
+        call["completions"] = [{**c, "calls": []} for c in call.get("completions", [])]
+        return call
+
+    def _compare_calls(self, step: str, sim_steps: list, wine_steps: list) -> list:
+        sim_calls = [s for s in sim_steps if s.get("op") == "call"]
+        wine_calls = [s for s in wine_steps if s.get("op") == "call"]
+        out = []
+        for i, (a, b) in enumerate(zip(sim_calls, wine_calls)):
+            if a["fn"] != b["fn"] or a["args"] != b["args"]:
+                out.append(Divergence(step, i, a["fn"], "calls", format_call(a), format_call(b), a["args"]))
+                return out          # the program took another path: later calls compare nothing
+            ret_type = (EXT_SIGNATURES if a.get("ext") else SIGNATURES)[a["fn"]][0]
+            for fld, sim_value, wine_value in compare_call(self._comparable(self.sim, a),
+                                                           self._comparable(self.wine, b), ret_type):
+                out.append(Divergence(step, i, a["fn"], fld, sim_value, wine_value, a["args"]))
+            if out:
+                return out
+        if len(sim_calls) != len(wine_calls):
+            out.append(Divergence(step, min(len(sim_calls), len(wine_calls)), "(program)", "calls",
+                                  [format_call(c) for c in sim_calls], [format_call(c) for c in wine_calls]))
+        return out
+
+    def _memory_tokens(self, side: Side, index: int) -> dict:
+        start, size, live = side.api.symbols.allocs[index]
+        if not (live and size):
+            return {}
+        data = side.inner.memory.read(start, size)
+        if index in self.addr_allocs:
+            data = side.normalise_addresses(data, 0)
+        return _tokens([{"alloc": index, "offset": 0, "hex": data.hex(),
+                         "syms": side.api.symbols.scan(start, data)}])
+
+    def _compare_async_memory(self, step: str) -> list:
+        out = []
+        for index in sorted(self.async_allocs):
+            a, b = self._memory_tokens(self.sim, index), self._memory_tokens(self.wine, index)
+            if a != b:
+                keys = [k for k in a if a.get(k) != b.get(k)] + [k for k in b if k not in a]
+                out.append(Divergence(step, -1, f"memory of allocation {index}", "memory",
+                                      {k: a.get(k, "-") for k in keys}, {k: b.get(k, "-") for k in keys}))
+        return out
+
+    def transcript(self, last: int | None = None) -> str:
+        """The program's steps with each side's calls (the last `last` steps)."""
+        lines = []
+        for step, sim_steps, wine_steps in self.log[-last if last else 0:]:
+            lines.append(f"  {step}")
+            sim_calls = [s for s in sim_steps if s.get("op") == "call"]
+            wine_calls = [s for s in wine_steps if s.get("op") == "call"]
+            for i in range(max(len(sim_calls), len(wine_calls))):
+                a = format_call(sim_calls[i]) if i < len(sim_calls) else "-"
+                b = format_call(wine_calls[i]) if i < len(wine_calls) else "-"
+                lines.append(f"      sim:  {a}")
+                if b != a:
+                    lines.append(f"      wine: {b}")
+        return "\n".join(lines)

@@ -1,0 +1,66 @@
+"""The lockstep machinery and the known list, without Wine: two simulators whose profiles answer a
+decision point differently diverge exactly there; ports and reused handles compare as symbols;
+a malformed known list is one error naming file, line and field."""
+import pytest
+
+from harness.input_error import InputError
+from harness.winsock import constants as C
+from harness.winsock.layouts import WSABUF, WSAOVERLAPPED
+from sim import SimulatedWinsock
+
+from . import known
+from .lockstep import Divergence, Pair
+
+
+def _post_recv_with_routine(side):
+    api, mem = side.api, side.api.memory
+    client, server = side.v["client"], side.v["server"]
+    api.CreateIoCompletionPort(server, 0, 1, 0)
+    buf, arr = mem.alloc(8), mem.alloc(WSABUF.size)
+    mem.write(arr, WSABUF.pack(len=8, buf=buf))
+    ovl = mem.alloc(WSAOVERLAPPED.size)
+    api.WSARecv(server, arr, 1, mem.alloc(4), mem.alloc(4), ovl, api.completion_routine(lambda *a: None))
+    assert client
+
+
+def _pair(side):
+    from harness.conformance.support import tcp_pair
+    side.v["client"], side.v["server"], _ = tcp_pair(side.api)
+
+
+def test_profiles_that_answer_a_decision_point_differently_diverge_there():
+    pair = Pair(SimulatedWinsock("documented"), SimulatedWinsock("wine-8.0"))
+    assert pair.run("a connected pair", _pair) == []          # ephemeral ports and handles: symbols
+    found = pair.run("WSARecv with a routine on a port-bound socket", _post_recv_with_routine)
+    assert [(d.fn, d.field, d.sim, d.wine) for d in found] == [("WSARecv", "error", C.WSA_IO_PENDING, C.WSAEINVAL)]
+    assert "WSARecv" in pair.transcript() and "wine: WSARecv" in pair.transcript()
+
+
+def test_a_handle_value_used_again_after_close_is_a_new_symbol():
+    pair = Pair(SimulatedWinsock("wine-8.0"), SimulatedWinsock("wine-8.0"))
+    for side in pair.sides:
+        side.v["s"] = side.api.socket(C.AF_INET, C.SOCK_STREAM, 0)
+    pair.run("close", lambda side: side.api.closesocket(side.v["s"]))
+    sym = pair.wine.api.symbols
+    assert sym.add_handle(pair.wine.v["s"]) == ["handle", 1]       # as when Wine hands the value out again
+
+
+def test_known_entries_explain_only_what_they_name():
+    entry = known.KNOWN.explain(Divergence("s", 0, "CancelIoEx", "ret", 0, 1, [["handle", 2], 0]))
+    assert entry is not None and entry.continues and "test_send_buffering" in entry.reason
+    assert known.KNOWN.explain(Divergence("s", 0, "CancelIoEx", "ret", 0, 1, [["handle", 2], ["alloc", 3, 0]])) is None
+
+
+@pytest.mark.parametrize("text,field", [
+    ('[[divergence]]\nname = "x"\nfield = "ret"\n', "divergence[0].differs"),
+    ('[[divergence]]\nname = "x"\nfield = "nope"\ndeviation = "a::b"\n', "divergence[0].field"),
+    ('[[divergence]]\nname = "x"\nfield = "ret"\ndeviation = "test_nothing.py::x"\n', "divergence[0].deviation"),
+    ('[[divergence]]\nname = "x"\nfield = "ret"\ndiffers = "d"\nwindows = "w"\nkind = "todo_wine"\n'
+     'citation = "Wine says so"\n', "divergence[0].citation"),
+])
+def test_a_malformed_known_list_names_file_line_and_field(tmp_path, text, field):
+    path = tmp_path / "known.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(InputError) as exc:
+        known.load(path)
+    assert f"{path}:1: {field}" in str(exc.value)
