@@ -65,7 +65,7 @@ def readiness(sock) -> int:
     # UDP (and raw): Wine test_WSAPoll and afd.c test_poll: POLLWRNORM bound or not.
     flags = C.POLLWRNORM
     ep = sock.udp
-    if ep is not None and (ep.queue or (ep.pending_reset and sock.udp_connreset)):
+    if ep is not None and (ep.queue or ep.pending_reset):
         # The page: data that can be read is POLLRDNORM (Wine: a queued datagram). A pending
         # ICMP port unreachable makes the next receive fail at once with WSAECONNRESET:
         # assumed POLLRDNORM too (the page: after POLLRDNORM "a subsequent recv ... is

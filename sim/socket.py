@@ -424,9 +424,6 @@ class Socket:
         if ep.queue:
             return True
         if ep.pending_reset:
-            if not self.udp_connreset:
-                ep.pending_reset = False
-                return None
             return C.WSAECONNRESET
         return None
 
@@ -435,8 +432,15 @@ class Socket:
         ep = self.udp
         if ep.queue:
             return ep.queue.pop(0)
-        ep.pending_reset = False
+        self.take_reset()
         raise WsaError(C.WSAECONNRESET)
+
+    def take_reset(self) -> int:
+        """Consume the pending ICMP port unreachable: the one receive it fails (the WSARecv and
+        recvfrom pages: WSAECONNRESET on a datagram socket reports a previous send's ICMP "Port
+        Unreachable"); the status an overlapped receive completes with."""
+        self.udp.pending_reset = False
+        return C.STATUS_CONNECTION_RESET
 
     def dgram_recv(self, thread):
         self._check_net()

@@ -484,9 +484,9 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
             if ready is None:
                 return None
             if ready is not True:
-                sock.dgram_take() if not sock.udp.queue else None
-                sock.udp.pending_reset = False
-                return st.from_winsock(ready), 0, 0
+                # The reset is this receive's result, synchronous or through its completion
+                # (never an exception: take() also runs from the scheduler for a pending receive).
+                return sock.take_reset(), 0, 0
             item = sock.dgram_take()
             if peek:
                 sock.udp.queue.insert(0, item)
@@ -517,7 +517,10 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
                         mem.kwrite_u32(lpFlags, flags)
                     ov.complete(req, status, n, flags, synchronous=True)
                     return self._ok(thread)
-                ov.complete(req, status, n, flags)   # failed after starting: indicated, and reported
+                if status >> 30 == 3:
+                    ov.fail_at_issue(req)            # an error (a reset): not indicated
+                else:
+                    ov.complete(req, status, n, flags)   # a warning (truncation): indicated, and reported
                 return self._err(thread, st.to_winsock(status))
 
             def start(r):
@@ -582,7 +585,7 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
             n = send()
         except WsaError as exc:
             if req is not None:
-                ov.complete(req, st.from_winsock(exc.code), 0)
+                ov.fail_at_issue(req)
             return self._err(thread, exc.code)
         if lpNumber:
             self.memory.kwrite_u32(lpNumber, n)
