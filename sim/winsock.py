@@ -20,7 +20,9 @@ from sim import sockaddr_io, sockopt
 from sim import status as st
 from sim.errors import WsaError
 from sim.msg import recvmsg, sendmsg
+from sim import eventselect
 from sim.poll import wsapoll
+from sim.select import wsselect
 from sim.provider import start_overlapped, wsp_ioctl
 from sim.c_entry import INVALID_SOCKET, SOCKET_ERROR, CallEntry, socket_call, ws2_call
 from sim.decision_points import DECISIONS
@@ -528,6 +530,7 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
                 if res is not None:
                     ov.complete(r, res[0], res[1], res[2])
             req.start = start
+            eventselect.reenable(sock, C.FD_READ)    # a receive re-enables FD_READ, pending or not
             sock.pending.append(req)
             return self._err(thread, C.WSA_IO_PENDING)
         # Synchronous.
@@ -665,6 +668,21 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
     def WSAPoll(self, thread, fdArray, fds, timeout):
         """The WSAPoll page: readiness of several sockets, waiting up to `timeout` ms (sim.poll)."""
         return wsapoll(self, thread, fdArray, fds, timeout)
+
+    @ws2_call("int nfds, LPVOID readfds, LPVOID writefds, LPVOID exceptfds, LPVOID timeout", on_socket=False)
+    def select(self, thread, nfds, readfds, writefds, exceptfds, timeout):
+        """The select page: readiness of the sockets of three fd_sets (sim.select)."""
+        return wsselect(self, thread, readfds, writefds, exceptfds, timeout)
+
+    @socket_call("SOCKET s, WSAEVENT hEventObject, LONG lNetworkEvents")
+    def WSAEventSelect(self, thread, sock, hEventObject, lNetworkEvents):
+        """The WSAEventSelect page: which network events set which event object (sim.eventselect)."""
+        return eventselect.event_select(self, thread, sock, hEventObject, lNetworkEvents)
+
+    @socket_call("SOCKET s, WSAEVENT hEventObject, LPVOID lpNetworkEvents")
+    def WSAEnumNetworkEvents(self, thread, sock, hEventObject, lpNetworkEvents):
+        """The WSAEnumNetworkEvents page: the selected events recorded since the last call."""
+        return eventselect.enum_network_events(self, thread, sock, hEventObject, lpNetworkEvents)
 
     # -- world controls (not part of the C surface) ---------------------------
     def run(self, ms: float) -> None:

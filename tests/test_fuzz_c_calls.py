@@ -13,6 +13,8 @@ SimulationDeadlock (tests/test_sim_kernel.py covers that).
 """
 from __future__ import annotations
 
+import struct
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -72,6 +74,10 @@ DOCUMENTED = {
     "WSAResetEvent": {C.WSANOTINITIALISED, C.WSAENETDOWN, C.WSAEINPROGRESS, C.WSA_INVALID_HANDLE},
     "WSAWaitForMultipleEvents": {C.WSANOTINITIALISED, C.WSAENETDOWN, C.WSAEINPROGRESS, C.WSA_NOT_ENOUGH_MEMORY,
                                  C.WSA_INVALID_HANDLE, C.WSA_INVALID_PARAMETER},
+    # The select, WSAEventSelect and WSAEnumNetworkEvents pages.
+    "select": COMMON | {C.WSAEINTR},
+    "WSAEventSelect": COMMON,
+    "WSAEnumNetworkEvents": COMMON,
     # WSAPoll page; WSAENOTSOCK when no entry is a socket: ledger decision poll_no_valid_socket.
     "WSAPoll": {C.WSANOTINITIALISED, C.WSAENETDOWN, C.WSAEFAULT, C.WSAEINVAL, C.WSAENOBUFS, C.WSAENOTSOCK},
     "CreateIoCompletionPort": KERNEL32, "GetQueuedCompletionStatus": KERNEL32,
@@ -119,6 +125,12 @@ class World:
         for s in (self.tcp, self.udp, self.client, self.server, self.listener, self.udp_reset):
             api.ioctlsocket(s, C.FIONBIO, one)
         self.event = api.WSACreateEvent()
+        # An fd_set of live sockets (a guarded buffer pointer() may aim at, at any offset).
+        fdset = mem.alloc(64 + 2 * len(GUARD))
+        mem.write(fdset, GUARD + struct.pack("<II4Q", 4, 0, self.tcp, self.udp, self.client, self.listener)
+                  + bytes(24) + GUARD)
+        self.buffers.append((fdset, 64))
+        self.zero_timeval = mem.alloc(8)        # select's NULL timeout would wait for ever
         self.port = api.CreateIoCompletionPort(C.INVALID_HANDLE_VALUE, 0, 0, 0)
         self.routine = api.completion_routine(lambda *a: None)
         guid = mem.alloc(16)
@@ -176,6 +188,8 @@ def _arg(world, draw, ctype, name):
     lname = name.lower()
     if ctype in ("SOCKET", "HANDLE", "WSAEVENT") or name in ("s", "Handle"):
         return draw(st.one_of(st.sampled_from(world.handles), u64))
+    if name == "timeout" and ctype == "LPVOID":
+        return world.pointer(draw) or world.zero_timeval
     if ctype == "LPVOID" or lname.startswith("lp") or name in ("buf", "name", "addr", "to", "from_", "optval",
                                                              "optlen", "namelen", "addrlen", "fromlen", "argp",
                                                              "lphEvents"):
