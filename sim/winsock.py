@@ -452,6 +452,10 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
                 lpCompletionRoutine):
         mem = self.memory
         try:
+            if dwBufferCount == 0:
+                # Wine dlls/ws2_32/tests/sock.c test_empty_recv (on Windows): no buffers, with a
+                # NULL array or not, is WSAEINVAL; one buffer of length 0 is a valid receive.
+                raise WsaError(C.WSAEINVAL)
             bufs = self._buffers(lpBuffers, dwBufferCount, True)
             if not lpFlags or not mem.check(lpFlags, 4, True):
                 raise WsaError(C.WSAEFAULT)
