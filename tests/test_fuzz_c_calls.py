@@ -304,6 +304,8 @@ def test_receives_on_a_socket_with_a_pending_reset():
     def run(kind, pending_first, mechanism, count, length):
         from harness.conformance.support import overlapped, sockaddr, udp_socket
         from harness.winsock.layouts import WSABUF, WSAMSG
+        if kind == "WSARecv":
+            count = max(count, 1)              # no buffers is WSAEINVAL (Wine test_empty_recv)
         world = World()
         api, mem = world.api, world.api.memory
         s, _ = udp_socket(api)
