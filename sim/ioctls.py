@@ -50,7 +50,13 @@ def fionbio(call):
     data = call.input(4)
     if data is None:                               # items 21, 22
         return Fail(C.WSAEFAULT)
-    call.sock.nonblocking = struct.unpack("<I", data)[0] != 0
+    nonblocking = struct.unpack("<I", data)[0] != 0
+    if not nonblocking and call.sock.ev_mask:
+        # The ioctlsocket page: after WSAEventSelect "any attempt to use ioctlsocket to set the
+        # socket back to blocking mode will fail with WSAEINVAL" until it is called with
+        # lNetworkEvents 0; Wine dlls/ws2_32/tests/sock.c test_fionbio: WSAEINVAL, size 0.
+        return Fail(C.WSAEINVAL, 0)
+    call.sock.nonblocking = nonblocking
     return Inline(0)                               # output ignored (23); size 0 (24)
 
 

@@ -83,8 +83,7 @@ def recvmsg(api, thread, sock, lpMsg, lpNumber, lpOverlapped, lpRoutine):
         if ready is None:
             return None
         if ready is not True:
-            sock.udp.pending_reset = False
-            return 0xC000020D, 0, 0                          # STATUS_CONNECTION_RESET
+            return sock.take_reset(), 0, 0
         src, dst, payload, meta = sock.dgram_take()
         n = api.scatter(bufs, payload)
         flags = C.MSG_TRUNC if n < len(payload) else 0

@@ -442,12 +442,12 @@ class Host:
         self.tcp_conns.pop(conn.key(), None)
 
     # -- UDP ---------------------------------------------------------------
-    def receive_udp(self, src, dst, payload, meta) -> None:
-        if not self.up:
-            return
-        ep = self.udp.get(dst)
+    def udp_endpoint(self, local):
+        """The UDP endpoint that owns local address `local` (ip as on the wire, port): bound to
+        it exactly, or to the wildcard of its family, or dual-stack to :: for IPv4."""
+        ep = self.udp.get(local)
         if ep is None:
-            ip, port = dst
+            ip, port = local
             plain = unmap(ip)
             for cand in ([(ANY4, port), (v4_mapped(plain), port), (ANY6, port)] if len(plain) == 4
                          else [(ANY6, port)]):
@@ -455,6 +455,12 @@ class Host:
                 if ep is not None and not (len(cand[0]) == 16 and len(plain) == 4 and ep.v6only):
                     break
                 ep = None
+        return ep
+
+    def receive_udp(self, src, dst, payload, meta) -> None:
+        if not self.up:
+            return
+        ep = self.udp_endpoint(dst)
         if "redirect" in meta:
             ep = self._redirect_target(ep, dst, meta, "datagram")
         if ep is not None and ep.socket is not None and ep.socket.peer is not None:
@@ -471,8 +477,14 @@ class Host:
         self.network.kernel.poke()
 
     def receive_icmp_unreachable(self, src_of_datagram) -> None:
-        ep = self.udp.get(src_of_datagram)
-        if ep is None:
+        # The socket that sent the datagram, however it was bound: to the address, to the
+        # wildcard, or implicitly by its first sendto (which binds to the wildcard).
+        ep = self.udp_endpoint(src_of_datagram)
+        if ep is None or not self.up:
+            return
+        if ep.socket is not None and not ep.socket.udp_connreset:
+            # SIO_UDP_CONNRESET FALSE: "Set to FALSE to disable reporting" (winsock-ioctls
+            # page); a message arriving while reporting is off is dropped, not kept for later.
             return
         ep.pending_reset = True
         if ep.socket is not None:

@@ -109,6 +109,20 @@ def complete(req: IoRequest, status: int, information: int, flags: int = 0,
     kernel.poke()
 
 
+def fail_at_issue(req: IoRequest) -> None:
+    """`req` failed with an error before the call returned: nothing is indicated, ever.
+
+    The WSARecv page: an error other than WSA_IO_PENDING means "the overlapped operation
+    was not successfully initiated and no completion indication will occur" (docs/facts.md
+    §4.2). Internal keeps the STATUS_PENDING written at entry (docs/windows-observed.md
+    item 49: the IOCTLs' AFD-level failures at issue).
+    """
+    req.done = True
+    sock = req.socket
+    if sock is not None and req in sock.pending:
+        sock.pending.remove(req)
+
+
 def cancel(req: IoRequest, status: int = C.STATUS_CANCELLED) -> None:
     if req.done:
         return

@@ -65,11 +65,12 @@ def readiness(sock) -> int:
     # UDP (and raw): Wine test_WSAPoll and afd.c test_poll: POLLWRNORM bound or not.
     flags = C.POLLWRNORM
     ep = sock.udp
-    if ep is not None and (ep.queue or (ep.pending_reset and sock.udp_connreset)):
+    if ep is not None and (ep.queue or ep.pending_reset):
         # The page: data that can be read is POLLRDNORM (Wine: a queued datagram). A pending
         # ICMP port unreachable makes the next receive fail at once with WSAECONNRESET:
-        # assumed POLLRDNORM too (the page: after POLLRDNORM "a subsequent recv ... is
-        # guaranteed to complete without blocking"); not observed.
+        # POLLRDNORM too (the page: after POLLRDNORM "a subsequent recv ... is guaranteed to
+        # complete without blocking"; support.microsoft.com KB 263823: select reports such a
+        # socket readable). Assumed for WSAPoll, not observed.
         flags |= C.POLLRDNORM
     return flags
 

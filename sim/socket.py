@@ -9,6 +9,7 @@ from __future__ import annotations
 
 
 from harness.winsock import constants as C
+from sim import eventselect
 from sim import overlapped as ov
 from sim.errors import WsaError
 from sim.kernel import INFINITE
@@ -68,7 +69,9 @@ class Socket:
                  "overlapped_attr", "nonblocking", "options", "linger", "local", "listener", "conn", "udp",
                  "peer", "state", "shut_send", "shut_recv", "so_error", "pending", "port", "port_key",
                  "notify_modes", "file_signalled", "blocked", "redirect_records", "redirect", "udp_connreset",
-                 "udp_flows", "accepting", "context_pending", "endpoint_handle")
+                 "udp_flows", "accepting", "context_pending", "endpoint_handle",
+                 # the network-event record (sim.eventselect)
+                 "ev_mask", "ev_event", "ev_pending", "ev_reported", "ev_once", "ev_errors")
 
     def __init__(self, process, handle, family, type_, protocol, overlapped_attr):
         self.process = process
@@ -107,6 +110,8 @@ class Socket:
         self.context_pending = None
         # SIO_QUERY_WFP_ALE_ENDPOINT_HANDLE: a kernel-address-looking, stable value.
         self.endpoint_handle = 0xFFFF_C000_0000_0000 | (process.pid << 32) | handle
+        self.ev_mask = self.ev_event = self.ev_pending = self.ev_reported = self.ev_once = 0
+        self.ev_errors: dict = {}
 
     def __repr__(self) -> str:
         return f"<Socket 0x{self.handle:x} {self.type_name} {self.state}>"
@@ -179,6 +184,7 @@ class Socket:
             from sim.net import UdpEndpoint
             self.udp = UdpEndpoint(self.host, self.local, self, bool(self._v6only()))
             self.host.udp[self.local] = self.udp
+            eventselect.refresh(self)           # FD_WRITE: a bound UDP socket can send
 
     def _v6only(self) -> int:
         return self.family == C.AF_INET6 and self.options[(C.IPPROTO_IPV6, C.IPV6_V6ONLY)]
@@ -233,6 +239,7 @@ class Socket:
                 return False
             self._implicit_bind(ip)
             self.peer = (ip, port)
+            eventselect.reenable(self, C.FD_CONNECT)
             return False
         if self.state == "listening" or self.accepting is not None:
             # Wine test_AcceptEx (runs on Windows): connect on a socket an AcceptEx accepts into: WSAEINVAL.
@@ -249,6 +256,7 @@ class Socket:
         request = ConnectRequest(self, self.local, (ip, port))
         self.state = "connecting"
         self.conn = None
+        eventselect.reenable(self, C.FD_CONNECT)    # each connect attempt reports its own
         hook = self.host.connect_redirect
         if hook is None:
             self._start_connect(request, 0)
@@ -295,6 +303,8 @@ class Socket:
         new = self.process.new_socket(self.family, self.type, self.protocol, self.overlapped_attr)
         new.adopt(conn)
         new.inherit_from(self)
+        eventselect.inherit(new, self)
+        eventselect.reenable(self, C.FD_ACCEPT)     # accept re-enables FD_ACCEPT (WSAEventSelect page)
         return new
 
     def adopt(self, conn) -> None:
@@ -308,6 +318,7 @@ class Socket:
             # What arrived before the accept had no socket to signal: the new socket has news
             # (World.add_service: a gated service is polled again when its process has news).
             self.process.activity += 1
+        eventselect.refresh(self)           # FD_WRITE, and what arrived before the accept
 
     def inherit_from(self, listener) -> None:
         """The SOL_SOCKET options an accepted socket inherits from its listener."""
@@ -350,6 +361,7 @@ class Socket:
             data = bytes(conn.rx[:n])
             if not peek:
                 del conn.rx[:n]
+            eventselect.reenable(self, C.FD_READ)   # a receive re-enables FD_READ (WSAEventSelect page)
             return data
         if conn.peer_fin:
             return b""
@@ -438,9 +450,6 @@ class Socket:
         if ep.queue:
             return True
         if ep.pending_reset:
-            if not self.udp_connreset:
-                ep.pending_reset = False
-                return None
             return C.WSAECONNRESET
         return None
 
@@ -448,9 +457,19 @@ class Socket:
         """(src, dst, payload, meta) of the next datagram, or raise its error."""
         ep = self.udp
         if ep.queue:
-            return ep.queue.pop(0)
-        ep.pending_reset = False
+            item = ep.queue.pop(0)
+            eventselect.reenable(self, C.FD_READ)
+            return item
+        self.take_reset()
         raise WsaError(C.WSAECONNRESET)
+
+    def take_reset(self) -> int:
+        """Consume the pending ICMP port unreachable: the one receive it fails (the WSARecv and
+        recvfrom pages: WSAECONNRESET on a datagram socket reports a previous send's ICMP "Port
+        Unreachable"); the status an overlapped receive completes with."""
+        self.udp.pending_reset = False
+        eventselect.reenable(self, C.FD_READ)
+        return C.STATUS_CONNECTION_RESET
 
     def dgram_recv(self, thread):
         self._check_net()
@@ -477,6 +496,8 @@ class Socket:
         req = self.accepting            # an AcceptEx waiting for this socket's first data
         if req is not None and req.start is not None and not req.done:
             req.start(req)
+        # After the pending requests took what they wanted: what they took is no event.
+        eventselect.refresh(self)
 
     # -- shutdown / close --------------------------------------------------
     def shutdown(self, how: int) -> None:

@@ -20,7 +20,9 @@ from sim import sockaddr_io, sockopt
 from sim import status as st
 from sim.errors import WsaError
 from sim.msg import recvmsg, sendmsg
+from sim import eventselect
 from sim.poll import wsapoll
+from sim.select import wsselect
 from sim.provider import routine_refused, start_overlapped, wsp_ioctl
 from sim.c_entry import INVALID_SOCKET, SOCKET_ERROR, CallEntry, socket_call, ws2_call
 from sim.decision_points import DECISIONS
@@ -461,6 +463,10 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
                 lpCompletionRoutine):
         mem = self.memory
         try:
+            if dwBufferCount == 0:
+                # Wine dlls/ws2_32/tests/sock.c test_empty_recv (on Windows): no buffers, with a
+                # NULL array or not, is WSAEINVAL; one buffer of length 0 is a valid receive.
+                raise WsaError(C.WSAEINVAL)
             bufs = self._buffers(lpBuffers, dwBufferCount, True)
             if not lpFlags or not mem.check(lpFlags, 4, True):
                 raise WsaError(C.WSAEFAULT)
@@ -497,9 +503,9 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
             if ready is None:
                 return None
             if ready is not True:
-                sock.dgram_take() if not sock.udp.queue else None
-                sock.udp.pending_reset = False
-                return st.from_winsock(ready), 0, 0
+                # The reset is this receive's result, synchronous or through its completion
+                # (never an exception: take() also runs from the scheduler for a pending receive).
+                return sock.take_reset(), 0, 0
             item = sock.dgram_take()
             if peek:
                 sock.udp.queue.insert(0, item)
@@ -530,7 +536,10 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
                         mem.kwrite_u32(lpFlags, flags)
                     ov.complete(req, status, n, flags, synchronous=True)
                     return self._ok(thread)
-                ov.complete(req, status, n, flags)   # failed after starting: indicated, and reported
+                if status >> 30 == 3:
+                    ov.fail_at_issue(req)            # an error (a reset): not indicated
+                else:
+                    ov.complete(req, status, n, flags)   # a warning (truncation): indicated, and reported
                 return self._err(thread, st.to_winsock(status))
 
             def start(r):
@@ -538,6 +547,7 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
                 if res is not None:
                     ov.complete(r, res[0], res[1], res[2])
             req.start = start
+            eventselect.reenable(sock, C.FD_READ)    # a receive re-enables FD_READ, pending or not
             sock.pending.append(req)
             return self._err(thread, C.WSA_IO_PENDING)
         # Synchronous.
@@ -597,7 +607,7 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
             n = send()
         except WsaError as exc:
             if req is not None:
-                ov.complete(req, st.from_winsock(exc.code), 0)
+                ov.fail_at_issue(req)
             return self._err(thread, exc.code)
         if lpNumber:
             self.memory.kwrite_u32(lpNumber, n)
@@ -677,6 +687,21 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
     def WSAPoll(self, thread, fdArray, fds, timeout):
         """The WSAPoll page: readiness of several sockets, waiting up to `timeout` ms (sim.poll)."""
         return wsapoll(self, thread, fdArray, fds, timeout)
+
+    @ws2_call("int nfds, LPVOID readfds, LPVOID writefds, LPVOID exceptfds, LPVOID timeout", on_socket=False)
+    def select(self, thread, nfds, readfds, writefds, exceptfds, timeout):
+        """The select page: readiness of the sockets of three fd_sets (sim.select)."""
+        return wsselect(self, thread, readfds, writefds, exceptfds, timeout)
+
+    @socket_call("SOCKET s, WSAEVENT hEventObject, LONG lNetworkEvents")
+    def WSAEventSelect(self, thread, sock, hEventObject, lNetworkEvents):
+        """The WSAEventSelect page: which network events set which event object (sim.eventselect)."""
+        return eventselect.event_select(self, thread, sock, hEventObject, lNetworkEvents)
+
+    @socket_call("SOCKET s, WSAEVENT hEventObject, LPVOID lpNetworkEvents")
+    def WSAEnumNetworkEvents(self, thread, sock, hEventObject, lpNetworkEvents):
+        """The WSAEnumNetworkEvents page: the selected events recorded since the last call."""
+        return eventselect.enum_network_events(self, thread, sock, hEventObject, lpNetworkEvents)
 
     # -- world controls (not part of the C surface) ---------------------------
     def run(self, ms: float) -> None:

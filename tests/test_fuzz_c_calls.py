@@ -13,6 +13,8 @@ SimulationDeadlock (tests/test_sim_kernel.py covers that).
 """
 from __future__ import annotations
 
+import struct
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -72,6 +74,10 @@ DOCUMENTED = {
     "WSAResetEvent": {C.WSANOTINITIALISED, C.WSAENETDOWN, C.WSAEINPROGRESS, C.WSA_INVALID_HANDLE},
     "WSAWaitForMultipleEvents": {C.WSANOTINITIALISED, C.WSAENETDOWN, C.WSAEINPROGRESS, C.WSA_NOT_ENOUGH_MEMORY,
                                  C.WSA_INVALID_HANDLE, C.WSA_INVALID_PARAMETER},
+    # The select, WSAEventSelect and WSAEnumNetworkEvents pages.
+    "select": COMMON | {C.WSAEINTR},
+    "WSAEventSelect": COMMON,
+    "WSAEnumNetworkEvents": COMMON,
     # WSAPoll page; WSAENOTSOCK when no entry is a socket: ledger decision poll_no_valid_socket.
     "WSAPoll": {C.WSANOTINITIALISED, C.WSAENETDOWN, C.WSAEFAULT, C.WSAEINVAL, C.WSAENOBUFS, C.WSAENOTSOCK},
     "CreateIoCompletionPort": KERNEL32, "GetQueuedCompletionStatus": KERNEL32,
@@ -107,9 +113,24 @@ class World:
         self.client, self.server, self.listener = tcp_pair(api)
         one = mem.alloc(4)
         mem.write_u32(one, 1)
-        for s in (self.tcp, self.udp, self.client, self.server, self.listener):
+        # A UDP socket, bound implicitly, with an ICMP port unreachable pending: its next
+        # receive fails with WSAECONNRESET (or a pending one completes with it).
+        from harness.conformance.support import sockaddr, udp_socket
+        closed, closed_port = udp_socket(api)
+        api.closesocket(closed)
+        self.udp_reset = api.socket(C.AF_INET, C.SOCK_DGRAM, 0)
+        to, tolen = sockaddr(api, "127.0.0.1", closed_port)
+        assert api.sendto(self.udp_reset, mem.alloc(1), 1, 0, to, tolen) == 1
+        api.run(1)
+        for s in (self.tcp, self.udp, self.client, self.server, self.listener, self.udp_reset):
             api.ioctlsocket(s, C.FIONBIO, one)
         self.event = api.WSACreateEvent()
+        # An fd_set of live sockets (a guarded buffer pointer() may aim at, at any offset).
+        fdset = mem.alloc(64 + 2 * len(GUARD))
+        mem.write(fdset, GUARD + struct.pack("<II4Q", 4, 0, self.tcp, self.udp, self.client, self.listener)
+                  + bytes(24) + GUARD)
+        self.buffers.append((fdset, 64))
+        self.zero_timeval = mem.alloc(8)        # select's NULL timeout would wait for ever
         self.port = api.CreateIoCompletionPort(C.INVALID_HANDLE_VALUE, 0, 0, 0)
         self.routine = api.completion_routine(lambda *a: None)
         guid = mem.alloc(16)
@@ -122,7 +143,8 @@ class World:
             out, n = mem.alloc(8), mem.alloc(4)
             assert api.WSAIoctl(self.tcp, C.SIO_GET_EXTENSION_FUNCTION_POINTER, guid, 16, out, 8, n, 0, 0) == 0
             self.ext[name] = mem.read_u64(out)
-        self.handles = [self.tcp, self.udp, self.client, self.server, self.listener, self.event, self.port]
+        self.handles = [self.tcp, self.udp, self.client, self.server, self.listener, self.udp_reset,
+                        self.event, self.port]
 
     def guards_intact(self, referenced=()) -> bool:
         mem = self.api.memory
@@ -166,6 +188,8 @@ def _arg(world, draw, ctype, name):
     lname = name.lower()
     if ctype in ("SOCKET", "HANDLE", "WSAEVENT") or name in ("s", "Handle"):
         return draw(st.one_of(st.sampled_from(world.handles), u64))
+    if name == "timeout" and ctype == "LPVOID":
+        return world.pointer(draw) or world.zero_timeval
     if ctype == "LPVOID" or lname.startswith("lp") or name in ("buf", "name", "addr", "to", "from_", "optval",
                                                              "optlen", "namelen", "addrlen", "fromlen", "argp",
                                                              "lphEvents"):
@@ -266,3 +290,66 @@ def test_out_of_range_ints_wrap_like_ctypes():
 
 def test_overlapped_layout_is_what_completion_writes():
     assert WSAOVERLAPPED.offset("Internal") == 0 and WSAOVERLAPPED.offset("InternalHigh") == 8
+
+
+def test_receives_on_a_socket_with_a_pending_reset():
+    """Well-formed receives of every kind on a UDP socket whose ICMP port unreachable is pending
+    (the arbitrary-argument test reaches that socket too, but rarely with arguments this good):
+    the reset is the call's WSAECONNRESET, or the completion status of an overlapped receive
+    that was already pending, and never an exception from whichever call runs the scheduler."""
+    @settings(deadline=None, max_examples=60)
+    @given(kind=st.sampled_from(["recv", "recvfrom", "WSARecv", "WSARecvMsg"]),
+           pending_first=st.booleans(), mechanism=st.sampled_from(["event", "routine", "none"]),
+           count=st.integers(0, 2), length=st.sampled_from([0, 1, 64]))
+    def run(kind, pending_first, mechanism, count, length):
+        from harness.conformance.support import overlapped, sockaddr, udp_socket
+        from harness.winsock.layouts import WSABUF, WSAMSG
+        if kind == "WSARecv":
+            count = max(count, 1)              # no buffers is WSAEINVAL (Wine test_empty_recv)
+        world = World()
+        api, mem = world.api, world.api.memory
+        s, _ = udp_socket(api)
+        closed, closed_port = udp_socket(api)
+        api.closesocket(closed)
+        arr = mem.alloc(WSABUF.size * 2)
+        mem.write(arr, b"".join(WSABUF.pack(len=length, buf=mem.alloc(max(length, 1))) for _ in range(2)))
+        msg = mem.alloc(WSAMSG.size)
+        mem.write(msg, WSAMSG.pack(name=0, namelen=0, lpBuffers=arr, dwBufferCount=count, Control_len=0,
+                                   Control_buf=0, dwFlags=0))
+        n, flags, buf = mem.alloc(4), mem.alloc(4), mem.alloc(64)
+        calls = []
+        routine = api.completion_routine(lambda *a: calls.append(a[0]))
+        event = api.WSACreateEvent() if mechanism == "event" else 0
+        ovl = overlapped(api, event) if pending_first or kind in ("WSARecv", "WSARecvMsg") else 0
+        rtn = routine if mechanism == "routine" and ovl else 0
+
+        def receive():
+            if kind == "recv":
+                return api.recv(s, buf, length, 0)
+            if kind == "recvfrom":
+                return api.recvfrom(s, buf, length, 0, 0, 0)
+            if kind == "WSARecv":
+                return api.WSARecv(s, arr, count, n, flags, ovl, rtn)
+            return api.call(world.ext["WSARecvMsg"], s, msg, n, ovl, rtn)
+
+        one = mem.alloc(4)
+        mem.write_u32(one, 1)
+        api.ioctlsocket(s, C.FIONBIO, one)
+        errors = []
+        if pending_first and kind in ("WSARecv", "WSARecvMsg"):
+            assert receive() == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSA_IO_PENDING
+        to, tolen = sockaddr(api, "127.0.0.1", closed_port)
+        assert api.sendto(s, mem.alloc(1), 1, 0, to, tolen) == 1
+        api.SleepEx(5, True)                      # the ICMP arrives; routines run
+        if not (pending_first and kind in ("WSARecv", "WSARecvMsg")):
+            assert receive() == C.SOCKET_ERROR
+            errors.append(api.WSAGetLastError())
+            api.SleepEx(0, True)
+        else:
+            errors.append(C.WSAECONNRESET if calls or mem.read_u64(ovl) == C.STATUS_CONNECTION_RESET else 0)
+        assert errors == [C.WSAECONNRESET], (kind, pending_first, mechanism, errors)
+        assert calls in ([], [C.WSAECONNRESET])
+        # Reported once: the next receive has nothing to say.
+        if kind in ("recv", "recvfrom"):
+            assert receive() == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAEWOULDBLOCK
+    run()

@@ -7,6 +7,9 @@ Invariants (issue "conformance suite", part 4):
   request only as a packet, nothing else;
 - nothing completes after WSACleanup;
 - no state leaks once everything is closed.
+A UDP socket shares the port: receives on it complete with datagrams or with the
+WSAECONNRESET of an ICMP port unreachable (its sends to a closed port), through the
+same mechanisms, never as an exception from whichever call runs the scheduler.
 The profile is chosen with HYPOTHESIS_PROFILE (ci: fast; deep: nightly).
 """
 from __future__ import annotations
@@ -17,7 +20,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from harness.conformance.support import tcp_pair
+from harness.conformance.support import sockaddr, tcp_pair, udp_socket
 from harness.winsock import constants as C
 from harness.winsock.layouts import WSABUF, WSAOVERLAPPED
 from sim import SimulatedWinsock
@@ -40,6 +43,12 @@ class OverlappedMachine(RuleBasedStateMachine):
         self.api = SimulatedWinsock("windows-observed")
         self.client, self.server, self.listener = tcp_pair(self.api)
         self.port = self.api.CreateIoCompletionPort(self.server, 0, 7, 0)
+        self.udp, udp_port = udp_socket(self.api)
+        assert self.api.CreateIoCompletionPort(self.udp, self.port, 7, 0) == self.port
+        self.udp_self = sockaddr(self.api, "127.0.0.1", udp_port)
+        closed, closed_port = udp_socket(self.api)
+        self.api.closesocket(closed)                 # nobody listens there: ICMP port unreachable
+        self.udp_closed = sockaddr(self.api, "127.0.0.1", closed_port)
         self.ops: list[Op] = []
         self.by_ovl = {}
         self.closed = False
@@ -73,14 +82,24 @@ class OverlappedMachine(RuleBasedStateMachine):
 
     # -- rules ------------------------------------------------------------------
     @precondition(lambda self: not self.closed and not self.cleaned)
-    @rule(mechanism=st.sampled_from(MECHANISMS), size=st.integers(1, 64))
-    def post_recv(self, mechanism, size):
+    @rule(mechanism=st.sampled_from(MECHANISMS), size=st.integers(1, 64), udp=st.booleans())
+    def post_recv(self, mechanism, size, udp):
         api = self.api
         buf = api.memory.alloc(size)
         arr = api.memory.alloc(WSABUF.size)
         api.memory.write(arr, WSABUF.pack(len=size, buf=buf))
         flags = api.memory.alloc(4)
-        self._start("recv", mechanism, lambda ovl, r: api.WSARecv(self.server, arr, 1, 0, flags, ovl, r))
+        s = self.udp if udp else self.server
+        self._start("recv", mechanism, lambda ovl, r: api.WSARecv(s, arr, 1, 0, flags, ovl, r))
+
+    @precondition(lambda self: not self.closed and not self.cleaned)
+    @rule(to_closed_port=st.booleans())
+    def udp_send(self, to_closed_port):
+        """A datagram to itself, or one that brings back an ICMP port unreachable."""
+        api = self.api
+        to, tolen = self.udp_closed if to_closed_port else self.udp_self
+        buf = api.memory.alloc(1)
+        assert api.sendto(self.udp, buf, 1, 0, to, tolen) == 1
 
     @precondition(lambda self: not self.closed and not self.cleaned)
     @rule(mechanism=st.sampled_from(MECHANISMS), code=st.sampled_from([C.FIONREAD, 0xDEADBEEF, C.SIO_BASE_HANDLE]))
@@ -118,12 +137,15 @@ class OverlappedMachine(RuleBasedStateMachine):
     def cancel_one(self, index):
         pending = [op for op in self.ops if not self._done(op)]
         if pending:
-            self.api.CancelIoEx(self.server, pending[index % len(pending)].ovl)
+            ovl = pending[index % len(pending)].ovl
+            for s in (self.server, self.udp):        # it is pending on one of them
+                self.api.CancelIoEx(s, ovl)
 
     @precondition(lambda self: not self.closed and not self.cleaned)
     @rule()
     def close_server(self):
         assert self.api.closesocket(self.server) == 0
+        assert self.api.closesocket(self.udp) == 0
         self.closed = True
 
     @precondition(lambda self: not self.cleaned)
@@ -171,6 +193,7 @@ class OverlappedMachine(RuleBasedStateMachine):
         if not self.cleaned:
             if not self.closed:
                 api.closesocket(self.server)
+                api.closesocket(self.udp)
             self._drain()
             for op in self.ops:
                 assert self._done(op), (op.kind, op.mechanism)

@@ -152,9 +152,21 @@ LINGER = Layout("LINGER", 4, (Field("l_onoff", 0, U16), Field("l_linger", 2, U16
 # WSAPoll's array element (winsock2.h, Vista+; typedef struct pollfd ... WSAPOLLFD).
 WSAPOLLFD = Layout("WSAPOLLFD", 16, (Field("fd", 0, PTR), Field("events", 8, I16), Field("revents", 10, I16)))
 
+# select's socket set: a u_int count, then FD_SETSIZE (64) SOCKETs; a caller may declare a larger
+# array and set fd_count past 64 (Wine dlls/ws2_32/tests/sock.c test_select passes 200).
+FD_SET = Layout("fd_set", 520, (Field("fd_count", 0, U32), Field("fd_array", 8, PTR, "fd_array[0]")))
+FD_ARRAY_OFFSET = 8
+
+# select's timeout: two LONGs (32-bit on Win64).
+TIMEVAL = Layout("TIMEVAL", 8, (Field("tv_sec", 0, I32), Field("tv_usec", 4, I32)))
+
+# WSAEnumNetworkEvents' result: the events, then one error per FD_*_BIT (FD_MAX_EVENTS = 10).
+WSANETWORKEVENTS = Layout("WSANETWORKEVENTS", 44, (
+    Field("lNetworkEvents", 0, I32), Field("iErrorCode", 4, I32, "iErrorCode[0]")))
+
 ALL_LAYOUTS = (GUID, WSAOVERLAPPED, WSABUF, WSAMSG, WSACMSGHDR, SOCKADDR, SOCKADDR_IN,
                SOCKADDR_IN6, SOCKADDR_STORAGE, IN_PKTINFO, IN6_PKTINFO, WSADATA,
-               WSATHREADID, TCP_KEEPALIVE, LINGER, WSAPOLLFD)
+               WSATHREADID, TCP_KEEPALIVE, LINGER, WSAPOLLFD, FD_SET, TIMEVAL, WSANETWORKEVENTS)
 
 POINTER_SIZE = 8
 

@@ -15,7 +15,7 @@ from harness.conformance.support import Guarded, dword, overlapped, sockaddr, tc
 from harness.winsock.memory import AccessViolation
 from harness.winsock import constants as C
 from harness.winsock.api import PROTOTYPES
-from harness.winsock.layouts import WSABUF, WSAPOLLFD, guid_bytes
+from harness.winsock.layouts import FD_SET, WSABUF, WSANETWORKEVENTS, WSAPOLLFD, guid_bytes
 
 
 def _bytes(api, data: bytes) -> int:
@@ -165,6 +165,17 @@ def test_every_prototype_is_callable_with_a_real_result(wapi):
     dbuf = Guarded(wapi, 16)
     assert api.recvfrom(b, dbuf.ptr, 16, 0, frm.ptr, frmlen.ptr) == 5 and dbuf.read(5) == b"dgram"
     assert struct.unpack(">H", frm.read()[2:4])[0] == pa
+
+    # select, WSAEventSelect, WSAEnumNetworkEvents
+    fds = wapi.memory.alloc(FD_SET.size)
+    wapi.memory.write(fds, FD_SET.pack(fd_count=1, fd_array=client))
+    assert api.select(0, 0, fds, 0, 0) == 1 and wapi.memory.read_u32(fds) == 1      # writable
+    ev = api.WSACreateEvent()
+    assert api.WSAEventSelect(b, ev, C.FD_READ | C.FD_WRITE) == 0
+    netev = Guarded(wapi, WSANETWORKEVENTS.size)
+    assert api.WSAEnumNetworkEvents(b, ev, netev.ptr) == 0
+    assert struct.unpack("<i", netev.read(4))[0] == C.FD_WRITE                       # a bound UDP socket
+    assert api.WSAEventSelect(b, 0, 0) == 0 and api.WSACloseEvent(ev) == 1
 
     # completion port: a posted packet, then the port closed
     port = api.CreateIoCompletionPort(C.INVALID_HANDLE_VALUE, 0, 0, 0)
