@@ -5,17 +5,6 @@ or the mingw-w64 compiler is missing (`./run tests` installs both).
 """
 import pytest
 
-from harness.agent.protocol import AgentUnavailable
-
-
-@pytest.fixture(scope="session")
-def wine_available():
-    from harness.agent.pool import check_target
-    try:
-        check_target("wine")
-    except AgentUnavailable as exc:
-        pytest.skip(str(exc))
-
 
 @pytest.fixture
 def wapi(wine_available):
