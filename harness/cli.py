@@ -55,11 +55,10 @@ class _Collector:
                 self.skips[reason.removeprefix("Skipped: ")] += 1
             self.results[report.nodeid] = report.outcome if report.when == "call" or report.skipped else "error"
 
-    @pytest.fixture(scope="session", autouse=True)
-    def _wfp_selection(self, record_testsuite_property):
-        """The JUnit file says when it holds a selection rather than the whole suite."""
-        if self.selection:
-            record_testsuite_property("wfp.selection", " ".join(self.selection))
+    def pytest_configure(self, config):
+        # The JUnit file says when it holds a selection rather than the whole suite
+        # (recorded by harness.pytest_plugin's testsuite properties).
+        config._wfp_selection = " ".join(self.selection)
 
     def pytest_terminal_summary(self, terminalreporter):
         for line in report_lines(self, self.profile, self.target, self.junit, self.deviations, self.notes):

@@ -126,6 +126,9 @@ def _wfp_junit_properties(request, record_testsuite_property):
     from harness import targets
     record_testsuite_property("wfp.os_build", targets.os_build(state["target"], state["options"]))
     record_testsuite_property("wfp.driver_version", os.environ.get("WFP_DRIVER_VERSION", "none"))
+    selection = getattr(request.config, "_wfp_selection", "")
+    if selection:
+        record_testsuite_property("wfp.selection", selection)
 
 
 @pytest.fixture
