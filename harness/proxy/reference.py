@@ -422,12 +422,7 @@ class IocpRedirectProxy(RedirectProxy):
 
     def close(self) -> None:
         api = self.api
-        for conn in self.connections:
-            for s in (conn.client, conn.out):
-                if s:
-                    api.closesocket(s)
-        self.connections = {}
-        super().close()
+        super().close()                              # connections, UDP flows, listeners
         for (handler, s, *_rest) in list(self.port.ops.values()):
             if handler == self._accept_done:
                 api.closesocket(s)                   # the accept sockets of outstanding AcceptEx calls

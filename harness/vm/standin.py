@@ -42,8 +42,9 @@ EMULATOR = Path(__file__).with_name("winemu.py")
 TEMPLATE_FILES = ("knobs.json", "locale.json")
 
 
-def keygen(path: Path) -> Path:
-    subprocess.run([SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(path)],
+def keygen(path: Path, key_type: str = "ed25519", passphrase: str = "") -> Path:
+    """A key pair made by OpenSSH's own tool."""
+    subprocess.run([SSH_KEYGEN, "-q", "-t", key_type, "-N", passphrase, "-C", "", "-f", str(path)],
                    check=True, stdin=subprocess.DEVNULL)
     return path
 
@@ -54,7 +55,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (sshd's per-connection children outlive the listener)."""
     kids: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -92,16 +94,17 @@ class Sshd:
 
     def _config(self) -> Path:
         cfg = self.root / "sshd_config"
-        path = f"{self.path_prefix}:/usr/local/bin:/usr/bin:/bin" if self.path_prefix else "/usr/local/bin:/usr/bin:/bin"
+        # PATH (set only with path_prefix) puts the Windows command emulators first, as System32 is on Windows.
+        path = f" PATH={self.path_prefix}:/usr/local/bin:/usr/bin:/bin" if self.path_prefix else ""
         cfg.write_text(
             f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.host_key}\n"
             f"PidFile {self.root / 'sshd.pid'}\nAuthorizedKeysFile {self.root / 'authorized_keys'}\n"
             "PubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
             f"PermitRootLogin prohibit-password\nAllowUsers {self.user}\nStrictModes no\nUsePAM no\n"
             "UseDNS no\nPrintMotd no\nLogLevel VERBOSE\nSubsystem sftp internal-sftp\n"
-            # SHLVL=1 keeps the machine user's dotfiles out of commands; PATH
-            # puts the Windows command emulators first, as System32 is on Windows.
-            f"SetEnv SHLVL=1 PATH={path}\n")
+            # bash sources ~/.bashrc for a command run by sshd only as a top-level shell (SHLVL < 2):
+            # SHLVL=1 keeps the machine user's dotfiles (a stale pyenv lock, say) out of commands.
+            f"SetEnv SHLVL=1{path}\n")
         return cfg
 
     def start(self, port: int | None = None) -> "Sshd":
@@ -139,7 +142,7 @@ class Sshd:
         """SIGKILL sshd and every process it started (what a crash looks like)."""
         if self.proc is None:
             return
-        for pid in _descendants(self.proc.pid) + [self.proc.pid]:
+        for pid in descendants(self.proc.pid) + [self.proc.pid]:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -150,7 +153,7 @@ class Sshd:
     def stop(self) -> None:
         if self.proc is None:
             return
-        kids = _descendants(self.proc.pid)
+        kids = descendants(self.proc.pid)
         self.proc.terminate()
         try:
             self.proc.wait(timeout=5)

@@ -10,29 +10,16 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
-import signal
-import socket
 import subprocess
-import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from harness.vm.redact import SecretRegistry
+from harness.vm import standin
 from harness.vm.ssh import GuestSsh, SshEndpoint
-
-SSHD = "/usr/sbin/sshd"
-SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
-
-
-def keygen(path: Path, key_type: str = "ed25519", passphrase: str = "") -> Path:
-    """Generate a key pair with OpenSSH's own tool (not paramiko)."""
-    subprocess.run([SSH_KEYGEN, "-q", "-t", key_type, "-N", passphrase, "-C", "", "-f", str(path)],
-                   check=True, stdin=subprocess.DEVNULL)
-    return path
+from harness.vm.standin import SSH_KEYGEN, SSHD, descendants, keygen  # noqa: F401 (descendants: for the lab tests)
 
 
 def ssh_fingerprint(pub: Path) -> str:
@@ -42,55 +29,8 @@ def ssh_fingerprint(pub: Path) -> str:
     return out.split()[1]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _children_map() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        # Field 4 is the ppid; the command name (field 2) may contain spaces.
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        kids.setdefault(ppid, []).append(int(entry))
-    return kids
-
-
-def descendants(pid: int) -> list[int]:
-    kids = _children_map()
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        for c in kids.get(p, []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-@dataclass
-class Sshd:
-    root: Path
-    host_key: Path
-    user_key: Path
-    user: str
-    boot_id_path: Path
-    port: int = 0
-    proc: subprocess.Popen | None = None
-    log_path: Path = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.log_path = self.root / "sshd.log"
-
-    @property
-    def host_key_line(self) -> str:
-        return Path(str(self.host_key) + ".pub").read_text().strip()
+class Sshd(standin.Sshd):
+    """The lab's sshd stand-in (harness.vm.standin), plus what the SSH tests ask of it."""
 
     @property
     def host_fingerprint(self) -> str:
@@ -98,98 +38,6 @@ class Sshd:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def _write_config(self) -> Path:
-        cfg = self.root / "sshd_config"
-        cfg.write_text(
-            f"Port {self.port}\n"
-            "ListenAddress 127.0.0.1\n"
-            f"HostKey {self.host_key}\n"
-            f"PidFile {self.root / 'sshd.pid'}\n"
-            f"AuthorizedKeysFile {self.root / 'authorized_keys'}\n"
-            "PubkeyAuthentication yes\n"
-            "PasswordAuthentication no\n"
-            "KbdInteractiveAuthentication no\n"
-            "PermitRootLogin prohibit-password\n"
-            f"AllowUsers {self.user}\n"
-            "StrictModes no\n"
-            "UsePAM no\n"
-            "UseDNS no\n"
-            "PrintMotd no\n"
-            "LogLevel VERBOSE\n"
-            "Subsystem sftp internal-sftp\n"
-            # bash sources ~/.bashrc for a command run by sshd only as a top-level shell (SHLVL < 2):
-            # keep the machine user's dotfiles out of the stand-in (here: a pyenv rehash whose lock,
-            # left by a session a fault test killed, hangs every later command).
-            "SetEnv SHLVL=1\n"
-        )
-        return cfg
-
-    def start(self, port: int | None = None) -> "Sshd":
-        if os.geteuid() == 0:
-            # sshd's privilege-separation directory (systemd makes it at boot).
-            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-        for _attempt in range(5):
-            self.port = port or _free_port()
-            cfg = self._write_config()
-            with open(self.log_path, "ab") as logf:
-                self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(cfg)],
-                                             stdin=subprocess.DEVNULL, stdout=logf, stderr=logf)
-            if self._wait_ready(15.0):
-                return self
-            self.stop()
-            if port is not None:
-                break
-        raise RuntimeError(f"sshd did not start; log:\n{self.log()}")
-
-    def _wait_ready(self, limit: float) -> bool:
-        end = time.monotonic() + limit
-        while time.monotonic() < end:
-            if self.proc is not None and self.proc.poll() is not None:
-                return False  # e.g. the port was taken meanwhile
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-                    s.settimeout(5)
-                    if s.recv(64).startswith(b"SSH-2.0-"):
-                        return True
-            except OSError:
-                pass
-            time.sleep(0.05)
-        return False
-
-    def kill_hard(self) -> None:
-        """SIGKILL sshd and every process it started (sessions, commands).
-
-        sshd's per-connection children survive the listener's death, so a
-        "crash" of the SSH server has to take them down too.
-        """
-        if self.proc is None:
-            return
-        victims = descendants(self.proc.pid) + [self.proc.pid]
-        for pid in victims:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.proc.wait(timeout=10)
-        self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        kids = descendants(self.proc.pid)
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-        for pid in kids:  # only processes this daemon started
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.proc = None
 
     def endpoint(self, **overrides) -> SshEndpoint:
         kw = dict(host="127.0.0.1", port=self.port, username=self.user,
