@@ -126,6 +126,13 @@ DECISIONS: dict[str, DecisionPoint] = {d.name: d for d in (
         read_in="sim/poll.py",
         counted="counted: the return value is 'the number of elements ... for which revents is nonzero'",
         not_counted="not counted: only the sockets' entries with revents are"),
+    _dp("udp_shared_address_delivery", "winsock",
+        "Which of several UDP sockets bound to the same address and port (SO_REUSEADDR on all) receives a "
+        "unicast datagram; the Winsock page 'Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE' calls it "
+        "non-deterministic.",
+        read_in="sim/socket.py",
+        first="the socket bound first, until it closes (as Wine test_reuseaddr shows for TCP listeners on Windows)",
+        newest="the socket bound last, until it closes"),
     _dp("zero_length_probe", "memory",
         "Is a zero-length buffer at an invalid address a fault?",
         read_in="sim/memory.py",

@@ -133,10 +133,13 @@ class PortIndex:
     uses is not handed out again.
     """
 
-    __slots__ = ("users", "taken", "first", "last", "next")
+    __slots__ = ("users", "taken", "first", "last", "next", "reserved")
 
     def __init__(self):
         self.users: dict = {}
+        # port -> {(width, plain address): [binds with no option, SO_REUSEADDR, SO_EXCLUSIVEADDRUSE]}:
+        # the bound sockets' reservations (sim/addresses.py), one dictionary lookup per bind.
+        self.reserved: dict = {}
         self.taken = {4: bytearray(65536), 16: bytearray(65536)}
         self.set_range(EPHEMERAL_FIRST, EPHEMERAL_LAST - EPHEMERAL_FIRST + 1)
 
@@ -244,6 +247,9 @@ class Host:
         self.tcp_conns: dict[tuple, TcpConn] = Endpoints(self.ports["tcp"])
         self.tcp_listeners: dict[tuple, TcpListener] = Endpoints(self.ports["tcp"])
         self.udp: dict[tuple, UdpEndpoint] = Endpoints(self.ports["udp"])
+        # Sockets sharing one local address (sim/addresses.py lets them): one is in the table
+        # above and gets the traffic, the others wait here in line for it to close.
+        self.waiting: dict = {}            # (table, (ip, port)) -> [TcpListener or UdpEndpoint, ...]
         self._iss = itertools.count(0x1000_0000, 0x0101_0101)
         # Hook for the WFP connect-redirect layer (sim.wfp): sees every connect.
         self.connect_redirect = None
@@ -293,6 +299,38 @@ class Host:
     def set_dynamic_ports(self, proto: str, start: int, num: int) -> None:
         """`netsh int ipv4 set dynamicport <proto> start=<start> num=<num>` for this host."""
         self.ports[proto].set_range(start, num)
+
+    # -- sockets sharing an address ------------------------------------------
+    def add_endpoint(self, table: dict, endpoint, newest_first: bool = False) -> None:
+        """Put a listener or UDP endpoint in its table; one already there on the same address keeps
+        the traffic (or, `newest_first`, hands it over) and the other waits in line."""
+        key = endpoint.local
+        held = table.get(key)
+        if held is None:
+            table[key] = endpoint
+            return
+        line = self.waiting.setdefault((id(table), key), [])
+        if newest_first:
+            line.insert(0, held)
+            table[key] = endpoint
+        else:
+            line.append(endpoint)
+
+    def remove_endpoint(self, table: dict, endpoint) -> None:
+        """Take a listener or UDP endpoint out; the next in line on its address takes its place."""
+        key = endpoint.local
+        line = self.waiting.get((id(table), key))
+        if table.get(key) is endpoint:
+            if line:
+                table[key] = line.pop(0)
+            else:
+                del table[key]
+        elif line and endpoint in line:
+            line.remove(endpoint)
+        else:
+            return
+        if line is not None and not line:
+            del self.waiting[(id(table), key)]
 
     # -- TCP ---------------------------------------------------------------
     def tcp_connect(self, socket, local, remote, meta) -> TcpConn:

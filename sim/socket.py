@@ -9,13 +9,17 @@ from __future__ import annotations
 
 
 from harness.winsock import constants as C
-from sim import eventselect
+from sim import addresses, eventselect
 from sim import overlapped as ov
+from sim.decision_points import DECISIONS
 from sim.errors import WsaError
 from sim.kernel import INFINITE
 from sim.net import ANY4, ANY6, is_v4_mapped, unmap
 
 MAX_UDP_PAYLOAD = 65507
+
+# Decision points this module reads (sim/decision_points.py), checked when it is imported.
+_UDP_NEWEST_FIRST = DECISIONS["udp_shared_address_delivery"].choice("newest")
 
 
 class ConnectRequest:
@@ -69,7 +73,7 @@ class Socket:
                  "overlapped_attr", "nonblocking", "options", "linger", "local", "listener", "conn", "udp",
                  "peer", "state", "shut_send", "shut_recv", "so_error", "pending", "port", "port_key",
                  "notify_modes", "file_signalled", "blocked", "redirect_records", "redirect", "udp_connreset",
-                 "udp_flows", "accepting", "context_pending", "endpoint_handle",
+                 "udp_flows", "accepting", "context_pending", "endpoint_handle", "reservation",
                  # the network-event record (sim.eventselect)
                  "ev_mask", "ev_event", "ev_pending", "ev_reported", "ev_once", "ev_errors")
 
@@ -110,6 +114,7 @@ class Socket:
         self.context_pending = None
         # SIO_QUERY_WFP_ALE_ENDPOINT_HANDLE: a kernel-address-looking, stable value.
         self.endpoint_handle = 0xFFFF_C000_0000_0000 | (process.pid << 32) | handle
+        self.reservation = None         # its hold on the local port (sim/addresses.py), from bind to close
         self.ev_mask = self.ev_event = self.ev_pending = self.ev_reported = self.ev_once = 0
         self.ev_errors: dict = {}
 
@@ -176,14 +181,17 @@ class Socket:
             port = self.host.ephemeral_port(self._table(), ip)
             if port == 0:
                 raise WsaError(C.WSAENOBUFS)
-        elif self.host.port_in_use(self._table(), ip, port) and not self.options[(C.SOL_SOCKET, C.SO_REUSEADDR)]:
-            raise WsaError(C.WSAEADDRINUSE)
+        # Sharing the port with sockets bound before: SO_REUSEADDR, SO_EXCLUSIVEADDRUSE and the
+        # wildcard rules (sim/addresses.py); WSAEADDRINUSE or WSAEACCES.
+        self.reservation = addresses.reserve(self, ip, port)
         self.local = (ip, port)
         self.state = "bound"
         if self.is_udp:
             from sim.net import UdpEndpoint
             self.udp = UdpEndpoint(self.host, self.local, self, bool(self._v6only()))
-            self.host.udp[self.local] = self.udp
+            # Which of several sockets sharing the address gets a datagram: profile.
+            self.host.add_endpoint(self.host.udp, self.udp,
+                                   self.process.profile.udp_shared_address_delivery == _UDP_NEWEST_FIRST)
             eventselect.refresh(self)           # FD_WRITE: a bound UDP socket can send
 
     def _v6only(self) -> int:
@@ -211,7 +219,10 @@ class Socket:
         if self.listener is None:
             from sim.net import TcpListener
             self.listener = TcpListener(self.host, self.local, backlog, self, bool(self._v6only()))
-            self.host.tcp_listeners[self.local] = self.listener
+            # Wine test_reuseaddr (runs on Windows; todo_wine): a second socket sharing the address
+            # (SO_REUSEADDR on both) listens too, and connections go to the first one listening
+            # until it closes, then to the next.
+            self.host.add_endpoint(self.host.tcp_listeners, self.listener)
         else:
             self.listener.backlog = backlog
         self.state = "listening"
@@ -534,14 +545,16 @@ class Socket:
             conn.socket = None
         if self.listener is not None:
             lst = self.listener
-            if host.tcp_listeners.get(lst.local) is lst:
-                del host.tcp_listeners[lst.local]
+            host.remove_endpoint(host.tcp_listeners, lst)
             for conn in lst.queue:
                 host.tcp_abort(conn)
             lst.queue.clear()
             lst.socket = None
-        if self.udp is not None and host.udp.get(self.local) is self.udp:
-            del host.udp[self.local]
+        if self.udp is not None:
+            host.remove_endpoint(host.udp, self.udp)
+        if self.reservation is not None:
+            self.reservation.release()
+            self.reservation = None
         self.state = "closed"
         self.kernel.poke()
 

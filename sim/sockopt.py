@@ -11,6 +11,7 @@ import struct
 
 from harness.winsock import constants as C
 from harness.winsock.layouts import LINGER
+from sim import addresses
 from sim.errors import WsaError
 from sim.decision_points import DECISIONS
 
@@ -86,6 +87,7 @@ def setsockopt(sock, mem, level: int, name: int, optval: int, optlen: int) -> No
     value = int.from_bytes(raw, "little", signed=False)
     if key == (C.IPPROTO_IPV6, C.IPV6_V6ONLY) and sock.local is not None:
         raise WsaError(C.WSAEINVAL)          # cannot change after bind
+    addresses.check_option(sock, key, value)     # SO_REUSEADDR and SO_EXCLUSIVEADDRUSE exclude each other
     if key in ((C.SOL_SOCKET, C.SO_RCVBUF), (C.SOL_SOCKET, C.SO_SNDBUF), (C.SOL_SOCKET, C.SO_RCVTIMEO),
                (C.SOL_SOCKET, C.SO_SNDTIMEO), (C.IPPROTO_IP, C.IP_TTL), (C.IPPROTO_IPV6, C.IPV6_UNICAST_HOPS)):
         if optlen < 4:
