@@ -133,6 +133,12 @@ DECISIONS: dict[str, DecisionPoint] = {d.name: d for d in (
         read_in="sim/socket.py",
         first="the socket bound first, until it closes (as Wine test_reuseaddr shows for TCP listeners on Windows)",
         newest="the socket bound last, until it closes"),
+    _dp("connect_pair_in_use", "winsock",
+        "connect from a local address shared with another socket (SO_REUSEADDR on both) to the destination "
+        "that socket is already connected to: the same local and remote pair twice.",
+        read_in="sim/socket.py",
+        WSAEADDRINUSE="fails with WSAEADDRINUSE (the connect page: 'the socket's local address is already in use')",
+        WSAEADDRNOTAVAIL="fails with WSAEADDRNOTAVAIL (the pair is not available)"),
     _dp("zero_length_probe", "memory",
         "Is a zero-length buffer at an invalid address a fault?",
         read_in="sim/memory.py",

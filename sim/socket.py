@@ -20,6 +20,8 @@ MAX_UDP_PAYLOAD = 65507
 
 # Decision points this module reads (sim/decision_points.py), checked when it is imported.
 _UDP_NEWEST_FIRST = DECISIONS["udp_shared_address_delivery"].choice("newest")
+_PAIR_IN_USE_ERROR = {DECISIONS["connect_pair_in_use"].choice("WSAEADDRINUSE"): C.WSAEADDRINUSE,
+                      DECISIONS["connect_pair_in_use"].choice("WSAEADDRNOTAVAIL"): C.WSAEADDRNOTAVAIL}
 
 
 class ConnectRequest:
@@ -264,6 +266,10 @@ class Socket:
         if self.family == C.AF_INET6 and is_v4_mapped(ip) and self._v6only():
             raise WsaError(C.WSAEAFNOSUPPORT)
         self._implicit_bind(ip)
+        if (self.local + (ip, port)) in self.host.tcp_conns:
+            # Sockets sharing a local address (SO_REUSEADDR) cannot both connect to one destination;
+            # the error is the profile's (connect_pair_in_use).
+            raise WsaError(_PAIR_IN_USE_ERROR[self.process.profile.connect_pair_in_use])
         request = ConnectRequest(self, self.local, (ip, port))
         self.state = "connecting"
         self.conn = None

@@ -321,7 +321,9 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
     def setsockopt(self, thread, sock, level, optname, optval, optlen):
         if level == C.SOL_SOCKET and optname in (C.SO_UPDATE_ACCEPT_CONTEXT, C.SO_UPDATE_CONNECT_CONTEXT):
             return self._run(thread, self._update_context, sock, optname, optval, optlen)
-        return self._run(thread, sockopt.setsockopt, sock, self.memory, level, optname, optval, optlen)
+        # optname is a C int: SO_EXCLUSIVEADDRUSE, ((int)(~SO_REUSEADDR)) in winsock2.h, arrives as -5;
+        # the option tables (harness/winsock/constants.py) spell it as the unsigned DWORD.
+        return self._run(thread, sockopt.setsockopt, sock, self.memory, level, optname & 0xFFFFFFFF, optval, optlen)
 
     def _update_context(self, sock, optname, optval, optlen):
         """SO_UPDATE_ACCEPT_CONTEXT / SO_UPDATE_CONNECT_CONTEXT (AcceptEx and ConnectEx Remarks).
@@ -354,7 +356,8 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
 
     @socket_call("SOCKET s, int level, int optname, LPVOID optval, LPVOID optlen")
     def getsockopt(self, thread, sock, level, optname, optval, optlen):
-        return self._run(thread, sockopt.getsockopt, sock, self.memory, level, optname, optval, optlen)
+        return self._run(thread, sockopt.getsockopt, sock, self.memory, level, optname & 0xFFFFFFFF, optval,
+                         optlen)     # SO_EXCLUSIVEADDRUSE: as in setsockopt
 
     # -- IOCTLs ------------------------------------------------------------
     @socket_call("SOCKET s, LONG cmd, LPVOID argp")

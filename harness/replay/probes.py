@@ -454,6 +454,59 @@ def probe_poll_nval_counted(api):
     return _choose({1: "counted", 0: "not_counted"}, rc, ev)
 
 
+def _shared(api, type_, proto, count):
+    """`count` sockets with SO_REUSEADDR bound to one loopback port; the port."""
+    sockets, port = [], 0
+    for _ in range(count):
+        s = api.socket(C.AF_INET, type_, proto)
+        if s == C.INVALID_SOCKET or api.setsockopt(s, C.SOL_SOCKET, C.SO_REUSEADDR, _u32(api, 1), 4):
+            raise NotProbed(f"socket with SO_REUSEADDR: {_name(_err(api))}")
+        ptr, n = _sockaddr(api, port)
+        if api.bind(s, ptr, n):
+            raise NotProbed(f"bind to a shared loopback port failed: {_name(_err(api))}")
+        if not port:
+            length = _u32(api, n)
+            if api.getsockname(s, ptr, length):
+                raise NotProbed(f"getsockname failed: {_name(_err(api))}")
+            port = struct.unpack(">H", api.memory.read(ptr + 2, 2))[0]
+        sockets.append(s)
+    return sockets, port
+
+
+def probe_udp_shared_address_delivery(api):
+    (first, second), port = _shared(api, C.SOCK_DGRAM, C.IPPROTO_UDP, 2)
+    sender = api.socket(C.AF_INET, C.SOCK_DGRAM, C.IPPROTO_UDP)
+    to, tolen = _sockaddr(api, port)
+    data = api.memory.alloc(4)
+    api.memory.write(data, b"ping")
+    if api.sendto(sender, data, 4, 0, to, tolen) != 4:
+        raise NotProbed(f"sendto failed: {_name(_err(api))}")
+    api.SleepEx(50, False)
+    queued = []
+    for s in (first, second):
+        n = _u32(api, 0)
+        api.ioctlsocket(s, C.FIONREAD, n)
+        queued.append(api.memory.read_u32(n))
+    ev = f"two UDP sockets with SO_REUSEADDR on one loopback port, one datagram: FIONREAD first {queued[0]}, second {queued[1]}"
+    return _choose({(4, 0): "first", (0, 4): "newest"}, tuple(queued), ev)
+
+
+def probe_connect_pair_in_use(api):
+    lst = _tcp(api)
+    ptr, n = _sockaddr(api)
+    length = _u32(api, n)
+    if api.bind(lst, ptr, n) or api.listen(lst, 4) or api.getsockname(lst, ptr, length):
+        raise NotProbed(f"could not listen on loopback: {_name(_err(api))}")
+    (a, b), _ = _shared(api, C.SOCK_STREAM, C.IPPROTO_TCP, 2)
+    if api.connect(a, ptr, n):
+        raise NotProbed(f"connect from the shared address failed: {_name(_err(api))}")
+    rc = api.connect(b, ptr, n)
+    err = _err(api)
+    ev = f"second connect from a shared local address to the same listener -> {rc}, last error {_name(err)}"
+    return _choose({C.WSAEADDRINUSE: "WSAEADDRINUSE", C.WSAEADDRNOTAVAIL: "WSAEADDRNOTAVAIL"},
+                   err if rc == -1 else None, ev)
+
+
 def probe_acceptex_short_address(api):
     from harness.proxy import redirect as rd
     from harness.winsock.layouts import SOCKADDR_IN
