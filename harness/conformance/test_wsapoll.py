@@ -7,6 +7,8 @@ page and Windows disagree the profile decides (poll_no_valid_socket,
 poll_nval_counted). REQ is every request flag, as Wine's check_poll asks.
 """
 import struct
+import threading
+import time
 
 import pytest
 
@@ -193,6 +195,23 @@ def test_listener_becomes_readable(api):
     assert poll_one(api, lst, REQ, 0) == 0
 
 
+def test_listener_reports_until_every_connection_is_accepted(api):
+    """The page: POLLRDNORM on a listening socket means accept will not block; with two connections
+    pending it stays set after the first accept and clears after the second (Wine test_WSAPoll:
+    nothing without a pending connection)."""
+    lst, port = listener(api)
+    ptr, n = sockaddr(api, "127.0.0.1", port)
+    for _ in range(2):
+        client = api.socket(C.AF_INET, C.SOCK_STREAM, C.IPPROTO_TCP)
+        assert api.connect(client, ptr, n) == 0, api.WSAGetLastError()
+    assert poll_one(api, lst, REQ, 1000) == C.POLLRDNORM
+    _nonblocking(api, lst)
+    assert api.accept(lst, 0, 0) != C.INVALID_SOCKET
+    assert poll_one(api, lst, REQ, 1000) == C.POLLRDNORM
+    assert api.accept(lst, 0, 0) != C.INVALID_SOCKET
+    assert poll_one(api, lst, REQ, 0) == 0
+
+
 # --- connected TCP -----------------------------------------------------------------------------------
 
 def test_connected_sockets_are_writable(api, pair):
@@ -222,6 +241,40 @@ def test_timeout_returns_zero(api, pair):
     client, server, _ = pair
     assert poll(api, [(server, C.POLLRDNORM), (client, C.POLLRDNORM)], 50) == (0, 0, [0, 0])
     assert poll(api, [(server, C.POLLRDNORM)], 0) == (0, 0, [0])
+
+
+@pytest.mark.parametrize("timeout", [-1, -1000, -2**31])
+def test_negative_timeout_waits_until_ready(api, pair, timeout):
+    """The page: 'Less than zero: The wait is indefinite'; any negative value, INT_MIN included. The
+    poll returns once the peer's data is there."""
+    client, server, _ = pair
+    _send(api, client, b"late")
+    assert poll_one(api, server, C.POLLRDNORM, timeout) == C.POLLRDNORM
+
+
+def test_socket_closed_during_poll(api, pair):
+    """Wine test_WSAPoll 'closing a socket while selecting on it' (runs on Windows): another thread
+    closes the only polled socket; the poll, waiting indefinitely here (a negative timeout), returns 1
+    with revents POLLNVAL (the page: POLLNVAL 'the socket ... was closed')."""
+    if not hasattr(api, "new_thread"):
+        pytest.skip("needs a second thread of the target")
+    client, _, _ = pair
+    closer, started, result = api.new_thread("closer"), threading.Event(), {}
+
+    def close_soon():
+        with api.as_thread(closer):
+            api.GetCurrentThreadId()          # this Python thread now takes part (the simulator's waker)
+            started.set()
+            time.sleep(0.2)                   # ordering only: the poll is waiting by then
+            result["close"] = api.closesocket(client)
+
+    t = threading.Thread(target=close_soon)
+    t.start()
+    started.wait()
+    outcome = poll(api, [(client, C.POLLRDNORM | C.POLLRDBAND)], -1)
+    t.join(timeout=60)
+    assert not t.is_alive() and result == {"close": 0}
+    assert outcome == (1, 0, [C.POLLNVAL])
 
 
 def test_own_shutdown_changes_nothing(api, pair):
