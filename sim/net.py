@@ -28,6 +28,7 @@ SYN, ACK, FIN, RST, PSH = 0x02, 0x10, 0x01, 0x04, 0x08
 
 
 ANY4, ANY6 = bytes(4), bytes(16)
+V4_MAPPED_ANY = V4_MAPPED_PREFIX + ANY4         # ::ffff:0.0.0.0, a dual-stack socket's IPv4 wildcard
 LOOP4, LOOP6 = ip_bytes("127.0.0.1"), ip_bytes("::1")
 
 
@@ -371,9 +372,11 @@ class Host:
         lst = self.tcp_listeners.get(dst)
         if lst is None:
             plain = unmap(ip)
-            candidates = [(ANY4 if len(plain) == 4 else ANY6, port)]
-            if len(plain) == 4:
-                candidates += [(v4_mapped(plain), port), (ANY6, port)]
+            # The exact address (v4-mapped on a dual-stack socket) before the wildcards (Wine
+            # test_reuseaddr on Windows: a loopback listener beside a wildcard one gets the
+            # connection); then 0.0.0.0, ::ffff:0.0.0.0, and :: on a dual-stack socket.
+            candidates = ([(v4_mapped(plain), port), (ANY4, port), (V4_MAPPED_ANY, port), (ANY6, port)]
+                          if len(plain) == 4 else [(ANY6, port)])
             for cand in candidates:
                 lst = self.tcp_listeners.get(cand)
                 if lst is not None and not (len(cand[0]) == 16 and len(plain) == 4 and lst.v6only):
@@ -487,8 +490,8 @@ class Host:
         if ep is None:
             ip, port = local
             plain = unmap(ip)
-            for cand in ([(ANY4, port), (v4_mapped(plain), port), (ANY6, port)] if len(plain) == 4
-                         else [(ANY6, port)]):
+            for cand in ([(v4_mapped(plain), port), (ANY4, port), (V4_MAPPED_ANY, port), (ANY6, port)]
+                         if len(plain) == 4 else [(ANY6, port)]):     # the order of _find_listener
                 ep = self.udp.get(cand)
                 if ep is not None and not (len(cand[0]) == 16 and len(plain) == 4 and ep.v6only):
                     break
