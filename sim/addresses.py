@@ -8,7 +8,8 @@ page "Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE"
 (learn.microsoft.com/windows/win32/winsock/using-so-reuseaddr-and-so-exclusiveaddruse)
 describes the same enhanced socket security for Winsock (Windows Server 2003 and later).
 Wine dlls/ws2_32/tests/sock.c test_reuseaddr and test_ipv6only run the table's cells on
-Windows, IPv4, IPv6 and dual-stack, and settle what the pages leave open:
+Windows, IPv4, IPv6 and dual-stack (docs/windows-observed.md items 150-153), and settle what
+the pages leave open:
 
 * a dual-stack socket bound to :: (IPV6_V6ONLY off) takes IPv4 as a wildcard wider than
   0.0.0.0: against 0.0.0.0 it plays the table's wildcard and 0.0.0.0 its specific
