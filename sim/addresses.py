@@ -127,14 +127,33 @@ def check(index, port: int, option: int, wanted: tuple) -> int:
 
 
 class Reservation:
-    """One socket's hold on a port: its claims and the option it was bound with."""
+    """One socket's hold on a port: its claims, the option it was bound with, and how many sockets
+    hold it (a listener bound with SO_EXCLUSIVEADDRUSE and the connections it accepted)."""
 
-    __slots__ = ("index", "port", "option", "claims")
+    __slots__ = ("index", "port", "option", "claims", "holders")
 
     def __init__(self, index, port, option, claims_):
         self.index, self.port, self.option, self.claims = index, port, option, claims_
+        self.holders = 1
+
+    def share(self):
+        """The reservation an accepted connection holds, or None. "If a listening socket with
+        SO_EXCLUSIVEADDRUSE set accepts a connection and is then subsequently closed, another
+        socket (also with SO_EXCLUSIVEADDRUSE) cannot bind to the same port as the first socket
+        until the original connection becomes inactive" (the "Using SO_REUSEADDR and
+        SO_EXCLUSIVEADDRUSE" page). Assumed: the accepted connection keeps the listener's claims
+        whole, so the table answers every later bind as if the listener were still bound; a
+        listener bound without the option leaves its port free once it closes (the page names
+        the lingering only for SO_EXCLUSIVEADDRUSE)."""
+        if self.option != EXCLUSIVE:
+            return None
+        self.holders += 1
+        return self
 
     def release(self) -> None:
+        self.holders -= 1
+        if self.holders:
+            return
         held = self.index.reserved[self.port]
         for claim in self.claims:
             counts = held[claim]

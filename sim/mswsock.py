@@ -99,7 +99,7 @@ class Mswsock:
                 queue = lst.listener.queue if lst.listener is not None else ()
                 if not queue:
                     return None
-                acc.adopt(queue.pop(0))
+                acc.adopt(queue.pop(0), lst)
                 acc.context_pending = "accept"
             if short:
                 return C.STATUS_BUFFER_TOO_SMALL, 0      # the address does not fit (Wine test_AcceptEx)

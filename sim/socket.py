@@ -318,14 +318,16 @@ class Socket:
             self.block(thread, lambda: True if lst.queue else None, "accept")
         conn = lst.queue.pop(0)
         new = self.process.new_socket(self.family, self.type, self.protocol, self.overlapped_attr)
-        new.adopt(conn)
+        new.adopt(conn, self)
         new.inherit_from(self)
         eventselect.inherit(new, self)
         eventselect.reenable(self, C.FD_ACCEPT)     # accept re-enables FD_ACCEPT (WSAEventSelect page)
         return new
 
-    def adopt(self, conn) -> None:
+    def adopt(self, conn, listener) -> None:
         """Take an established connection from a listener's queue (accept, AcceptEx)."""
+        if listener.reservation is not None:
+            self.reservation = listener.reservation.share()     # sim/addresses.py
         self.conn = conn
         self.local = conn.local
         self.state = "connected"

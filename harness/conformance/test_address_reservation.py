@@ -262,6 +262,29 @@ def test_bound_udp_port_is_in_use(api):
     assert api.closesocket(first) == 0
 
 
+@pytest.mark.parametrize("option", [NONE, EXCL])
+def test_accepted_connection_outlives_its_listener(api, option):
+    """"If a listening socket with SO_EXCLUSIVEADDRUSE set accepts a connection and is then
+    subsequently closed, another socket (also with SO_EXCLUSIVEADDRUSE) cannot bind to the same port
+    as the first socket until the original connection becomes inactive" (the "Using SO_REUSEADDR
+    and SO_EXCLUSIVEADDRUSE" page). Without the option the closed listener's port is free again
+    while its connection lives (assumed: the page names the lingering only for the option)."""
+    port = free_port(api)
+    listener = bound(api, WILD4, port, option)
+    assert api.listen(listener, 1) == 0
+    client = connect_to(api, LOOP4, port)
+    accepted = api.accept(listener, 0, 0)
+    assert accepted != C.INVALID_SOCKET, api.WSAGetLastError()
+    assert api.closesocket(listener) == 0
+    again = make(api, WILD4, option)
+    assert bind(api, again, WILD4, port) == (C.WSAEADDRINUSE if option == EXCL else 0)
+    if option == EXCL:
+        assert api.closesocket(accepted) == 0
+        assert bind(api, again, WILD4, port) == 0             # the connection is gone
+    for s in (again, client):
+        assert api.closesocket(s) == 0
+
+
 # --- the two options on one socket, and after bind -----------------------------------------------
 
 @pytest.mark.parametrize("first", [REUSE, EXCL])
