@@ -9,7 +9,7 @@ from __future__ import annotations
 
 
 from harness.winsock import constants as C
-from sim import eventselect
+from sim import eventselect, sockopt
 from sim import overlapped as ov
 from sim.errors import WsaError
 from sim.kernel import INFINITE
@@ -321,9 +321,8 @@ class Socket:
         eventselect.refresh(self)           # FD_WRITE, and what arrived before the accept
 
     def inherit_from(self, listener) -> None:
-        """The SOL_SOCKET options an accepted socket inherits from its listener."""
-        if self.options != listener.options:      # usually both hold the defaults: nothing to copy
-            self.options.update({k: v for k, v in listener.options.items() if k[0] == C.SOL_SOCKET})
+        """The options an accepted socket inherits from its listener (the rule: sim.sockopt.inherit)."""
+        sockopt.inherit(self, listener)
 
     # -- streams -----------------------------------------------------------
     def _stream_check(self, sending: bool) -> None:
