@@ -93,10 +93,14 @@ OPTIONS = {
     (C.SOL_SOCKET, C.SO_ERROR): Opt(),
     (C.SOL_SOCKET, C.SO_TYPE): Opt(read_only=True),
     (C.SOL_SOCKET, C.SO_ACCEPTCONN): Opt(read_only=True),
+    # Wine test_extendedSocketOptions: 65507 (or 65527) on UDP. TCP: the SOL_SOCKET page says it
+    # "has no meaning for stream oriented sockets"; WSAENOPROTOOPT there is assumed.
+    (C.SOL_SOCKET, C.SO_MAX_MSG_SIZE): Opt(65507, read_only=True, on="dgram", elsewhere=C.WSAENOPROTOOPT),
     (C.IPPROTO_TCP, C.TCP_NODELAY): _BYTE,
     (C.IPPROTO_TCP, C.TCP_KEEPALIVE): Opt(7200),                    # seconds; host-valued default
     (C.IPPROTO_TCP, C.TCP_KEEPCNT): Opt(10, maximum=255),
     (C.IPPROTO_TCP, C.TCP_KEEPINTVL): Opt(1),
+    (C.IPPROTO_IP, C.IP_OPTIONS): Opt(),                           # bytes, not an integer: _OPTIONS_BYTES
     (C.IPPROTO_IP, C.IP_HDRINCL): Opt(on="raw"),
     (C.IPPROTO_IP, C.IP_TOS): _IP_BYTE,                             # accepted and stored; no effect on packets
     (C.IPPROTO_IP, C.IP_TTL): Opt(128, short=True, maximum=255),    # host-valued default
@@ -126,6 +130,11 @@ _KEEPCNT = {(C.IPPROTO_TCP, C.TCP_KEEPCNT), (C.IPPROTO_TCP, C.TCP_KEEPINTVL)}
 _LINGER = (C.SOL_SOCKET, C.SO_LINGER)
 _DONTLINGER = (C.SOL_SOCKET, C.SO_DONTLINGER)
 _ERROR = (C.SOL_SOCKET, C.SO_ERROR)
+# IP_OPTIONS holds the IPv4 header options, up to 40 bytes (RFC 791); Wine test_sockopt_validity:
+# it reads (empty at first) and takes back what it read on TCP and UDP. A longer value is
+# WSAEINVAL (assumed: the IPPROTO_IP options page gives no error for it).
+_IP_OPTIONS = (C.IPPROTO_IP, C.IP_OPTIONS)
+_IP_OPTIONS_MAX = 40
 # Wine test_accept_inheritance: SOL_SOCKET options and TCP_NODELAY pass to the accepted socket;
 # the rest of both levels alike (assumed); IP-level values are not inherited (assumed).
 INHERITED_LEVELS = (C.SOL_SOCKET, C.IPPROTO_TCP)
@@ -196,6 +205,8 @@ def setsockopt(sock, mem, level: int, name: int, optval: int, optlen: int) -> No
         raise WsaError(C.WSAENOPROTOOPT)
     if optval == 0:
         raise WsaError(C.WSAEFAULT)
+    if key == _IP_OPTIONS:
+        return _set_ip_options(sock, mem, optval, optlen)
     sol = level == C.SOL_SOCKET
     if optlen < 0:
         if not (sol and spec.width == 4):
@@ -220,6 +231,22 @@ def setsockopt(sock, mem, level: int, name: int, optval: int, optlen: int) -> No
     _store(sock, key, (1 if value else 0) if spec.boolean else value)
 
 
+def _set_ip_options(sock, mem, optval: int, optlen: int) -> None:
+    if optlen < 0 or optlen > _IP_OPTIONS_MAX:
+        raise WsaError(C.WSAEINVAL)
+    if not mem.check(optval, optlen, False):
+        raise WsaError(C.WSAEFAULT)
+    sock.options[_IP_OPTIONS] = mem.kread(optval, optlen) if optlen else b""
+
+
+def _get_ip_options(sock, mem, optval: int, optlen_ptr: int, have: int) -> None:
+    data = sock.options.get(_IP_OPTIONS, b"")
+    if have < len(data) or (data and (optval == 0 or not mem.check(optval, len(data), True))):
+        raise WsaError(C.WSAEFAULT)
+    mem.kwrite(optval, data)
+    mem.kwrite_u32(optlen_ptr, len(data))
+
+
 def _set_wfp(sock, mem, key, optval: int, optlen: int) -> None:
     # A DWORD switches delivery of the redirect cmsg on or off; a longer value is a
     # records blob attached to the socket's next flow (sim.wfp validates it).
@@ -239,6 +266,8 @@ def getsockopt(sock, mem, level: int, name: int, optval: int, optlen_ptr: int) -
     spec = _spec(sock, level, name)
     key = (level, name)
     have = mem.kread_i32(optlen_ptr)
+    if key == _IP_OPTIONS:
+        return _get_ip_options(sock, mem, optval, optlen_ptr, have)
     if spec is None:
         value, width, short = sock.options.get(key, 0), 4, False
     else:

@@ -152,12 +152,12 @@ def test_option_lengths(api, decide, row):
 
 # Wine test_sockopt_validity: (option, getsockopt error, setsockopt error) per IP level and socket
 # type, for the options the model has (0: works; set with the value get returned).
-IP_TCP = [(-1, C.WSAENOPROTOOPT, 0), (C.IP_HDRINCL, C.WSAEINVAL, 0), (C.IP_TOS, 0, 0), (C.IP_TTL, 0, 0),
+IP_TCP = [(-1, C.WSAENOPROTOOPT, 0), (C.IP_OPTIONS, 0, 0), (C.IP_HDRINCL, C.WSAEINVAL, 0), (C.IP_TOS, 0, 0), (C.IP_TTL, 0, 0),
           (C.IP_MULTICAST_IF, C.WSAEINVAL, 0), (C.IP_MULTICAST_TTL, C.WSAEINVAL, 0),
           (C.IP_MULTICAST_LOOP, C.WSAEINVAL, 0), (C.IP_ADD_MEMBERSHIP, C.WSAENOPROTOOPT, 0),
           (C.IP_DROP_MEMBERSHIP, C.WSAENOPROTOOPT, 0), (C.IP_DONTFRAGMENT, 0, 0), (C.IP_PKTINFO, C.WSAEINVAL, 0),
           (C.IP_RECVTTL, C.WSAEINVAL, 0), (C.IP_UNICAST_IF, 0, 0), (C.IP_RECVTOS, C.WSAEINVAL, 0)]
-IP_UDP = [(-1, C.WSAENOPROTOOPT, 0), (C.IP_HDRINCL, C.WSAEINVAL, 0), (C.IP_TOS, 0, 0), (C.IP_TTL, 0, 0),
+IP_UDP = [(-1, C.WSAENOPROTOOPT, 0), (C.IP_OPTIONS, 0, 0), (C.IP_HDRINCL, C.WSAEINVAL, 0), (C.IP_TOS, 0, 0), (C.IP_TTL, 0, 0),
           (C.IP_MULTICAST_IF, 0, 0), (C.IP_MULTICAST_TTL, 0, 0), (C.IP_MULTICAST_LOOP, 0, 0),
           (C.IP_ADD_MEMBERSHIP, C.WSAENOPROTOOPT, 0), (C.IP_DROP_MEMBERSHIP, C.WSAENOPROTOOPT, 0),
           (C.IP_DONTFRAGMENT, 0, 0), (C.IP_PKTINFO, 0, 0), (C.IP_RECVTTL, 0, 0), (C.IP_UNICAST_IF, 0, 0),
@@ -177,8 +177,17 @@ VALIDITY = [(V4, TCP, IP, t) for t in IP_TCP] + [(V4, UDP, IP, t) for t in IP_UD
            [(V6, TCP, IP6, t) for t in IP6_TCP] + [(V6, UDP, IP6, t) for t in IP6_UDP]
 
 
+
+
+def _option_name(level, name):
+    prefix = "IPV6_" if level == IP6 else "IP_"
+    names = [k for k, v in vars(C).items() if k.startswith(prefix) and v == name and "WFP" not in k]
+    return names[0] if names else str(name)
+
+
 @pytest.mark.parametrize("family,type_,level,test", [
-    pytest.param(*v, id=f"{'v6' if v[0] == V6 else 'v4'}-{'tcp' if v[1] == TCP else 'udp'}-{v[3][0]}",
+    pytest.param(*v, id=f"{'v6' if v[0] == V6 else 'v4'}-{'tcp' if v[1] == TCP else 'udp'}-"
+                        f"{_option_name(v[2], v[3][0])}",
                  marks=[pytest.mark.ipv6] if v[0] == V6 else []) for v in VALIDITY])
 def test_option_validity(api, family, type_, level, test):
     """Wine test_sockopt_validity: which IPPROTO_IP and IPPROTO_IPV6 options exist on TCP and UDP
@@ -258,6 +267,15 @@ def test_so_debug_is_a_bool(api):
     assert _get(api, s, SOL, C.SO_DEBUG, 4) == (0, 0, 0, 4)
     assert _set(api, s, SOL, C.SO_DEBUG, 2, 4) == (0, 0)
     assert _get(api, s, SOL, C.SO_DEBUG, 4) == (0, 0, 1, 4)
+
+
+def test_max_msg_size_on_udp(api):
+    """Wine test_extendedSocketOptions: SO_MAX_MSG_SIZE on a bound UDP socket is 65507 or 65527."""
+    u = _sock(api, V4, UDP)
+    ptr, n = sockaddr(api, "0.0.0.0", 0)
+    assert api.bind(u, ptr, n) == 0
+    rc, _err, value, size = _get(api, u, SOL, C.SO_MAX_MSG_SIZE, 4)
+    assert rc == 0 and value in (65507, 65527) and size == 4
 
 
 def test_linger_is_tcp_only_and_dontlinger_mirrors_it(api):
