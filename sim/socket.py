@@ -71,7 +71,7 @@ class Socket:
                  "notify_modes", "file_signalled", "blocked", "redirect_records", "redirect", "udp_connreset",
                  "udp_flows", "accepting", "context_pending", "endpoint_handle",
                  # the network-event record (sim.eventselect)
-                 "ev_mask", "ev_event", "ev_pending", "ev_reported", "ev_once", "ev_errors")
+                 "ev_mask", "ev_event", "ev_pending", "ev_reported", "ev_once", "ev_errors", "ev_armed")
 
     def __init__(self, process, handle, family, type_, protocol, overlapped_attr):
         self.process = process
@@ -112,6 +112,7 @@ class Socket:
         self.endpoint_handle = 0xFFFF_C000_0000_0000 | (process.pid << 32) | handle
         self.ev_mask = self.ev_event = self.ev_pending = self.ev_reported = self.ev_once = 0
         self.ev_errors: dict = {}
+        self.ev_armed = None            # {event bit: amount when armed} (sim.eventselect)
 
     def __repr__(self) -> str:
         return f"<Socket 0x{self.handle:x} {self.type_name} {self.state}>"
