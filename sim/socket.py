@@ -90,7 +90,7 @@ class Socket:
         self.listener = None
         self.conn = None
         self.udp = None
-        self.peer = None                # UDP default destination after connect()
+        self.peer = None                # UDP: default destination after connect(); TCP: where connect() goes
         self.state = "new"              # new, bound, listening, connecting, connected, failed, closed
         self.shut_send = False
         self.shut_recv = False
@@ -248,12 +248,15 @@ class Socket:
         if self.state == "connected":
             raise WsaError(C.WSAEISCONN)
         if self.state == "connecting":
-            raise WsaError(C.WSAEALREADY)
+            # Wine test_connecting_socket (runs on Windows): a second connect() while connect()
+            # is in progress is WSAEALREADY; connect() while a ConnectEx is, WSAEINVAL.
+            raise WsaError(C.WSAEINVAL if self.connectex_pending() else C.WSAEALREADY)
         if unmap(ip) in (ANY4, ANY6) or port == 0:
             raise WsaError(C.WSAEADDRNOTAVAIL)
         if self.family == C.AF_INET6 and is_v4_mapped(ip) and self._v6only():
             raise WsaError(C.WSAEAFNOSUPPORT)
         self._implicit_bind(ip)
+        self.peer = (ip, port)
         request = ConnectRequest(self, self.local, (ip, port))
         self.state = "connecting"
         self.conn = None
@@ -277,6 +280,10 @@ class Socket:
             self.kernel.poke()
             return
         self.conn = self.host.tcp_connect(self, self.local, request.remote, request.meta)
+
+    def connectex_pending(self) -> bool:
+        """A ConnectEx (sim.mswsock) is connecting this socket."""
+        return any(req.kind == "connect" for req in self.pending)
 
     def _connect_settled(self) -> bool:
         return self.state != "connecting" or (self.conn is not None and self.conn.state != "SYN_SENT")
@@ -559,6 +566,10 @@ class Socket:
         if self.is_tcp:
             if self.state == "connecting":
                 self._settle_connect()
+            if self.state == "connecting" and not self.connectex_pending():
+                # Wine test_connecting_socket (runs on Windows): while connect() is in progress
+                # getpeername succeeds; while a ConnectEx is, it is WSAENOTCONN.
+                return self.peer
             if self.state != "connected":
                 raise WsaError(C.WSAENOTCONN)
             return self.conn.remote
