@@ -153,6 +153,8 @@ def _spec(sock, level: int, name: int):
     spec = OPTIONS.get(key)
     if spec is None:
         raise WsaError(C.WSAENOPROTOOPT)
+    # Assumed (no source shows either): IPPROTO_TCP on a non-TCP socket is WSAENOPROTOOPT, an
+    # IPPROTO_IPV6 option on an AF_INET socket WSAEINVAL.
     if level == C.IPPROTO_TCP and not sock.is_tcp:
         raise WsaError(C.WSAENOPROTOOPT)
     if level == C.IPPROTO_IPV6 and sock.family != C.AF_INET6:
