@@ -210,7 +210,8 @@ def test_option_validity(api, family, type_, level, test):
 def test_sockets_level_and_null_values(api):
     """Wine test_set_getsockopt and test_extendedSocketOptions: a level such as 0xffffffff, 0x8000,
     0x1234ffff, 0x8000ffff or 0x800 is WSAEINVAL; a NULL optval is WSAEFAULT whatever the length
-    (SO_LINGER, SO_DONTLINGER), and so is a value passed instead of a pointer (SO_DONTROUTE, 1)."""
+    (SO_LINGER, SO_DONTLINGER), and so is a value passed instead of a pointer (SO_DONTROUTE, 1);
+    so are getsockopt's NULL optval and NULL optlen."""
     s = _sock(api, V4, TCP)
     for level in (0xFFFFFFFF, 0x8000, 0x1234FFFF, 0x8000FFFF, 0x800):
         assert _set(api, s, level, C.SO_RCVTIMEO, 1000, 4) == (C.SOCKET_ERROR, C.WSAEINVAL)
@@ -220,6 +221,12 @@ def test_sockets_level_and_null_values(api):
         assert api.setsockopt(s, SOL, name, 0, length) == C.SOCKET_ERROR
         assert api.WSAGetLastError() == C.WSAEFAULT
     assert api.setsockopt(s, SOL, C.SO_DONTROUTE, 1, 1) == C.SOCKET_ERROR
+    assert api.WSAGetLastError() == C.WSAEFAULT
+    # getsockopt page: WSAEFAULT when optval or optlen is not valid user memory.
+    n = dword(api, 4)
+    assert api.getsockopt(s, SOL, C.SO_RCVBUF, 0, n.ptr) == C.SOCKET_ERROR
+    assert api.WSAGetLastError() == C.WSAEFAULT
+    assert api.getsockopt(s, SOL, C.SO_RCVBUF, dword(api).ptr, 0) == C.SOCKET_ERROR
     assert api.WSAGetLastError() == C.WSAEFAULT
 
 
