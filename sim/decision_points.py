@@ -116,6 +116,20 @@ DECISIONS: dict[str, DecisionPoint] = {d.name: d for d in (
         WSAEFAULT="fails at once with WSAEFAULT (the page: 'at least 16 bytes more than the maximum address length')",
         pending_buffer_too_small="only a zero remote length fails at once; otherwise it goes pending and the "
                                  "completion fails with STATUS_BUFFER_TOO_SMALL"),
+    # --- socket options (sim/sockopt.py) ---------------------------------
+    _dp("sockopt_negative_length", "winsock",
+        "setsockopt with a negative optlen on an option outside SOL_SOCKET or a 1-byte BOOLEAN "
+        "(Wine dlls/ws2_32/tests/sock.c test_set_getsockopt: WSAENOBUFS, broken() WSAEFAULT "
+        "between Windows 7 and Windows 10 21H1).",
+        read_in="sim/sockopt.py",
+        WSAENOBUFS="fails with WSAENOBUFS (Windows 10 21H1 and later)",
+        WSAEFAULT="fails with WSAEFAULT, the pages' 'optlen too small' (Windows 7 to 10 21H1)"),
+    _dp("tcp_keepcnt_keepintvl", "winsock",
+        "Whether IPPROTO_TCP TCP_KEEPCNT and TCP_KEEPINTVL exist (Wine test_set_getsockopt: "
+        "supported, broken() WSAENOPROTOOPT before Windows 10).",
+        read_in="sim/sockopt.py",
+        supported="get and set work (TCP_KEEPCNT refuses values above 255 with WSAEINVAL)",
+        WSAENOPROTOOPT="both fail with WSAENOPROTOOPT (before Windows 10 1709)"),
     _dp("poll_no_valid_socket", "winsock",
         "WSAPoll when no entry of the array names a socket (negative fds, closed or foreign handles).",
         read_in="sim/poll.py",

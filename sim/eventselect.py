@@ -17,21 +17,21 @@ The model, per socket (attributes `ev_*` of sim.socket.Socket):
   WSAEventSelect page's table: recv/recvfrom/WSARecv for FD_READ, accept/AcceptEx for
   FD_ACCEPT); FD_CONNECT, FD_WRITE and FD_CLOSE happen once (the simulator has no flow
   control, so FD_WRITE never re-arms after a full send buffer);
-* WSAEventSelect re-enables every event (Wine test_read_events and test_accept_events,
-  both todo_wine: after a repeated WSAEventSelect, new data or a new connection is
-  reported again) but records nothing by itself (test_write_events, test_read_events:
-  after re-selecting, nothing that was already enumerated comes back), and signals the
-  event when a pending event is selected (test_accept_events, "select on a subset
-  containing FD_ACCEPT first");
+* WSAEventSelect re-enables every event but records nothing by itself (test_write_events,
+  test_read_events: after re-selecting, nothing that was already enumerated comes back),
+  and signals the event when a pending event is selected (test_accept_events, "select on
+  a subset containing FD_ACCEPT first"). An FD_READ or FD_ACCEPT that still holds when it
+  is re-enabled this way is *armed*: it is recorded again at the next arrival of data or
+  of a connection, and at nothing else (Wine test_read_events and test_accept_events, in
+  event mode: after a repeated WSAEventSelect, nothing is reported until more data or a new
+  connection arrives, and then FD_READ or FD_ACCEPT is, check_events_todo: Windows does, Wine
+  8.0 not); an arrival is the readable amount growing past what it was when armed;
 * WSAEnumNetworkEvents reports `ev_pending & ev_mask`, forgets those (only those: Wine
   test_read_events, events not selected stay pending) and resets the event.
 
 Readiness is read from the transport without changing it, as sim.poll does. An
 overlapped receive that takes arriving data before the record is refreshed leaves no
 FD_READ behind (Wine test_read_events: data for a pending WSARecv is not an event).
-Approximation: a refresh runs on every transport event of the socket, so after a
-repeated WSAEventSelect, unread data is reported again on the next transport event
-(Windows: on the next arrival of data).
 """
 from __future__ import annotations
 
@@ -92,8 +92,39 @@ def _state(sock):
     return events, None
 
 
+# Events a repeated WSAEventSelect arms while they hold (the rest are re-enabled outright).
+ARMABLE = (C.FD_READ, C.FD_ACCEPT)
+
+
+def _amount(sock, bit: int) -> int:
+    """How much of an armable event is there: bytes or datagrams to read, connections to accept."""
+    if bit == C.FD_ACCEPT:
+        lst = sock.listener
+        return len(lst.queue) if lst is not None and sock.state == "listening" else 0
+    if sock.is_tcp:
+        return len(sock.conn.rx) if sock.conn is not None else 0
+    ep = sock.udp
+    return len(ep.queue) + ep.pending_reset if ep is not None else 0
+
+
+def _arrivals(sock) -> None:
+    """Fire the armed events whose amount grew: new data or a new connection arrived."""
+    armed = sock.ev_armed
+    for bit in list(armed):
+        now = _amount(sock, bit)
+        if now > armed[bit]:
+            del armed[bit]
+            sock.ev_reported &= ~bit        # re-enabled: the arrival records it
+        else:
+            armed[bit] = now                # a pending receive took some: count from here
+    if not armed:
+        sock.ev_armed = None
+
+
 def refresh(sock) -> None:
     """Record what the socket's state shows that is not recorded yet; signal if selected."""
+    if sock.ev_armed:
+        _arrivals(sock)
     events, errors = _state(sock)
     new = events & ~sock.ev_reported & ~(sock.ev_once & ONCE)
     if not new:
@@ -112,6 +143,10 @@ def reenable(sock, events: int) -> None:
     FD_CONNECT): forget the event, then record it again if it still holds."""
     sock.ev_reported &= ~events
     sock.ev_pending &= ~events
+    if sock.ev_armed:
+        for bit in list(sock.ev_armed):
+            if bit & events:
+                del sock.ev_armed[bit]
     sock.ev_once &= ~(events & ONCE)
     refresh(sock)
 
@@ -148,7 +183,11 @@ def event_select(api, thread, sock, hEventObject: int, lNetworkEvents: int) -> i
     sock.nonblocking = True
     sock.ev_mask = lNetworkEvents & C.FD_ALL_EVENTS
     sock.ev_event = hEventObject
-    sock.ev_reported &= sock.ev_once      # re-enable all but the once-only events
+    # Re-enable all but the once-only events; one that still holds waits for its next arrival.
+    held, _ = _state(sock)
+    armed = {bit: _amount(sock, bit) for bit in ARMABLE if held & sock.ev_reported & bit}
+    sock.ev_armed = armed or None
+    sock.ev_reported &= sock.ev_once | sum(armed)
     _signal(sock)
     return api._ok(thread)
 

@@ -99,10 +99,13 @@ class Mswsock:
                 queue = lst.listener.queue if lst.listener is not None else ()
                 if not queue:
                     return None
+                if short:
+                    # The address does not fit: the completion fails and the connection stays
+                    # queued for the next accept (Wine test_AcceptEx, "The above connection
+                    # request is not accepted": accept() then gets it).
+                    return C.STATUS_BUFFER_TOO_SMALL, 0
                 acc.adopt(queue.pop(0), lst)
                 acc.context_pending = "accept"
-            if short:
-                return C.STATUS_BUFFER_TOO_SMALL, 0      # the address does not fit (Wine test_AcceptEx)
             if dwReceiveDataLength == 0:
                 n = 0
             else:
@@ -160,7 +163,9 @@ class Mswsock:
             if sock.state == "connected":
                 raise WsaError(C.WSAEISCONN)      # Wine test_connect
             if sock.state == "connecting":
-                raise WsaError(C.WSAEALREADY)
+                # Wine test_connecting_socket (runs on Windows): ConnectEx while connect() or
+                # another ConnectEx is in progress is WSAEINVAL, not connect's WSAEALREADY.
+                raise WsaError(C.WSAEINVAL)
             if sock.local is None:
                 raise WsaError(C.WSAEINVAL)       # page: s must be "previously bound"
             ip, port = sockaddr_io.read(mem, name, namelen, sock.family)

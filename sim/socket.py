@@ -9,7 +9,7 @@ from __future__ import annotations
 
 
 from harness.winsock import constants as C
-from sim import addresses, eventselect
+from sim import addresses, eventselect, sockopt
 from sim import overlapped as ov
 from sim.decision_points import DECISIONS
 from sim.errors import WsaError
@@ -77,7 +77,7 @@ class Socket:
                  "notify_modes", "file_signalled", "blocked", "redirect_records", "redirect", "udp_connreset",
                  "udp_flows", "accepting", "context_pending", "endpoint_handle", "reservation",
                  # the network-event record (sim.eventselect)
-                 "ev_mask", "ev_event", "ev_pending", "ev_reported", "ev_once", "ev_errors")
+                 "ev_mask", "ev_event", "ev_pending", "ev_reported", "ev_once", "ev_errors", "ev_armed")
 
     def __init__(self, process, handle, family, type_, protocol, overlapped_attr):
         self.process = process
@@ -96,7 +96,7 @@ class Socket:
         self.listener = None
         self.conn = None
         self.udp = None
-        self.peer = None                # UDP default destination after connect()
+        self.peer = None                # UDP: default destination after connect(); TCP: where connect() goes
         self.state = "new"              # new, bound, listening, connecting, connected, failed, closed
         self.shut_send = False
         self.shut_recv = False
@@ -119,6 +119,7 @@ class Socket:
         self.reservation = None         # its hold on the local port (sim/addresses.py), from bind to close
         self.ev_mask = self.ev_event = self.ev_pending = self.ev_reported = self.ev_once = 0
         self.ev_errors: dict = {}
+        self.ev_armed = None            # {event bit: amount when armed} (sim.eventselect)
 
     def __repr__(self) -> str:
         return f"<Socket 0x{self.handle:x} {self.type_name} {self.state}>"
@@ -260,7 +261,9 @@ class Socket:
         if self.state == "connected":
             raise WsaError(C.WSAEISCONN)
         if self.state == "connecting":
-            raise WsaError(C.WSAEALREADY)
+            # Wine test_connecting_socket (runs on Windows): a second connect() while connect()
+            # is in progress is WSAEALREADY; connect() while a ConnectEx is, WSAEINVAL.
+            raise WsaError(C.WSAEINVAL if self.connectex_pending() else C.WSAEALREADY)
         if unmap(ip) in (ANY4, ANY6) or port == 0:
             raise WsaError(C.WSAEADDRNOTAVAIL)
         if self.family == C.AF_INET6 and is_v4_mapped(ip) and self._v6only():
@@ -270,6 +273,7 @@ class Socket:
             # Sockets sharing a local address (SO_REUSEADDR) cannot both connect to one destination;
             # the error is the profile's (connect_pair_in_use).
             raise WsaError(_PAIR_IN_USE_ERROR[self.process.profile.connect_pair_in_use])
+        self.peer = (ip, port)
         request = ConnectRequest(self, self.local, (ip, port))
         self.state = "connecting"
         self.conn = None
@@ -293,6 +297,10 @@ class Socket:
             self.kernel.poke()
             return
         self.conn = self.host.tcp_connect(self, self.local, request.remote, request.meta)
+
+    def connectex_pending(self) -> bool:
+        """A ConnectEx (sim.mswsock) is connecting this socket."""
+        return any(req.kind == "connect" for req in self.pending)
 
     def _connect_settled(self) -> bool:
         return self.state != "connecting" or (self.conn is not None and self.conn.state != "SYN_SENT")
@@ -340,9 +348,8 @@ class Socket:
         eventselect.refresh(self)           # FD_WRITE, and what arrived before the accept
 
     def inherit_from(self, listener) -> None:
-        """The SOL_SOCKET options an accepted socket inherits from its listener."""
-        if self.options != listener.options:      # usually both hold the defaults: nothing to copy
-            self.options.update({k: v for k, v in listener.options.items() if k[0] == C.SOL_SOCKET})
+        """The options an accepted socket inherits from its listener (the rule: sim.sockopt.inherit)."""
+        sockopt.inherit(self, listener)
 
     # -- streams -----------------------------------------------------------
     def _stream_check(self, sending: bool) -> None:
@@ -580,6 +587,10 @@ class Socket:
         if self.is_tcp:
             if self.state == "connecting":
                 self._settle_connect()
+            if self.state == "connecting" and not self.connectex_pending():
+                # Wine test_connecting_socket (runs on Windows): while connect() is in progress
+                # getpeername succeeds; while a ConnectEx is, it is WSAENOTCONN.
+                return self.peer
             if self.state != "connected":
                 raise WsaError(C.WSAENOTCONN)
             return self.conn.remote

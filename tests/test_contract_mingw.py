@@ -49,6 +49,9 @@ _WFP_SIO = "SDK mstcpip.h WFP proxy block; mingw-w64 mstcpip.h lacks it (docs/fa
 ABSENT_FROM_MINGW = {
     "IOC_WSK": "SDK ws2def.h only (WSK-specific ioctl class, Vista+)",
     "MSG_ERRQUEUE": "SDK ws2def.h 0x1000 (Win10 WSAMSG flag); mingw-w64 10 lacks it",
+    "TCP_KEEPALIVE": "SDK ws2ipdef.h 3 (Vista+); mingw-w64 10 lacks it",
+    "TCP_KEEPCNT": "SDK ws2ipdef.h 16 (Windows 10 1709+); mingw-w64 10 lacks it",
+    "TCP_KEEPINTVL": "SDK ws2ipdef.h 17 (Windows 10 1709+); mingw-w64 10 lacks it",
     "SIO_IDEAL_SEND_BACKLOG_QUERY": "SDK only, _IOR('t', 123, ULONG); mingw-w64 10 lacks it",
     "SIO_QUERY_WFP_ALE_ENDPOINT_HANDLE": _WFP_SIO,
     "SIO_QUERY_WFP_CONNECTION_REDIRECT_RECORDS": _WFP_SIO,

@@ -23,6 +23,7 @@ from harness.winsock import PROTOTYPES, EXTENSION_PROTOTYPES
 from harness.winsock import constants as C
 from harness.winsock.layouts import WSAOVERLAPPED, guid_bytes
 from sim import SimulatedWinsock
+from sim.sockopt import OPTIONS as _OPTIONS
 
 GUARD = b"\x5A" * 64
 PAGE = 0x1000
@@ -56,7 +57,8 @@ DOCUMENTED = {
     "shutdown": COMMON | {C.WSAENOTCONN},
     "send": SOCKET_IO, "recv": SOCKET_IO, "sendto": SOCKET_IO, "recvfrom": SOCKET_IO,
     "getsockname": COMMON, "getpeername": COMMON | {C.WSAENOTCONN},
-    "setsockopt": COMMON | {C.WSAENETRESET, C.WSAENOPROTOOPT, C.WSAENOTCONN},
+    # WSAENOBUFS: a negative optlen (ledger decision sockopt_negative_length).
+    "setsockopt": COMMON | {C.WSAENETRESET, C.WSAENOPROTOOPT, C.WSAENOTCONN, C.WSAENOBUFS},
     "getsockopt": COMMON | {C.WSAENOPROTOOPT},
     "WSAIoctl": SOCKET_IO | {C.WSAENOPROTOOPT, C.WSAEACCES, C.ERROR_INSUFFICIENT_BUFFER, C.FWP_E_NOT_FOUND},
     "WSARecv": SOCKET_IO, "WSASend": SOCKET_IO, "WSARecvMsg": SOCKET_IO, "WSASendMsg": SOCKET_IO,
@@ -91,6 +93,10 @@ NO_ERROR_PATH = {"WSAGetLastError", "WSASetLastError", "GetLastError", "GetCurre
                  "GetAcceptExSockaddrs"}   # void: parses a buffer, reports nothing
 SKIP = {"WSACleanup"}   # would end the world for the other calls; covered in the conformance suite
 
+# Every option the model knows (sim/sockopt.py), so the option paths are reached, not only WSAEINVAL.
+SOCKOPT_LEVELS = sorted({level for level, _ in _OPTIONS} | {C.IPPROTO_UDP})
+SOCKOPT_NAMES = sorted({name for _, name in _OPTIONS} | {C.SO_UPDATE_ACCEPT_CONTEXT, C.SO_UPDATE_CONNECT_CONTEXT,
+                                                        C.IP_WFP_REDIRECT_RECORDS, C.IP_WFP_REDIRECT_CONTEXT})
 u64 = st.integers(min_value=0, max_value=2**64 - 1)
 anyint = st.one_of(st.integers(min_value=-(2**63), max_value=2**64 - 1), st.sampled_from([0, 1, -1, 2**31, 2**32 - 1]))
 
@@ -188,6 +194,12 @@ def _arg(world, draw, ctype, name):
     lname = name.lower()
     if ctype in ("SOCKET", "HANDLE", "WSAEVENT") or name in ("s", "Handle"):
         return draw(st.one_of(st.sampled_from(world.handles), u64))
+    if name == "level":
+        return draw(st.one_of(st.sampled_from(SOCKOPT_LEVELS), anyint))
+    if name == "optname":
+        return draw(st.one_of(st.sampled_from(SOCKOPT_NAMES), anyint))
+    if name == "optlen" and ctype == "int":
+        return draw(st.one_of(st.sampled_from([-1, 0, 1, 2, 3, 4, 8, 16, 40, 41, 42]), anyint))
     if name == "timeout" and ctype == "LPVOID":
         return world.pointer(draw) or world.zero_timeval
     if ctype == "LPVOID" or lname.startswith("lp") or name in ("buf", "name", "addr", "to", "from_", "optval",

@@ -24,6 +24,7 @@ from harness.conformance.support import sockaddr, tcp_pair, udp_socket
 from harness.winsock import constants as C
 from harness.winsock.layouts import WSABUF, WSAOVERLAPPED
 from sim import SimulatedWinsock
+from sim.sockopt import OPTIONS
 
 MECHANISMS = ("routine", "event", "event-lowbit", "port", "none")
 
@@ -115,6 +116,47 @@ class OverlappedMachine(RuleBasedStateMachine):
         buf = api.memory.alloc(len(data))
         api.memory.write(buf, data)
         assert api.send(self.client, buf, len(data), 0) == len(data)
+
+    @precondition(lambda self: not self.cleaned)
+    @rule(which=st.sampled_from(["client", "server", "listener", "udp"]), key=st.sampled_from(sorted(OPTIONS)),
+          length=st.sampled_from([-1, 0, 1, 2, 4, 8]), value=st.sampled_from([0, 1, 2, 0x100, 4096, 0xFFFFFFFF]))
+    def sockopt(self, which, key, length, value):
+        """Any option, length and value on any socket, open or closed (sim/sockopt.py): a set that
+        succeeds with a 4-byte integer reads back as set; an accept then inherits it."""
+        api, mem = self.api, self.api.memory
+        s = getattr(self, which)
+        val, out, n = mem.alloc(8), mem.alloc(8), mem.alloc(4)
+        mem.write(val, struct.pack("<Q", value))
+        ok = api.setsockopt(s, *key, val, length) == 0
+        mem.write_u32(n, 4)
+        spec = OPTIONS[key]
+        if ok and length >= 4 and api.getsockopt(s, *key, out, n) == 0 and spec.width == 4 \
+                and not spec.boolean and key not in ((C.SOL_SOCKET, C.SO_ERROR), (C.IPPROTO_IP, C.IP_OPTIONS)):
+            assert mem.read_u32(out) == value
+
+    @precondition(lambda self: not self.closed and not self.cleaned)
+    @rule()
+    def accept_inherits(self):
+        """Wine test_accept_inheritance: a new connection's accepted socket has the listener's
+        SOL_SOCKET and IPPROTO_TCP options."""
+        api, mem = self.api, self.api.memory
+        name, n = mem.alloc(16), mem.alloc(4)
+        mem.write_u32(n, 16)
+        assert api.getsockname(self.listener, name, n) == 0
+        client = api.socket(C.AF_INET, C.SOCK_STREAM, 0)
+        assert api.connect(client, name, 16) == 0
+        accepted = api.accept(self.listener, 0, 0)
+        assert accepted != C.INVALID_SOCKET
+        a, b = mem.alloc(4), mem.alloc(4)
+        for key, spec in OPTIONS.items():
+            if key[0] in (C.SOL_SOCKET, C.IPPROTO_TCP) and not spec.read_only and key != (C.SOL_SOCKET, C.SO_ERROR):
+                mem.write_u32(n, 4)
+                rc_l = api.getsockopt(self.listener, *key, a, n)
+                mem.write_u32(n, 4)
+                rc_a = api.getsockopt(accepted, *key, b, n)
+                assert rc_l == rc_a and (rc_l or mem.read(a, spec.width) == mem.read(b, spec.width)), key
+        api.closesocket(client)
+        api.closesocket(accepted)
 
     @rule(ms=st.integers(0, 50), alertable=st.booleans())
     def sleep(self, ms, alertable):

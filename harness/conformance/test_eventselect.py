@@ -129,6 +129,80 @@ def test_read_events(api):
     _check(api, server, event, 0)
 
 
+def test_reselect_with_unread_data_waits_for_data_not_other_events(api):
+    """Wine test_read_events (event mode): after FD_READ was enumerated, a repeated
+    WSAEventSelect, or one with no events and then the same, reports nothing while the data
+    stays unread; what re-enabled FD_READ is the next arrival of data (the WSAEventSelect page:
+    FD_READ is recorded when data arrives), so the peer's close that comes next is FD_CLOSE
+    alone, as it is without the re-select (Wine test_close_events, "sending data before
+    calling closesocket()": FD_CLOSE, not FD_READ)."""
+    client, server, _ = tcp_pair(api)
+    event = api.WSACreateEvent()
+    mask = ALL & ~C.FD_WRITE
+    _select(api, server, event, mask)
+    _send(api, client, b"data")
+    _check(api, server, event, C.FD_READ)
+    _select(api, server, event, mask)
+    _check(api, server, event, 0)
+    _select(api, server, event, 0)
+    _select(api, server, event, mask)
+    _check(api, server, event, 0)
+    assert api.shutdown(client, C.SD_SEND) == 0
+    _check(api, server, event, C.FD_CLOSE)
+    _check(api, server, event, 0)
+
+
+def test_data_after_a_reselect_is_fd_read(api):
+    """Wine test_read_events (event mode, check_events_todo: Windows reports it, Wine 8.0 not):
+    a repeated WSAEventSelect re-enables FD_READ although data is unread, so the next data to
+    arrive is FD_READ, once."""
+    client, server, _ = tcp_pair(api)
+    event = api.WSACreateEvent()
+    mask = ALL & ~C.FD_WRITE
+    _select(api, server, event, mask)
+    _send(api, client, b"data")
+    _check(api, server, event, C.FD_READ)
+    _select(api, server, event, mask)
+    _check(api, server, event, 0)
+    _send(api, client, b"more")
+    _check(api, server, event, C.FD_READ)
+    _check(api, server, event, 0)
+    assert _recv(api, server, 8) == 8
+    _check(api, server, event, 0)
+
+
+def test_connection_after_a_reselect_is_fd_accept(api):
+    """Wine test_accept_events (event mode, check_events_todo: Windows reports it, Wine 8.0 not):
+    with a connection waiting, a repeated WSAEventSelect reports nothing; the next connection
+    is FD_ACCEPT; accept then re-enables it while one still waits, and the last accept leaves
+    nothing."""
+    lst, port = listener(api)
+    to, tolen = sockaddr(api, loopback(C.AF_INET), port)
+    event = api.WSACreateEvent()
+    mask = C.FD_CONNECT | C.FD_READ | C.FD_OOB | C.FD_ACCEPT
+
+    def connect():
+        c = api.socket(C.AF_INET, C.SOCK_STREAM, C.IPPROTO_TCP)
+        assert api.connect(c, to, tolen) == 0, api.WSAGetLastError()
+        return c
+
+    _select(api, lst, event, mask)
+    connect()
+    _check(api, lst, event, C.FD_ACCEPT)
+    _select(api, lst, event, mask)
+    _check(api, lst, event, 0)
+    _select(api, lst, event, 0)
+    _select(api, lst, event, mask)
+    _check(api, lst, event, 0)
+    connect()
+    _check(api, lst, event, C.FD_ACCEPT)
+    _check(api, lst, event, 0)
+    assert api.accept(lst, 0, 0) != C.INVALID_SOCKET
+    _check(api, lst, event, C.FD_ACCEPT)
+    assert api.accept(lst, 0, 0) != C.INVALID_SOCKET
+    _check(api, lst, event, 0)
+
+
 def test_data_taken_by_a_pending_receive_is_no_event(api):
     """Wine test_read_events "Send data while there is a pending WSARecv()": the receive takes
     the data and no FD_READ is reported; the next data is FD_READ."""

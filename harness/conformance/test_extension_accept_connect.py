@@ -215,6 +215,13 @@ def _bad_call(api, case):
     elif case == "accept-socket-twice":
         first = _Accept(api, lst, acc)
         assert first.error == C.WSA_IO_PENDING
+    elif case == "accept-socket-used":
+        event = api.WSACreateEvent()
+        first = _Accept(api, lst, acc, event=event)
+        assert first.error == C.WSA_IO_PENDING
+        _connect(api, _port)
+        assert _wait(api, event) == C.WSA_WAIT_EVENT_0
+        assert internal(api, first.ovl)[0] == C.STATUS_SUCCESS
     return _Accept(api, lst_arg, acc, via=lst, **kw), lst
 
 
@@ -226,6 +233,7 @@ def _bad_call(api, case):
     ("accept-connected", C.WSAEINVAL),            # same
     ("accept-udp", C.WSAEINVAL),                  # Wine test_AcceptEx: a UDP socket cannot be accepted into
     ("accept-socket-twice", C.WSAEINVAL),         # Wine test_AcceptEx: "already pending socket"
+    ("accept-socket-used", C.WSAEINVAL),          # page: "must not be bound or connected": one AcceptEx connected
     ("remote-length-0", C.WSAEFAULT),             # page: address lengths; Wine test_AcceptEx (remote size 0)
     ("null-buffer", C.WSAEFAULT),                 # page: lpOutputBuffer "must be specified"
     ("null-overlapped", C.ERROR_INVALID_PARAMETER),  # page: lpOverlapped "cannot be NULL"; Wine test_AcceptEx
@@ -238,7 +246,7 @@ def test_acceptex_argument_errors(api, case, error):
     assert a.n.u32() == POISON and a.buf.guards_intact()
     if a.ovl:
         assert internal(api, a.ovl)[0] == C.STATUS_PENDING
-        if case not in ("listen-not-socket", "listen-not-listening", "accept-socket-twice"):
+        if case not in ("listen-not-socket", "listen-not-listening", "accept-socket-twice", "accept-socket-used"):
             iocp = make_iocp(api, lst)
             assert dequeue(api, iocp, 0)[:2] == (C.FALSE, C.WAIT_TIMEOUT)
 
@@ -264,6 +272,61 @@ def test_acceptex_address_lengths_below_the_documented_minimum(api, decide, loca
         return
     assert (ok, err, key, ovl) == (C.FALSE, C.ERROR_INSUFFICIENT_BUFFER, 5, a.ovl)
     assert internal(api, a.ovl)[0] == C.STATUS_BUFFER_TOO_SMALL
+
+
+@pytest.mark.parametrize("receive", [0, 2])
+@pytest.mark.parametrize("local", [0, 3, SLOT - 1, SLOT])
+@pytest.mark.parametrize("remote", [0, SLOT - 1, SLOT])
+def test_acceptex_address_length_matrix(api, decide, receive, local, remote):
+    """Every combination of receive length (0, 2) and address lengths (0; 3, below the sockaddr
+    (local only: Wine test_AcceptEx has no remote length below it but 0); sizeof(sockaddr_in) + 15;
+    + 16, the page's minimum). A remote length of 0 fails at once with
+    WSAEFAULT; on Windows (Wine test_AcceptEx) everything else goes pending, and the completion
+    fails with STATUS_BUFFER_TOO_SMALL (ERROR_INSUFFICIENT_BUFFER, 0 bytes) when a slot is too
+    small, a local length of 0 asking for no local address; the documented reading fails every
+    short length at once (ledger `acceptex_short_address`). The peer sends 2 bytes at once, so
+    a receive length of 2 completes with them."""
+    lst, port = listener(api)
+    iocp = make_iocp(api, lst, key=9)
+    a = _Accept(api, lst, _tcp(api), receive=receive, local=local, remote=remote)
+    strict = decide("acceptex_short_address") == "WSAEFAULT"
+    short_local = local < SLOT and (local != 0 or strict)
+    if remote == 0 or (strict and (short_local or remote < SLOT)):
+        assert (a.rc, a.error) == (C.FALSE, C.WSAEFAULT)
+        assert internal(api, a.ovl)[0] == C.STATUS_PENDING and a.buf.guards_intact()
+        return
+    assert (a.rc, a.error) == (C.FALSE, C.WSA_IO_PENDING)
+    client = _connect(api, port)
+    _send(api, client, b"hi")
+    ok, err, nbytes, key, ovl = dequeue(api, iocp, 5000)
+    assert (key, ovl) == (9, a.ovl) and a.buf.guards_intact()
+    if short_local or remote < SLOT:
+        assert (ok, err, nbytes) == (C.FALSE, C.ERROR_INSUFFICIENT_BUFFER, 0)
+        assert internal(api, a.ovl) == (C.STATUS_BUFFER_TOO_SMALL, 0)
+        return
+    assert (ok, nbytes) == (C.TRUE, receive) and internal(api, a.ovl) == (C.STATUS_SUCCESS, receive)
+    assert a.buf.read(receive) == b"hi"[:receive]
+
+
+@pytest.mark.parametrize("local", [3, SLOT - 1])
+def test_a_failed_acceptex_leaves_the_connection_queued(api, decide, local):
+    """Wine test_AcceptEx ("The above connection request is not accepted"): after an AcceptEx
+    whose local slot is too small completes with STATUS_BUFFER_TOO_SMALL, the connection is still
+    waiting on the listener, and accept() takes it."""
+    if decide("acceptex_short_address") == "WSAEFAULT":
+        pytest.skip("the documented reading fails the call at once: no connection is involved")
+    lst, port = listener(api)
+    event = api.WSACreateEvent()
+    a = _Accept(api, lst, _tcp(api), local=local, event=event)
+    assert a.error == C.WSA_IO_PENDING
+    client = _connect(api, port)
+    assert _wait(api, event) == C.WSA_WAIT_EVENT_0
+    assert internal(api, a.ovl)[0] == C.STATUS_BUFFER_TOO_SMALL
+    assert api.ioctlsocket(lst, C.FIONBIO, dword(api, 1).ptr) == 0      # a consumed connection: no hang
+    name, namelen = Guarded(api, 64), dword(api, 64)
+    server = api.accept(lst, name.ptr, namelen.ptr)
+    assert server != C.INVALID_SOCKET, api.WSAGetLastError()
+    assert to_text(name.read(namelen.u32())) == local_name(api, client)
 
 
 @pytest.mark.parametrize("closed", ["listener", "accept-socket"])
@@ -329,6 +392,77 @@ def test_connectex_argument_errors(api, case, error):
         s = _bound(api)
     rc, err, _sent, _ovl = _connectex(api, s, port, ovl=case != "null-overlapped", via=lst)
     assert (rc, err) == (C.FALSE, error)
+
+
+UNREACHABLE = ("192.0.2.0", 255)       # Wine test_connecting_socket: a connect that stays in progress
+
+
+def _connecting(api, with_connectex):
+    """A bound non-blocking socket whose connect() or ConnectEx to an unreachable address is in progress."""
+    s = _tcp(api)
+    assert api.ioctlsocket(s, C.FIONBIO, dword(api, 1).ptr) == 0
+    ptr, n = sockaddr(api, "0.0.0.0", 0)
+    assert api.bind(s, ptr, n) == 0
+    to, tolen = sockaddr(api, *UNREACHABLE)
+    if with_connectex:
+        fn = get_extension(api, s, C.WSAID_CONNECTEX)
+        assert api.call(fn, s, to, tolen, 0, 0, dword(api).ptr, overlapped(api)) == C.FALSE
+        assert api.WSAGetLastError() == C.WSA_IO_PENDING
+    else:
+        assert api.connect(s, to, tolen) == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAEWOULDBLOCK
+    return s, to, tolen
+
+
+@pytest.mark.parametrize("first", ["connect", "ConnectEx"])
+def test_second_connect_or_connectex_while_one_is_in_progress(api, first):
+    """Wine test_connecting_socket: while connect() is in progress a second connect() is
+    WSAEALREADY and ConnectEx WSAEINVAL; while a ConnectEx is, connect() and ConnectEx are both
+    WSAEINVAL. The failing ConnectEx leaves Internal at STATUS_PENDING; getsockname gives the
+    bound port either way."""
+    s, to, tolen = _connecting(api, first == "ConnectEx")
+    api.WSASetLastError(POISON)
+    assert api.connect(s, to, tolen) == C.SOCKET_ERROR
+    assert api.WSAGetLastError() == (C.WSAEALREADY if first == "connect" else C.WSAEINVAL)
+    ovl = overlapped(api)
+    fn = get_extension(api, s, C.WSAID_CONNECTEX)
+    assert api.call(fn, s, to, tolen, 0, 0, dword(api).ptr, ovl) == C.FALSE
+    assert api.WSAGetLastError() == C.WSAEINVAL and internal(api, ovl)[0] == C.STATUS_PENDING
+    assert local_name(api, s)[1] != 0
+
+
+def test_a_failed_connectex_leaves_internalhigh(api):
+    """Wine test_connecting_socket: ConnectEx refused at once (a connect is in progress) leaves
+    InternalHigh as it was."""
+    s, to, tolen = _connecting(api, False)
+    ovl = overlapped(api)
+    fn = get_extension(api, s, C.WSAID_CONNECTEX)
+    assert api.call(fn, s, to, tolen, 0, 0, dword(api).ptr, ovl) == C.FALSE
+    assert internal(api, ovl) == (C.STATUS_PENDING, POISON)
+
+
+@pytest.mark.parametrize("first", ["connect", "ConnectEx"])
+def test_peer_name_while_connecting(api, first):
+    """Wine test_connecting_socket: while connect() is in progress getpeername succeeds (the
+    address being connected to); while a ConnectEx is, it is WSAENOTCONN (the LPFN_CONNECTEX
+    page: names need SO_UPDATE_CONNECT_CONTEXT after it)."""
+    s, to, tolen = _connecting(api, first == "ConnectEx")
+    name, namelen = Guarded(api, 64), dword(api, 64)
+    if first == "connect":
+        assert api.getpeername(s, name.ptr, namelen.ptr) == 0, api.WSAGetLastError()
+        assert to_text(name.read(namelen.u32())) == UNREACHABLE
+    else:
+        assert api.getpeername(s, name.ptr, namelen.ptr) == C.SOCKET_ERROR
+        assert api.WSAGetLastError() == C.WSAENOTCONN
+
+
+@pytest.mark.parametrize("first", ["connect", "ConnectEx"])
+def test_send_and_recv_while_connecting_are_enotconn(api, first):
+    """Wine test_connecting_socket: recv and send on a socket whose connect() or ConnectEx is in
+    progress fail with WSAENOTCONN."""
+    s, _to, _tolen = _connecting(api, first == "ConnectEx")
+    buf = Guarded(api, 4)
+    assert api.recv(s, buf.ptr, 4, 0) == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAENOTCONN
+    assert api.send(s, buf.ptr, 4, 0) == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAENOTCONN
 
 
 def test_connectex_completes_through_the_event_and_sends_the_data(api):

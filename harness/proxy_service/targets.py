@@ -12,6 +12,8 @@ the sim target is built.
 """
 from __future__ import annotations
 
+import struct
+
 import shlex
 import sys
 import threading
@@ -141,6 +143,7 @@ class DemoClient:
     def __init__(self, api, host: str, port: int, count: int):
         self.api, self.host, self.port, self.count = api, host, port, count
         self.scratch = rd.Scratch(api, 4096)
+        self.select_sets = api.memory.alloc(40)      # writefds, exceptfds (one socket each), timeval 0
         self.results: list[tuple[bool, str]] = []     # (intact, error) per connection
         self.current = None
         self.done = False
@@ -179,12 +182,17 @@ class DemoClient:
             return True
         s = c["s"]
         if c["state"] == "connecting":
-            mem.write_u32(sc.addrlen, 128)
-            if api.getpeername(s, sc.addr, sc.addrlen) != 0:
+            # The select page: a non-blocking connect has succeeded when the socket is writable,
+            # failed when it is in exceptfds. (getpeername is no test: it succeeds while the
+            # connect is in progress, Wine dlls/ws2_32/tests/sock.c test_connecting_socket.)
+            sel = self.select_sets
+            mem.write(sel, struct.pack("<IIQIIQii", 1, 0, s, 1, 0, s, 0, 0))
+            if api.select(0, 0, sel, sel + 16, sel + 32) <= 0:
+                return False
+            if mem.read_u32(sel + 16):                      # in exceptfds: the connect failed
                 mem.write_u32(sc.addrlen, 4)
                 api.getsockopt(s, C.SOL_SOCKET, C.SO_ERROR, sc.value, sc.addrlen)
-                err = mem.read_u32(sc.value)
-                return self._finish(False, f"connect: {C.error_name(err)}") if err else False
+                return self._finish(False, f"connect: {C.error_name(mem.read_u32(sc.value))}")
             mem.write(sc.buf, self.PAYLOAD)
             if api.send(s, sc.buf, len(self.PAYLOAD), 0) != len(self.PAYLOAD):
                 return self._finish(False, f"send: {C.error_name(api.WSAGetLastError())}")

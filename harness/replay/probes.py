@@ -358,6 +358,22 @@ def probe_zero_length_probe(api):
     return Observation("valid", ev) if rc == 0 else Unmatched(ev)
 
 
+def probe_sockopt_negative_length(api):
+    s = _tcp(api)
+    rc = api.setsockopt(s, C.IPPROTO_TCP, C.TCP_NODELAY, _u32(api, 1), -1)
+    err = _err(api) if rc else 0
+    ev = f"setsockopt(tcp, TCP_NODELAY, optlen -1) -> {rc}, {_name(err)}"
+    return _choose({C.WSAENOBUFS: "WSAENOBUFS", C.WSAEFAULT: "WSAEFAULT"}, err if rc == -1 else None, ev)
+
+
+def probe_tcp_keepcnt_keepintvl(api):
+    s = _tcp(api)
+    rc = api.setsockopt(s, C.IPPROTO_TCP, C.TCP_KEEPCNT, _u32(api, 5), 4)
+    err = _err(api) if rc else 0
+    ev = f"setsockopt(tcp, TCP_KEEPCNT, 5) -> {rc}, {_name(err)}"
+    return _choose({0: "supported", C.WSAENOPROTOOPT: "WSAENOPROTOOPT"}, err if rc in (0, -1) else None, ev)
+
+
 def _query(api, sock, code, size=64):
     out = api.memory.alloc(max(size, 8))
     n = _u32(api)
