@@ -12,9 +12,8 @@ the sim target is built.
 """
 from __future__ import annotations
 
-import struct
-
 import shlex
+import struct
 import sys
 import threading
 import time
