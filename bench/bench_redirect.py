@@ -129,9 +129,9 @@ class Client:
     connection's round trip; `check()` then checks the proxies' books.
     """
 
-    def __init__(self, count: int):
+    def __init__(self, count: int, proxy=None):
         self.count = count
-        self.story = story = Story("documented", ("VendorX", "VendorY"), udp=False)     # TCP proxies only
+        self.story = story = Story("documented", ("VendorX", "VendorY"), udp=False, proxy=proxy)  # TCP only
         story.world.network.record = False           # no packet log: measure the redirect path itself
         app, sc = story.app, story.scratch
         self.name = sockaddr.from_text("192.0.2.20", 80)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from harness.winsock import constants as C
 from harness.winsock import sockaddr
 from harness.proxy import redirect as rd
-from harness.proxy.reference import RedirectProxy
+from harness.proxy.reference import IocpRedirectProxy, RedirectProxy
 from harness.sample_driver import RedirectPolicy
 from sim.worlds.ready import SERVER, client_server_world
 from sim.worlds.sample_callout import install_sample_driver
@@ -30,6 +30,7 @@ from sim.wfp.story import story as world_story
 
 TCP_PORT, UDP_PORT = 80, 53
 VENDORS = {"VendorX": (9000, 9053), "VendorY": (9100, 9153), "VendorZ": (9200, 9253)}
+DEFAULT_PROXY = RedirectProxy
 PAYLOAD = b"GET /redirect-me HTTP/1.1\r\nHost: server\r\n\r\n"
 
 
@@ -65,9 +66,11 @@ class Story:
     """A world with a client and a server host, vendors, proxies and an application."""
 
     def __init__(self, profile="documented", vendors=("VendorX",), set_records=True, proxy_elevated=True,
-                 udp=True):
+                 udp=True, proxy=None):
         """`vendors` in order of sublayer weight (first = heaviest); `set_records` True, False,
-        or the names of the vendors whose proxies forward the records."""
+        or the names of the vendors whose proxies forward the records; `proxy`: the proxy class
+        (default the completion-port proxy; RedirectProxy is the WSAPoll model of event loops)."""
+        proxy_class = proxy or DEFAULT_PROXY
         hosts = client_server_world(profile, tcp_port=TCP_PORT, udp_port=UDP_PORT)
         self.world, self.client_host, self.server_host, self.echo = (hosts.world, hosts.client, hosts.server,
                                                                      hosts.echo)
@@ -79,7 +82,7 @@ class Story:
             weight = 0x8000 - 0x1000 * index
             forwards = set_records if isinstance(set_records, bool) else vendor in set_records
             api = self.world.start_process(self.client_host, f"{vendor.lower()}-proxy", elevated=proxy_elevated)
-            proxy = RedirectProxy(api, vendor, tcp_port=tcp_port, udp_port=udp_port if udp else 0,
+            proxy = proxy_class(api, vendor, tcp_port=tcp_port, udp_port=udp_port if udp else 0,
                                   set_records=forwards,
                                   inspect=self._inspect).start()
             self.world.add_service(proxy.poll, proxy.api)
