@@ -48,8 +48,11 @@ from measure import per_second  # noqa: E402
 from harness.winsock import constants as C
 from harness.winsock import sockaddr
 from harness.proxy.poller import READ, WRITE, Poller
+from harness.proxy.reference import IocpRedirectProxy, RedirectProxy
 from sim.worlds.ready import redirected_tcp
 from sim.worlds.scenarios import PAYLOAD, Story
+
+PROXIES = {"iocp": IocpRedirectProxy, "poll": RedirectProxy}     # --proxy: completion port or WSAPoll
 
 
 def main(argv=None) -> None:

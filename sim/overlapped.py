@@ -29,11 +29,13 @@ _ROUTINE_AND_PACKET = DECISIONS["routine_and_port"].choice("both")
 
 _INTERNAL = WSAOVERLAPPED.offset("Internal")
 _HEVENT = WSAOVERLAPPED.offset("hEvent")
+_PENDING = struct.pack("<Q", C.STATUS_PENDING)
+_STATUS_AND_BYTES = struct.Struct("<QQ")
 
 
 class IoRequest:
     __slots__ = ("process", "socket", "thread", "overlapped", "event_raw", "routine", "kind",
-                 "done", "on_cancel", "start", "info")
+                 "done", "on_cancel", "start")
 
     def __init__(self, process, socket, thread, overlapped, event_raw, routine, kind):
         self.process = process
@@ -46,7 +48,6 @@ class IoRequest:
         self.done = False
         self.on_cancel = None       # called before a cancellation completes the request
         self.start = None
-        self.info = {}
 
     def __repr__(self) -> str:
         return f"<IoRequest {self.kind} ovl=0x{self.overlapped:x} done={self.done}>"
@@ -54,12 +55,12 @@ class IoRequest:
 
 def read_event(process, overlapped: int) -> int:
     data = process.memory.kread(overlapped + _HEVENT, 8)
-    return struct.unpack("<Q", data)[0] if data else 0
+    return int.from_bytes(data, "little") if data else 0
 
 
 def mark_pending(process, overlapped: int) -> None:
     """Internal = STATUS_PENDING, written when a request enters the kernel (items 10, 49)."""
-    process.memory.kwrite(overlapped + _INTERNAL, struct.pack("<Q", C.STATUS_PENDING))
+    process.memory.kwrite(overlapped + _INTERNAL, _PENDING)
 
 
 def complete(req: IoRequest, status: int, information: int, flags: int = 0,
@@ -72,16 +73,21 @@ def complete(req: IoRequest, status: int, information: int, flags: int = 0,
     process = req.process
     kernel = process.kernel
     sock = req.socket
-    if sock is not None and req in sock.pending:
-        sock.pending.remove(req)
+    if sock is not None:
+        try:
+            sock.pending.remove(req)
+        except ValueError:
+            pass                        # completed at issue: never pending
     mem = process.memory
-    if not mem.kwrite(req.overlapped + _INTERNAL, struct.pack("<QQ", status, information)):
+    if not mem.kwrite(req.overlapped + _INTERNAL, _STATUS_AND_BYTES.pack(status, information)):
         # Windows would write into whatever is there now; we record the bug instead.
         kernel.note("overlapped-unwritable",
                     f"pid {process.pid}: WSAOVERLAPPED at 0x{req.overlapped:x} was freed or made "
                     f"read-only before its {req.kind} completed")
-    process.completed_flags[req.overlapped] = flags
-    profile = process.profile
+    if flags:                           # kept only when not 0 (WSAGetOverlappedResult's default)
+        process.completed_flags[req.overlapped] = flags
+    elif process.completed_flags:
+        process.completed_flags.pop(req.overlapped, None)
     post_packet = True
     if req.routine:
         routine = req.routine
@@ -89,7 +95,7 @@ def complete(req: IoRequest, status: int, information: int, flags: int = 0,
         err = st.to_winsock(status)
         thread = req.thread
         thread.apcs.append(lambda: process.call_routine(routine, err, information, overlapped, flags))
-        post_packet = profile.routine_and_port == _ROUTINE_AND_PACKET
+        post_packet = process.profile.routine_and_port == _ROUTINE_AND_PACKET
     else:
         event = req.event_raw & ~1
         if event:

@@ -60,6 +60,7 @@ class CompletionPort:
         mem.write(self._zero, WSABUF.pack(len=0, buf=self._out))
         self._acceptex = self._connectex = None
         self._receiving: set = set()   # slots whose WSABUF names their own bytes
+        self.inline = 0                # calls that completed at once since `run` began (packets queued)
 
     # -- slots ---------------------------------------------------------------------------------
     def slots(self, n: int) -> list:
@@ -80,6 +81,7 @@ class CompletionPort:
         """0 when the call is under way (its packet will come), else its error (no packet will)."""
         if ok:
             self.ops[slot] = op
+            self.inline += 1             # done already: its packet is queued now
             return 0
         err = self.api.WSAGetLastError()
         if err == C.WSA_IO_PENDING:
@@ -137,6 +139,7 @@ class CompletionPort:
         handler(socket, argument, slot, error, bytes); the number taken. `error` is 0 or the
         WSAE* code of the failed operation."""
         api, mem = self.api, self.api.memory
+        self.inline = 0
         if not api.GetQueuedCompletionStatusEx(self.handle, self._entries, ENTRIES, self._removed, timeout_ms,
                                                False):
             err = api.GetLastError()
@@ -157,6 +160,17 @@ class CompletionPort:
     def next(self, timeout_ms: int = 0) -> bool:
         """True if any packet came within `timeout_ms` (and its handlers ran)."""
         return self.run(timeout_ms) > 0
+
+    def drain(self) -> bool:
+        """Run every packet queued now, without a last call that finds none: stop after a batch
+        that was not full unless its handlers started calls that completed at once (their
+        packets are queued; what arrives later is news the world polls the service for)."""
+        run = self.run
+        taken = run(0)
+        progress = taken > 0
+        while taken == ENTRIES or self.inline:
+            taken = run(0)
+        return progress
 
     def close(self) -> None:
         api = self.api

@@ -434,16 +434,14 @@ class IocpRedirectProxy(RedirectProxy):
 
     def poll(self, timeout_ms: int = 0) -> bool:
         """One turn: every completion packet queued now, then one WSAPoll over the UDP sockets."""
-        run = self.port.run
-        progress = False
-        while run(0):
-            progress = True
+        port = self.port
+        progress = port.drain()
         if self.udp_sockets or self.udp_flows:
             progress = self._poll_udp(0 if progress else timeout_ms) or progress
         elif not progress and timeout_ms:
-            progress = run(timeout_ms) > 0
-            while progress and run(0):
-                pass
+            progress = port.run(timeout_ms) > 0
+            if progress:
+                port.drain()
         return progress
 
     def _poll_udp(self, timeout_ms: int) -> bool:
