@@ -35,7 +35,7 @@ _STATUS_AND_BYTES = struct.Struct("<QQ")
 
 class IoRequest:
     __slots__ = ("process", "socket", "thread", "overlapped", "event_raw", "routine", "kind",
-                 "done", "on_cancel", "start")
+                 "done", "on_cancel", "start", "take")
 
     def __init__(self, process, socket, thread, overlapped, event_raw, routine, kind):
         self.process = process
@@ -48,6 +48,7 @@ class IoRequest:
         self.done = False
         self.on_cancel = None       # called before a cancellation completes the request
         self.start = None
+        self.take = None            # for start_take: what the request waits for
 
     def __repr__(self) -> str:
         return f"<IoRequest {self.kind} ovl=0x{self.overlapped:x} done={self.done}>"
@@ -69,7 +70,7 @@ def complete(req: IoRequest, status: int, information: int, flags: int = 0,
     if req.done:
         raise AssertionError(f"{req!r} completed twice")   # a simulator bug, never user input
     req.done = True
-    req.start = req.on_cancel = None    # done with them: they close over the request (no cycles left)
+    req.start = req.on_cancel = req.take = None    # done with them: they may close over the request
     process = req.process
     kernel = process.kernel
     sock = req.socket
@@ -113,6 +114,13 @@ def complete(req: IoRequest, status: int, information: int, flags: int = 0,
                     and sock.notify_modes & C.FILE_SKIP_COMPLETION_PORT_ON_SUCCESS):
                 port.packets.append(CompletionPacket(sock.port_key, information, req.overlapped, status))
     kernel.poke()
+
+
+def start_take(req: IoRequest) -> None:
+    """A request's `start` when its `take` says what it waits for: complete it once `take` can."""
+    result = req.take()
+    if result is not None:
+        complete(req, *result)
 
 
 def fail_at_issue(req: IoRequest) -> None:

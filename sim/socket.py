@@ -16,6 +16,7 @@ from sim.kernel import INFINITE
 from sim.net import ANY4, ANY6, is_v4_mapped, unmap
 
 MAX_UDP_PAYLOAD = 65507
+_NOBODY = frozenset()           # the `blocked` of a socket no call ever blocked on (most: no set each)
 
 
 class ConnectRequest:
@@ -100,18 +101,18 @@ class Socket:
         self.port_key = 0
         self.notify_modes = 0
         self.file_signalled = False
-        self.blocked: set = set()       # threads blocked in a call on this socket
+        self.blocked = _NOBODY          # threads blocked in a call on this socket (a set once one is)
         self.redirect_records = None    # blob attached with SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS
         self.redirect = None            # redirect state of an accepted, redirected flow (sim.wfp)
         self.udp_connreset = True       # SIO_UDP_CONNRESET defaults to on
-        self.udp_flows: dict = {}       # destination -> where WFP sends that flow
+        self.udp_flows = None           # destination -> where WFP sends that flow (a dict from the first)
         self.accepting = None           # the AcceptEx IoRequest accepting into this socket
         # "accept"/"connect": connected by AcceptEx/ConnectEx, waiting for SO_UPDATE_*_CONTEXT
         self.context_pending = None
         # SIO_QUERY_WFP_ALE_ENDPOINT_HANDLE: a kernel-address-looking, stable value.
         self.endpoint_handle = 0xFFFF_C000_0000_0000 | (process.pid << 32) | handle
         self.ev_mask = self.ev_event = self.ev_pending = self.ev_reported = self.ev_once = 0
-        self.ev_errors: dict = {}
+        self.ev_errors = None           # FD_*_BIT -> its error code, for those not 0 (a dict from the first)
 
     def __repr__(self) -> str:
         return f"<Socket 0x{self.handle:x} {self.type_name} {self.state}>"
@@ -134,6 +135,8 @@ class Socket:
 
     # -- waiting -----------------------------------------------------------
     def block(self, thread, ready, what: str, timeout_ms: int = INFINITE):
+        if self.blocked is _NOBODY:
+            self.blocked = set()
         self.blocked.add(thread)
         try:
             kind, value = self.kernel.wait(thread, ready, timeout_ms, False, what)
@@ -421,6 +424,8 @@ class Socket:
         datagram carries the redirect data to the receiver (docs/facts.md §3.5, §5.8).
         """
         key = (unmap(dst[0]), dst[1])
+        if self.udp_flows is None:
+            self.udp_flows = {}
         known = self.udp_flows.get(key)
         if known is not None:
             return known

@@ -29,7 +29,7 @@ from harness.winsock import constants as C
 from harness.winsock.layouts import OVERLAPPED_ENTRY, WSABUF, WSAOVERLAPPED
 from harness.proxy.redirect import WinsockError, extension_function
 
-SLOT = 256                  # a WSAOVERLAPPED, then AcceptEx's two address slots, or a WSABUF and its bytes
+SLOT = 128                  # a WSAOVERLAPPED, then AcceptEx's two address slots, or a WSABUF and its bytes
 ADDRESS_SLOT = 28 + 16      # sockaddr_in6 + the 16 bytes the AcceptEx page asks for
 ENTRIES = 64                # packets taken by one GetQueuedCompletionStatusEx
 _CHUNK = 64                 # slots allocated at once

@@ -51,6 +51,10 @@ _LISTENER, _UDP = "listener", "udp"      # owners of the sockets a proxy polls, 
 class _Tcp:
     """One proxied TCP connection."""
 
+    # Slots: a proxy holds thousands (and the completion-port proxy's own few fields are here too).
+    __slots__ = ("client", "out", "original", "records", "context", "state", "pending", "eof", "shut",
+                 "inspected", "slots", "ops", "outstanding", "sending")
+
     def __init__(self, client, original, records, context):
         self.client = client
         self.out = None
@@ -62,6 +66,9 @@ class _Tcp:
         self.eof = {"up": False, "down": False}
         self.shut = {"up": False, "down": False}
         self.inspected = {"up": 0, "down": 0}
+        self.slots = self.ops = None      # the completion-port proxy's: OVERLAPPED slots, operations
+        self.outstanding = 0
+        self.sending = ""
 
     def interest(self, out) -> None:
         """Append (socket, events) for what this connection waits for."""
@@ -499,12 +506,13 @@ class IocpRedirectProxy(RedirectProxy):
         family = sockaddr.text_family(conn.original[0])
         out = api.socket(family, C.SOCK_STREAM, 0)
         conn.out = out
-        # Its slots: a zero-byte WSARecv on each socket, the ConnectEx, an overlapped WSASend each way.
-        conn.slots = slots = port.slots(5)
+        # Its slots, held while it lives: a WSARecv on each socket. The ConnectEx's and an overlapped
+        # WSASend's are taken when needed and given back at their packets.
+        conn.slots = slots = port.slots(2)
         port.receive_slot(slots[0])
         port.receive_slot(slots[1])
-        conn.outstanding = 0             # calls whose packets are still to come
-        conn.sending = ""                # the directions with an overlapped WSASend outstanding
+        receive = self._received
+        conn.ops = ((receive, conn.client, conn), (receive, out, conn))
         self._nonblocking(out)
         try:
             if self.set_records and conn.records:
@@ -519,15 +527,18 @@ class IocpRedirectProxy(RedirectProxy):
             return
         name = sockaddr.from_text(*conn.original)
         api.memory.write(scratch.addr, name)
-        err = port.connect(out, scratch.addr, len(name), conn.slots[2], (self._connect_done, out, conn))
+        slot = port.slots(1)[0]
+        err = port.connect(out, scratch.addr, len(name), slot, (self._connect_done, out, conn))
         if err:
+            port.release([slot])
             self._fail(conn, f"connect to {sockaddr.host_port(*conn.original)}: {C.error_name(err)}")
             return
         conn.outstanding += 1
         self._wait_readable(conn, conn.client)     # what the client sends meanwhile waits in `pending`
 
-    def _connect_done(self, out, conn: _Tcp, _slot, err, _n) -> None:
+    def _connect_done(self, out, conn: _Tcp, slot, err, _n) -> None:
         conn.outstanding -= 1
+        self.port.release([slot])
         if conn.state == "closed":
             self._done_with(conn)
             return
@@ -544,7 +555,7 @@ class IocpRedirectProxy(RedirectProxy):
         up = s == conn.client
         if conn.state == "closed" or conn.eof["up" if up else "down"]:
             return
-        err = self.port.receive(s, conn.slots[0 if up else 1], (self._received, s, conn))
+        err = self.port.receive(s, conn.slots[0 if up else 1], conn.ops[0 if up else 1])
         if err:
             self._fail(conn, f"WSARecv: {C.error_name(err)}")
         else:
@@ -604,18 +615,20 @@ class IocpRedirectProxy(RedirectProxy):
             buf = self.api.memory.alloc(len(data))
             self.api.memory.write(buf, data)
             conn.pending[direction] = b""
-            slot = conn.slots[3 if direction == "up" else 4]
+            slot = self.port.slots(1)[0]
             err = self.port.send(dst, buf, len(data), slot, (self._sent, dst, (conn, direction, buf, len(data))))
             if err:
+                self.port.release([slot])
                 self.api.memory.free(buf)
                 conn.eof["up"] = conn.eof["down"] = True
             else:
                 conn.sending += direction[0]
                 conn.outstanding += 1
 
-    def _sent(self, dst, what, _slot, err, _sent) -> None:
+    def _sent(self, dst, what, slot, err, _sent) -> None:
         conn, direction, buf, n = what
         self.api.memory.free(buf)
+        self.port.release([slot])
         conn.outstanding -= 1
         conn.sending = conn.sending.replace(direction[0], "")
         if conn.state == "closed":
@@ -644,9 +657,9 @@ class IocpRedirectProxy(RedirectProxy):
 
     def _done_with(self, conn: _Tcp) -> None:
         """Give the connection's slots back once no packet can come for them."""
-        if conn.outstanding == 0 and getattr(conn, "slots", None):
+        if conn.outstanding == 0 and conn.slots:
             self.port.release(conn.slots)
-            conn.slots = None
+            conn.slots = conn.ops = None
 
 
 _ANY4 = sockaddr.from_text("0.0.0.0", 0)
