@@ -1,6 +1,7 @@
 """Redirect-path figures: records queries per second and proxied connections per second.
 
     python bench/bench_redirect.py [--seconds 1.0] [--connections 600] [--in-flight 16] [--workers N]
+                                   [--proxy iocp|poll]
 
 Goals (issue "Simulated WFP connect-redirect"): a synchronous records query
 on a redirected accepted socket at least 200,000 calls/s; at least 5,000
@@ -62,7 +63,10 @@ def main(argv=None) -> None:
     parser.add_argument("--in-flight", type=int, default=16, help="connections at once in the in-flight cases")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="worlds in parallel processes for the machine figure (default: one per core)")
+    parser.add_argument("--proxy", choices=tuple(PROXIES), default="iocp",
+                        help="the vendors' proxies: completion port (iocp) or the WSAPoll model (poll)")
     args = parser.parse_args(argv)
+    proxy = PROXIES[args.proxy]
 
     # 1. Records query rate on a redirected, accepted socket.
     r = redirected_tcp()
@@ -89,14 +93,14 @@ def main(argv=None) -> None:
     #    load generator), each in a fresh story.
     single = {}
     for in_flight in (1, args.in_flight):
-        client = Client(in_flight)
+        client = Client(in_flight, proxy)
         batches = max(1, args.connections // in_flight)
         setup_s, total_s = client.run(batches)
         single[in_flight] = (client.done / setup_s, client.done / total_s)
         client.check()
 
     # 3. The machine: one world per worker process, at the same time.
-    machine = run_workers(args.workers, args.in_flight, args.seconds) if args.workers > 1 else None
+    machine = run_workers(args.workers, args.in_flight, args.seconds, proxy) if args.workers > 1 else None
 
     def floor_connection():     # a Python floor: the bookkeeping of three connections in dicts
         d = {}
@@ -214,9 +218,9 @@ class Client:
         assert proxied == expected and not errors and not left, (proxied, expected, errors, left)
 
 
-def _worker(in_flight: int, seconds: float, barrier, results) -> None:
+def _worker(in_flight: int, seconds: float, proxy, barrier, results) -> None:
     try:
-        client = Client(in_flight)
+        client = Client(in_flight, proxy)
         barrier.wait(timeout=120)                   # every world starts its clock together
         setup_s, total_s = client.run(seconds=seconds)
         client.check()
@@ -226,11 +230,11 @@ def _worker(in_flight: int, seconds: float, barrier, results) -> None:
         raise
 
 
-def run_workers(workers: int, in_flight: int, seconds: float) -> tuple:
+def run_workers(workers: int, in_flight: int, seconds: float, proxy=None) -> tuple:
     """(set-up rate, set-up + teardown rate) summed over `workers` worlds run at once."""
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     barrier, results = ctx.Barrier(workers), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(in_flight, seconds, barrier, results)) for _ in range(workers)]
+    procs = [ctx.Process(target=_worker, args=(in_flight, seconds, proxy, barrier, results)) for _ in range(workers)]
     for p in procs:
         p.start()
     try:
