@@ -172,7 +172,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--proxy", choices=tuple(PROXIES), default="iocp",
-                        help="the vendors' proxies: completion port (iocp) or the WSAPoll model (poll)")
+                        help="the vendors' proxies: the completion-port proxy (iocp, the default here: what a "
+                             "turn costs does not grow with what it holds) or the WSAPoll model (poll)")
     args = parser.parse_args(argv)
     proxy = PROXIES[args.proxy]
 

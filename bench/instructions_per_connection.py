@@ -1,6 +1,6 @@
 """Machine instructions per proxied connection, counted by valgrind: a figure that does not move with the machine.
 
-    python bench/instructions_per_connection.py [--in-flight 16] [--batches 30] [--proxy iocp|poll]
+    python bench/instructions_per_connection.py [--in-flight 16] [--batches 30] [--proxy poll|iocp]
 
 Wall-clock rates (bench_redirect.py) move with the machine: on the shared
 2-core machines we work on, the same code has measured 2x apart from one day
@@ -48,8 +48,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--in-flight", type=int, default=16)
     parser.add_argument("--batches", type=int, default=30)
-    parser.add_argument("--proxy", choices=("iocp", "poll"), default="iocp",
-                        help="the vendors' proxies: completion port (the default) or the WSAPoll model")
+    parser.add_argument("--proxy", choices=("iocp", "poll"), default="poll",
+                        help="the vendors' proxies: the WSAPoll model (the scenarios' default) or the "
+                             "completion-port proxy")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:

@@ -15,9 +15,11 @@ turn per `poll()` (so the simulator can run many proxies in one thread;
 `RedirectProxy` is the model of an event-loop proxy (libuv, curl): one
 WSAPoll over every socket per turn, so a turn costs what the proxy holds.
 `IocpRedirectProxy` is completion-port driven (AcceptEx, ConnectEx,
-zero-byte WSARecv, GetQueuedCompletionStatus): a turn costs the events that
-arrived, whatever it holds. The scenarios and the benches run the IOCP one. A
-failed outbound connect is seen as POLLERR|POLLHUP, which WSAPoll reports
+WSARecv into per-connection slots, GetQueuedCompletionStatusEx): a turn
+costs the events that arrived, whatever it holds. The scenarios run the
+WSAPoll one by default (Story(proxy=...) picks either; both tell the same
+stories): with the few connections a scenario holds it makes fewer calls
+per connection (bench/RESULTS.md, session 7). A failed outbound connect is seen as POLLERR|POLLHUP, which WSAPoll reports
 from Windows 10 version 2004 on (the WSAPoll page); every guest of
 vm-templates/guest-matrix.toml is newer.
 """
