@@ -52,8 +52,10 @@ from harness.proxy.poller import READ, WRITE, Poller
 from harness.proxy.reference import IocpRedirectProxy, RedirectProxy
 from sim.worlds.ready import redirected_tcp
 from sim.worlds.scenarios import PAYLOAD, Story
+from sim.worlds.services import CompletionEchoServer, EchoServer
 
 PROXIES = {"iocp": IocpRedirectProxy, "poll": RedirectProxy}     # --proxy: completion port or WSAPoll
+ECHOES = {IocpRedirectProxy: CompletionEchoServer, RedirectProxy: EchoServer}    # the server's, alike
 
 
 def main(argv=None) -> None:
@@ -139,7 +141,8 @@ class Client:
 
     def __init__(self, count: int, proxy=None):
         self.count = count
-        self.story = story = Story("documented", ("VendorX", "VendorY"), udp=False, proxy=proxy)  # TCP only
+        self.story = story = Story("documented", ("VendorX", "VendorY"), udp=False, proxy=proxy,
+                                   echo=ECHOES.get(proxy))     # TCP proxies only
         story.world.network.record = False           # no packet log: measure the redirect path itself
         app, sc = story.app, story.scratch
         self.name = sockaddr.from_text("192.0.2.20", 80)

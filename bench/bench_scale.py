@@ -63,7 +63,8 @@ class Idle:
         port = 80 if proxied else DIRECT_PORT
         if not proxied and self.direct_server is None:
             api = world.start_process(self.story.server_host, "direct-echo")
-            self.direct_server = EchoServer(api, tcp_port=DIRECT_PORT)
+            echo = type(self.story.echo) if self.story.echo is not None else EchoServer
+            self.direct_server = echo(api, tcp_port=DIRECT_PORT)
             world.add_service(self.direct_server.poll, api)
         # Half over IPv4, half over IPv6: a host has 16,384 ephemeral ports per family (docs/facts.md §9).
         names = []

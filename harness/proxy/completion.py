@@ -37,8 +37,8 @@ _CHUNK = 64                 # slots allocated at once
 _ENTRY = struct.Struct("<8xQI4xI4x")
 assert _ENTRY.size == OVERLAPPED_ENTRY.size
 _BUFFER = WSAOVERLAPPED.size            # where a slot's WSABUF or AcceptEx addresses go
-_DATA = _BUFFER + WSABUF.size           # where a receive slot's bytes go
-ROOM = SLOT - _DATA                     # bytes a receive slot takes at once
+DATA = _BUFFER + WSABUF.size           # where a receive slot's bytes go
+ROOM = SLOT - DATA                     # bytes a receive slot takes at once
 
 
 class CompletionPort:
@@ -117,9 +117,9 @@ class CompletionPort:
     def receive_slot(self, slot: int) -> int:
         """Make `slot` a receive slot (its WSABUF names its own ROOM bytes); the address of the bytes."""
         if slot not in self._receiving:
-            self.api.memory.write(slot + _BUFFER, WSABUF.pack(len=ROOM, buf=slot + _DATA))
+            self.api.memory.write(slot + _BUFFER, WSABUF.pack(len=ROOM, buf=slot + DATA))
             self._receiving.add(slot)
-        return slot + _DATA
+        return slot + DATA
 
     def receive(self, s, slot: int, op) -> int:
         """A WSARecv of up to ROOM bytes into a receive slot: its packet brings them (0 bytes: the FIN)."""

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from harness.winsock import constants as C
 from harness.winsock import sockaddr
 from harness.proxy import redirect as rd
-from harness.proxy.completion import _DATA, ROOM, CompletionPort
+from harness.proxy.completion import DATA, ROOM, CompletionPort
 from harness.proxy.poller import FAILED, READ, WRITE, Poller
 from harness.sample_driver import unpack_context
 
@@ -576,7 +576,7 @@ class IocpRedirectProxy(RedirectProxy):
         elif n == 0:
             conn.eof[direction] = True
         else:
-            self._take(conn, direction, self.api.memory.read(slot + _DATA, n))
+            self._take(conn, direction, self.api.memory.read(slot + DATA, n))
             if n == ROOM:                     # a full slot: read what else is there
                 while self._receive(conn, direction, s) == self.scratch.size:
                     pass

@@ -25,12 +25,14 @@ from harness.proxy import redirect as rd
 from harness.proxy.reference import IocpRedirectProxy, RedirectProxy
 from harness.sample_driver import RedirectPolicy
 from sim.worlds.ready import SERVER, client_server_world
+from sim.worlds.services import EchoServer
 from sim.worlds.sample_callout import install_sample_driver
 from sim.wfp.story import story as world_story
 
 TCP_PORT, UDP_PORT = 80, 53
 VENDORS = {"VendorX": (9000, 9053), "VendorY": (9100, 9153), "VendorZ": (9200, 9253)}
-DEFAULT_PROXY = RedirectProxy
+DEFAULT_PROXY = RedirectProxy           # the proxies and echo server a Story runs unless told (issue 16:
+DEFAULT_ECHO = EchoServer               # the completion-port ones cost more calls at a scenario's size)
 PAYLOAD = b"GET /redirect-me HTTP/1.1\r\nHost: server\r\n\r\n"
 
 
@@ -66,12 +68,13 @@ class Story:
     """A world with a client and a server host, vendors, proxies and an application."""
 
     def __init__(self, profile="documented", vendors=("VendorX",), set_records=True, proxy_elevated=True,
-                 udp=True, proxy=None):
+                 udp=True, proxy=None, echo=None):
         """`vendors` in order of sublayer weight (first = heaviest); `set_records` True, False,
         or the names of the vendors whose proxies forward the records; `proxy`: the proxy class
-        (default the completion-port proxy; RedirectProxy is the WSAPoll model of event loops)."""
+        (default DEFAULT_PROXY, the WSAPoll model of event loops; or IocpRedirectProxy), `echo` the
+        server's echo class (default DEFAULT_ECHO; or CompletionEchoServer)."""
         proxy_class = proxy or DEFAULT_PROXY
-        hosts = client_server_world(profile, tcp_port=TCP_PORT, udp_port=UDP_PORT)
+        hosts = client_server_world(profile, tcp_port=TCP_PORT, udp_port=UDP_PORT, echo=echo or DEFAULT_ECHO)
         self.world, self.client_host, self.server_host, self.echo = (hosts.world, hosts.client, hosts.server,
                                                                      hosts.echo)
         self.inspected: dict = {}
