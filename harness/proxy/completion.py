@@ -14,12 +14,13 @@ its completion; Internal and InternalHigh are rewritten by every call, and
 hEvent stays 0), and gives them back when it is done. Operations are
 tuples built once per connection, not closures per call.
 
-Reads are zero-byte WSARecvs: one completes when data, the FIN or a reset
-arrives and pins no buffer while the connection is idle; the service then
-reads what is there with non-blocking recv into one shared buffer (the
-zero-byte receive of "Windows Sockets 2.0: Write Scalable Winsock Apps
-Using Completion Ports",
-https://learn.microsoft.com/en-us/archive/msdn-magazine/2000/october/windows-sockets-2-0-write-scalable-winsock-apps-using-completion-ports).
+Reads are WSARecvs into the slot's own bytes (ROOM of them): a message that
+fits arrives with its packet, and a full slot means "read the rest with
+non-blocking recv into one shared buffer". An idle connection pins only its
+slot, no buffer of its own (the aim of the zero-byte receive of "Windows
+Sockets 2.0: Write Scalable Winsock Apps Using Completion Ports",
+https://learn.microsoft.com/en-us/archive/msdn-magazine/2000/october/windows-sockets-2-0-write-scalable-winsock-apps-using-completion-ports,
+which `readable` also offers, at the cost of a recv per event).
 """
 from __future__ import annotations
 

@@ -409,12 +409,12 @@ class IocpRedirectProxy(RedirectProxy):
 
     Each listener keeps `ACCEPTS` AcceptEx calls outstanding; an accepted client is queried as in
     RedirectProxy, its outbound socket is bound and connected with ConnectEx, and each socket of a
-    relayed connection has one zero-byte WSARecv outstanding while its direction is open. A packet
-    says "look now": the proxy then reads with non-blocking recv until a read comes back short (a
-    FIN or more data behind it completes the next zero-byte WSARecv at once) and sends with
+    relayed connection has one WSARecv into its own OVERLAPPED slot outstanding while its direction
+    is open. A packet brings the bytes (a full slot: the proxy reads the rest with non-blocking
+    recv; data or a FIN behind them completes the next WSARecv at once) and the proxy sends with
     non-blocking send (what a send cannot take now goes out as an overlapped WSASend). Packets are
     taken in batches (GetQueuedCompletionStatusEx). UDP stays on WSAPoll: its sockets are the
-    proxy's own few, and a zero-byte receive would consume a datagram.
+    proxy's own few.
     """
 
     ACCEPTS = 2                 # AcceptEx calls outstanding per listener: the backlog holds the rest
