@@ -62,6 +62,7 @@ class CompletionPort:
         self._acceptex = self._connectex = None
         self._receiving: set = set()   # slots whose WSABUF names their own bytes
         self.inline = 0                # calls that completed at once since `run` began (packets queued)
+        self.ops_done = None           # the operation whose handler runs now (a handler may reuse it)
 
     # -- slots ---------------------------------------------------------------------------------
     def slots(self, n: int) -> list:
@@ -150,7 +151,8 @@ class CompletionPort:
         n = mem.read_u32(self._removed)
         ops = self.ops
         for slot, status, transferred in _ENTRY.iter_unpack(mem.read(self._entries, n * _ENTRY.size)):
-            handler, s, arg = ops.pop(slot)
+            self.ops_done = op = ops.pop(slot)
+            handler, s, arg = op
             err = 0
             if status >= 0x80000000:          # not NT_SUCCESS: the socket's own error code
                 api.WSAGetOverlappedResult(s, slot, self._out, 0, self._out + 4)

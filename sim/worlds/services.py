@@ -129,14 +129,15 @@ class CompletionEchoServer(EchoServer):
         self.port.associate(acc)
         (own,) = self.port.slots(1)
         self.port.receive_slot(own)
-        self._receive(acc, own, (self._received, acc, None))
+        op = (self._received, acc, None)
+        self._receive(acc, own, op)             # the same operation for each of its receives
 
     def _receive(self, s, slot, op) -> None:
         if self.port.receive(s, slot, op):
             self.api.closesocket(s)               # failed at once: no packet will come
             self.port.release([slot])
 
-    def _received(self, s, op, slot, err, n) -> None:
+    def _received(self, s, _arg, slot, err, n) -> None:
         api = self.api
         if err or n == 0:
             api.closesocket(s)                    # the FIN or a reset: done
@@ -150,7 +151,7 @@ class CompletionEchoServer(EchoServer):
             while (got := api.recv(s, sc.buf, sc.size, 0)) > 0:
                 api.send(s, sc.buf, got, 0)
                 self.echoed += got
-        self._receive(s, slot, (self._received, s, None))
+        self._receive(s, slot, self.port.ops_done)
 
     def poll(self) -> bool:
         """One turn: every completion packet queued now, then a WSAPoll over the UDP sockets."""
