@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from harness.winsock import constants as C
 from harness.winsock import sockaddr
 from harness.proxy import redirect as rd
-from harness.proxy.reference import IocpRedirectProxy, RedirectProxy
+from harness.proxy.reference import RedirectProxy
 from harness.sample_driver import RedirectPolicy
 from sim.worlds.ready import SERVER, client_server_world
 from sim.worlds.services import EchoServer
