@@ -1,6 +1,7 @@
 """Redirect-path figures: records queries per second and proxied connections per second.
 
     python bench/bench_redirect.py [--seconds 1.0] [--connections 600] [--in-flight 16] [--workers N]
+                                   [--proxy iocp|poll]
 
 Goals (issue "Simulated WFP connect-redirect"): a synchronous records query
 on a redirected accepted socket at least 200,000 calls/s; at least 5,000
@@ -48,8 +49,13 @@ from measure import per_second  # noqa: E402
 from harness.winsock import constants as C
 from harness.winsock import sockaddr
 from harness.proxy.poller import READ, WRITE, Poller
+from harness.proxy.reference import IocpRedirectProxy, RedirectProxy
 from sim.worlds.ready import redirected_tcp
 from sim.worlds.scenarios import PAYLOAD, Story
+from sim.worlds.services import CompletionEchoServer, EchoServer
+
+PROXIES = {"iocp": IocpRedirectProxy, "poll": RedirectProxy}     # --proxy: completion port or WSAPoll
+ECHOES = {IocpRedirectProxy: CompletionEchoServer, RedirectProxy: EchoServer}    # the server's, alike
 
 
 def main(argv=None) -> None:
@@ -59,7 +65,11 @@ def main(argv=None) -> None:
     parser.add_argument("--in-flight", type=int, default=16, help="connections at once in the in-flight cases")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="worlds in parallel processes for the machine figure (default: one per core)")
+    parser.add_argument("--proxy", choices=tuple(PROXIES), default="poll",
+                        help="the vendors' proxies: the WSAPoll model (poll, the scenarios' default) or the "
+                             "completion-port proxy (iocp)")
     args = parser.parse_args(argv)
+    proxy = PROXIES[args.proxy]
 
     # 1. Records query rate on a redirected, accepted socket.
     r = redirected_tcp()
@@ -86,14 +96,14 @@ def main(argv=None) -> None:
     #    load generator), each in a fresh story.
     single = {}
     for in_flight in (1, args.in_flight):
-        client = Client(in_flight)
+        client = Client(in_flight, proxy)
         batches = max(1, args.connections // in_flight)
         setup_s, total_s = client.run(batches)
         single[in_flight] = (client.done / setup_s, client.done / total_s)
         client.check()
 
     # 3. The machine: one world per worker process, at the same time.
-    machine = run_workers(args.workers, args.in_flight, args.seconds) if args.workers > 1 else None
+    machine = run_workers(args.workers, args.in_flight, args.seconds, proxy) if args.workers > 1 else None
 
     def floor_connection():     # a Python floor: the bookkeeping of three connections in dicts
         d = {}
@@ -129,9 +139,10 @@ class Client:
     connection's round trip; `check()` then checks the proxies' books.
     """
 
-    def __init__(self, count: int):
+    def __init__(self, count: int, proxy=None):
         self.count = count
-        self.story = story = Story("documented", ("VendorX", "VendorY"), udp=False)     # TCP proxies only
+        self.story = story = Story("documented", ("VendorX", "VendorY"), udp=False, proxy=proxy,
+                                   echo=ECHOES.get(proxy))     # TCP proxies only
         story.world.network.record = False           # no packet log: measure the redirect path itself
         app, sc = story.app, story.scratch
         self.name = sockaddr.from_text("192.0.2.20", 80)
@@ -211,9 +222,9 @@ class Client:
         assert proxied == expected and not errors and not left, (proxied, expected, errors, left)
 
 
-def _worker(in_flight: int, seconds: float, barrier, results) -> None:
+def _worker(in_flight: int, seconds: float, proxy, barrier, results) -> None:
     try:
-        client = Client(in_flight)
+        client = Client(in_flight, proxy)
         barrier.wait(timeout=120)                   # every world starts its clock together
         setup_s, total_s = client.run(seconds=seconds)
         client.check()
@@ -223,11 +234,11 @@ def _worker(in_flight: int, seconds: float, barrier, results) -> None:
         raise
 
 
-def run_workers(workers: int, in_flight: int, seconds: float) -> tuple:
+def run_workers(workers: int, in_flight: int, seconds: float, proxy=None) -> tuple:
     """(set-up rate, set-up + teardown rate) summed over `workers` worlds run at once."""
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     barrier, results = ctx.Barrier(workers), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(in_flight, seconds, barrier, results)) for _ in range(workers)]
+    procs = [ctx.Process(target=_worker, args=(in_flight, seconds, proxy, barrier, results)) for _ in range(workers)]
     for p in procs:
         p.start()
     try:

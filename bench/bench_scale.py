@@ -2,6 +2,7 @@
 
     python bench/bench_scale.py [--direct 0,1000,10000,30000] [--proxied 0,1000,5000]
                                 [--batches 20] [--in-flight 16] [--seconds 2] [--workers N]
+                                [--proxy iocp|poll]
 
 Issue "Scale like Windows": on Windows the cost of one more connection does
 not depend on how many the machine already holds. Each case builds a fresh
@@ -33,7 +34,7 @@ import time
 import tracemalloc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_redirect import Client, run_workers  # noqa: E402
+from bench_redirect import PROXIES, Client, run_workers  # noqa: E402
 from harness.winsock import constants as C
 from harness.winsock import sockaddr
 from harness.proxy.poller import WRITE, Poller
@@ -62,7 +63,8 @@ class Idle:
         port = 80 if proxied else DIRECT_PORT
         if not proxied and self.direct_server is None:
             api = world.start_process(self.story.server_host, "direct-echo")
-            self.direct_server = EchoServer(api, tcp_port=DIRECT_PORT)
+            echo = type(self.story.echo) if self.story.echo is not None else EchoServer
+            self.direct_server = echo(api, tcp_port=DIRECT_PORT)
             world.add_service(self.direct_server.poll, api)
         # Half over IPv4, half over IPv6: a host has 16,384 ephemeral ports per family (docs/facts.md §9).
         names = []
@@ -96,8 +98,8 @@ def parse_sizes(text: str) -> list:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-def measure_case(n: int, proxied: bool, batches: int, in_flight: int) -> dict:
-    client = Client(in_flight)
+def measure_case(n: int, proxied: bool, batches: int, in_flight: int, proxy=None) -> dict:
+    client = Client(in_flight, proxy)
     idle = Idle(client)
     gc.collect()
     start = time.perf_counter()
@@ -116,8 +118,8 @@ def measure_case(n: int, proxied: bool, batches: int, in_flight: int) -> dict:
     return {"n": n, "proxied": proxied, "us": total / done * 1e6, "setup_s": setup_s}
 
 
-def bytes_per_connection(n: int, proxied: bool) -> float:
-    client = Client(1)
+def bytes_per_connection(n: int, proxied: bool, proxy=None) -> float:
+    client = Client(1, proxy)
     idle = Idle(client)
     idle.open(min(n, 50), proxied)     # the server process and first allocations outside the count
     gc.collect()
@@ -130,9 +132,9 @@ def bytes_per_connection(n: int, proxied: bool) -> float:
     return (after - before) / n
 
 
-def gc_pauses(n: int) -> tuple:
+def gc_pauses(n: int, proxy=None) -> tuple:
     """(longest collection in ms, objects tracked) while a world of `n` idle direct connections runs batches."""
-    client = Client(16)
+    client = Client(16, proxy)
     idle = Idle(client)
     idle.open(n, False)
     longest = [0.0]
@@ -170,25 +172,29 @@ def main(argv=None) -> None:
     parser.add_argument("--memory-n", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--proxy", choices=tuple(PROXIES), default="iocp",
+                        help="the vendors' proxies: the completion-port proxy (iocp, the default here: what a "
+                             "turn costs does not grow with what it holds) or the WSAPoll model (poll)")
     args = parser.parse_args(argv)
+    proxy = PROXIES[args.proxy]
 
     rows = []
     for proxied, sizes in ((False, parse_sizes(args.direct)), (True, parse_sizes(args.proxied))):
         for n in sizes:
-            rows.append(measure_case(n, proxied, args.batches, args.in_flight))
+            rows.append(measure_case(n, proxied, args.batches, args.in_flight, proxy))
             r = rows[-1]
             print(f"  measured: {'proxied' if proxied else 'direct'} N={n:,}: {r['us']:,.0f} µs/connection, "
                   f"built in {r['setup_s']:.2f} s", file=sys.stderr, flush=True)
-    direct_bytes = bytes_per_connection(args.memory_n, False)
-    proxied_bytes = bytes_per_connection(args.memory_n, True)
+    direct_bytes = bytes_per_connection(args.memory_n, False, proxy)
+    proxied_bytes = bytes_per_connection(args.memory_n, True, proxy)
     biggest = max(parse_sizes(args.direct) or [0])
-    gc_full, gc_frozen, gc_longest, objects = gc_pauses(biggest)
+    gc_full, gc_frozen, gc_longest, objects = gc_pauses(biggest, proxy)
 
-    one = Client(args.in_flight)
+    one = Client(args.in_flight, proxy)
     setup_s, total_s = one.run(seconds=args.seconds)
     one.check()
     one_world = (one.done / setup_s, one.done / total_s)
-    machine = run_workers(args.workers, args.in_flight, args.seconds) if args.workers > 1 else None
+    machine = run_workers(args.workers, args.in_flight, args.seconds, proxy) if args.workers > 1 else None
 
     print(f"{'idle connections held':<34}{'µs/connection':>14}{'vs N=0':>8}{'build N':>10}{'µs/built':>10}")
     for proxied in (False, True):

@@ -134,7 +134,14 @@ def refresh(sock) -> None:
     sock.ev_once |= new & ONCE
     for bit, index in _BITS:
         if new & bit:
-            sock.ev_errors[index] = (errors or {}).get(index, 0)
+            # Only errors not 0 are stored (most sockets never have one: no dict for them).
+            err = errors.get(index, 0) if errors else 0
+            if err:
+                if sock.ev_errors is None:
+                    sock.ev_errors = {}
+                sock.ev_errors[index] = err
+            elif sock.ev_errors:
+                sock.ev_errors.pop(index, None)
     _signal(sock)
 
 
@@ -214,7 +221,7 @@ def enum_network_events(api, thread, sock, hEventObject: int, lpNetworkEvents: i
     base = WSANETWORKEVENTS.offset("iErrorCode")
     for bit, index in _BITS:
         if reported & bit:
-            struct.pack_into("<i", raw, base + 4 * index, sock.ev_errors.get(index, 0))
+            struct.pack_into("<i", raw, base + 4 * index, sock.ev_errors.get(index, 0) if sock.ev_errors else 0)
     mem.kwrite(lpNetworkEvents, bytes(raw))
     if event is not None:
         event.signalled = False

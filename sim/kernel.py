@@ -46,6 +46,7 @@ class SimThread:
         self.apcs: collections.deque = collections.deque()
         self.waiting = False
         self.interrupted = None   # set to an error code to break a blocking call
+        self.port = None          # the completion port it last removed a packet from (its association)
 
     def __repr__(self) -> str:
         return f"<SimThread {self.tid} {self.name!r} of pid {self.process.pid}>"

@@ -9,6 +9,7 @@ import struct
 
 from harness.winsock import constants as C
 from harness.winsock.ctype import cfunc
+from harness.winsock.layouts import OVERLAPPED_ENTRY
 from sim.c_entry import ws2_call
 from sim import overlapped as ov
 from sim import status as st
@@ -17,6 +18,11 @@ from sim.decision_points import DECISIONS
 
 # Decision points this module reads (sim/decision_points.py), checked when it is imported.
 _APCS_FIRST = DECISIONS["wait_satisfaction_order"].choice("apcs_first")
+_ZERO_COUNT_EMPTY = DECISIONS["gqcsex_zero_count"].choice("empty_success")
+
+_ENTRY_SIZE = OVERLAPPED_ENTRY.size
+_ENTRY_HEAD = struct.Struct("<QQI")     # lpCompletionKey, lpOverlapped, Internal's low half
+_INFORMATION = struct.Struct("<Q")
 
 
 class Kernel32:
@@ -187,12 +193,74 @@ class Kernel32:
                 code = C.ERROR_ABANDONED_WAIT_0 if port.closed else C.WAIT_TIMEOUT
                 return self._err(thread, code, C.FALSE)
             packet = port.packets.popleft()
+            thread.port = port
             mem.kwrite_u32(lpNumberOfBytesTransferred, packet.information)
             mem.kwrite_u64(lpCompletionKey, packet.key)
             mem.kwrite_u64(lpOverlapped, packet.overlapped)
             if st.nt_success(packet.status):
                 return C.TRUE          # the last error is left alone (docs/windows-observed.md item 121)
             return self._err(thread, st.to_win32(packet.status), C.FALSE)
+
+    @cfunc("HANDLE CompletionPort, LPVOID lpCompletionPortEntries, ULONG ulCount, LPVOID ulNumEntriesRemoved, "
+           "DWORD dwMilliseconds, BOOL fAlertable")
+    def GetQueuedCompletionStatusEx(self, CompletionPort, lpCompletionPortEntries, ulCount, ulNumEntriesRemoved,
+                                    dwMilliseconds, fAlertable):
+        """Up to ulCount packets at once, each as an OVERLAPPED_ENTRY {key, overlapped, NTSTATUS, bytes}.
+
+        The GetQueuedCompletionStatusEx page: an alertable call performs an alertable wait only when no
+        entries are available, and returns when an APC ran (WAIT_IO_COMPLETION). Wine
+        dlls/ntdll/tests/file.c test_set_io_completion (run on Windows): with an APC queued and a
+        packet waiting, a thread not yet associated with this port (it never removed a packet from it)
+        runs the APC first; once associated, it gets the packet; a call that ran APCs does not
+        associate it. Packet statuses travel in the entries: the call itself succeeds.
+        """
+        with self._lock:
+            thread = self._enter()
+            mem = self.memory
+            port = self._port(CompletionPort)
+            if port is None:
+                return self._err(thread, C.ERROR_INVALID_HANDLE, C.FALSE)
+            if ulCount == 0:
+                if self.process.profile.gqcsex_zero_count == _ZERO_COUNT_EMPTY:
+                    mem.kwrite_u32(ulNumEntriesRemoved, 1)
+                    return C.TRUE
+                return self._err(thread, C.ERROR_INVALID_PARAMETER, C.FALSE)
+            if not (lpCompletionPortEntries and ulNumEntriesRemoved
+                    and mem.check(lpCompletionPortEntries, _ENTRY_SIZE, True) and mem.check(ulNumEntriesRemoved, 4, True)):
+                # Decision point gqcs_bad_out_pointer, as for GetQueuedCompletionStatus: no packet is removed.
+                return self._err(thread, C.ERROR_NOACCESS, C.FALSE)
+            packets = port.packets
+            alertable = bool(fAlertable)
+            if alertable and thread.apcs and not (packets and thread.port is port):
+                self.kernel.run_apcs(thread)
+                mem.kwrite_u32(ulNumEntriesRemoved, 0)
+                return self._err(thread, C.WAIT_IO_COMPLETION, C.FALSE)
+            if not packets:
+                kind, _ = self.kernel.wait(thread, lambda: True if packets or port.closed else None,
+                                           dwMilliseconds, alertable, "GetQueuedCompletionStatusEx")
+                if kind != "ready" or not packets:
+                    mem.kwrite_u32(ulNumEntriesRemoved, 0)
+                    code = (C.WAIT_IO_COMPLETION if kind == "apc"
+                            else C.ERROR_ABANDONED_WAIT_0 if port.closed else C.WAIT_TIMEOUT)
+                    return self._err(thread, code, C.FALSE)
+            # Only as many entries as the array (checked whole) holds.
+            room = min(ulCount, len(packets))
+            if room > 1 and not mem.check(lpCompletionPortEntries, room * _ENTRY_SIZE, True):
+                return self._err(thread, C.ERROR_NOACCESS, C.FALSE)
+            # Internal is IO_STATUS_BLOCK's union of a 32-bit Status and a pointer: only its low half is
+            # written; dwNumberOfBytesTransferred is the low half of the 64-bit Information, written whole.
+            pop = packets.popleft
+            out = bytearray(mem.kread(lpCompletionPortEntries, room * _ENTRY_SIZE))
+            at = 0
+            for _ in range(room):
+                p = pop()
+                _ENTRY_HEAD.pack_into(out, at, p.key, p.overlapped, p.status & 0xFFFFFFFF)
+                _INFORMATION.pack_into(out, at + 24, p.information)
+                at += _ENTRY_SIZE
+            mem.kwrite(lpCompletionPortEntries, bytes(out))
+            mem.kwrite_u32(ulNumEntriesRemoved, room)
+            thread.port = port
+            return C.TRUE          # the last error is left alone, as by GetQueuedCompletionStatus
 
     @cfunc("HANDLE CompletionPort, DWORD dwNumberOfBytesTransferred, ULONG_PTR dwCompletionKey, "
            "LPVOID lpOverlapped")

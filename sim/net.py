@@ -125,7 +125,8 @@ class UdpEndpoint:
 class PortIndex:
     """The (address, port) pairs one protocol uses on a host, and its ephemeral port allocator.
 
-    `users[(address length, port)]` counts the endpoints on each plain address, so
+    `users[port | address length << 16]` counts the endpoints on each plain address (one
+    endpoint's entry is its address, more are {address: count}: most ports have one), so
     "is this port taken?" is a dictionary lookup whatever the host holds; `taken[4|16]`
     marks each port any endpoint of that family uses, so the next free port of the
     dynamic range is one C-level search (bytearray.find) from the counter, with no
@@ -154,17 +155,24 @@ class PortIndex:
 
     def add(self, ip: bytes, port: int) -> None:
         plain = unmap(ip)
-        on = self.users.get((len(plain), port))
+        key = port | len(plain) << 16
+        on = self.users.get(key)
         if on is None:
-            self.users[(len(plain), port)] = {plain: 1}
+            self.users[key] = plain             # one endpoint: its address stands for {address: 1}
             self.taken[len(plain)][port] = 1
+        elif on.__class__ is bytes:
+            self.users[key] = {on: 2} if on == plain else {on: 1, plain: 1}
         else:
             on[plain] = on.get(plain, 0) + 1
 
     def remove(self, ip: bytes, port: int) -> None:
         plain = unmap(ip)
-        key = (len(plain), port)
+        key = port | len(plain) << 16
         on = self.users[key]
+        if on.__class__ is bytes:
+            del self.users[key]
+            self.taken[len(plain)][port] = 0
+            return
         left = on[plain] - 1
         if left:
             on[plain] = left
@@ -175,10 +183,13 @@ class PortIndex:
                 self.taken[len(plain)][port] = 0
 
     def in_use(self, plain: bytes, port: int) -> bool:
-        on = self.users.get((len(plain), port))
-        if not on:
+        on = self.users.get(port | len(plain) << 16)
+        if on is None:
             return False
-        return plain in (ANY4, ANY6) or plain in on or (ANY4 if len(plain) == 4 else ANY6) in on
+        wildcard = ANY4 if len(plain) == 4 else ANY6
+        if plain == wildcard:
+            return True
+        return on == plain or on == wildcard if on.__class__ is bytes else plain in on or wildcard in on
 
     def ephemeral(self, family_len: int) -> int:
         taken, first, last = self.taken[family_len], self.first, self.last

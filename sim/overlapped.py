@@ -29,11 +29,13 @@ _ROUTINE_AND_PACKET = DECISIONS["routine_and_port"].choice("both")
 
 _INTERNAL = WSAOVERLAPPED.offset("Internal")
 _HEVENT = WSAOVERLAPPED.offset("hEvent")
+_PENDING = struct.pack("<Q", C.STATUS_PENDING)
+_STATUS_AND_BYTES = struct.Struct("<QQ")
 
 
 class IoRequest:
     __slots__ = ("process", "socket", "thread", "overlapped", "event_raw", "routine", "kind",
-                 "done", "on_cancel", "start", "info")
+                 "done", "on_cancel", "start", "take")
 
     def __init__(self, process, socket, thread, overlapped, event_raw, routine, kind):
         self.process = process
@@ -46,7 +48,7 @@ class IoRequest:
         self.done = False
         self.on_cancel = None       # called before a cancellation completes the request
         self.start = None
-        self.info = {}
+        self.take = None            # for start_take: what the request waits for
 
     def __repr__(self) -> str:
         return f"<IoRequest {self.kind} ovl=0x{self.overlapped:x} done={self.done}>"
@@ -54,12 +56,12 @@ class IoRequest:
 
 def read_event(process, overlapped: int) -> int:
     data = process.memory.kread(overlapped + _HEVENT, 8)
-    return struct.unpack("<Q", data)[0] if data else 0
+    return int.from_bytes(data, "little") if data else 0
 
 
 def mark_pending(process, overlapped: int) -> None:
     """Internal = STATUS_PENDING, written when a request enters the kernel (items 10, 49)."""
-    process.memory.kwrite(overlapped + _INTERNAL, struct.pack("<Q", C.STATUS_PENDING))
+    process.memory.kwrite(overlapped + _INTERNAL, _PENDING)
 
 
 def complete(req: IoRequest, status: int, information: int, flags: int = 0,
@@ -68,20 +70,25 @@ def complete(req: IoRequest, status: int, information: int, flags: int = 0,
     if req.done:
         raise AssertionError(f"{req!r} completed twice")   # a simulator bug, never user input
     req.done = True
-    req.start = req.on_cancel = None    # done with them: they close over the request (no cycles left)
+    req.start = req.on_cancel = req.take = None    # done with them: they may close over the request
     process = req.process
     kernel = process.kernel
     sock = req.socket
-    if sock is not None and req in sock.pending:
-        sock.pending.remove(req)
+    if sock is not None:
+        try:
+            sock.pending.remove(req)
+        except ValueError:
+            pass                        # completed at issue: never pending
     mem = process.memory
-    if not mem.kwrite(req.overlapped + _INTERNAL, struct.pack("<QQ", status, information)):
+    if not mem.kwrite(req.overlapped + _INTERNAL, _STATUS_AND_BYTES.pack(status, information)):
         # Windows would write into whatever is there now; we record the bug instead.
         kernel.note("overlapped-unwritable",
                     f"pid {process.pid}: WSAOVERLAPPED at 0x{req.overlapped:x} was freed or made "
                     f"read-only before its {req.kind} completed")
-    process.completed_flags[req.overlapped] = flags
-    profile = process.profile
+    if flags:                           # kept only when not 0 (WSAGetOverlappedResult's default)
+        process.completed_flags[req.overlapped] = flags
+    elif process.completed_flags:
+        process.completed_flags.pop(req.overlapped, None)
     post_packet = True
     if req.routine:
         routine = req.routine
@@ -89,7 +96,7 @@ def complete(req: IoRequest, status: int, information: int, flags: int = 0,
         err = st.to_winsock(status)
         thread = req.thread
         thread.apcs.append(lambda: process.call_routine(routine, err, information, overlapped, flags))
-        post_packet = profile.routine_and_port == _ROUTINE_AND_PACKET
+        post_packet = process.profile.routine_and_port == _ROUTINE_AND_PACKET
     else:
         event = req.event_raw & ~1
         if event:
@@ -107,6 +114,13 @@ def complete(req: IoRequest, status: int, information: int, flags: int = 0,
                     and sock.notify_modes & C.FILE_SKIP_COMPLETION_PORT_ON_SUCCESS):
                 port.packets.append(CompletionPacket(sock.port_key, information, req.overlapped, status))
     kernel.poke()
+
+
+def start_take(req: IoRequest) -> None:
+    """A request's `start` when its `take` says what it waits for: complete it once `take` can."""
+    result = req.take()
+    if result is not None:
+        complete(req, *result)
 
 
 def fail_at_issue(req: IoRequest) -> None:

@@ -17,6 +17,7 @@ from sim.kernel import INFINITE
 from sim.net import ANY4, ANY6, is_v4_mapped, unmap
 
 MAX_UDP_PAYLOAD = 65507
+_NOBODY = frozenset()           # the `blocked` of a socket no call ever blocked on (most: no set each)
 
 # Decision points this module reads (sim/decision_points.py), checked when it is imported.
 _UDP_NEWEST_FIRST = DECISIONS["udp_shared_address_delivery"].choice("newest")
@@ -106,11 +107,11 @@ class Socket:
         self.port_key = 0
         self.notify_modes = 0
         self.file_signalled = False
-        self.blocked: set = set()       # threads blocked in a call on this socket
+        self.blocked = _NOBODY          # threads blocked in a call on this socket (a set once one is)
         self.redirect_records = None    # blob attached with SIO_SET_WFP_CONNECTION_REDIRECT_RECORDS
         self.redirect = None            # redirect state of an accepted, redirected flow (sim.wfp)
         self.udp_connreset = True       # SIO_UDP_CONNRESET defaults to on
-        self.udp_flows: dict = {}       # destination -> where WFP sends that flow
+        self.udp_flows = None           # destination -> where WFP sends that flow (a dict from the first)
         self.accepting = None           # the AcceptEx IoRequest accepting into this socket
         # "accept"/"connect": connected by AcceptEx/ConnectEx, waiting for SO_UPDATE_*_CONTEXT
         self.context_pending = None
@@ -118,7 +119,7 @@ class Socket:
         self.endpoint_handle = 0xFFFF_C000_0000_0000 | (process.pid << 32) | handle
         self.reservation = None         # its hold on the local port (sim/addresses.py), from bind to close
         self.ev_mask = self.ev_event = self.ev_pending = self.ev_reported = self.ev_once = 0
-        self.ev_errors: dict = {}
+        self.ev_errors = None           # FD_*_BIT -> its error code, for those not 0 (a dict from the first)
         self.ev_armed = None            # {event bit: amount when armed} (sim.eventselect)
 
     def __repr__(self) -> str:
@@ -142,6 +143,8 @@ class Socket:
 
     # -- waiting -----------------------------------------------------------
     def block(self, thread, ready, what: str, timeout_ms: int = INFINITE):
+        if self.blocked is _NOBODY:
+            self.blocked = set()
         self.blocked.add(thread)
         try:
             kind, value = self.kernel.wait(thread, ready, timeout_ms, False, what)
@@ -447,6 +450,8 @@ class Socket:
         datagram carries the redirect data to the receiver (docs/facts.md §3.5, §5.8).
         """
         key = (unmap(dst[0]), dst[1])
+        if self.udp_flows is None:
+            self.udp_flows = {}
         known = self.udp_flows.get(key)
         if known is not None:
             return known

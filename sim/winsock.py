@@ -489,34 +489,7 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
                 raise WsaError(C.WSAEINVAL)
         except WsaError as exc:
             return self._err(thread, exc.code)
-        total = sum(n for _, n in bufs)
-        peek = bool(flags & C.MSG_PEEK)
-
-        def take():
-            """(status, bytes, flags) when the receive can complete now, else None."""
-            if sock.is_tcp:
-                ready = sock.stream_readable()
-                if ready is None:
-                    return None
-                if ready is not True:
-                    return st.from_winsock(ready), 0, 0
-                data = sock.stream_take(total, peek)
-                return C.STATUS_SUCCESS, self.scatter(bufs, data), 0
-            ready = sock.dgram_readable()
-            if ready is None:
-                return None
-            if ready is not True:
-                # The reset is this receive's result, synchronous or through its completion
-                # (never an exception: take() also runs from the scheduler for a pending receive).
-                return sock.take_reset(), 0, 0
-            item = sock.dgram_take()
-            if peek:
-                sock.udp.queue.insert(0, item)
-            n = self.scatter(bufs, item[2])
-            if n < len(item[2]):
-                return C.STATUS_BUFFER_OVERFLOW, n, C.MSG_PARTIAL
-            return C.STATUS_SUCCESS, n, 0
-
+        take = _Receive(self, sock, bufs, sum(n for _, n in bufs), bool(flags & C.MSG_PEEK))
         return self._io(thread, sock, "recv", take, lpOverlapped, lpCompletionRoutine,
                         lpNumberOfBytesRecvd, lpFlags)
 
@@ -545,11 +518,8 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
                     ov.complete(req, status, n, flags)   # a warning (truncation): indicated, and reported
                 return self._err(thread, st.to_winsock(status))
 
-            def start(r):
-                res = take()
-                if res is not None:
-                    ov.complete(r, res[0], res[1], res[2])
-            req.start = start
+            req.take = take
+            req.start = ov.start_take
             eventselect.reenable(sock, C.FD_READ)    # a receive re-enables FD_READ, pending or not
             sock.pending.append(req)
             return self._err(thread, C.WSA_IO_PENDING)
@@ -711,3 +681,38 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
         """Let `ms` of virtual time pass (timers fire; no thread is alerted)."""
         self.world.run(ms)
 
+
+class _Receive:
+    """What a WSARecv waits for: called, (status, bytes, flags) when it can complete now, else None.
+    An object, not a closure: a pending receive is held per idle socket (a closure and its cells
+    took four times the memory)."""
+
+    __slots__ = ("winsock", "sock", "bufs", "total", "peek")
+
+    def __init__(self, winsock, sock, bufs, total, peek):
+        self.winsock, self.sock, self.bufs, self.total, self.peek = winsock, sock, bufs, total, peek
+
+    def __call__(self):
+        sock = self.sock
+        if sock.is_tcp:
+            ready = sock.stream_readable()
+            if ready is None:
+                return None
+            if ready is not True:
+                return st.from_winsock(ready), 0, 0
+            data = sock.stream_take(self.total, self.peek)
+            return C.STATUS_SUCCESS, self.winsock.scatter(self.bufs, data), 0
+        ready = sock.dgram_readable()
+        if ready is None:
+            return None
+        if ready is not True:
+            # The reset is this receive's result, synchronous or through its completion
+            # (never an exception: it also runs from the scheduler for a pending receive).
+            return sock.take_reset(), 0, 0
+        item = sock.dgram_take()
+        if self.peek:
+            sock.udp.queue.insert(0, item)
+        n = self.winsock.scatter(self.bufs, item[2])
+        if n < len(item[2]):
+            return C.STATUS_BUFFER_OVERFLOW, n, C.MSG_PARTIAL
+        return C.STATUS_SUCCESS, n, 0

@@ -23,9 +23,10 @@ def bench():
     return module
 
 
+@pytest.mark.parametrize("proxy", ["iocp", "poll"])
 @pytest.mark.parametrize("count", [1, 3])
-def test_client_counts_and_checks_its_connections(bench, count):
-    client = bench.Client(count)
+def test_client_counts_and_checks_its_connections(bench, count, proxy):
+    client = bench.Client(count, bench.PROXIES[proxy])
     setup_s, total_s = client.run(batches=2)
     assert client.done == 2 * count
     assert 0 < setup_s <= total_s
@@ -34,15 +35,17 @@ def test_client_counts_and_checks_its_connections(bench, count):
     assert all(p.stats.accepted == 3 * count for p in proxies)    # warm-up batch + two
 
 
-def test_check_notices_a_connection_left_open(bench):
-    client = bench.Client(2)
+@pytest.mark.parametrize("proxy", ["iocp", "poll"])
+def test_check_notices_a_connection_left_open(bench, proxy):
+    client = bench.Client(2, bench.PROXIES[proxy])
     client._open = client._setup()       # set up, not torn down: the proxies still hold them
     with pytest.raises(AssertionError):
         client.check()
 
 
-def test_bench_prints_every_case(bench, capsys):
-    bench.main(["--seconds", "0.02", "--connections", "4", "--in-flight", "2", "--workers", "2"])
+@pytest.mark.parametrize("proxy", ["iocp", "poll"])
+def test_bench_prints_every_case(bench, capsys, proxy):
+    bench.main(["--seconds", "0.02", "--connections", "4", "--in-flight", "2", "--workers", "2", "--proxy", proxy])
     out = capsys.readouterr().out
     for label in ("records query", "one world, 1 at a time", "one world, 2 in flight",
                   "this machine: 2 worlds in 2 processes", "floor: dict bookkeeping"):

@@ -18,7 +18,7 @@ from sim.c_entry import ws2_checks
 # the event wrappers (CreateEvent underneath), the provider entry point and a pure buffer parser.
 NOT_WS2_CHECKED = {
     "WSAStartup", "WSAGetLastError", "WSASetLastError", "WSACreateEvent", "WSACloseEvent", "WSASetEvent",
-    "WSAResetEvent", "SleepEx", "CreateIoCompletionPort", "GetQueuedCompletionStatus",
+    "WSAResetEvent", "SleepEx", "CreateIoCompletionPort", "GetQueuedCompletionStatus", "GetQueuedCompletionStatusEx",
     "PostQueuedCompletionStatus", "SetFileCompletionNotificationModes", "CancelIoEx", "CloseHandle",
     "GetLastError", "GetCurrentProcessId", "GetCurrentThreadId", "GetAcceptExSockaddrs",
 }

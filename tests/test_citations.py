@@ -65,7 +65,7 @@ def wine_functions() -> set:
     text = (DOCS / "sources.md").read_text(encoding="utf-8")
     part = text.split("## Wine conformance tests", 1)[-1]
     return {(m.group(1), m.group(2))
-            for m in re.finditer(r"^\|\s*(sock\.c|afd\.c)\s*\|\s*`?(\w+)`?\s*\|", part, re.M)}
+            for m in re.finditer(r"^\|\s*(sock\.c|afd\.c|ntdll/tests/file\.c)\s*\|\s*`?(\w+)`?\s*\|", part, re.M)}
 
 
 # -- citation forms -----------------------------------------------------------------------------
@@ -75,7 +75,7 @@ _SECTION = re.compile(r"§\s?(?P<a>[A-Z](?![a-z])|\d+(?:\.\d+)*)(?:\s?[-–]\s?�
 _ITEMS = re.compile(r"\bitems?\s+(?P<list>\d+(?:\s*[-–]\s*\d+)?(?:\s*(?:,|,?\s*and)\s*\d+(?:\s*[-–]\s*\d+)?)*)")
 _CLABEL = re.compile(r"\bC(\d+)(?:\s?[-–]\s?C(\d+))?\b")
 _SEEDLABEL = re.compile(r"\b(?:REC|CTX|SET)-(?:DESC|PARAM|RET|ERR|REM)-[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)*")
-_WINE = re.compile(r"\bWine(?:'s)?\s+(?:dlls/ws2_32/tests/)?(?:(?P<file>sock|afd)\.c\s+)?"
+_WINE = re.compile(r"\bWine(?:'s)?\s+(?:dlls/(?:ws2_32/tests/)?)?(?:(?P<file>sock|afd|ntdll/tests/file)\.c\s+)?"
                    r"(?P<fn>(?:test|check)_\w+)")
 _BAD = [
     (re.compile(r"\.\./shared|shared/spec"), "points outside the repository (../shared/spec)"),

@@ -33,8 +33,8 @@ def test_accept_connect_and_relay_through_the_port(api):
     port = CompletionPort(api)
     done = []
 
-    def note(what):
-        return lambda s, *rest: done.append((what, s, rest[-2]))       # (what, socket, error)
+    def note(s, what, _slot, err, _n):
+        done.append((what, s, err))
 
     lst = api.socket(C.AF_INET, C.SOCK_STREAM, 0)
     assert api.bind(lst, *_name(api, "127.0.0.1", 0)) == 0 and api.listen(lst, 8) == 0
@@ -44,11 +44,12 @@ def test_accept_connect_and_relay_through_the_port(api):
     listen_port = sockaddr.unpack(api.memory.read(buf, api.memory.read_u32(n)))[2]
     port.associate(lst)
     acc = api.socket(C.AF_INET, C.SOCK_STREAM, 0)
-    assert port.accept(lst, acc, (note("accept"), acc)) == 0
+    slots = port.slots(3)
+    assert port.accept(lst, acc, slots[0], (note, acc, "accept")) == 0
     client = api.socket(C.AF_INET, C.SOCK_STREAM, 0)
     assert api.bind(client, *_name(api, "0.0.0.0", 0)) == 0
     port.associate(client)
-    assert port.connect(client, *_name(api, "127.0.0.1", listen_port), (note("connect"), client)) == 0
+    assert port.connect(client, *_name(api, "127.0.0.1", listen_port), slots[1], (note, client, "connect")) == 0
     while len(done) < 2:
         assert port.next(5000), done
     assert sorted((what, err) for what, _s, err in done) == [("accept", 0), ("connect", 0)]
@@ -57,7 +58,7 @@ def test_accept_connect_and_relay_through_the_port(api):
     assert api.setsockopt(acc, C.SOL_SOCKET, C.SO_UPDATE_ACCEPT_CONTEXT, value, 8) == 0
     assert api.setsockopt(client, C.SOL_SOCKET, C.SO_UPDATE_CONNECT_CONTEXT, 0, 0) == 0
     port.associate(acc)
-    assert port.readable(acc, (note("readable"), acc)) == 0
+    assert port.readable(acc, slots[2], (note, acc, "readable")) == 0
     api.memory.write(buf, b"ping")
     assert api.send(client, buf, 4, 0) == 4
     while len(done) < 3:

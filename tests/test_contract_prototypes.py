@@ -87,6 +87,8 @@ HEADER_POINTER_TYPES = {
     ("GetQueuedCompletionStatus", "lpNumberOfBytesTransferred"): "LPDWORD",
     ("GetQueuedCompletionStatus", "lpCompletionKey"): "PULONG_PTR",
     ("GetQueuedCompletionStatus", "lpOverlapped"): "LPOVERLAPPED *",
+    ("GetQueuedCompletionStatusEx", "lpCompletionPortEntries"): "LPOVERLAPPED_ENTRY",
+    ("GetQueuedCompletionStatusEx", "ulNumEntriesRemoved"): "PULONG",
     ("PostQueuedCompletionStatus", "lpOverlapped"): "LPOVERLAPPED",
     ("CancelIoEx", "lpOverlapped"): "LPOVERLAPPED",
     ("WSARecvMsg", "lpMsg"): "LPWSAMSG", ("WSARecvMsg", "lpdwNumberOfBytesRecvd"): "LPDWORD",

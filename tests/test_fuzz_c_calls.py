@@ -83,6 +83,8 @@ DOCUMENTED = {
     # WSAPoll page; WSAENOTSOCK when no entry is a socket: ledger decision poll_no_valid_socket.
     "WSAPoll": {C.WSANOTINITIALISED, C.WSAENETDOWN, C.WSAEFAULT, C.WSAEINVAL, C.WSAENOBUFS, C.WSAENOTSOCK},
     "CreateIoCompletionPort": KERNEL32, "GetQueuedCompletionStatus": KERNEL32,
+    # GetQueuedCompletionStatusEx page: WAIT_IO_COMPLETION when an alertable wait ran APCs.
+    "GetQueuedCompletionStatusEx": KERNEL32 | {C.WAIT_IO_COMPLETION},
     "PostQueuedCompletionStatus": KERNEL32, "SetFileCompletionNotificationModes": KERNEL32,
     "CancelIoEx": KERNEL32, "CloseHandle": KERNEL32,
 }

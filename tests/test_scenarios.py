@@ -155,3 +155,22 @@ def test_scenario_exit_status_follows_the_verdict_and_bad_input_is_one_line(tmp_
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [f"python -m sim: --pcap {tmp_path / 'no-such-dir' / 'x.pcap'}: "
                                                 "cannot write: No such file or directory"]
+
+
+@pytest.mark.parametrize("profile", BUILTIN)
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_completion_port_and_wsapoll_proxies_tell_the_same_story(name, profile, monkeypatch):
+    """Issue 16: the completion-port proxy and echo server behave as the WSAPoll ones: same verdicts, hops, bytes,
+    errors and diagnostics. Only the wire may differ: a proxy that refuses a connection at
+    AcceptEx's completion closes it before the data arrives (FIN), WSAPoll's after (RST)."""
+    from harness.proxy.reference import IocpRedirectProxy, RedirectProxy
+    from sim.worlds import scenarios
+    from sim.worlds.services import CompletionEchoServer, EchoServer
+
+    told = {}
+    for proxy, echo in ((RedirectProxy, EchoServer), (IocpRedirectProxy, CompletionEchoServer)):
+        monkeypatch.setattr(scenarios, "DEFAULT_PROXY", proxy)
+        monkeypatch.setattr(scenarios, "DEFAULT_ECHO", echo)
+        report, _ = run(name, profile)
+        told[proxy.__name__] = {k: v for k, v in report.items() if k not in ("packets", "virtual_time_ns")}
+    assert told["IocpRedirectProxy"] == told["RedirectProxy"]

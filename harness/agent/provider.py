@@ -57,7 +57,8 @@ _CLOSES = ("closesocket", "CloseHandle", "WSACloseEvent")
 
 # Calls that wait for a time of their choosing: the index of their timeout (ms).
 # The agent counts as hung only once that time plus the call timeout has passed.
-_WAITS = {"SleepEx": 0, "WSAWaitForMultipleEvents": 3, "WSAPoll": 2, "GetQueuedCompletionStatus": 4}
+_WAITS = {"SleepEx": 0, "WSAWaitForMultipleEvents": 3, "WSAPoll": 2, "GetQueuedCompletionStatus": 4,
+          "GetQueuedCompletionStatusEx": 4}
 _INFINITE = 0xFFFFFFFF
 
 

@@ -43,7 +43,7 @@ KINDS = {
     "source": re.compile(r"\bWine (?:dlls/\w+|server)/\w+\.c \w+: "),
     # Wine's current test asserts the Windows behaviour outside todo_wine: Wine has fixed it since
     # 8.0 (the function is listed in docs/sources.md's Wine table)
-    "fixed_later": re.compile(r"\bWine dlls/ws2_32/tests/sock\.c test_\w+: ok\(\) without todo_wine\b"),
+    "fixed_later": re.compile(r"\bWine dlls/(?:ws2_32/tests/sock|ntdll/tests/file)\.c test_\w+: ok\(\) without todo_wine\b"),
     # the weakest: what Wine 8.0 was seen to do, naming the function, where Wine says nothing itself;
     # the `windows` citation then carries the case (reviewed list: see the report)
     "observed": re.compile(r"\bWine 8\.0 \w+\.dll \w+: observed\b"),

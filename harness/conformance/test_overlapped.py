@@ -12,7 +12,7 @@ import pytest
 from harness.conformance.support import (POISON, Guarded, RoutineLog, dequeue, dword, internal, make_iocp,
                                          overlapped)
 from harness.winsock import constants as C
-from harness.winsock.layouts import WSABUF
+from harness.winsock.layouts import OVERLAPPED_ENTRY, WSABUF
 
 
 def _wsabuf(api, size):
@@ -329,3 +329,106 @@ def test_sleepex_alertable_returns_io_completion_after_routine(api, tcp):
     api.WSAIoctl(tcp, C.FIONBIO, dword(api, 0).ptr, 4, 0, 0, dword(api).ptr, overlapped(api), log.ptr)
     assert api.SleepEx(C.INFINITE, True) == C.WAIT_IO_COMPLETION
     assert len(log.calls) == 1
+
+
+def _entries(api, count):
+    """An OVERLAPPED_ENTRY array of `count`, every byte POISON's, and a ULONG for the count removed."""
+    arr = Guarded(api, count * OVERLAPPED_ENTRY.size)
+    api.memory.write(arr.ptr, struct.pack("<I", POISON) * (count * OVERLAPPED_ENTRY.size // 4))
+    return arr, dword(api)
+
+
+def _dequeue_ex(api, port, count, timeout_ms=0, alertable=False):
+    """(result, error, [(key, overlapped, status, bytes)] of the entries removed, the count written).
+
+    The status is Internal's low half: IO_STATUS_BLOCK's 32-bit Status shares it with a pointer, and
+    only the Status is written (Wine 8.0 and the simulator leave the high half as it was)."""
+    arr, removed = _entries(api, count)
+    api.WSASetLastError(POISON)
+    ok = api.GetQueuedCompletionStatusEx(port, arr.ptr, count, removed.ptr, timeout_ms, alertable)
+    error = api.GetLastError()
+    n = removed.u32()
+    got = []
+    for i in range(min(n, count)):
+        e = OVERLAPPED_ENTRY.unpack(arr.read()[i * OVERLAPPED_ENTRY.size:])
+        got.append((e["lpCompletionKey"], e["lpOverlapped"], e["Internal"] & 0xFFFFFFFF,
+                    e["dwNumberOfBytesTransferred"]))
+    return ok, error, got, n
+
+
+class TestGetQueuedCompletionStatusEx:
+    """The GetQueuedCompletionStatusEx page (https://learn.microsoft.com/en-us/windows/win32/api/ioapiset/nf-ioapiset-getqueuedcompletionstatusex)
+    and Wine dlls/ntdll/tests/file.c test_set_io_completion (NtRemoveIoCompletionEx, which it calls)."""
+
+    def test_batch_in_order_up_to_ulcount(self, api):
+        """Up to ulCount packets, oldest first; ulNumEntriesRemoved says how many; the rest stay queued."""
+        port = api.CreateIoCompletionPort(C.INVALID_HANDLE_VALUE, 0, 0, 0)
+        for i in range(3):
+            assert api.PostQueuedCompletionStatus(port, 10 + i, 20 + i, 0x1000 * (i + 1)) == 1
+        ok, err, got, n = _dequeue_ex(api, port, 2)
+        assert (ok, err, n) == (1, POISON, 2)
+        assert got == [(20, 0x1000, 0, 10), (21, 0x2000, 0, 11)]
+        ok, err, got, n = _dequeue_ex(api, port, 4)
+        assert (ok, n, got) == (1, 1, [(22, 0x3000, 0, 12)])
+
+    def test_empty_port_times_out(self, api):
+        """dwMilliseconds passes with no packet: FALSE, WAIT_TIMEOUT (258); test_set_io_completion: count <= 1."""
+        port = api.CreateIoCompletionPort(C.INVALID_HANDLE_VALUE, 0, 0, 0)
+        ok, err, _got, n = _dequeue_ex(api, port, 2, timeout_ms=10)
+        assert (ok, err) == (0, C.WAIT_TIMEOUT) and n <= 1
+
+    def test_argument_errors(self, api, decide):
+        """A handle that is not a port: ERROR_INVALID_HANDLE. ulCount 0: decision point gqcsex_zero_count.
+        Neither removes the packet."""
+        port = api.CreateIoCompletionPort(C.INVALID_HANDLE_VALUE, 0, 0, 0)
+        api.PostQueuedCompletionStatus(port, 1, 2, 3)
+        arr, removed = _entries(api, 1)
+        rc = api.GetQueuedCompletionStatusEx(port, arr.ptr, 0, removed.ptr, 0, False)
+        if decide("gqcsex_zero_count") == "empty_success":
+            assert (rc, removed.u32(), arr.read()[:8]) == (1, 1, struct.pack("<I", POISON) * 2)
+        else:
+            assert rc == 0 and api.GetLastError() == C.ERROR_INVALID_PARAMETER
+        assert api.GetQueuedCompletionStatusEx(0xDEADBEEF, arr.ptr, 1, removed.ptr, 0, False) == 0
+        assert api.GetLastError() == C.ERROR_INVALID_HANDLE
+        assert _dequeue_ex(api, port, 1)[2] == [(2, 3, 0, 1)]      # the packet is still there
+
+    def test_failed_operation_status_in_entry(self, api, pair):
+        """A cancelled WSARecv's packet: the call succeeds; Internal carries the NTSTATUS."""
+        client, server, _ = pair
+        port = make_iocp(api, server, key=9)
+        ovl = overlapped(api)
+        _post_recv(api, server, ovl)
+        assert api.CancelIoEx(server, ovl) == 1
+        ok, err, got, n = _dequeue_ex(api, port, 4, timeout_ms=1000)
+        assert (ok, err, n, got) == (1, POISON, 1, [(9, ovl, C.STATUS_CANCELLED, 0)])
+
+    def test_alertable_wait_runs_apcs(self, api, tcp):
+        """fAlertable TRUE and no entries: an alertable wait; a queued routine runs, FALSE and
+        WAIT_IO_COMPLETION. fAlertable FALSE leaves it queued (test_set_io_completion)."""
+        port = api.CreateIoCompletionPort(C.INVALID_HANDLE_VALUE, 0, 0, 0)
+        log = RoutineLog(api)
+        ovl = overlapped(api)
+        assert api.WSAIoctl(tcp, C.FIONREAD, 0, 0, Guarded(api, 4).ptr, 4, dword(api).ptr, ovl, log.ptr) == 0
+        ok, err, _got, _n = _dequeue_ex(api, port, 2)
+        assert (ok, err, log.calls) == (0, C.WAIT_TIMEOUT, [])
+        ok, err, _got, n = _dequeue_ex(api, port, 2, alertable=True)
+        assert (ok, err) == (0, C.WAIT_IO_COMPLETION) and n <= 1
+        assert len(log.calls) == 1 and log.calls[0][2] == ovl
+
+    def test_apc_first_until_thread_associated(self, api, tcp):
+        """test_set_io_completion: with an APC queued and a packet waiting, a thread that never removed
+        a packet from this port runs the APC; once it has, it gets the packet and the APC waits."""
+        port = api.CreateIoCompletionPort(C.INVALID_HANDLE_VALUE, 0, 0, 0)
+        log = RoutineLog(api)
+        ioctl = lambda: api.WSAIoctl(tcp, C.FIONREAD, 0, 0, Guarded(api, 4).ptr, 4, dword(api).ptr,
+                                     overlapped(api), log.ptr)
+        assert ioctl() == 0
+        api.PostQueuedCompletionStatus(port, 1, 2, 3)
+        assert _dequeue_ex(api, port, 2, alertable=True)[:2] == (0, C.WAIT_IO_COMPLETION)
+        assert len(log.calls) == 1
+        assert _dequeue_ex(api, port, 2, alertable=True)[2] == [(2, 3, 0, 1)]    # now associated
+        assert ioctl() == 0
+        api.PostQueuedCompletionStatus(port, 4, 5, 6)
+        assert _dequeue_ex(api, port, 2, alertable=True)[2] == [(5, 6, 0, 4)]
+        assert len(log.calls) == 1
+        assert api.SleepEx(0, True) == C.WAIT_IO_COMPLETION and len(log.calls) == 2

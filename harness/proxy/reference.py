@@ -15,9 +15,11 @@ turn per `poll()` (so the simulator can run many proxies in one thread;
 `RedirectProxy` is the model of an event-loop proxy (libuv, curl): one
 WSAPoll over every socket per turn, so a turn costs what the proxy holds.
 `IocpRedirectProxy` is completion-port driven (AcceptEx, ConnectEx,
-zero-byte WSARecv, GetQueuedCompletionStatus): a turn costs the events that
-arrived, whatever it holds. The scenarios and the benches run the IOCP one. A
-failed outbound connect is seen as POLLERR|POLLHUP, which WSAPoll reports
+WSARecv into per-connection slots, GetQueuedCompletionStatusEx): a turn
+costs the events that arrived, whatever it holds. The scenarios run the
+WSAPoll one by default (Story(proxy=...) picks either; both tell the same
+stories): with the few connections a scenario holds it makes fewer calls
+per connection (bench/RESULTS.md, session 7). A failed outbound connect is seen as POLLERR|POLLHUP, which WSAPoll reports
 from Windows 10 version 2004 on (the WSAPoll page); every guest of
 vm-templates/guest-matrix.toml is newer.
 """
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 from harness.winsock import constants as C
 from harness.winsock import sockaddr
 from harness.proxy import redirect as rd
-from harness.proxy.completion import CompletionPort
+from harness.proxy.completion import DATA, ROOM, CompletionPort
 from harness.proxy.poller import FAILED, READ, WRITE, Poller
 from harness.sample_driver import unpack_context
 
@@ -51,6 +53,10 @@ _LISTENER, _UDP = "listener", "udp"      # owners of the sockets a proxy polls, 
 class _Tcp:
     """One proxied TCP connection."""
 
+    # Slots: a proxy holds thousands (and the completion-port proxy's own few fields are here too).
+    __slots__ = ("client", "out", "original", "records", "context", "state", "pending", "eof", "shut",
+                 "inspected", "slots", "ops", "outstanding", "sending")
+
     def __init__(self, client, original, records, context):
         self.client = client
         self.out = None
@@ -62,6 +68,9 @@ class _Tcp:
         self.eof = {"up": False, "down": False}
         self.shut = {"up": False, "down": False}
         self.inspected = {"up": 0, "down": 0}
+        self.slots = self.ops = None      # the completion-port proxy's: OVERLAPPED slots, operations
+        self.outstanding = 0
+        self.sending = ""
 
     def interest(self, out) -> None:
         """Append (socket, events) for what this connection waits for."""
@@ -400,46 +409,48 @@ class IocpRedirectProxy(RedirectProxy):
 
     Each listener keeps `ACCEPTS` AcceptEx calls outstanding; an accepted client is queried as in
     RedirectProxy, its outbound socket is bound and connected with ConnectEx, and each socket of a
-    relayed connection has one zero-byte WSARecv outstanding while its direction is open. A packet
-    says "look now": the proxy then reads with non-blocking recv and sends with non-blocking send
-    (what a send cannot take now goes out as an overlapped WSASend). UDP stays on WSAPoll: its
-    sockets are the proxy's own few, and a zero-byte receive would consume a datagram.
+    relayed connection has one WSARecv into its own OVERLAPPED slot outstanding while its direction
+    is open. A packet brings the bytes (a full slot: the proxy reads the rest with non-blocking
+    recv; data or a FIN behind them completes the next WSARecv at once) and the proxy sends with
+    non-blocking send (what a send cannot take now goes out as an overlapped WSASend). Packets are
+    taken in batches (GetQueuedCompletionStatusEx). UDP stays on WSAPoll: its sockets are the
+    proxy's own few.
     """
 
-    ACCEPTS = 4
+    ACCEPTS = 2                 # AcceptEx calls outstanding per listener: the backlog holds the rest
 
     def start(self) -> "IocpRedirectProxy":
         super().start()
         api = self.api
-        self.port = CompletionPort(api)
+        self.port = port = CompletionPort(api)
         self._accept_addr = api.memory.alloc(8)      # SO_UPDATE_ACCEPT_CONTEXT's value: the listener
         self._families = {lst: sockaddr_family(api, lst, self.scratch) for lst in self.listeners}
+        self._accepts: dict = {}                     # AcceptEx slot -> its accept socket
         for lst in self.listeners:
-            self.port.associate(lst)
-            for _ in range(self.ACCEPTS):
-                self._post_accept(lst)
+            port.associate(lst)
+            api.memory.write_u64(self._accept_addr, lst)
+            for slot in port.slots(self.ACCEPTS):
+                self._post_accept(lst, slot)
         return self
 
     def close(self) -> None:
         api = self.api
         super().close()                              # connections, UDP flows, listeners
-        for (handler, s, *_rest) in list(self.port.ops.values()):
-            if handler == self._accept_done:
-                api.closesocket(s)                   # the accept sockets of outstanding AcceptEx calls
+        for acc in self._accepts.values():
+            api.closesocket(acc)                     # the accept sockets of outstanding AcceptEx calls
+        self._accepts = {}
         self.port.close()
 
     def poll(self, timeout_ms: int = 0) -> bool:
         """One turn: every completion packet queued now, then one WSAPoll over the UDP sockets."""
-        next_packet = self.port.next
-        progress = False
-        while next_packet(0):
-            progress = True
+        port = self.port
+        progress = port.drain()
         if self.udp_sockets or self.udp_flows:
             progress = self._poll_udp(0 if progress else timeout_ms) or progress
         elif not progress and timeout_ms:
-            progress = next_packet(timeout_ms)
-            while progress and next_packet(0):
-                pass
+            progress = port.run(timeout_ms) > 0
+            if progress:
+                port.drain()
         return progress
 
     def _poll_udp(self, timeout_ms: int) -> bool:
@@ -460,23 +471,28 @@ class IocpRedirectProxy(RedirectProxy):
         return bool(ready)
 
     # -- TCP on the port -------------------------------------------------------------------------
-    def _post_accept(self, lst) -> None:
+    def _post_accept(self, lst, slot) -> None:
         api = self.api
         acc = api.socket(self._families[lst], C.SOCK_STREAM, 0)
         if acc == C.INVALID_SOCKET:
             self._error(f"socket for AcceptEx: {C.error_name(api.WSAGetLastError())}")
+            self.port.release([slot])
             return
-        err = self.port.accept(lst, acc, (self._accept_done, acc, lst))
+        err = self.port.accept(lst, acc, slot, (self._accept_done, lst, acc))
         if err:
             api.closesocket(acc)
+            self.port.release([slot])
             self._error(f"AcceptEx: {C.error_name(err)}")
+        else:
+            self._accepts[slot] = acc
 
-    def _accept_done(self, acc, lst, err, _n) -> None:
+    def _accept_done(self, lst, acc, slot, err, _n) -> None:
         api = self.api
+        del self._accepts[slot]
         if lst not in self.listeners:                 # the proxy closed: nothing more to accept
             api.closesocket(acc)
             return
-        self._post_accept(lst)
+        self._post_accept(lst, slot)
         if err:
             api.closesocket(acc)
             if err != C.WSA_OPERATION_ABORTED:
@@ -488,34 +504,45 @@ class IocpRedirectProxy(RedirectProxy):
         self._accepted(acc)
 
     def _connect_out(self, conn: _Tcp) -> None:
-        api, scratch = self.api, self.scratch
+        api, scratch, port = self.api, self.scratch, self.port
         family = sockaddr.text_family(conn.original[0])
         out = api.socket(family, C.SOCK_STREAM, 0)
         conn.out = out
-        conn.waiting = set()             # its sockets with a zero-byte WSARecv outstanding
-        conn.sending = set()             # its directions with an overlapped WSASend outstanding
+        # Its slots, held while it lives: a WSARecv on each socket. The ConnectEx's and an overlapped
+        # WSASend's are taken when needed and given back at their packets.
+        conn.slots = slots = port.slots(2)
+        port.receive_slot(slots[0])
+        port.receive_slot(slots[1])
+        receive = self._received
+        conn.ops = ((receive, conn.client, conn), (receive, out, conn))
         self._nonblocking(out)
         try:
             if self.set_records and conn.records:
                 rd.set_records(api, out, conn.records, scratch)
         except rd.WinsockError as exc:
             self._error(f"set records: {exc}")
-        self.port.associate(out)
-        anywhere = sockaddr.from_text("0.0.0.0" if family == C.AF_INET else "::", 0)
+        port.associate(out)
+        anywhere = _ANY4 if family == C.AF_INET else _ANY6
         api.memory.write(scratch.addr, anywhere)
         if api.bind(out, scratch.addr, len(anywhere)):       # ConnectEx needs a bound socket (its page)
             self._fail(conn, f"bind: {C.error_name(api.WSAGetLastError())}")
             return
         name = sockaddr.from_text(*conn.original)
         api.memory.write(scratch.addr, name)
-        err = self.port.connect(out, scratch.addr, len(name), (self._connect_done, out, conn))
+        slot = port.slots(1)[0]
+        err = port.connect(out, scratch.addr, len(name), slot, (self._connect_done, out, conn))
         if err:
+            port.release([slot])
             self._fail(conn, f"connect to {sockaddr.host_port(*conn.original)}: {C.error_name(err)}")
             return
+        conn.outstanding += 1
         self._wait_readable(conn, conn.client)     # what the client sends meanwhile waits in `pending`
 
-    def _connect_done(self, out, conn: _Tcp, err, _n) -> None:
+    def _connect_done(self, out, conn: _Tcp, slot, err, _n) -> None:
+        conn.outstanding -= 1
+        self.port.release([slot])
         if conn.state == "closed":
+            self._done_with(conn)
             return
         if err:
             self._fail(conn, f"connect to {sockaddr.host_port(*conn.original)}: {C.error_name(err)}")
@@ -527,26 +554,61 @@ class IocpRedirectProxy(RedirectProxy):
         self._maybe_finish(conn)
 
     def _wait_readable(self, conn: _Tcp, s) -> None:
-        if s in conn.waiting or conn.state == "closed":
+        up = s == conn.client
+        if conn.state == "closed" or conn.eof["up" if up else "down"]:
             return
-        if conn.eof["up" if s == conn.client else "down"]:
-            return
-        err = self.port.readable(s, (self._readable, s, conn))
+        err = self.port.receive(s, conn.slots[0 if up else 1], conn.ops[0 if up else 1])
         if err:
             self._fail(conn, f"WSARecv: {C.error_name(err)}")
         else:
-            conn.waiting.add(s)
+            conn.outstanding += 1
 
-    def _readable(self, s, conn: _Tcp, _err, _n) -> None:
-        conn.waiting.discard(s)
+    def _received(self, s, conn: _Tcp, slot, err, n) -> None:
+        conn.outstanding -= 1
         if conn.state == "closed":
+            self._done_with(conn)
             return
-        self._on_tcp(conn, s, READ)         # recv to WSAEWOULDBLOCK (or the error), then pass it on
-        if conn.state != "closed":
-            self._wait_readable(conn, s)
+        up = s == conn.client
+        direction, dst = ("up", conn.out) if up else ("down", conn.client)
+        if err:
+            conn.eof["up"] = conn.eof["down"] = True         # reset or failure: drop both directions
+            conn.pending = {"up": b"", "down": b""}
+        elif n == 0:
+            conn.eof[direction] = True
+        else:
+            self._take(conn, direction, self.api.memory.read(slot + DATA, n))
+            if n == ROOM:                     # a full slot: read what else is there
+                while self._receive(conn, direction, s) == self.scratch.size:
+                    pass
+        if conn.state != "connecting" or not up:
+            self._flush(conn, direction, dst)
+        self._maybe_finish(conn)
+        self._wait_readable(conn, s)
+
+    def _take(self, conn: _Tcp, direction: str, data: bytes) -> None:
+        conn.inspected[direction] += len(data)
+        if self.inspect is not None:
+            self.inspect(self, conn, direction, data)
+        conn.pending[direction] += data
+
+    def _receive(self, conn: _Tcp, direction: str, src) -> int:
+        """One non-blocking recv into `direction`'s pending data: the bytes it got (0 at EOF, on an
+        error or WSAEWOULDBLOCK). No read to WSAEWOULDBLOCK: data or a FIN behind a short read
+        completes the next WSARecv at once."""
+        api, scratch = self.api, self.scratch
+        n = api.recv(src, scratch.buf, scratch.size, 0)
+        if n > 0:
+            self._take(conn, direction, api.memory.read(scratch.buf, n))
+            return n
+        if n == 0:
+            conn.eof[direction] = True
+        elif api.WSAGetLastError() != C.WSAEWOULDBLOCK:
+            conn.eof["up"] = conn.eof["down"] = True         # reset or failure: drop both directions
+            conn.pending = {"up": b"", "down": b""}
+        return 0
 
     def _flush(self, conn: _Tcp, direction: str, dst) -> None:
-        if direction in conn.sending:
+        if direction[0] in conn.sending:
             return                          # an overlapped send is out: the rest follows it, in order
         super()._flush(conn, direction, dst)
         data = conn.pending[direction]
@@ -555,17 +617,24 @@ class IocpRedirectProxy(RedirectProxy):
             buf = self.api.memory.alloc(len(data))
             self.api.memory.write(buf, data)
             conn.pending[direction] = b""
-            err = self.port.send(dst, buf, len(data), (self._sent, dst, conn, direction, buf, len(data)))
+            slot = self.port.slots(1)[0]
+            err = self.port.send(dst, buf, len(data), slot, (self._sent, dst, (conn, direction, buf, len(data))))
             if err:
+                self.port.release([slot])
                 self.api.memory.free(buf)
                 conn.eof["up"] = conn.eof["down"] = True
             else:
-                conn.sending.add(direction)
+                conn.sending += direction[0]
+                conn.outstanding += 1
 
-    def _sent(self, dst, conn: _Tcp, direction, buf, n, err, _sent) -> None:
+    def _sent(self, dst, what, slot, err, _sent) -> None:
+        conn, direction, buf, n = what
         self.api.memory.free(buf)
-        conn.sending.discard(direction)
+        self.port.release([slot])
+        conn.outstanding -= 1
+        conn.sending = conn.sending.replace(direction[0], "")
         if conn.state == "closed":
+            self._done_with(conn)
             return
         if err:
             conn.eof["up"] = conn.eof["down"] = True
@@ -583,6 +652,20 @@ class IocpRedirectProxy(RedirectProxy):
         if (eof["up"] and eof["down"] and not pending["up"] and not pending["down"] and not conn.sending
                 and conn.state != "closed"):
             self._finish(conn)
+
+    def _finish(self, conn: _Tcp) -> None:
+        super()._finish(conn)                # closing the sockets cancels what is outstanding
+        self._done_with(conn)
+
+    def _done_with(self, conn: _Tcp) -> None:
+        """Give the connection's slots back once no packet can come for them."""
+        if conn.outstanding == 0 and conn.slots:
+            self.port.release(conn.slots)
+            conn.slots = conn.ops = None
+
+
+_ANY4 = sockaddr.from_text("0.0.0.0", 0)
+_ANY6 = sockaddr.from_text("::", 0)
 
 
 def sockaddr_family(api, s, scratch) -> int:

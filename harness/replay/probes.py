@@ -350,6 +350,24 @@ def probe_gqcs_bad_out_pointer(api):
     return _choose({C.ERROR_NOACCESS: "ERROR_NOACCESS"}, err if rc == 0 and kept else None, ev)
 
 
+def probe_gqcsex_zero_count(api):
+    port = api.CreateIoCompletionPort(C.INVALID_HANDLE_VALUE, 0, 0, 0)
+    if not port:
+        raise NotProbed(f"CreateIoCompletionPort failed: {_name(api.GetLastError())}")
+    api.PostQueuedCompletionStatus(port, 1, 2, 3)
+    removed = _u32(api)
+    rc = api.GetQueuedCompletionStatusEx(port, api.memory.alloc(32), 0, removed, 0, False)
+    err = api.GetLastError()
+    count = api.memory.read_u32(removed)
+    ok, _, n, ovl = _dequeue(api, port)
+    kept = ok == 1 and (n, ovl) == (1, 3)
+    ev = (f"GetQueuedCompletionStatusEx(ulCount 0) -> {rc}, {_name(err) if not rc else 'no error'}, "
+          f"*ulNumEntriesRemoved {count}; packet {'kept' if kept else 'removed'}")
+    if rc and count == 1 and kept:
+        return Observation("empty_success", ev)
+    return _choose({C.ERROR_INVALID_PARAMETER: "ERROR_INVALID_PARAMETER"}, err if rc == 0 and kept else None, ev)
+
+
 def probe_zero_length_probe(api):
     client, _server = _pair(api)
     rc = api.send(client, api.memory.invalid_pointer(), 0, 0)

@@ -79,6 +79,9 @@ PROTOTYPES: dict[str, tuple[str, str]] = {
                                          "ULONG_PTR CompletionKey, DWORD NumberOfConcurrentThreads"),
     "GetQueuedCompletionStatus": ("BOOL", "HANDLE CompletionPort, LPVOID lpNumberOfBytesTransferred, "
                                           "LPVOID lpCompletionKey, LPVOID lpOverlapped, DWORD dwMilliseconds"),
+    "GetQueuedCompletionStatusEx": ("BOOL", "HANDLE CompletionPort, LPVOID lpCompletionPortEntries, "
+                                            "ULONG ulCount, LPVOID ulNumEntriesRemoved, DWORD dwMilliseconds, "
+                                            "BOOL fAlertable"),
     "PostQueuedCompletionStatus": ("BOOL", "HANDLE CompletionPort, DWORD dwNumberOfBytesTransferred, "
                                            "ULONG_PTR dwCompletionKey, LPVOID lpOverlapped"),
     "SetFileCompletionNotificationModes": ("BOOL", "HANDLE FileHandle, UCHAR Flags"),
@@ -93,7 +96,8 @@ PROTOTYPES: dict[str, tuple[str, str]] = {
 # winsock-agent resolves each name there; tests/test_contract_prototypes.py checks
 # it against mingw-w64's import libraries.
 KERNEL32_FUNCTIONS = frozenset({
-    "SleepEx", "CreateIoCompletionPort", "GetQueuedCompletionStatus", "PostQueuedCompletionStatus",
+    "SleepEx", "CreateIoCompletionPort", "GetQueuedCompletionStatus", "GetQueuedCompletionStatusEx",
+    "PostQueuedCompletionStatus",
     "SetFileCompletionNotificationModes", "CancelIoEx", "CloseHandle", "GetLastError",
     "GetCurrentProcessId", "GetCurrentThreadId",
 })
@@ -175,6 +179,8 @@ class WinsockApi(Protocol):
                                NumberOfConcurrentThreads: int) -> int: ...
     def GetQueuedCompletionStatus(self, CompletionPort: int, lpNumberOfBytesTransferred: int,
                                   lpCompletionKey: int, lpOverlapped: int, dwMilliseconds: int) -> int: ...
+    def GetQueuedCompletionStatusEx(self, CompletionPort: int, lpCompletionPortEntries: int, ulCount: int,
+                                    ulNumEntriesRemoved: int, dwMilliseconds: int, fAlertable: int) -> int: ...
     def PostQueuedCompletionStatus(self, CompletionPort: int, dwNumberOfBytesTransferred: int,
                                    dwCompletionKey: int, lpOverlapped: int) -> int: ...
     def SetFileCompletionNotificationModes(self, FileHandle: int, Flags: int) -> int: ...

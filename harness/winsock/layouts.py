@@ -98,6 +98,13 @@ WSAOVERLAPPED = Layout("WSAOVERLAPPED", 32, (
     Field("hEvent", 24, PTR),
 ))
 
+# GetQueuedCompletionStatusEx's array element (minwinbase.h): the packet's key, OVERLAPPED, status
+# (the NTSTATUS: Internal) and byte count.
+OVERLAPPED_ENTRY = Layout("OVERLAPPED_ENTRY", 32, (
+    Field("lpCompletionKey", 0, PTR), Field("lpOverlapped", 8, PTR), Field("Internal", 16, PTR),
+    Field("dwNumberOfBytesTransferred", 24, U32),
+), header="minwinbase.h")
+
 WSABUF = Layout("WSABUF", 16, (Field("len", 0, U32), Field("buf", 8, PTR)))
 
 WSAMSG = Layout("WSAMSG", 56, (
@@ -164,7 +171,7 @@ TIMEVAL = Layout("TIMEVAL", 8, (Field("tv_sec", 0, I32), Field("tv_usec", 4, I32
 WSANETWORKEVENTS = Layout("WSANETWORKEVENTS", 44, (
     Field("lNetworkEvents", 0, I32), Field("iErrorCode", 4, I32, "iErrorCode[0]")))
 
-ALL_LAYOUTS = (GUID, WSAOVERLAPPED, WSABUF, WSAMSG, WSACMSGHDR, SOCKADDR, SOCKADDR_IN,
+ALL_LAYOUTS = (GUID, WSAOVERLAPPED, OVERLAPPED_ENTRY, WSABUF, WSAMSG, WSACMSGHDR, SOCKADDR, SOCKADDR_IN,
                SOCKADDR_IN6, SOCKADDR_STORAGE, IN_PKTINFO, IN6_PKTINFO, WSADATA,
                WSATHREADID, TCP_KEEPALIVE, LINGER, WSAPOLLFD, FD_SET, TIMEVAL, WSANETWORKEVENTS)
 

@@ -33,17 +33,18 @@ class ClientServer:
 
 
 def client_server_world(profile="documented", overrides=None, *, tcp_port: int = 0,
-                        udp_port: int = 0) -> ClientServer:
+                        udp_port: int = 0, echo=EchoServer) -> ClientServer:
     """A world with a client host (CLIENT) and a server host (SERVER) whose echo process serves
-    `tcp_port` and `udp_port` (none when both are 0)."""
+    `tcp_port` and `udp_port` (none when both are 0); `echo`: its class (EchoServer on WSAPoll,
+    or CompletionEchoServer)."""
     world = World(profile, overrides)
     client = world.add_host("client", CLIENT)
     server = world.add_host("server", SERVER)
-    echo = None
+    server_echo = None
     if tcp_port or udp_port:
-        echo = EchoServer(world.start_process(server, "echo"), tcp_port=tcp_port, udp_port=udp_port)
-        world.add_service(echo.poll, echo.api)
-    return ClientServer(world, client, server, echo)
+        server_echo = echo(world.start_process(server, "echo"), tcp_port=tcp_port, udp_port=udp_port)
+        world.add_service(server_echo.poll, server_echo.api)
+    return ClientServer(world, client, server, server_echo)
 
 
 @dataclass

@@ -25,11 +25,14 @@ from harness.proxy import redirect as rd
 from harness.proxy.reference import RedirectProxy
 from harness.sample_driver import RedirectPolicy
 from sim.worlds.ready import SERVER, client_server_world
+from sim.worlds.services import EchoServer
 from sim.worlds.sample_callout import install_sample_driver
 from sim.wfp.story import story as world_story
 
 TCP_PORT, UDP_PORT = 80, 53
 VENDORS = {"VendorX": (9000, 9053), "VendorY": (9100, 9153), "VendorZ": (9200, 9253)}
+DEFAULT_PROXY = RedirectProxy           # the proxies and echo server a Story runs unless told (issue 16:
+DEFAULT_ECHO = EchoServer               # the completion-port ones cost more calls at a scenario's size)
 PAYLOAD = b"GET /redirect-me HTTP/1.1\r\nHost: server\r\n\r\n"
 
 
@@ -65,10 +68,13 @@ class Story:
     """A world with a client and a server host, vendors, proxies and an application."""
 
     def __init__(self, profile="documented", vendors=("VendorX",), set_records=True, proxy_elevated=True,
-                 udp=True):
+                 udp=True, proxy=None, echo=None):
         """`vendors` in order of sublayer weight (first = heaviest); `set_records` True, False,
-        or the names of the vendors whose proxies forward the records."""
-        hosts = client_server_world(profile, tcp_port=TCP_PORT, udp_port=UDP_PORT)
+        or the names of the vendors whose proxies forward the records; `proxy`: the proxy class
+        (default DEFAULT_PROXY, the WSAPoll model of event loops; or IocpRedirectProxy), `echo` the
+        server's echo class (default DEFAULT_ECHO; or CompletionEchoServer)."""
+        proxy_class = proxy or DEFAULT_PROXY
+        hosts = client_server_world(profile, tcp_port=TCP_PORT, udp_port=UDP_PORT, echo=echo or DEFAULT_ECHO)
         self.world, self.client_host, self.server_host, self.echo = (hosts.world, hosts.client, hosts.server,
                                                                      hosts.echo)
         self.inspected: dict = {}
@@ -79,7 +85,7 @@ class Story:
             weight = 0x8000 - 0x1000 * index
             forwards = set_records if isinstance(set_records, bool) else vendor in set_records
             api = self.world.start_process(self.client_host, f"{vendor.lower()}-proxy", elevated=proxy_elevated)
-            proxy = RedirectProxy(api, vendor, tcp_port=tcp_port, udp_port=udp_port if udp else 0,
+            proxy = proxy_class(api, vendor, tcp_port=tcp_port, udp_port=udp_port if udp else 0,
                                   set_records=forwards,
                                   inspect=self._inspect).start()
             self.world.add_service(proxy.poll, proxy.api)

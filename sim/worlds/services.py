@@ -12,6 +12,7 @@ from __future__ import annotations
 from harness.winsock import constants as C
 from harness.winsock import sockaddr
 from harness.proxy import redirect as rd
+from harness.proxy.completion import DATA, ROOM, CompletionPort
 from harness.proxy.poller import READ, Poller
 
 
@@ -83,4 +84,91 @@ class EchoServer:
                         api.closesocket(s)
                         self.conns.remove(s)
                     break
+        return bool(ready)
+
+
+class CompletionEchoServer(EchoServer):
+    """The echo server on a completion port: what a turn costs does not grow with what it holds.
+
+    TCP: `ACCEPTS` AcceptEx calls outstanding per listener; each connection has one WSARecv into
+    its own OVERLAPPED slot outstanding (harness.proxy.completion) and echoes what it brings with a
+    non-blocking send; the FIN (a 0-byte completion) or an error closes it. UDP stays on WSAPoll
+    (its sockets are the server's own few).
+    """
+
+    ACCEPTS = 2
+
+    def __init__(self, api, tcp_port: int = 0, udp_port: int = 0, addresses=("0.0.0.0", "::")):
+        super().__init__(api, tcp_port, udp_port, addresses)
+        self.port = port = CompletionPort(api)
+        self.accepts: dict = {}                   # AcceptEx slot -> its accept socket
+        self.families = dict(zip(self.listeners, (sockaddr.text_family(a) for a in addresses))) if tcp_port else {}
+        self._listener_value = api.memory.alloc(8)
+        for lst in self.listeners:
+            port.associate(lst)
+            for slot in port.slots(self.ACCEPTS):
+                self._post_accept(lst, slot)
+
+    def _post_accept(self, lst, slot) -> None:
+        api = self.api
+        acc = api.socket(self.families[lst], C.SOCK_STREAM, 0)
+        if acc == C.INVALID_SOCKET or self.port.accept(lst, acc, slot, (self._accepted, lst, acc)):
+            raise rd.WinsockError("AcceptEx", api.WSAGetLastError())
+        self.accepts[slot] = acc
+
+    def _accepted(self, lst, acc, slot, err, _n) -> None:
+        api = self.api
+        del self.accepts[slot]
+        self._post_accept(lst, slot)
+        if err:
+            api.closesocket(acc)
+            return
+        api.memory.write_u64(self._listener_value, lst)
+        api.setsockopt(acc, C.SOL_SOCKET, C.SO_UPDATE_ACCEPT_CONTEXT, self._listener_value, 8)
+        self._nonblocking(acc)
+        self.port.associate(acc)
+        (own,) = self.port.slots(1)
+        self.port.receive_slot(own)
+        op = (self._received, acc, None)
+        self._receive(acc, own, op)             # the same operation for each of its receives
+
+    def _receive(self, s, slot, op) -> None:
+        if self.port.receive(s, slot, op):
+            self.api.closesocket(s)               # failed at once: no packet will come
+            self.port.release([slot])
+
+    def _received(self, s, _arg, slot, err, n) -> None:
+        api = self.api
+        if err or n == 0:
+            api.closesocket(s)                    # the FIN or a reset: done
+            self.port.release([slot])
+            return
+        data = slot + DATA
+        api.send(s, data, n, 0)
+        self.echoed += n
+        if n == ROOM:                             # a full slot: echo what else is there
+            sc = self.scratch
+            while (got := api.recv(s, sc.buf, sc.size, 0)) > 0:
+                api.send(s, sc.buf, got, 0)
+                self.echoed += got
+        self._receive(s, slot, self.port.ops_done)
+
+    def poll(self) -> bool:
+        """One turn: every completion packet queued now, then a WSAPoll over the UDP sockets."""
+        progress = self.port.drain()
+        if self.udp:
+            progress = self._poll_udp() or progress
+        return progress
+
+    def _poll_udp(self) -> bool:
+        api, sc, mem = self.api, self.scratch, self.api.memory
+        ready = self.poller.poll([(s, READ) for s in self.udp])
+        for s, _revents in ready:
+            while True:
+                mem.write_u32(sc.addrlen, 128)
+                n = api.recvfrom(s, sc.buf, sc.size, 0, sc.addr, sc.addrlen)
+                if n < 0:
+                    break
+                api.sendto(s, sc.buf, n, 0, sc.addr, mem.read_u32(sc.addrlen))
+                self.echoed += n
         return bool(ready)

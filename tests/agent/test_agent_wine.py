@@ -15,7 +15,7 @@ from harness.conformance.support import Guarded, dword, overlapped, sockaddr, tc
 from harness.winsock.memory import AccessViolation
 from harness.winsock import constants as C
 from harness.winsock.api import PROTOTYPES
-from harness.winsock.layouts import FD_SET, WSABUF, WSANETWORKEVENTS, WSAPOLLFD, guid_bytes
+from harness.winsock.layouts import FD_SET, OVERLAPPED_ENTRY, WSABUF, WSANETWORKEVENTS, WSAPOLLFD, guid_bytes
 
 
 def _bytes(api, data: bytes) -> int:
@@ -185,6 +185,12 @@ def test_every_prototype_is_callable_with_a_real_result(wapi):
     assert api.GetQueuedCompletionStatus(port, nbytes.ptr, key.ptr, povl.ptr, 1000) == 1
     assert (nbytes.u32(), struct.unpack("<Q", key.read())[0], struct.unpack("<Q", povl.read())[0]) == \
         (7, 0xABCDEF, 0x1234)
+    assert api.PostQueuedCompletionStatus(port, 8, 0xFEDCBA, 0x5678) == 1
+    entries, removed = Guarded(wapi, OVERLAPPED_ENTRY.size), dword(wapi)
+    assert api.GetQueuedCompletionStatusEx(port, entries.ptr, 1, removed.ptr, 1000, False) == 1
+    got = OVERLAPPED_ENTRY.unpack(entries.read())
+    assert removed.u32() == 1 and (got["lpCompletionKey"], got["lpOverlapped"], got["dwNumberOfBytesTransferred"]) \
+        == (0xFEDCBA, 0x5678, 8)
     assert api.SetFileCompletionNotificationModes(client, 1) == 1     # FILE_SKIP_COMPLETION_PORT_ON_SUCCESS
     assert api.CloseHandle(port) == 1
 
