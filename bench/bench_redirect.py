@@ -65,9 +65,9 @@ def main(argv=None) -> None:
     parser.add_argument("--in-flight", type=int, default=16, help="connections at once in the in-flight cases")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="worlds in parallel processes for the machine figure (default: one per core)")
-    parser.add_argument("--proxy", choices=tuple(PROXIES), default="poll",
-                        help="the vendors' proxies: the WSAPoll model (poll, the scenarios' default) or the "
-                             "completion-port proxy (iocp)")
+    parser.add_argument("--proxy", choices=tuple(PROXIES), default="iocp",
+                        help="the vendors' proxies: the completion-port proxy (iocp, the scenarios' default) "
+                             "or the WSAPoll model of event loops (poll)")
     args = parser.parse_args(argv)
     proxy = PROXIES[args.proxy]
 

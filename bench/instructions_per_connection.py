@@ -48,9 +48,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--in-flight", type=int, default=16)
     parser.add_argument("--batches", type=int, default=30)
-    parser.add_argument("--proxy", choices=("iocp", "poll"), default="poll",
-                        help="the vendors' proxies: the WSAPoll model (the scenarios' default) or the "
-                             "completion-port proxy")
+    parser.add_argument("--proxy", choices=("iocp", "poll"), default="iocp",
+                        help="the vendors' proxies: the completion-port proxy (the scenarios' default) or "
+                             "the WSAPoll model of event loops")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:

@@ -22,17 +22,19 @@ from dataclasses import dataclass, field
 from harness.winsock import constants as C
 from harness.winsock import sockaddr
 from harness.proxy import redirect as rd
-from harness.proxy.reference import RedirectProxy
+from harness.proxy.reference import IocpRedirectProxy, RedirectProxy
 from harness.sample_driver import RedirectPolicy
 from sim.worlds.ready import SERVER, client_server_world
-from sim.worlds.services import EchoServer
+from sim.worlds.services import CompletionEchoServer
 from sim.worlds.sample_callout import install_sample_driver
 from sim.wfp.story import story as world_story
 
 TCP_PORT, UDP_PORT = 80, 53
 VENDORS = {"VendorX": (9000, 9053), "VendorY": (9100, 9153), "VendorZ": (9200, 9253)}
-DEFAULT_PROXY = RedirectProxy           # the proxies and echo server a Story runs unless told (issue 16:
-DEFAULT_ECHO = EchoServer               # the completion-port ones cost more calls at a scenario's size)
+# The proxies and echo server a Story runs unless told: completion-port driven, as high-throughput
+# Windows proxies are, so a connection costs the same whatever the world holds (bench/RESULTS.md).
+DEFAULT_PROXY = IocpRedirectProxy
+DEFAULT_ECHO = CompletionEchoServer
 PAYLOAD = b"GET /redirect-me HTTP/1.1\r\nHost: server\r\n\r\n"
 
 
@@ -71,8 +73,8 @@ class Story:
                  udp=True, proxy=None, echo=None):
         """`vendors` in order of sublayer weight (first = heaviest); `set_records` True, False,
         or the names of the vendors whose proxies forward the records; `proxy`: the proxy class
-        (default DEFAULT_PROXY, the WSAPoll model of event loops; or IocpRedirectProxy), `echo` the
-        server's echo class (default DEFAULT_ECHO; or CompletionEchoServer)."""
+        (default DEFAULT_PROXY, the completion-port proxy; or RedirectProxy, the WSAPoll model of event
+        loops), `echo` the server's echo class (default DEFAULT_ECHO; or EchoServer)."""
         proxy_class = proxy or DEFAULT_PROXY
         hosts = client_server_world(profile, tcp_port=TCP_PORT, udp_port=UDP_PORT, echo=echo or DEFAULT_ECHO)
         self.world, self.client_host, self.server_host, self.echo = (hosts.world, hosts.client, hosts.server,
