@@ -102,7 +102,10 @@ def relay(chan, transport) -> int | None:
     dies (None)."""
     threading.Thread(target=_pump_stdin, args=(chan,), daemon=True).start()
     while True:
-        select.select([chan], [], [], 0.5)
+        try:
+            select.select([chan], [], [], 0.5)
+        except (OSError, ValueError):
+            time.sleep(0.05)        # the channel's wake-up pipe went with the channel: judged below
         while chan.recv_ready():
             data = chan.recv(CHUNK)
             if not data:
@@ -111,14 +114,17 @@ def relay(chan, transport) -> int | None:
         while chan.recv_stderr_ready():
             _write_all(2, chan.recv_stderr(CHUNK))
         if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-            return chan.recv_exit_status()
-        if chan.closed or chan.eof_received or not transport.is_active():
-            if not chan.recv_ready() and not chan.recv_stderr_ready():
-                # paramiko may deliver the exit status just after EOF; a dead transport never will.
-                if chan.status_event.wait(2.0) and chan.exit_status_ready():
-                    return chan.recv_exit_status()
-                if not transport.is_active() or chan.closed:
-                    return None
+            # paramiko reports a closed channel as "ready" with -1: no exit-status message came.
+            return _status(chan)
+        if chan.eof_received or not transport.is_active():
+            if chan.status_event.wait(2.0) or not transport.is_active():
+                if not chan.recv_ready() and not chan.recv_stderr_ready():
+                    return _status(chan)
+
+
+def _status(chan) -> int | None:
+    """The agent's exit status, or None when the guest never sent one (the connection died)."""
+    return chan.exit_status if chan.exit_status != -1 else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     transport = chan.get_transport()
     try:
         status = relay(chan, transport)
-    except (BrokenPipeError, OSError):
+    except BrokenPipeError:
         return DROPPED                          # our reader (the session) went away first
     finally:
         ssh.close()

@@ -40,13 +40,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.vm import wincmd
+from harness.vm.guest_os import EXE_LOADER          # runs a .exe on the stand-in (as Windows does natively)
 
 __all__ = ["SSHD", "StandIn", "make_standin", "reset_on_clone", "TOOLS"]
 
 SSHD = "/usr/sbin/sshd"
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
 TOOLS = ("pnputil", "verifier", "sc", "reg", "certutil", "pktmon", "cdb", "shutdown")
-EXE_LOADER = "wine-exe"          # runs a .exe on the stand-in (as Windows would natively)
 EMULATOR = Path(__file__).with_name("winemu.py")
 TEMPLATE_FILES = ("knobs.json", "locale.json")
 
