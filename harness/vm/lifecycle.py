@@ -667,8 +667,8 @@ class GuestAttempt:
         """The guest went away under the suite: find the call in flight, wait for the guest to come
         back (for its dumps and captures), and raise the GuestFault."""
         in_flight = _in_flight(junit) if junit.is_file() else None
-        what = (f"{in_flight['call']} in {in_flight['test']}" if in_flight
-                else "no agent call was in flight (it dropped between calls)")
+        what = (f"{in_flight['call']} (test {in_flight['test']})" if in_flight
+                else "no agent call (it went away between calls)")
         log.error("%s: the guest dropped during the suite: %s; in flight: %s", self.guest.name, drop.get("why"), what)
         reason = "guest_dropped"
         if self.ssh is not None:
@@ -687,7 +687,7 @@ class GuestAttempt:
             log.error("%s: the guest did not answer again after the drop: %s", self.guest.name, e)
             self.ssh = None
             what += "; the guest did not answer again"
-        raise GuestFault(f"the guest dropped during run_suite ({drop.get('why')}) while the agent ran {what}",
+        raise GuestFault(f"the guest went away under the suite ({drop.get('why')}); in flight: {what}",
                          phase="run_suite", reason=reason, in_flight=in_flight)
 
     def _tail(self, path: Path, stop: threading.Event) -> None:

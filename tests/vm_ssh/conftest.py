@@ -8,9 +8,14 @@ the suite runs under ``pytest -n auto``.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pwd
+import signal
+import struct
 import subprocess
+import termios
+import threading
 import uuid
 from pathlib import Path
 
@@ -68,6 +73,41 @@ def sshd(tmp_path: Path):
     server.start()
     yield server
     server.stop()
+
+
+def _stdin_pending(pid: int) -> int:
+    with open(f"/proc/{pid}/fd/0", "rb", buffering=0) as f:
+        return struct.unpack("i", fcntl.ioctl(f.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+def freeze_agents(sshd_pid: int) -> list[int]:
+    """SIGSTOP every agent behind the guest's sshd (the guest hangs on its way down)."""
+    agents = [p for p in descendants(sshd_pid) if b"winsock-agent" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    assert agents
+    for p in agents:
+        os.kill(p, signal.SIGSTOP)
+    return agents
+
+
+def wait_for_a_call_in_flight(agents: list[int], tries: int = 2000) -> None:
+    """Wait (bounded by count) until a frozen agent has a request unread on its stdin: a call the
+    guest will never answer."""
+    for _ in range(tries):
+        if any(_stdin_pending(p) for p in agents):
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError("no request reached a frozen agent")
+
+
+class Freezer:
+    """Stop a guest's agents and wait for a call they will never answer."""
+    freeze = staticmethod(freeze_agents)
+    wait_for_call = staticmethod(wait_for_a_call_in_flight)
+
+
+@pytest.fixture
+def freezer() -> type[Freezer]:
+    return Freezer
 
 
 class KeyTool:

@@ -4,13 +4,9 @@ guest that goes away while a call is in flight."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shlex
-import signal
-import struct
 import sys
-import termios
 import threading
 from pathlib import Path
 
@@ -113,38 +109,14 @@ def test_a_frame_that_never_ends_is_a_timeout_not_a_hang(standin, tmp_path):
     assert "waiting for the agent's HELLO" in str(e.value) and "within 3 s" in str(e.value)
 
 
-def _stdin_pending(pid: int) -> int:
-    with open(f"/proc/{pid}/fd/0", "rb", buffering=0) as f:
-        return struct.unpack("i", fcntl.ioctl(f.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
-
-
-def freeze_agents(sshd_pid: int) -> list[int]:
-    """SIGSTOP every agent behind the guest's sshd (the guest hangs on its way down)."""
-    agents = [p for p in descendants(sshd_pid) if b"winsock-agent" in Path(f"/proc/{p}/cmdline").read_bytes()]
-    assert agents
-    for p in agents:
-        os.kill(p, signal.SIGSTOP)
-    return agents
-
-
-def wait_for_a_call_in_flight(agents: list[int], tries: int = 2000) -> None:
-    """Wait (bounded by count) until a frozen agent has a request unread on its stdin: a call the
-    guest will never answer."""
-    for _ in range(tries):
-        if any(_stdin_pending(p) for p in agents):
-            return
-        threading.Event().wait(0.01)
-    raise AssertionError("no request reached a frozen agent")
-
-
-def test_a_guest_that_goes_away_mid_call_names_the_call_and_is_recorded(standin, tmp_path):
+def test_a_guest_that_goes_away_mid_call_names_the_call_and_is_recorded(standin, tmp_path, freezer):
     session = launch.start_command(shlex.join(_relay(_agent_on(standin, tmp_path))))
     api = AgentWinsock(session, name="agent")
     s = api.socket(C.AF_INET, C.SOCK_STREAM, C.IPPROTO_TCP)
-    agents = freeze_agents(standin.sshd.proc.pid)
+    agents = freezer.freeze(standin.sshd.proc.pid)
 
     def guest_goes_down():
-        wait_for_a_call_in_flight(agents)
+        freezer.wait_for_call(agents)
         standin.sshd.kill_hard()                         # sshd and the agent die together, as in a bugcheck
     t = threading.Thread(target=guest_goes_down)
     t.start()
