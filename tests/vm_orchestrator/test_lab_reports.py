@@ -251,7 +251,7 @@ def test_sharded_nightly_and_merge_via_cli(vcsim, standins, wheel, tmp_path):
     assert r.returncode == 0, r.stderr
     suites = ET.parse(tmp_path / "merged" / "junit.xml").getroot()
     assert sorted(s.get("name") for s in suites.iter("testsuite")) == sorted(g.name for g in guests)
-    assert all(int(s.get("tests")) > 50 for s in suites.iter("testsuite"))
+    assert all(int(s.get("tests")) > 20 for s in suites.iter("testsuite"))     # the lab tests' selection
 
 
 def test_top_level_cli_registers_the_lab_commands(capsys):

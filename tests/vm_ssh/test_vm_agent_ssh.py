@@ -133,3 +133,13 @@ def test_a_guest_that_goes_away_mid_call_names_the_call_and_is_recorded(standin,
     with pytest.raises(AgentDied) as e:
         launch.start_command(shlex.join(_relay(tmp_path / "endpoint.json")))
     assert "dropped earlier in this run" in str(e.value)
+
+
+def test_a_bad_endpoint_file_is_one_line_and_exit_2(tmp_path):
+    import subprocess
+    bad = tmp_path / "endpoint.json"
+    bad.write_text('{"host": "127.0.0.1"}')
+    for args in ([str(bad)], [str(tmp_path / "missing.json")], []):
+        r = subprocess.run([sys.executable, "-m", "harness.vm.agent_ssh", *args], capture_output=True, text=True)
+        assert r.returncode == 2 and r.stdout == "" and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert r.stderr.startswith("wfp-harness agent-ssh: ")
