@@ -119,8 +119,10 @@ class GuestOs:
                   agent: str | None = None, select: str = "") -> str:
         raise NotImplementedError
 
-    # What the guest's Winsock is, for the suite: extra pytest arguments (profile, deviations).
+    # What the guest's Winsock is, for the suite: extra pytest arguments (profile, deviations),
+    # and whether it has WFP under it (a driver installed there can redirect).
     winsock_args: tuple[str, ...] = ()
+    has_wfp = True
 
     def local_agent_command(self, agent: str) -> str:
         """The ``--agent-command`` of a suite running ON the guest: the uploaded agent as a
@@ -207,6 +209,7 @@ class StandInOs(WindowsOs):
     name = "standin"
     shell = "posix"
     winsock_args = ("--profile", "wine-8.0", "-p", "harness.vm.wine_guest")
+    has_wfp = False                       # Wine has no WFP: no driver redirects there
 
     @property
     def workdir(self) -> str:

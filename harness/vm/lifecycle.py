@@ -121,6 +121,7 @@ class GuestResult:
     harness_path: str | None = None
     bugcheck: dict | None = None
     in_flight: dict | None = None    # a guest fault: the call the agent was running when the guest went away
+    wfp: bool | None = None          # the guest's Winsock has WFP under it (False: a stand-in's Wine)
     phase_times: dict = field(default_factory=dict)
     clone: str | None = None
     logs: str | None = None
@@ -169,6 +170,7 @@ class GuestAttempt:
         self.ssh: GuestSsh | None = None
         self.boot_id: str | None = None
         self.agent_remote: str | None = None      # the uploaded winsock-agent
+        result.wfp = self.os.has_wfp
         self.dumps_before: set[tuple] = set()
         self.rundir = self.os.join(self.os.workdir, f"{ctx.run_id}-a{attempt}")
         self.phase = "start"
@@ -604,8 +606,12 @@ class GuestAttempt:
                                             command=self.os.agent_exec(self.agent_remote), guest=self.guest.name,
                                             drop_record=drop_record)
         relay = shlex.join([sys.executable, "-m", "harness.vm.agent_ssh", str(endpoint)])
+        # rootdir: the folder holding the harness package, so the JUnit ids read
+        # harness.conformance.<module>, as from a guest's site-packages (the gate compares ids).
+        import harness
+        rootdir = Path(harness.__file__).resolve().parents[1]
         argv = [sys.executable, *self.os.suite_args(str(results / "junit.xml"), relay,
-                                                    self.ctx.lab.run.suite_select)]
+                                                    self.ctx.lab.run.suite_select), f"--rootdir={rootdir}"]
         out, err = self._paths("suite")
         log.info("%s: the suite runs here against the guest's agent: %s", self.guest.name, shlex.join(argv))
         stop = threading.Event()

@@ -166,8 +166,9 @@ def compute_verdict(results: dict, baseline: dict | None, *, driver: dict | None
         base_passed = sorted(t["id"] for t in base.get("tests", []) if t["outcome"] == "passed")
         skipped_now = [i for i in base_passed if now.get(i) == "skipped"]
         missing = [i for i in base_passed if i not in now]
+        # (a guest without WFP, such as a stand-in's Wine, cannot redirect whatever is installed)
         redirect_skipped = sorted(i for i, o in now.items() if o == "skipped" and REDIRECT_CASES.search(i)) \
-            if driver else []
+            if driver and g.get("wfp") is not False else []
         entry = {"guest": g["guest"], "os_build": g.get("os_build") or g.get("os_build_config"),
                  "status": g["status"], "classification": g.get("classification"),
                  "counts": g.get("counts", {}), "verifier_on": g.get("verifier_on"),

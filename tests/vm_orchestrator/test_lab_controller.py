@@ -28,6 +28,8 @@ def test_controller_side_suite_reaches_wine_through_the_guests_ssh(make_lab, sta
     assert g["status"] == "passed" and g["counts"]["passed"] > 20 and g["counts"]["failed"] == 0
     assert g["verifier_on"] is True and g["driver_loaded"] is True
     assert "install_harness" not in g["phase_times"] and g["harness_path"] is None
+    # the same test ids as a suite run on a guest (the gate compares them across guests and runs)
+    assert g["tests"] and all(t["id"].startswith("harness.conformance.test_") for t in g["tests"])
     # the guest got the agent and the driver, nothing of the harness
     run = next(s.workdir.glob(f"{out.run_id}-a1"))
     assert sorted(p.name for p in (run / "in").iterdir()) == ["driver", "run-config.json", "winsock-agent.exe"]
