@@ -602,6 +602,7 @@ class GuestAttempt:
         results = self.dir / "results"
         results.mkdir(exist_ok=True)
         drop_record = self.dir / "guest-dropped.json"
+        flight = self.dir / "agent-in-flight.jsonl"      # harness.agent.session: requests an agent took with it
         endpoint = agent_ssh.write_endpoint(self.dir / "agent-endpoint.json", self.ssh.endpoint,
                                             command=self.os.agent_exec(self.agent_remote), guest=self.guest.name,
                                             drop_record=drop_record)
@@ -620,7 +621,8 @@ class GuestAttempt:
         try:
             with open(out, "wb") as o, open(err, "wb") as e:
                 proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=o, stderr=e, cwd=self.dir,
-                                        env={**os.environ, **env, "PYTHONUNBUFFERED": "1"})
+                                        env={**os.environ, **env, "PYTHONUNBUFFERED": "1",
+                                             "WFP_AGENT_FLIGHT_RECORD": str(flight)})
             hung = self._watch_suite(proc, drop_record, out)
         finally:
             stop.set()
@@ -630,7 +632,7 @@ class GuestAttempt:
             self._read_junit(junit)        # local evidence first: the guest may never answer again
         drop = agent_ssh.read_drop(drop_record)
         if drop is not None:
-            self._guest_dropped(drop, junit)
+            self._guest_dropped(drop, flight)
         if hung:
             raise ProductFailure(f"the conformance suite hung ({self.ctx.lab.timeouts.test_run:g} s without "
                                  "finishing)", phase="run_suite", reason="hang")
@@ -669,10 +671,10 @@ class GuestAttempt:
             time.sleep(0.2)
         return hung
 
-    def _guest_dropped(self, drop: dict, junit: Path) -> None:
+    def _guest_dropped(self, drop: dict, flight: Path) -> None:
         """The guest went away under the suite: find the call in flight, wait for the guest to come
         back (for its dumps and captures), and raise the GuestFault."""
-        in_flight = _in_flight(junit) if junit.is_file() else None
+        in_flight = _in_flight(flight)
         what = (f"{in_flight['call']} (test {in_flight['test']})" if in_flight
                 else "no agent call (it went away between calls)")
         log.error("%s: the guest dropped during the suite: %s; in flight: %s", self.guest.name, drop.get("why"), what)
@@ -906,19 +908,22 @@ class GuestAttempt:
             self.vs.close()
 
 
-# An agent request the guest never answered, as harness.agent.session words it:
-# "<call>: the agent '<label>' (pid N) exited ..." (AgentDied), where <call> is
-# e.g. "recv(s=0x4c, buf=0x18c0ff0, len=16, flags=0)".
-_DIED = re.compile(r"AgentDied: (?P<call>.+?): the agent '")
-_NOT_A_CALL = ("waiting for the agent's HELLO", "EXIT")
+# Requests of the agent's start, not calls of the suite: after a drop every new session dies there.
+_NOT_A_CALL = ("waiting for the agent's HELLO",)
 
 
-def _in_flight(junit: Path) -> dict | None:
-    """The first test (in run order) that lost its agent in the middle of a request: the call
-    and the test, or None."""
-    from harness.vm.report import parse_junit
-    for t in parse_junit(junit):
-        m = _DIED.search(t.message)
-        if m and m.group("call") not in _NOT_A_CALL:
-            return {"call": m.group("call"), "test": t.id}
+def _in_flight(flight: Path) -> dict | None:
+    """The first request an agent took with it when its guest went away (harness.agent.session's
+    flight record): the call with its arguments and the test (with its phase) that made it."""
+    try:
+        lines = flight.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in lines[:1000]:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("call") not in _NOT_A_CALL:
+            return {"call": str(entry.get("call"))[:500], "test": str(entry.get("test", ""))[:300]}
     return None

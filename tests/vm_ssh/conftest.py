@@ -89,20 +89,34 @@ def freeze_agents(sshd_pid: int) -> list[int]:
     return agents
 
 
-def wait_for_a_call_in_flight(agents: list[int], tries: int = 2000) -> None:
-    """Wait (bounded by count) until a frozen agent has a request unread on its stdin: a call the
+def a_call_reaches(agents: list[int], polls: int = 2000) -> bool:
+    """Whether (within `polls` looks) a frozen agent gets a request it cannot read: a call the
     guest will never answer."""
-    for _ in range(tries):
+    for _ in range(polls):
         if any(_stdin_pending(p) for p in agents):
-            return
+            return True
         threading.Event().wait(0.01)
+    return False
+
+
+def freeze_with_a_call_in_flight(sshd_pid: int, rounds: int = 200) -> None:
+    """Freeze the agents of a guest whose suite is running at a moment a call is in flight.  A
+    freeze that caught an agent between reading a request and answering it shows nothing unread
+    (and no next request comes): thaw it and freeze again.  Bounded by counts, not time."""
+    for _ in range(rounds):
+        agents = freeze_agents(sshd_pid)
+        if a_call_reaches(agents, polls=50):
+            return
+        for p in agents:
+            os.kill(p, signal.SIGCONT)
     raise AssertionError("no request reached a frozen agent")
 
 
 class Freezer:
     """Stop a guest's agents and wait for a call they will never answer."""
     freeze = staticmethod(freeze_agents)
-    wait_for_call = staticmethod(wait_for_a_call_in_flight)
+    a_call_reaches = staticmethod(a_call_reaches)
+    freeze_with_a_call_in_flight = staticmethod(freeze_with_a_call_in_flight)
 
 
 @pytest.fixture

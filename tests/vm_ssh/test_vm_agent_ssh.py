@@ -4,6 +4,7 @@ guest that goes away while a call is in flight."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
@@ -109,14 +110,15 @@ def test_a_frame_that_never_ends_is_a_timeout_not_a_hang(standin, tmp_path):
     assert "waiting for the agent's HELLO" in str(e.value) and "within 3 s" in str(e.value)
 
 
-def test_a_guest_that_goes_away_mid_call_names_the_call_and_is_recorded(standin, tmp_path, freezer):
+def test_a_guest_that_goes_away_mid_call_names_the_call_and_is_recorded(standin, tmp_path, freezer, monkeypatch):
+    monkeypatch.setenv("WFP_AGENT_FLIGHT_RECORD", str(tmp_path / "in-flight.jsonl"))
     session = launch.start_command(shlex.join(_relay(_agent_on(standin, tmp_path))))
     api = AgentWinsock(session, name="agent")
     s = api.socket(C.AF_INET, C.SOCK_STREAM, C.IPPROTO_TCP)
-    agents = freezer.freeze(standin.sshd.proc.pid)
+    agents = freezer.freeze(standin.sshd.proc.pid)      # no call is in flight yet: the next one will be
 
     def guest_goes_down():
-        freezer.wait_for_call(agents)
+        assert freezer.a_call_reaches(agents)
         standin.sshd.kill_hard()                         # sshd and the agent die together, as in a bugcheck
     t = threading.Thread(target=guest_goes_down)
     t.start()
@@ -126,6 +128,10 @@ def test_a_guest_that_goes_away_mid_call_names_the_call_and_is_recorded(standin,
     err = died.value
     assert str(err).startswith(f"listen(s={s:#x}, backlog=5): the agent '")
     assert "dropped while the agent ran" in str(err)       # the relay's line, from its stderr
+    # the session's flight record names the call and the test running it, whoever catches the error
+    (flight,) = [json.loads(x) for x in (tmp_path / "in-flight.jsonl").read_text().splitlines()]
+    assert flight["call"] == f"listen(s={s:#x}, backlog=5)"
+    assert flight["test"].endswith("::test_a_guest_that_goes_away_mid_call_names_the_call_and_is_recorded (call)")
     drop = read_drop(tmp_path / "guest-dropped.json")
     assert drop["guest"] == standin.name and "dropped while the agent ran" in drop["why"]
     # later starts in the run fail at once instead of waiting for a guest that is gone
