@@ -89,7 +89,7 @@ def _pump_stdin(chan) -> None:
             if not data:
                 break
             chan.sendall(data)
-    except (OSError, EOFError, Exception):      # the channel died: the main loop reports it
+    except Exception:            # OSError, EOFError, paramiko's SSHException: the main loop reports it
         pass
     try:
         chan.shutdown_write()

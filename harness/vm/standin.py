@@ -289,10 +289,10 @@ def _end_wineserver(env: dict) -> None:
     prefix = env.get("WINEPREFIX")
     if not prefix or not Path(prefix).is_dir():
         return
-    from harness.agent import launch
+    from harness.agent import AgentUnavailable, launch
     try:
         server = launch.find_wine().parent / "wineserver"
-    except Exception:
+    except AgentUnavailable:
         return
     if os.access(server, os.X_OK):
         subprocess.run([str(server), "-k"], env=dict(os.environ, WINEPREFIX=prefix), stdin=subprocess.DEVNULL,
