@@ -48,6 +48,7 @@ def test_controller_side_suite_reaches_wine_through_the_guests_ssh(make_lab, sta
 
 def test_guest_going_down_mid_call_is_a_guest_fault_naming_the_call(make_lab, standins, vcsim, tmp_path):
     (s,) = standins(1)
+    went_down = threading.Event()
 
     def bugcheck_mid_call():
         # Wait (bounded by count) until the suite has passed a test: its agent is up and in use.
@@ -57,12 +58,14 @@ def test_guest_going_down_mid_call_is_a_guest_fault_naming_the_call(make_lab, st
             threading.Event().wait(0.02)
         _ssh.freeze_with_a_call_in_flight(s.sshd.proc.pid)     # the guest hangs on its way down ...
         s.crash()                                      # ... and goes down: sshd and agent die, dumps, a reboot
+        went_down.set()
     w = threading.Thread(target=bugcheck_mid_call, daemon=True)
     w.start()
     lab = make_lab([s.guest_toml(suite="controller")])
     opts, _ = run_options(tmp_path, None, vcsim, driver=make_driver(tmp_path))
     out = Orchestrator(lab, opts).run()
     w.join(60)
+    assert went_down.is_set(), "the guest never went down with a call in flight (see the thread's warning)"
     g = _guest(out, s.name)
     assert g["status"] == "failed" and g["classification"] == "guest", json.dumps(g, indent=1)[:4000]
     assert g["reason"] == "bugcheck" and g["phase"] == "run_suite" and len(g["attempts"]) == 1

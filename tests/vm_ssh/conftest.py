@@ -76,16 +76,33 @@ def sshd(tmp_path: Path):
 
 
 def _stdin_pending(pid: int) -> int:
-    with open(f"/proc/{pid}/fd/0", "rb", buffering=0) as f:
-        return struct.unpack("i", fcntl.ioctl(f.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+    """Bytes unread on the process's stdin (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/fd/0", "rb", buffering=0) as f:
+            return struct.unpack("i", fcntl.ioctl(f.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+    except OSError:
+        return 0
+
+
+def _agents(sshd_pid: int) -> list[int]:
+    out = []
+    for p in descendants(sshd_pid):
+        try:
+            if b"winsock-agent" in Path(f"/proc/{p}/cmdline").read_bytes():
+                out.append(p)
+        except OSError:
+            pass                      # it ended while we looked
+    return out
 
 
 def freeze_agents(sshd_pid: int) -> list[int]:
     """SIGSTOP every agent behind the guest's sshd (the guest hangs on its way down)."""
-    agents = [p for p in descendants(sshd_pid) if b"winsock-agent" in Path(f"/proc/{p}/cmdline").read_bytes()]
-    assert agents
+    agents = _agents(sshd_pid)
     for p in agents:
-        os.kill(p, signal.SIGSTOP)
+        try:
+            os.kill(p, signal.SIGSTOP)
+        except ProcessLookupError:
+            pass
     return agents
 
 
@@ -104,11 +121,15 @@ def freeze_with_a_call_in_flight(sshd_pid: int, rounds: int = 200) -> None:
     freeze that caught an agent between reading a request and answering it shows nothing unread
     (and no next request comes): thaw it and freeze again.  Bounded by counts, not time."""
     for _ in range(rounds):
-        agents = freeze_agents(sshd_pid)
-        if a_call_reaches(agents, polls=50):
+        agents = freeze_agents(sshd_pid)      # none for a moment while the suite replaces an agent
+        if agents and a_call_reaches(agents, polls=50):
             return
         for p in agents:
-            os.kill(p, signal.SIGCONT)
+            try:
+                os.kill(p, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        threading.Event().wait(0.01)
     raise AssertionError("no request reached a frozen agent")
 
 

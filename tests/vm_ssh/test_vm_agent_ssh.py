@@ -116,6 +116,7 @@ def test_a_guest_that_goes_away_mid_call_names_the_call_and_is_recorded(standin,
     api = AgentWinsock(session, name="agent")
     s = api.socket(C.AF_INET, C.SOCK_STREAM, C.IPPROTO_TCP)
     agents = freezer.freeze(standin.sshd.proc.pid)      # no call is in flight yet: the next one will be
+    assert agents
 
     def guest_goes_down():
         assert freezer.a_call_reaches(agents)
