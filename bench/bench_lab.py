@@ -6,7 +6,8 @@ Starts the vCenter simulator (tools/vcsim) and one real sshd per guest on
 127.0.0.1, builds the guest wheelhouse once, then runs `nightly` twice: with
 one guest, and with N guests at parallelism N.  Prints wall times, their
 ratio (target: at most 1.25) and the per-phase times.  Every stand-in runs
-the real conformance suite (--target sim), so on a machine with fewer cores
+the lab tests' selection of the conformance suite against Wine's ws2_32
+(its uploaded winsock-agent under wine64), so on a machine with fewer cores
 than guests the suites compete for CPU; the bench prints the core count and
 the CPU time so the figure can be read in context.  Figures only: nothing
 is asserted.

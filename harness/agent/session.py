@@ -10,11 +10,16 @@ an oversized or malformed frame, a response to no request, or a missing HELLO is
 an AgentProtocolError. If the agent dies or does not answer within the call
 timeout, every waiting request fails with an error naming its own call, the
 agent's exit status and the tail of its stderr, and the session is dead: the
-owner starts a new one.
+owner starts a new one. With env WFP_AGENT_FLIGHT_RECORD set to a file, each
+request the agent's end took with it (it exited, or broke the protocol) is
+also appended there as a JSON line (call, the pytest test running it, agent):
+the lab reads it to name the call a guest went away under, whichever code
+path (a test, a fixture's cleanup) then caught the error.
 """
 from __future__ import annotations
 
 import collections
+import json
 import os
 import struct
 import subprocess
@@ -226,7 +231,25 @@ class AgentSession:
                 slot.lock.release()
         except (OSError, ValueError):
             failure = None
+        self._record_flight(failure)
         self._break(failure)
+
+    def _record_flight(self, failure: AgentError | None) -> None:
+        """The requests the agent's end is taking with it, to WFP_AGENT_FLIGHT_RECORD (see above)."""
+        path = os.environ.get("WFP_AGENT_FLIGHT_RECORD")
+        with self._lock:
+            pending = [] if self._dead is not None else list(self._pending.values())
+        if not path or not pending:
+            return
+        test = os.environ.get("PYTEST_CURRENT_TEST", "")
+        lines = "".join(json.dumps({"call": slot.describe(), "test": test, "agent": self.label, "pid": self.pid,
+                                    "why": str(failure) if failure else "the agent's output ended"}) + "\n"
+                        for slot in pending)
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(lines)
+        except OSError:
+            pass                # a record is evidence for a report, never a reason to fail the call
 
     def _stderr_loop(self) -> None:
         # Chunks, not readline(): a peer writing one endless line must not grow our memory.

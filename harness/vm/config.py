@@ -129,6 +129,10 @@ class Guest:
     boot_id_path: str | None = None  # posix only: file whose content changes on every boot
     state_dir: str | None = None     # posix only: the stand-in's simulated Windows state
     cdb: str | None = None           # the guest's cdb.exe; None: the Debugging Tools' default path
+    # Where the conformance suite runs: "guest" (pytest on the guest, from the uploaded wheelhouse)
+    # or "controller" (pytest here, against the guest's winsock-agent over its SSH connection:
+    # the guest needs only the agent binary).
+    suite: str = "guest"
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,8 @@ class RunConfig:
     max_name_length: int = 128
     # Extra symbol path for cdb after the driver's own folder (e.g. a symbol server share).
     symbol_path: str = ""
+    # The lab's selection of the conformance suite: a pytest -k expression ("" = the whole suite).
+    suite_select: str = ""
 
 
 @dataclass(frozen=True)
@@ -397,7 +403,7 @@ def _placement(ctx: _Ctx, raw: Any) -> Placement:
 
 _RUN_KEYS = {"artifact_dir", "parallelism", "clone_prefix", "clone_ttl_hours", "min_datastore_free_gb",
              "retries", "retry_backoff", "retry_backoff_max", "max_file_mb", "max_dump_mb", "max_depth",
-             "max_name_length", "symbol_path"}
+             "max_name_length", "symbol_path", "suite_select"}
 
 
 def _run(ctx: _Ctx, raw: Any) -> RunConfig:
@@ -434,6 +440,10 @@ def _run(ctx: _Ctx, raw: Any) -> RunConfig:
         kw["max_name_length"] = ctx.integer("run.max_name_length", t["max_name_length"], 8, 255)
     if "symbol_path" in t:
         kw["symbol_path"] = ctx.string("run.symbol_path", t["symbol_path"])
+    if "suite_select" in t:
+        kw["suite_select"] = ctx.string("run.suite_select", t["suite_select"])
+        if any(c in kw["suite_select"] for c in "\x00\r\n"):
+            raise ctx.err("run.suite_select", "must not contain control characters")
     if kw.get("retry_backoff_max", RunConfig.retry_backoff_max) < kw.get("retry_backoff", RunConfig.retry_backoff):
         raise ctx.err("run.retry_backoff_max", "must be >= run.retry_backoff")
     return RunConfig(**kw)
@@ -448,8 +458,9 @@ def _timeouts(ctx: _Ctx, raw: Any) -> Timeouts:
 
 _GUEST_KEYS = {"name", "template", "snapshot", "os_build", "account", "ssh_port",
                "ssh_key_file", "ssh_key_env", "host_key", "host_key_file", "host_key_guestinfo",
-               "secure_boot", "os", "workdir", "python", "boot_id_path", "state_dir", "cdb"}
+               "secure_boot", "os", "workdir", "python", "boot_id_path", "state_dir", "cdb", "suite"}
 _GUEST_OS = ("windows", "posix")
+_SUITE_WHERE = ("guest", "controller")
 
 
 def _guest(ctx: _Ctx, i: int, raw: Any) -> Guest:
@@ -511,9 +522,12 @@ def _guest(ctx: _Ctx, i: int, raw: Any) -> Guest:
             raise ctx.err(f"{p}.{k}", "must not contain control characters")
     if os_kind == "posix" and "workdir" not in extra:
         raise ctx.err(f"{p}.workdir", 'required with os = "posix"')
+    suite = ctx.string(f"{p}.suite", t["suite"]) if "suite" in t else "guest"
+    if suite not in _SUITE_WHERE:
+        raise ctx.err(f"{p}.suite", f"must be one of {', '.join(_SUITE_WHERE)}")
     return Guest(name=name, template=template, snapshot=snapshot, os_build=os_build, account=account,
                  host_key=host_key, ssh_port=port, ssh_key_file=key_file, ssh_key_env=key_env,
-                 secure_boot=sb, os=os_kind, **extra)
+                 secure_boot=sb, os=os_kind, suite=suite, **extra)
 
 
 def _guests(ctx: _Ctx, raw: Any) -> tuple[Guest, ...]:

@@ -3,11 +3,13 @@
 Starts the vCenter simulator (``tools/vcsim``, built with Debian's
 golang-go and golang-github-vmware-govmomi-dev), two stand-in guests
 (``harness.vm.standin``: OpenSSH on 127.0.0.1 answering the lab's Windows
-commands, one English and one German), builds a sample driver package
-(the sample's real INF, a placeholder SYS, a test certificate and a PDB),
-runs ``nightly`` and then ``gate`` against that nightly, and prints where
-the reports are.  The templates pin the stand-ins' host key in their
-extraConfig, as the real template build does.
+commands, their Winsock Wine's), builds a sample driver package (the
+sample's real INF, a placeholder SYS, a test certificate and a PDB), runs
+``nightly`` and then ``gate`` against that nightly, and prints where the
+reports are.  The English guest runs the suite on the controller against
+its uploaded winsock-agent over its SSH connection (``suite =
+"controller"``); the German one runs it on the guest.  The templates pin
+the stand-ins' host key in their extraConfig, as the real template build does.
 """
 
 from __future__ import annotations
@@ -153,9 +155,14 @@ def _start_vcsim(binary: Path, d: Path, host_key: str, password: str):
 def run_demo(out: Path, *, keep: bool = False) -> int:
     from harness.vm.config import load_config
     from harness.vm.orchestrator import Orchestrator, RunOptions
+    from harness.agent import AgentUnavailable, pool
     from harness.vm.standin import keygen, make_standin, reset_on_clone
     if not os.path.exists("/usr/sbin/sshd"):
         raise DemoError("needs the Debian package openssh-server")
+    try:
+        pool.check_target("wine")          # the stand-ins' Winsock, and the agent's compiler
+    except AgentUnavailable as e:
+        raise DemoError(str(e)) from None       # names the Debian package
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="wfp-demo-"))
@@ -169,13 +176,16 @@ def run_demo(out: Path, *, keep: bool = False) -> int:
     proc, url, ca = _start_vcsim(binary, work / "vcsim", line, password)
     standins = {}
     try:
-        _say(f"vCenter simulator at {url}; starting two stand-in guests (en-US, de-DE)")
-        for name, template, locale in (("ws2022-en", "wfp-ws2022", "en-US"), ("ws2025-de", "wfp-ws2025", "de-DE")):
+        _say(f"vCenter simulator at {url}; starting two stand-in guests (en-US: the suite runs here against "
+             f"its agent over SSH; de-DE: the suite runs on the guest)")
+        suites = {}
+        for name, template, locale, suite in (("ws2022-en", "wfp-ws2022", "en-US", "controller"),
+                                              ("ws2025-de", "wfp-ws2025", "de-DE", "guest")):
             s = make_standin(work / "guests", name, host_key=host_key, locale=locale)
             s.template = template
-            standins[name] = s
-        guests = "".join(s.guest_toml(host_key_file=None, host_key_guestinfo="guestinfo.wfp.ssh_host_key")
-                         for s in standins.values())
+            standins[name], suites[name] = s, suite
+        guests = "".join(s.guest_toml(host_key_file=None, host_key_guestinfo="guestinfo.wfp.ssh_host_key",
+                                      suite=suites[n]) for n, s in standins.items())
         cfg = out / "lab.toml"
         cfg.write_text(f"""# written by `wfp-harness lab demo`
 [vcenter]

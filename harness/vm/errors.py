@@ -232,6 +232,23 @@ class ProductFailure(Exception):
         return f"PRODUCT failure [{self.phase}/{self.reason}]: {self.message}"
 
 
+class GuestFault(ProductFailure):
+    """The guest went away under the suite while a Winsock call was in flight in
+    its winsock-agent (controller-side runs): what a bugcheck looks like from the
+    controller.  Not the lab's fault (the guest answered until then) and not a
+    test's verdict (the test never got its answer): the report names the call
+    (``in_flight``) and its test.  Never retried."""
+
+    kind = "guest"
+
+    def __init__(self, message: str, *, phase: str, reason: str, in_flight: dict | None = None) -> None:
+        super().__init__(message, phase=phase, reason=reason)
+        self.in_flight = in_flight
+
+    def __str__(self) -> str:
+        return f"GUEST fault [{self.phase}/{self.reason}]: {self.message}"
+
+
 class HarnessError(Exception):
     """Our own bug or misuse (e.g. the suite could not even start).  Never retried."""
 
@@ -247,12 +264,14 @@ class HarnessError(Exception):
 
 
 def classify(exc: BaseException) -> str:
-    """``"infrastructure"``, ``"product"`` or ``"harness"`` for any exception.
+    """``"infrastructure"``, ``"guest"``, ``"product"`` or ``"harness"`` for any exception.
 
     Anything not known to be the lab's or the product's fault is ours: an
     unexpected exception must never be retried away or blamed on the driver."""
     if isinstance(exc, InfrastructureError):
         return "infrastructure"
+    if isinstance(exc, GuestFault):
+        return "guest"
     if isinstance(exc, ProductFailure):
         return "product"
     return "harness"
@@ -262,5 +281,5 @@ __all__ = [
     "InfrastructureError", "ConnectError", "TlsError", "CredentialsError",
     "InventoryError", "CloneError", "PowerError", "SnapshotError", "DestroyError",
     "TaskTimeout", "ToolsTimeout", "IpTimeout", "PreflightError", "HostKeyError", "SshError",
-    "GuestSetupError", "ProductFailure", "HarnessError", "HostileGuest", "classify",
+    "GuestSetupError", "ProductFailure", "GuestFault", "HarnessError", "HostileGuest", "classify",
 ]

@@ -10,9 +10,16 @@ and output are read by the shared code in ``wincmd``.
   (every value is a single-quoted literal), Windows paths.
 * :class:`StandInOs` -- a POSIX sshd standing in for Windows in tests and
   demos (``harness.vm.standin``): the SAME argv, quoted for sh, answered by
-  the Windows command emulators on the stand-in's PATH.  Its only
-  differences: POSIX paths, the conformance suite's ``--target sim`` (no
-  ws2_32 to call), and a boot id read from a file.
+  the Windows command emulators on the stand-in's PATH.  Its differences:
+  POSIX paths, a boot id read from a file, and a Winsock that is Wine 8.0's
+  (the uploaded winsock-agent runs under wine64 through ``wine-exe``), so its
+  suite takes Wine's profile and reviewed deviations
+  (:mod:`harness.vm.wine_guest`), as ``--target wine`` does.
+
+Either way the conformance suite reaches the guest's real Winsock through
+the winsock-agent the lab uploads (``--target agent``), on the guest
+(``suite = "guest"``) or from the controller over the guest's SSH connection
+(``suite = "controller"``, :mod:`harness.vm.agent_ssh`).
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from harness.vm import powershell
 from harness.vm.config import Guest
 from harness.vm.powershell import Param, quote_command
 from harness.vm.ssh import DEFAULT_BOOT_ID_PATH
+
+EXE_LOADER = "wine-exe"      # how a stand-in runs a .exe (harness.vm.standin installs it on its PATH)
 
 __all__ = ["GuestOs", "WindowsOs", "StandInOs", "DumpFile", "guest_os_for", "summarize_analysis",
            "ANALYSIS_KEYS"]
@@ -62,7 +71,6 @@ def summarize_analysis(text: str) -> str:
 class GuestOs:
     name = "abstract"
     shell = "posix"
-    target = "sim"
 
     def __init__(self, guest: Guest) -> None:
         self.guest = guest
@@ -108,26 +116,42 @@ class GuestOs:
         raise NotImplementedError
 
     def run_suite(self, python: str, rundir: str, junit: str, env: Mapping[str, str],
-                  agent: str | None = None) -> str:
+                  agent: str | None = None, select: str = "") -> str:
         raise NotImplementedError
 
-    def suite_argv(self, python: str, junit: str, agent: str | None = None) -> list[str]:
-        """pytest on the guest; on `agent` the real Winsock calls run in the uploaded
-        winsock-agent, started by pytest as a local child (shlex-quoted: the agent
-        launcher splits POSIX-style, which would eat a Windows path's backslashes)."""
-        target = ["--target", self.target]
-        if self.target == "agent":
-            if not agent:
-                raise ValueError("the agent target needs the winsock-agent's path on the guest")
-            target += ["--agent-command", shlex.quote(agent)]
-        return [python, "-m", "pytest", "--pyargs", "harness.conformance", *target,
+    # What the guest's Winsock is, for the suite: extra pytest arguments (profile, deviations),
+    # and whether it has WFP under it (a driver installed there can redirect).
+    winsock_args: tuple[str, ...] = ()
+    has_wfp = True
+
+    def local_agent_command(self, agent: str) -> str:
+        """The ``--agent-command`` of a suite running ON the guest: the uploaded agent as a
+        local child (shlex-quoted: the agent launcher splits POSIX-style, which would eat a
+        Windows path's backslashes)."""
+        return shlex.quote(agent)
+
+    def agent_exec(self, agent: str) -> str:
+        """The command line, in the guest's SSH shell, that runs the uploaded agent with its
+        standard streams on the exec channel (the controller-side suite)."""
+        raise NotImplementedError
+
+    def suite_args(self, junit: str, agent_command: str, select: str = "") -> list[str]:
+        """pytest's arguments: the conformance suite against the winsock-agent that
+        ``agent_command`` starts, the lab's selection (a -k expression), JUnit to ``junit``."""
+        return ["-m", "pytest", "--pyargs", "harness.conformance", "--target", "agent",
+                "--agent-command", agent_command, *self.winsock_args, *(["-k", select] if select else []),
                 f"--junitxml={junit}", "-p", "no:cacheprovider", "-v", "-rs"]
+
+    def suite_argv(self, python: str, junit: str, agent: str | None = None, select: str = "") -> list[str]:
+        """pytest on the guest, its real Winsock calls in the uploaded agent."""
+        if not agent:
+            raise ValueError("the suite needs the winsock-agent's path on the guest")
+        return [python, *self.suite_args(junit, self.local_agent_command(agent), select)]
 
 
 class WindowsOs(GuestOs):
     name = "windows"
     shell = "powershell"
-    target = "agent"                      # the winsock-agent the lab uploads (harness.agent.build)
     CDB_DEFAULT = r"C:\Program Files (x86)\Windows Kits\10\Debuggers\x64\cdb.exe"
 
     @property
@@ -160,17 +184,22 @@ class WindowsOs(GuestOs):
     def render(self, argv: Sequence[object]) -> str:
         return quote_command(*argv)  # type: ignore[arg-type]
 
+    def agent_exec(self, agent: str) -> str:
+        # The template's sshd runs commands in PowerShell (vm-templates/scripts/bootstrap.ps1
+        # DefaultShell); a native program called last, unredirected, keeps the channel's handles.
+        return quote_command(agent)
+
     def prepare_rundir(self, rundir: str, *subdirs: str) -> str:
         dirs = (rundir, *(self.join(rundir, s) for s in subdirs))
         return "\n".join(quote_command("New-Item", Param("-ItemType"), "Directory", Param("-Force"),
                                        Param("-Path"), d) + " | Out-Null" for d in dirs)
 
     def run_suite(self, python: str, rundir: str, junit: str, env: Mapping[str, str],
-                  agent: str | None = None) -> str:
+                  agent: str | None = None, select: str = "") -> str:
         lines = [quote_command("Set-Location", Param("-LiteralPath"), rundir)]
         for k, v in sorted(env.items()):
             lines.append(quote_command("Set-Item", Param("-Path"), f"Env:{k}", Param("-Value"), v))
-        lines.append(self.render(self.suite_argv(python, junit, agent)))
+        lines.append(self.render(self.suite_argv(python, junit, agent, select)))
         return "\n".join(lines)
 
 
@@ -179,7 +208,8 @@ class StandInOs(WindowsOs):
 
     name = "standin"
     shell = "posix"
-    target = "sim"
+    winsock_args = ("--profile", "wine-8.0", "-p", "harness.vm.wine_guest")
+    has_wfp = False                       # Wine has no WFP: no driver redirects there
 
     @property
     def workdir(self) -> str:
@@ -218,17 +248,23 @@ class StandInOs(WindowsOs):
     def render(self, argv: Sequence[object]) -> str:
         return shlex.join(str(a) for a in argv)
 
+    def local_agent_command(self, agent: str) -> str:
+        return shlex.join([EXE_LOADER, agent])
+
+    def agent_exec(self, agent: str) -> str:
+        return shlex.join([EXE_LOADER, agent])
+
     def prepare_rundir(self, rundir: str, *subdirs: str) -> str:
         return self.render(["mkdir", "-p", rundir, *(posixpath.join(rundir, s) for s in subdirs)])
 
     def run_suite(self, python: str, rundir: str, junit: str, env: Mapping[str, str],
-                  agent: str | None = None) -> str:
+                  agent: str | None = None, select: str = "") -> str:
         envs = [f"{k}={v}" for k, v in sorted(env.items())]
         # The stand-in's machine environment (Windows' system variables).
         envfile = shlex.quote(posixpath.join(self.state, "environment"))
         return (f"if [ -f {envfile} ]; then set -a; . {envfile}; set +a; fi\n"
                 + self.render(["cd", rundir]) + " && "
-                + self.render(["env", *envs, *self.suite_argv(python, junit, agent)]))
+                + self.render(["env", *envs, *self.suite_argv(python, junit, agent, select)]))
 
 
 def guest_os_for(guest: Guest) -> GuestOs:

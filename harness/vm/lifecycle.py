@@ -23,8 +23,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import posixpath
 import re
+import shlex
+import signal
+import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -35,9 +40,9 @@ from typing import Callable, Iterator
 from contextlib import contextmanager
 
 from harness.vm.config import Guest, LabConfig
-from harness.vm import wincmd
+from harness.vm import agent_ssh, wincmd
 from harness.vm.errors import (
-    GuestSetupError, HarnessError, HostileGuest, InfrastructureError, ProductFailure, SshError,
+    GuestFault, GuestSetupError, HarnessError, HostileGuest, InfrastructureError, ProductFailure, SshError,
 )
 from harness.vm.guest_os import DumpFile, GuestOs, guest_os_for, summarize_analysis
 from harness.vm.package import WHEELHOUSE_REQUIREMENTS, DriverPackage, check_wheelhouse
@@ -60,10 +65,13 @@ PHASES = (
     "capture_stop", "collect", "destroy",
 )
 _DRIVER_PHASES = {"install_driver", "reboot", "verify_debug"}
+# Phases only a guest that runs the suite itself needs (suite = "guest").
+_ON_GUEST_PHASES = {"install_harness"}
 
 
-def plan(with_driver: bool) -> list[str]:
-    return [p for p in PHASES if with_driver or p not in _DRIVER_PHASES]
+def plan(with_driver: bool, suite: str = "guest") -> list[str]:
+    return [p for p in PHASES if (with_driver or p not in _DRIVER_PHASES)
+            and (suite == "guest" or p not in _ON_GUEST_PHASES)]
 
 
 class Interrupted(Exception):
@@ -86,7 +94,7 @@ class RunContext:
     connect_vsphere: Callable[[], VSphere]
     cancel: threading.Event = field(default_factory=threading.Event)
     harness_version: str = "unknown"
-    agent: Path | None = None            # the winsock-agent for guests whose target is `agent`
+    agent: Path | None = None            # the winsock-agent every guest's suite calls through
     ssh_connect_timeout: float = 20.0
     reconnect_interval: float = 1.0
 
@@ -112,6 +120,8 @@ class GuestResult:
     driver_loaded: bool | None = None
     harness_path: str | None = None
     bugcheck: dict | None = None
+    in_flight: dict | None = None    # a guest fault: the call the agent was running when the guest went away
+    wfp: bool | None = None          # the guest's Winsock has WFP under it (False: a stand-in's Wine)
     phase_times: dict = field(default_factory=dict)
     clone: str | None = None
     logs: str | None = None
@@ -137,6 +147,9 @@ class _ThreadFilter(logging.Filter):
 
 
 _LIVE = re.compile(rb" (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b")
+# After a guest drop, how long the test that lost its call may take to report it (it fails as
+# soon as its agent session sees the relay end) before pytest is stopped anyway.
+DROP_SETTLE_S = 30.0
 
 
 class GuestAttempt:
@@ -156,7 +169,8 @@ class GuestAttempt:
         self.clone: Clone | None = None
         self.ssh: GuestSsh | None = None
         self.boot_id: str | None = None
-        self.agent_remote: str | None = None      # the uploaded winsock-agent (target `agent`)
+        self.agent_remote: str | None = None      # the uploaded winsock-agent
+        result.wfp = self.os.has_wfp
         self.dumps_before: set[tuple] = set()
         self.rundir = self.os.join(self.os.workdir, f"{ctx.run_id}-a{attempt}")
         self.phase = "start"
@@ -272,14 +286,14 @@ class GuestAttempt:
         t0 = time.monotonic()
         try:
             try:
-                for name in plan(self.ctx.driver is not None):
+                for name in plan(self.ctx.driver is not None, self.guest.suite):
                     if name == "destroy":
                         continue
                     with self._phase(name):
                         steps[name]()
                 record["outcome"] = "completed"
-            except ProductFailure as e:
-                self._fail(record, e, "product")
+            except ProductFailure as e:          # GuestFault too (kind "guest")
+                self._fail(record, e, e.kind)
                 self._salvage()
             except Interrupted as e:
                 self._fail(record, e, "interrupted")
@@ -309,6 +323,8 @@ class GuestAttempt:
         log.error("%s: %s failure in %s: %s", self.guest.name, cls, self.phase, record["cause"])
         if isinstance(e, ProductFailure):
             self.result.reason = e.reason
+        if isinstance(e, GuestFault):
+            record["in_flight"] = self.result.in_flight = e.in_flight
 
     # -- phases ------------------------------------------------------------
     def do_clone(self) -> None:
@@ -363,8 +379,9 @@ class GuestAttempt:
     def do_upload(self) -> None:
         assert self.ssh
         self.sh(self.os.prepare_rundir(self.rundir, "in", "results"), tag="mkdir").check()
-        self.wheelhouse_remote = self.os.join(self.rundir, "in", "wheelhouse")
-        self.ssh.upload_dir(self.ctx.wheelhouse, self.os.sftp(self.wheelhouse_remote))
+        if self.guest.suite == "guest":        # the controller-side suite needs only the agent on the guest
+            self.wheelhouse_remote = self.os.join(self.rundir, "in", "wheelhouse")
+            self.ssh.upload_dir(self.ctx.wheelhouse, self.os.sftp(self.wheelhouse_remote))
         drv = self.ctx.driver
         if drv is not None:
             dest = self.os.join(self.rundir, "in", "driver")
@@ -374,13 +391,12 @@ class GuestAttempt:
                 self.sh(self.os.prepare_rundir(dest), tag="mkdir_driver").check()
                 self.ssh.upload(drv.local, self.os.sftp(self.os.join(dest, drv.local.name)))
             self.driver_remote = dest
-        if self.os.target == "agent":
-            if self.ctx.agent is None:
-                raise HarnessError("no winsock-agent was built for this run", phase="upload")
-            self.agent_remote = self.os.join(self.rundir, "in", "winsock-agent.exe")
-            self.ssh.upload(self.ctx.agent, self.os.sftp(self.agent_remote))
+        if self.ctx.agent is None:
+            raise HarnessError("no winsock-agent was built for this run", phase="upload")
+        self.agent_remote = self.os.join(self.rundir, "in", "winsock-agent.exe")
+        self.ssh.upload(self.ctx.agent, self.os.sftp(self.agent_remote))
         cfg = {"run_id": self.ctx.run_id, "guest": self.guest.name, "attempt": self.n,
-               "harness_version": self.ctx.harness_version, "target": self.os.target,
+               "harness_version": self.ctx.harness_version, "suite": self.guest.suite,
                "driver": drv.to_dict() if drv else None}
         local_cfg = self.dir / "run-config.json"
         local_cfg.write_text(json.dumps(cfg, indent=1), encoding="utf-8")
@@ -551,9 +567,11 @@ class GuestAttempt:
         env = {"WFP_RUN_ID": self.ctx.run_id, "WFP_GUEST": self.guest.name,
                "WFP_DRIVER_INSTALLED": "1" if drv else "0",
                "WFP_DRIVER_VERSION": drv.version if drv else "none"}
+        if self.guest.suite == "controller":
+            return self._run_suite_here(env)
         self.junit_remote = self.os.join(self.rundir, "results", "junit.xml")
         script = self.os.run_suite(self.python, self.rundir, self.junit_remote, env,
-                                   self.agent_remote)
+                                   self.agent_remote, self.ctx.lab.run.suite_select)
         out, err = self._paths("suite")
         stop = threading.Event()
         tailer = threading.Thread(target=self._tail, args=(out, stop), daemon=True, name=f"tail-{self.guest.name}")
@@ -575,6 +593,110 @@ class GuestAttempt:
         if r.exit_code not in (0, 1):
             raise HarnessError(f"the conformance suite did not run (pytest exit {r.exit_code}): "
                                f"{(r.stderr.strip() or r.stdout.strip())[-800:]}", phase="run_suite")
+
+    def _run_suite_here(self, env: dict) -> None:
+        """The controller-side suite: pytest on this machine, its Winsock calls in the guest's
+        agent through the guest's SSH connection (harness.vm.agent_ssh relays each agent
+        session).  A drop of the guest under it is a GuestFault naming the call in flight."""
+        assert self.ssh and self.agent_remote
+        results = self.dir / "results"
+        results.mkdir(exist_ok=True)
+        drop_record = self.dir / "guest-dropped.json"
+        flight = self.dir / "agent-in-flight.jsonl"      # harness.agent.session: requests an agent took with it
+        endpoint = agent_ssh.write_endpoint(self.dir / "agent-endpoint.json", self.ssh.endpoint,
+                                            command=self.os.agent_exec(self.agent_remote), guest=self.guest.name,
+                                            drop_record=drop_record)
+        relay = shlex.join([sys.executable, "-m", "harness.vm.agent_ssh", str(endpoint)])
+        # rootdir: the folder holding the harness package, so the JUnit ids read
+        # harness.conformance.<module>, as from a guest's site-packages (the gate compares ids).
+        import harness
+        rootdir = Path(harness.__file__).resolve().parents[1]
+        argv = [sys.executable, *self.os.suite_args(str(results / "junit.xml"), relay,
+                                                    self.ctx.lab.run.suite_select), f"--rootdir={rootdir}"]
+        out, err = self._paths("suite")
+        log.info("%s: the suite runs here against the guest's agent: %s", self.guest.name, shlex.join(argv))
+        stop = threading.Event()
+        tailer = threading.Thread(target=self._tail, args=(out, stop), daemon=True, name=f"tail-{self.guest.name}")
+        tailer.start()
+        try:
+            with open(out, "wb") as o, open(err, "wb") as e:
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=o, stderr=e, cwd=self.dir,
+                                        env={**os.environ, **env, "PYTHONUNBUFFERED": "1",
+                                             "WFP_AGENT_FLIGHT_RECORD": str(flight)})
+            hung = self._watch_suite(proc, drop_record, out)
+        finally:
+            stop.set()
+            tailer.join(timeout=5)
+        junit = results / "junit.xml"
+        if junit.is_file():
+            self._read_junit(junit)        # local evidence first: the guest may never answer again
+        drop = agent_ssh.read_drop(drop_record)
+        if drop is not None:
+            self._guest_dropped(drop, flight)
+        if hung:
+            raise ProductFailure(f"the conformance suite hung ({self.ctx.lab.timeouts.test_run:g} s without "
+                                 "finishing)", phase="run_suite", reason="hang")
+        if proc.returncode == 5:
+            raise HarnessError("the conformance suite collected no tests (pytest exit 5)", phase="run_suite")
+        if proc.returncode not in (0, 1):
+            raise HarnessError(f"the conformance suite did not run (pytest exit {proc.returncode}): "
+                               f"{(err.read_text(errors='replace').strip() or out.read_text(errors='replace').strip())[-800:]}",
+                               phase="run_suite")
+
+    def _watch_suite(self, proc: subprocess.Popen, drop_record: Path, out: Path) -> bool:
+        """Wait for pytest; stop it (SIGINT: it still writes its JUnit) on cancel, past the test_run
+        timeout (then True: it hung), or once the guest dropped and the test that lost its call
+        has its outcome (the rest of the suite could only fail to reach the guest)."""
+        deadline = time.monotonic() + self.ctx.lab.timeouts.test_run
+        hung = False
+        dropped_at: tuple[int, float] | None = None
+        while proc.poll() is None:
+            cancelled = self.ctx.cancel.is_set() or self._aborted
+            hung = time.monotonic() >= deadline
+            if dropped_at is None and drop_record.exists():
+                dropped_at = (out.stat().st_size, time.monotonic())
+            settled = dropped_at is not None and (
+                _LIVE.search(out.read_bytes()[dropped_at[0]:]) is not None
+                or time.monotonic() - dropped_at[1] > DROP_SETTLE_S)
+            if cancelled or hung or settled:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                if cancelled:
+                    raise Interrupted("run cancelled")
+                break
+            time.sleep(0.2)
+        return hung
+
+    def _guest_dropped(self, drop: dict, flight: Path) -> None:
+        """The guest went away under the suite: find the call in flight, wait for the guest to come
+        back (for its dumps and captures), and raise the GuestFault."""
+        in_flight = _in_flight(flight)
+        what = (f"{in_flight['call']} (test {in_flight['test']})" if in_flight
+                else "no agent call (it went away between calls)")
+        log.error("%s: the guest dropped during the suite: %s; in flight: %s", self.guest.name, drop.get("why"), what)
+        reason = "guest_dropped"
+        if self.ssh is not None:
+            self.ssh.close()
+        self.ssh = None
+        assert self.clone is not None
+        self.clone.ip = None
+        try:
+            self.ssh = self._connect_until(time.monotonic() + self.ctx.lab.timeouts.reboot)
+            new = self.ssh.boot_id()
+            if new != self.boot_id:
+                self.boot_id, reason = new, "bugcheck"
+                self.result.bugcheck = {"phase": self.phase, "detected_by": "the guest dropped under the suite "
+                                        "and came back with a new boot id", "dumps": [], "summary": ""}
+        except InfrastructureError as e:
+            log.error("%s: the guest did not answer again after the drop: %s", self.guest.name, e)
+            self.ssh = None
+            what += "; the guest did not answer again"
+        raise GuestFault(f"the guest went away under the suite ({drop.get('why')}); in flight: {what}",
+                         phase="run_suite", reason=reason, in_flight=in_flight)
 
     def _tail(self, path: Path, stop: threading.Event) -> None:
         # Live counts for the progress board from pytest -v lines.
@@ -658,15 +780,7 @@ class GuestAttempt:
         self._collected = True
         junit = results / "junit.xml"
         if junit.is_file():
-            from harness.vm.redact import scrub_file
-            from harness.vm.report import counts, parse_junit
-            scrub_file(junit, self.ctx.registry)
-            tests = [asdict(t) for t in parse_junit(junit)]
-            self.result.tests = tests
-            self.result.junit = self.rel(junit)
-            self.result.counts = counts(tests)
-            self.ctx.progress.update(self.guest.name, passed=self.result.counts["passed"],
-                                     failed=self.result.counts["failed"] + self.result.counts["error"])
+            self._read_junit(junit)
         caps = sorted(results.glob("capture*.pcapng"))
         self.result.captures = [self.rel(p) for p in caps]
         self.result.capture = self.result.captures[0] if caps else None
@@ -678,6 +792,17 @@ class GuestAttempt:
             raise HarnessError("the suite ran but wrote no JUnit file", phase="collect")
         if self.result.bugcheck is None and not self.result.tests:
             raise HarnessError("the suite ran no tests (empty JUnit file)", phase="collect")
+
+    def _read_junit(self, junit: Path) -> None:
+        from harness.vm.redact import scrub_file
+        from harness.vm.report import counts, parse_junit
+        scrub_file(junit, self.ctx.registry)
+        tests = [asdict(t) for t in parse_junit(junit)]
+        self.result.tests = tests
+        self.result.junit = self.rel(junit)
+        self.result.counts = counts(tests)
+        self.ctx.progress.update(self.guest.name, passed=self.result.counts["passed"],
+                                 failed=self.result.counts["failed"] + self.result.counts["error"])
 
     def _symbol_path(self) -> str:
         """The driver's own folder first (its PDB ships in the package), then a
@@ -781,3 +906,24 @@ class GuestAttempt:
         self.result.phase_times["destroy"] = round(time.monotonic() - t0, 3)
         if self.vs is not None:
             self.vs.close()
+
+
+# Requests of the agent's start, not calls of the suite: after a drop every new session dies there.
+_NOT_A_CALL = ("waiting for the agent's HELLO",)
+
+
+def _in_flight(flight: Path) -> dict | None:
+    """The first request an agent took with it when its guest went away (harness.agent.session's
+    flight record): the call with its arguments and the test (with its phase) that made it."""
+    try:
+        lines = flight.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in lines[:1000]:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("call") not in _NOT_A_CALL:
+            return {"call": str(entry.get("call"))[:500], "test": str(entry.get("test", ""))[:300]}
+    return None

@@ -34,7 +34,6 @@ from harness.vm.config import LabConfig
 from harness.vm.errors import HarnessError, InfrastructureError, PreflightError
 from harness.vm.lifecycle import GuestAttempt, GuestResult, Interrupted, RunContext
 from harness.vm.package import DriverPackage, build_wheelhouse, check_wheelhouse, harness_version
-from harness.vm.guest_os import guest_os_for
 from harness.vm.progress import Progress
 from harness.vm.report import compute_verdict, load_results, shard_guests, write_reports
 from harness.vm.vsphere import TAG_RUN_ID, VSphere
@@ -193,15 +192,16 @@ class Orchestrator:
                 except InfrastructureError as e:
                     self._stop_early(e)
                 if self.broken is None and names:
-                    self.progress.note("building the guest wheelhouse (project wheel + pytest, offline install)")
-                    wheelhouse = self.opt.wheelhouse or build_wheelhouse(
-                        self.run_dir / "wheelhouse", project_wheel=Path(self.opt.wheel) if self.opt.wheel else None)
-                    agent = None
-                    if any(guest_os_for(self.lab.guest(n)).target == "agent" for n in names):
-                        self.progress.note("building the winsock-agent (mingw-w64) the guests run the suite through")
-                        agent = _build_agent()
+                    wheelhouse = self.opt.wheelhouse
+                    if wheelhouse is None and any(self.lab.guest(n).suite == "guest" for n in names):
+                        self.progress.note("building the guest wheelhouse (project wheel + pytest, offline install)")
+                        wheelhouse = build_wheelhouse(self.run_dir / "wheelhouse",
+                                                      project_wheel=Path(self.opt.wheel) if self.opt.wheel else None)
+                    self.progress.note("building the winsock-agent (mingw-w64) the guests' suites call through")
+                    agent = _build_agent()
                     ctx = RunContext(lab=self.lab, run_id=self.run_id, run_dir=self.run_dir, agent=agent,
-                                     registry=self.registry, wheelhouse=Path(wheelhouse), driver=driver,
+                                     registry=self.registry, wheelhouse=Path(wheelhouse or self.run_dir / "wheelhouse"),
+                                     driver=driver,
                                      progress=self.progress, connect_vsphere=self.connect_vsphere,
                                      cancel=self.cancel, harness_version=meta["harness_version"],
                                      ssh_connect_timeout=self.opt.ssh_connect_timeout,
@@ -309,8 +309,8 @@ class Orchestrator:
                 try:
                     a.run()
                     rec = result.attempts[-1]
-                    if rec["classification"] == "product":
-                        self._finish(result, "failed", "product", rec["cause"], rec["phase"])
+                    if rec["classification"] in ("product", "guest"):
+                        self._finish(result, "failed", rec["classification"], rec["cause"], rec["phase"])
                     else:
                         self._finish(result, "passed", None, "")
                     break

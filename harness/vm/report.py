@@ -166,8 +166,9 @@ def compute_verdict(results: dict, baseline: dict | None, *, driver: dict | None
         base_passed = sorted(t["id"] for t in base.get("tests", []) if t["outcome"] == "passed")
         skipped_now = [i for i in base_passed if now.get(i) == "skipped"]
         missing = [i for i in base_passed if i not in now]
+        # (a guest without WFP, such as a stand-in's Wine, cannot redirect whatever is installed)
         redirect_skipped = sorted(i for i, o in now.items() if o == "skipped" and REDIRECT_CASES.search(i)) \
-            if driver else []
+            if driver and g.get("wfp") is not False else []
         entry = {"guest": g["guest"], "os_build": g.get("os_build") or g.get("os_build_config"),
                  "status": g["status"], "classification": g.get("classification"),
                  "counts": g.get("counts", {}), "verifier_on": g.get("verifier_on"),
@@ -181,8 +182,9 @@ def compute_verdict(results: dict, baseline: dict | None, *, driver: dict | None
             continue
         if g.get("bugcheck"):
             product_bad = True
-            reasons.append(f"{g['guest']}: bugcheck")
-        elif g.get("classification") == "product" and g.get("reason") != "tests_failed":
+            call = (g.get("in_flight") or {}).get("call")
+            reasons.append(f"{g['guest']}: bugcheck" + (f" while the agent ran {call}" if call else ""))
+        elif g.get("classification") in ("product", "guest") and g.get("reason") != "tests_failed":
             product_bad = True
             reasons.append(f"{g['guest']}: {g.get('cause') or g.get('reason')}")
         if new:
@@ -267,7 +269,7 @@ def _merged_junit(results: dict, out: Path, roots: dict[str, Path]) -> str:
         # got to run its tests still turns CI red.
         tc = ET.SubElement(s, "testcase", classname=x(f"{g['guest']}.lab"), name="lifecycle")
         if g["status"] != "passed" and not (g["status"] == "failed" and g.get("reason") == "tests_failed"):
-            tag = "failure" if g.get("classification") == "product" else "error"
+            tag = "failure" if g.get("classification") in ("product", "guest") else "error"
             el = ET.SubElement(tc, tag, message=x(f"{g['status']} ({g.get('classification')}) "
                                                   f"in {g.get('phase')}: {g.get('cause', '')}"[:500]))
             el.text = x(g.get("cause", ""))
@@ -379,7 +381,7 @@ def _md(text: Any) -> str:
 _CSS = """body{font:14px sans-serif;margin:1em}table{border-collapse:collapse;margin:.5em 0}
 td,th{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}
 .pass{background:#d7f5d7}.fail{background:#f8d0d0}.skip{background:#eee}.none{background:#fff3cd}
-.infrastructure{background:#fde9c0}.harness{background:#e6d5f7}.product{background:#f8d0d0}
+.infrastructure{background:#fde9c0}.guest{background:#f8c0e0}.harness{background:#e6d5f7}.product{background:#f8d0d0}
 .verdict{font-size:28px;padding:.3em .6em;display:inline-block;margin:.2em 0}
 .v-pass{background:#2e7d32;color:#fff}.v-fail{background:#c62828;color:#fff}.v-inconclusive{background:#ef6c00;color:#fff}
 pre{white-space:pre-wrap;margin:0}details{margin:.3em 0}"""

@@ -555,6 +555,21 @@ class GuestSsh:
         return True
 
     # -- remote execution ----------------------------------------------
+    def open_exec(self, command: str, *, phase: str = "agent") -> paramiko.Channel:
+        """Start ``command`` in a raw exec channel (no PTY, no exit marker): a program
+        that speaks binary on its standard streams, such as the winsock-agent."""
+        t = self._transport(phase)
+        try:
+            chan = t.open_session(timeout=self.endpoint.connect_timeout)
+            chan.exec_command(command)
+        except Exception as exc:
+            if self._transport_dead(t):
+                raise self._dropped(t, phase, "could not start the command") from exc
+            raise self._err(ConnectFailed, f"{self._where()} refused an exec channel: {exc}",
+                            phase=phase) from exc
+        log.info("ssh %s exec (raw): %s", self._where(), self.registry.redact(command))
+        return chan
+
     def run(self, argv: Sequence[object], *, timeout: float = 600.0, check: bool = False,
             stdout_path: str | os.PathLike[str] | None = None,
             stderr_path: str | os.PathLike[str] | None = None) -> ExecResult:

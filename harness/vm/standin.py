@@ -6,8 +6,16 @@ dialect, whose PATH starts with one shim per Windows command the lab sends
 (``pnputil.exe``, ``verifier.exe``, ``sc.exe``, ``reg.exe``,
 ``certutil.exe``, ``pktmon.exe``, ``cdb.exe``, ``shutdown.exe``).  The lab
 builds those argv lists with ``harness.vm.wincmd`` exactly as for Windows
-and reads the answers with the same parsers.  The conformance suite runs
-there with ``--target sim`` (there is no ws2_32 to call).
+and reads the answers with the same parsers.
+
+Its Winsock is Wine's: the winsock-agent the lab uploads runs under wine64
+through ``wine-exe`` (on the same PATH), the stand-in's stand-in for Windows
+loading a ``.exe``.  sshd's sessions get WINEPREFIX (the guest's own prefix,
+under its temporary home, cloned from the harness's prepared prefix so only
+the first stand-in of a machine waits for ``wineboot``) and WINEDEBUG=-all.
+``wine-exe`` starts the prefix's wineserver detached from the session's
+pipes first: a wineserver started by the agent would inherit the SSH
+channel and keep it open after the agent died.
 
 Each clone of a template starts from the template's baseline snapshot:
 :meth:`StandIn.reset_to_baseline` restores the state directory, and
@@ -32,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.vm import wincmd
+from harness.vm.guest_os import EXE_LOADER          # runs a .exe on the stand-in (as Windows does natively)
 
 __all__ = ["SSHD", "StandIn", "make_standin", "reset_on_clone", "TOOLS"]
 
@@ -81,6 +90,7 @@ class Sshd:
     user: str
     boot_id_path: Path
     path_prefix: str = ""
+    env: dict = field(default_factory=dict)      # more variables for every session (SetEnv)
     port: int = 0
     proc: subprocess.Popen | None = None
     log_path: Path = field(init=False)
@@ -96,6 +106,7 @@ class Sshd:
         cfg = self.root / "sshd_config"
         # PATH (set only with path_prefix) puts the Windows command emulators first, as System32 is on Windows.
         path = f" PATH={self.path_prefix}:/usr/local/bin:/usr/bin:/bin" if self.path_prefix else ""
+        path += "".join(f" {k}={v}" for k, v in sorted(self.env.items()))
         cfg.write_text(
             f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.host_key}\n"
             f"PidFile {self.root / 'sshd.pid'}\nAuthorizedKeysFile {self.root / 'authorized_keys'}\n"
@@ -151,6 +162,7 @@ class Sshd:
         self.proc = None
 
     def stop(self) -> None:
+        _end_wineserver(self.env)
         if self.proc is None:
             return
         kids = descendants(self.proc.pid)
@@ -272,6 +284,68 @@ class StandIn:
         return "\n".join(lines) + "\n"
 
 
+def _end_wineserver(env: dict) -> None:
+    """The stand-in's wineserver lingers after its last process; a stopped guest leaves none behind."""
+    prefix = env.get("WINEPREFIX")
+    if not prefix or not Path(prefix).is_dir():
+        return
+    from harness.agent import AgentUnavailable, launch
+    try:
+        server = launch.find_wine().parent / "wineserver"
+    except AgentUnavailable:
+        return
+    if os.access(server, os.X_OK):
+        subprocess.run([str(server), "-k"], env=dict(os.environ, WINEPREFIX=prefix), stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30, check=False)
+
+
+def wine_prefix_for(home: Path) -> dict:
+    """A Wine prefix of the guest's own under ``home``, and the session variables that select it.
+
+    Cloned from the harness's prepared prefix (``harness.agent.launch``: wineboot once per
+    machine): Wine's DLL copies (system32, winsxs: hundreds of MB never written at run time)
+    are hard links, everything Wine writes (registry files, the user profile) is copied."""
+    from harness.agent import launch
+    wine = launch.find_wine()
+    template = launch.wine_prefix()
+    launch.ensure_prefix(wine, launch.wine_env(template))
+    prefix = home / "wineprefix"
+    shared = {template / "drive_c" / "windows" / "system32", template / "drive_c" / "windows" / "winsxs"}
+
+    def copy(src: Path, dst: Path) -> None:
+        for entry in sorted(src.iterdir()):
+            if entry.name == "wineserver" or entry.name.endswith(".lock"):
+                continue                         # the template's server socket link, lock files
+            target = dst / entry.name
+            if entry.is_symlink():
+                os.symlink(os.readlink(entry), target)
+            elif entry.is_dir():
+                if entry in shared:
+                    shutil.copytree(entry, target, symlinks=True, copy_function=os.link)
+                else:
+                    target.mkdir()
+                    copy(entry, target)
+            else:
+                shutil.copy2(entry, target)
+
+    prefix.mkdir(parents=True)
+    copy(template, prefix)
+    return {"WINEPREFIX": str(prefix), "WINEDEBUG": "-all", "WINEDLLOVERRIDES": "mscoree,mshtml="}
+
+
+def _install_loader(bin_dir: Path) -> None:
+    from harness.agent import launch
+    wine = launch.find_wine()
+    server = wine.parent / "wineserver"
+    loader = bin_dir / EXE_LOADER
+    # `wineserver -p N` returns at once, leaving a server for the prefix that lingers N s after
+    # its last client; started here with /dev/null for its streams, not by the agent's wine.
+    loader.write_text("#!/bin/sh\n"
+                      f"'{server}' -p60 </dev/null >/dev/null 2>&1\n"
+                      f"exec '{wine}' \"$@\"\n")
+    loader.chmod(0o755)
+
+
 def _install_emulators(bin_dir: Path, state: Path, boot_id: Path) -> None:
     bin_dir.mkdir(parents=True, exist_ok=True)
     emu = bin_dir / "winemu.py"
@@ -289,7 +363,8 @@ def make_standin(base: Path, name: str, *, python: str | None = None, host_key: 
     """Start a stand-in.  ``python``: the guest's interpreter (default: this
     one's base interpreter; runs start from a fresh venv without pytest).
     ``host_key``: an existing private host key (e.g. the one a template's
-    extraConfig pins)."""
+    extraConfig pins).  A missing wine64 raises AgentUnavailable naming its
+    Debian package."""
     if not os.path.exists(SSHD):
         raise FileNotFoundError("OpenSSH server not installed (Debian: openssh-server)")
     root = base / name
@@ -309,8 +384,10 @@ def make_standin(base: Path, name: str, *, python: str | None = None, host_key: 
     workdir, state = root / "guest", root / "guest" / "state"
     (state / "Windows" / "Minidump").mkdir(parents=True)
     _install_emulators(state / "bin", state, boot)
+    _install_loader(state / "bin")
+    env = wine_prefix_for(root / "home")
     sshd = Sshd(root=root / "sshd", host_key=host_key, user_key=user_key, user=pwd.getpwuid(os.getuid()).pw_name,
-                boot_id_path=boot, path_prefix=str(state / "bin"))
+                boot_id_path=boot, path_prefix=str(state / "bin"), env=env)
     s = StandIn(name=name, root=root, sshd=sshd, workdir=workdir, state=state,
                 python=python or os.path.join(sys.base_prefix, "bin", "python3"))
     s.baseline.mkdir()

@@ -19,7 +19,8 @@ def wheel(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def standins(tmp_path: Path):
+def standins(tmp_path: Path, wine_available):
+    """Stand-in guests; their Winsock is Wine's (wine64 and mingw-w64, else a skip naming the package)."""
     made = []
 
     def make(n: int = 1, prefix: str = "g"):

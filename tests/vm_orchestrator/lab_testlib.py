@@ -60,7 +60,10 @@ def make_standin(base: Path, name: str, **kw) -> StandIn:
 
 
 FAST_TIMEOUTS = "ssh = 15\nreboot = 30\ncommand = 60\ntest_run = 300\n"
-FAST_RUN = "retries = 1\nretry_backoff = 0.2\nretry_backoff_max = 1\nparallelism = 8\n"
+# The lab tests' selection of the suite: a slice that runs in seconds under Wine (whole runs: the demo).
+SUITE_SELECT = "test_sockets or test_select"
+FAST_RUN = ("retries = 1\nretry_backoff = 0.2\nretry_backoff_max = 1\nparallelism = 8\n"
+            f'suite_select = "{SUITE_SELECT}"\n')
 
 
 def write_lab(path: Path, vc: Vcsim, guests_toml: str, *, run_extra: str = FAST_RUN,

@@ -73,6 +73,7 @@ def scripts(os_: WindowsOs, v: str) -> dict[str, str]:
     out = {k: os_.render(a) for k, a in argvs.items()}
     out["run_suite"] = os_.run_suite(v, v, v, {"WFP_DRIVER_VERSION": v}, r"C:\wfp\winsock-agent.exe")
     out["prepare_rundir"] = os_.prepare_rundir(v, "in")
+    out["agent_exec"] = os_.agent_exec(v)
     return out
 
 
@@ -118,9 +119,18 @@ def test_expected_windows_commands():
     assert w.sftp(r"C:\wfp\runs\x.whl") == "/C:/wfp/runs/x.whl"
     assert w.venv_python(r"C:\v") == r"C:\v\Scripts\python.exe"
     assert isinstance(guest_os_for(guest()), WindowsOs)
-    # the stand-in sends the same argv, quoted for sh
+    # the controller-side suite starts the uploaded agent as the template's PowerShell runs a program
+    assert w.agent_exec(r"C:\r\in\winsock-agent.exe") == r"& 'C:\r\in\winsock-agent.exe'"
+    args = w.suite_args("/a/junit.xml", "python -m harness.vm.agent_ssh /a/e.json", "test_sockets")
+    assert args[args.index("--agent-command") + 1] == "python -m harness.vm.agent_ssh /a/e.json"
+    assert args[args.index("-k") + 1] == "test_sockets" and "--profile" not in args
+    # the stand-in sends the same argv, quoted for sh; its .exe runs under wine-exe, its Winsock is Wine's
     si = guest_os_for(guest(os="posix", workdir="/tmp/x"))
     assert isinstance(si, StandInOs) and si.render(wincmd.verifier_query()) == "verifier.exe /query"
+    assert si.agent_exec("/r/in/winsock-agent.exe") == "wine-exe /r/in/winsock-agent.exe"
+    suite = si.run_suite("py", "/r", "/r/j.xml", {}, "/r/in/winsock-agent.exe", "test_select")
+    assert "--agent-command 'wine-exe /r/in/winsock-agent.exe'" in suite
+    assert "--profile wine-8.0 -p harness.vm.wine_guest -k test_select" in suite
 
 
 SC_EN = """

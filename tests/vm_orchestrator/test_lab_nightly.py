@@ -1,6 +1,7 @@
 """End to end: nightly against vcsim and stand-in guests that answer the
 lab's Windows commands (harness/vm/winemu.py) and run the real conformance
-suite (``--target sim``) from the uploaded wheelhouse, in a fresh venv."""
+suite (the lab's selection) on the guest, from the uploaded wheelhouse in a
+fresh venv, against Wine's ws2_32 through the uploaded winsock-agent."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def test_nightly_two_guests_with_driver(make_lab, standins, wheel, vcsim, tmp_pa
     for s in (a, b):
         g = res[s.name]
         assert g["status"] == "passed" and g["classification"] is None
-        assert g["counts"]["passed"] > 50 and g["counts"]["failed"] == 0
+        assert g["counts"]["passed"] > 20 and g["counts"]["failed"] == 0
         # the suite ran from the uploaded wheelhouse in a fresh venv, not from this checkout
         assert g["harness_path"].startswith(str(s.workdir)) and "/venv/" in g["harness_path"]
         assert g["verifier_on"] is True and g["crash_dumps"] is True and g["test_signing"] is True
@@ -46,6 +47,10 @@ def test_nightly_two_guests_with_driver(make_lab, standins, wheel, vcsim, tmp_pa
     d = out.run_dir
     for f in ("junit.xml", "report.md", "report.html", "results.json", "run.log", "progress.log"):
         assert (d / f).is_file(), f
+    # the suite's calls ran in the uploaded agent under Wine on the guest
+    junit = ET.parse(d / res[a.name]["junit"]).getroot()
+    props = {p.get("name"): p.get("value") for p in junit.iter("property")}
+    assert props["wfp.target"] == "agent" and "(Wine " in props["wfp.os_build"]
     merged = ET.parse(d / "junit.xml").getroot()
     assert sorted(s.get("name") for s in merged.iter("testsuite")) == [a.name, b.name]
     from scapy.utils import rdpcap

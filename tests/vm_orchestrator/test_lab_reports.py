@@ -80,6 +80,15 @@ def test_gate_never_passes_what_it_did_not_see():
     red = compute_verdict({"guests": [guest("a", [("t::x", "passed", ""), (RED, "skipped", "no policy")])]}, None,
                           driver=DRV)
     assert red["verdict"] == "fail" and "redirect case(s) skipped" in " ".join(red["reasons"])
+    # ... except on a guest without WFP under its Winsock (a stand-in's Wine): nothing there can redirect
+    nowfp = compute_verdict({"guests": [guest("a", [("t::x", "passed", ""), (RED, "skipped", "no policy")],
+                                              wfp=False)]}, None, driver=DRV)
+    assert nowfp["verdict"] == "pass", nowfp["reasons"]
+    # a guest fault names the call the guest went away under; the gate fails on it
+    down = guest("a", [("t::x", "failed", "AgentDied")], status="failed", classification="guest",
+                 reason="bugcheck", bugcheck={"phase": "run_suite"}, in_flight={"call": "recv(s=0x4c)", "test": "t::x"})
+    v = compute_verdict({"guests": [down]}, None, driver=DRV)
+    assert v["verdict"] == "fail" and "a: bugcheck while the agent ran recv(s=0x4c)" in v["reasons"]
     off = compute_verdict({"guests": [guest("a", ok, verifier_on=False, verifier_problem="HVCI")]}, base, driver=DRV)
     assert off["verdict"] == "inconclusive" and "infrastructure: HVCI" in " ".join(off["reasons"])
     unknown = compute_verdict({"guests": [guest("a", ok, verifier_on=None)]}, base, driver=DRV)
@@ -251,7 +260,7 @@ def test_sharded_nightly_and_merge_via_cli(vcsim, standins, wheel, tmp_path):
     assert r.returncode == 0, r.stderr
     suites = ET.parse(tmp_path / "merged" / "junit.xml").getroot()
     assert sorted(s.get("name") for s in suites.iter("testsuite")) == sorted(g.name for g in guests)
-    assert all(int(s.get("tests")) > 50 for s in suites.iter("testsuite"))
+    assert all(int(s.get("tests")) > 20 for s in suites.iter("testsuite"))     # the lab tests' selection
 
 
 def test_top_level_cli_registers_the_lab_commands(capsys):

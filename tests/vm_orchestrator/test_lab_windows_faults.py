@@ -69,7 +69,7 @@ def test_2_verifier_accepted_but_not_active_after_the_reboot_is_inconclusive(mak
     out = _run(make_lab, s, wheel, vcsim, tmp_path, gate=True, driver=make_driver(tmp_path))
     g = _one(out)
     assert g["verifier_on"] is False and "does not list wfp_redirect_callout.sys" in g["verifier_problem"]
-    assert g["counts"]["passed"] > 50                   # the suite still ran
+    assert g["counts"]["passed"] > 20                   # the suite (the lab tests' selection) still ran
     assert out.verdict["verdict"] == "inconclusive"
     assert any("Driver Verifier off" in r for r in out.verdict["reasons"])
     tools = [(c["tool"], c["argv"][0]) for c in s.commands()]

@@ -8,9 +8,14 @@ the suite runs under ``pytest -n auto``.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pwd
+import signal
+import struct
 import subprocess
+import termios
+import threading
 import uuid
 from pathlib import Path
 
@@ -68,6 +73,76 @@ def sshd(tmp_path: Path):
     server.start()
     yield server
     server.stop()
+
+
+def _stdin_pending(pid: int) -> int:
+    """Bytes unread on the process's stdin (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/fd/0", "rb", buffering=0) as f:
+            return struct.unpack("i", fcntl.ioctl(f.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+    except OSError:
+        return 0
+
+
+def _agents(sshd_pid: int) -> list[int]:
+    out = []
+    for p in descendants(sshd_pid):
+        try:
+            if b"winsock-agent" in Path(f"/proc/{p}/cmdline").read_bytes():
+                out.append(p)
+        except OSError:
+            pass                      # it ended while we looked
+    return out
+
+
+def freeze_agents(sshd_pid: int) -> list[int]:
+    """SIGSTOP every agent behind the guest's sshd (the guest hangs on its way down)."""
+    agents = _agents(sshd_pid)
+    for p in agents:
+        try:
+            os.kill(p, signal.SIGSTOP)
+        except ProcessLookupError:
+            pass
+    return agents
+
+
+def a_call_reaches(agents: list[int], polls: int = 2000) -> bool:
+    """Whether (within `polls` looks) a frozen agent gets a request it cannot read: a call the
+    guest will never answer."""
+    for _ in range(polls):
+        if any(_stdin_pending(p) for p in agents):
+            return True
+        threading.Event().wait(0.01)
+    return False
+
+
+def freeze_with_a_call_in_flight(sshd_pid: int, rounds: int = 200) -> None:
+    """Freeze the agents of a guest whose suite is running at a moment a call is in flight.  A
+    freeze that caught an agent between reading a request and answering it shows nothing unread
+    (and no next request comes): thaw it and freeze again.  Bounded by counts, not time."""
+    for _ in range(rounds):
+        agents = freeze_agents(sshd_pid)      # none for a moment while the suite replaces an agent
+        if agents and a_call_reaches(agents, polls=50):
+            return
+        for p in agents:
+            try:
+                os.kill(p, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        threading.Event().wait(0.01)
+    raise AssertionError("no request reached a frozen agent")
+
+
+class Freezer:
+    """Stop a guest's agents and wait for a call they will never answer."""
+    freeze = staticmethod(freeze_agents)
+    a_call_reaches = staticmethod(a_call_reaches)
+    freeze_with_a_call_in_flight = staticmethod(freeze_with_a_call_in_flight)
+
+
+@pytest.fixture
+def freezer() -> type[Freezer]:
+    return Freezer
 
 
 class KeyTool:

@@ -96,6 +96,10 @@ def test_good_config_loads_with_resolved_paths_and_defaults(labdir: Path) -> Non
     assert (g1.ssh_port, g1.ssh_key_env, g1.host_key.file, g1.secure_boot) == \
         (22, "WFP_GUEST_SSH_KEY", labdir / "keys" / "win11_host_key.pub", False)
     assert cfg.guest("win11") is g1
+    assert (g0.suite, cfg.run.suite_select) == ("guest", "")       # the suite runs on the guest, all of it
+    cfg = load_config(write(labdir, good_text().replace("ssh_port = 2222", 'ssh_port = 2222\nsuite = "controller"')
+                            .replace("parallelism = 3", 'parallelism = 3\nsuite_select = "test_sockets"')))
+    assert (cfg.guests[0].suite, cfg.run.suite_select) == ("controller", "test_sockets")
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.run.parallelism = 9  # type: ignore[misc]
 
@@ -185,6 +189,10 @@ BAD = [
     (lambda t: t.replace("tools = 1200", "tools = -1"), "timeouts.tools", "positive"),
     (lambda t: t.replace("tools = 1200", "tools = 1200\nboot = 5"), "timeouts.boot", "unknown key"),
     (lambda t: t.replace("parallelism = 3", "parallelism = 0"), "run.parallelism", "between 1"),
+    (lambda t: t.replace("ssh_port = 2222", 'ssh_port = 2222\nsuite = "vm"'), "guests[0].suite",
+     "guest, controller"),
+    (lambda t: t.replace("parallelism = 3", 'parallelism = 3\nsuite_select = "a\\nb"'), "run.suite_select",
+     "control characters"),
     (lambda t: 'matrix = "other.toml"\n' + t, "matrix", "not both"),
     (lambda t: t.replace("[vcenter]", "[vcentre]", 1), "vcentre", "did you mean 'vcenter'"),
     (lambda t: t.split("[[guests]]")[0], "guests", "required"),
