@@ -10,8 +10,9 @@ and which deviation it is:
     fn = ["WSAIoctl"]                                 # the differing call
     field = ["error"]                                 # ret | error | writes | completions | raised | memory | calls
     args = { 1 = [0x980000DC, 0x980000DD] }           # optional: argument index -> allowed literal values
-    sim = [10057, 10022]                              # optional: the simulator's value(s) of the field
-    wine = [10045]                                    # optional: Wine's value(s) of the field
+    sim = [10057, 10022]                              # optional: the simulator's call failed with one of
+                                                      # these last errors (whatever the differing field)
+    wine = [10045]                                    # optional: Wine's call failed with one of these
     deviation = "test_wfp_checks.py::test_query_*"    # an entry of harness/conformance/wine-deviations.toml
                                                       # (one of its `tests` patterns), whose citations it takes
     continues = true                                  # optional: neither side's state changed, the
@@ -59,11 +60,11 @@ class Known:
         for index, allowed in self.args.items():
             if index >= len(d.args) or d.args[index] not in allowed:
                 return False
-        if d.field in ("ret", "error"):        # values constrain the scalar fields only
-            if self.sim is not None and d.sim not in self.sim:
-                return False
-            if self.wine is not None and d.wine not in self.wine:
-                return False
+        # The sides' errors constrain every field: an entry names one failure, never any call failing.
+        if self.sim is not None and d.sim_error not in self.sim:
+            return False
+        if self.wine is not None and d.wine_error not in self.wine:
+            return False
         return True
 
 

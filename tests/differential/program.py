@@ -131,7 +131,7 @@ class DifferentialMachine(RuleBasedStateMachine):
         assert api.listen(v["listener"], 8) == 0
         port = self._name_port(side, "listener")
         v["client"] = api.socket(C.AF_INET, C.SOCK_STREAM, C.IPPROTO_TCP)
-        addr = self._addr(side, "127.0.0.1", port)
+        addr = self._addr(side, "127.0.0.1", port, "tcp")
         assert api.connect(v["client"], addr, 16) == 0, api.WSAGetLastError()
         v["server"] = api.accept(v["listener"], 0, 0)
         v["udp_a"] = api.socket(C.AF_INET, C.SOCK_DGRAM, C.IPPROTO_UDP)
@@ -149,25 +149,26 @@ class DifferentialMachine(RuleBasedStateMachine):
         v["port"] = api.CreateIoCompletionPort(v["server"], 0, 7, 0)
 
     def _bind(self, side, name) -> None:
-        addr = self._addr(side, "127.0.0.1", 0)
+        addr = self._addr(side, "127.0.0.1", 0, "udp" if name.startswith("udp") else "tcp")
         assert side.api.bind(side.v[name], addr, 16) == 0, side.api.WSAGetLastError()
 
-    def _addr(self, side, ip, port) -> int:
+    def _addr(self, side, ip, port, space) -> int:
         data = from_text(ip, port).ljust(28, b"\0")    # room for any length a rule passes
         ptr = side.api.memory.alloc(len(data))
         side.api.memory.write(ptr, data)
-        self.pair.mark_address(side, ptr)
+        self.pair.mark_address(side, ptr, space)
         return ptr
 
     def _name_port(self, side, name) -> int:
         api = side.api
         buf, length = api.memory.alloc(28), api.memory.alloc(4)
-        self.pair.mark_address(side, buf)
+        space = "udp" if name.startswith("udp") else "tcp"
+        self.pair.mark_address(side, buf, space)
         api.memory.write_u32(length, 28)
         assert api.getsockname(side.v[name], buf, length) == 0
         port = to_text(api.memory.read(buf, api.memory.read_u32(length)))[1]
         side.v[name + "_port"] = port
-        side.port_ordinal(port)
+        side.ports.ordinal(port, space)
         return port
 
     # -- overlapped operations ------------------------------------------------------------------------
@@ -325,7 +326,7 @@ class DifferentialMachine(RuleBasedStateMachine):
             mem = side.api.memory
             buf = mem.alloc(max(len(data), 1))
             mem.write(buf, data)
-            to = self._addr(side, "127.0.0.1", side.v["udp_b_port"])
+            to = self._addr(side, "127.0.0.1", side.v["udp_b_port"], "udp")
             side.api.sendto(side.v["udp_a"], buf, len(data), flags, to, tolen)
         self.step(f"sendto(udp_a -> udp_b, {data!r}, flags {flags:#x}, tolen {tolen})", action)
 
@@ -336,7 +337,7 @@ class DifferentialMachine(RuleBasedStateMachine):
             mem = side.api.memory
             buf = mem.alloc(max(size, 1))
             frm, flen = mem.alloc(28), mem.alloc(4)
-            self.pair.mark_address(side, frm)
+            self.pair.mark_address(side, frm, "udp")
             mem.write_u32(flen, fromlen or 0)
             side.api.recvfrom(side.v["udp_b"], buf, size, flags, frm if fromlen is not None else 0,
                               flen if fromlen is not None else 0)
