@@ -130,6 +130,14 @@ DECISIONS: dict[str, DecisionPoint] = {d.name: d for d in (
         "Is a zero-length buffer at an invalid address a fault?",
         read_in="sim/memory.py",
         valid="no: a zero-length range is never probed"),
+    # --- met by tests/differential (the simulator against Wine) -------------
+    _dp("extension_pointer_sizes", "winsock",
+        "SIO_GET_EXTENSION_FUNCTION_POINTER with an input other than a GUID's 16 bytes or an output "
+        "shorter than a pointer (docs/windows-observed.md §P: no public oracle).",
+        read_in="sim/ioctls.py",
+        checked="a short input or output fails with WSAEFAULT before the GUID is looked up",
+        unchecked="the lengths are not looked at: the GUID is read, an unknown one is WSAEINVAL, a known "
+                  "one's pointer is written (8 bytes) and the size is 8"),
     # --- the WFP redirect IOCTL family ------------------------------------
     _dp("wfp_query_check_order", "wfp",
         "Order of the query's own checks after the ws2_32 ones.",

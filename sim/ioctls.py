@@ -20,6 +20,7 @@ _UNKNOWN_PENDING = DECISIONS["unknown_ioctl_overlapped"].choice("pending")
 _UNKNOWN_ERROR = {DECISIONS["unknown_ioctl_error"].choice("WSAEOPNOTSUPP"): C.WSAEOPNOTSUPP,
                   DECISIONS["unknown_ioctl_error"].choice("WSAEINVAL"): C.WSAEINVAL}
 _FLUSH_UNSUPPORTED = DECISIONS["sio_flush"].choice("unsupported")
+_EXTENSION_SIZES_CHECKED = DECISIONS["extension_pointer_sizes"].choice("checked")
 
 
 HANDLERS: dict = {}
@@ -97,14 +98,18 @@ def keepalive_vals(call):
 
 @handler(C.SIO_GET_EXTENSION_FUNCTION_POINTER, layer="ws2_32")
 def extension_function_pointer(call):
-    guid = call.input(16)
+    checked = call.profile.extension_pointer_sizes == _EXTENSION_SIZES_CHECKED
+    # Decision point extension_pointer_sizes (gap P): checked, a short input or output is WSAEFAULT;
+    # unchecked, 16 GUID bytes are read and 8 pointer bytes written whatever the lengths say (an
+    # unreadable or unwritable range, where such a provider would fault, is WSAEFAULT here).
+    guid = call.input(16) if checked else (call.mem.kread(call.inbuf, 16) if call.inbuf else None)
     if guid is None:
-        return Fail(C.WSAEFAULT)                   # gap P: a short GUID input (assumed WSAEFAULT)
+        return Fail(C.WSAEFAULT)
     ptr = call.process.extension_pointer(guid)
     if ptr is None:
         return Fail(C.WSAEINVAL)                   # item 51: unknown GUID, everything untouched
-    if not call.output_ok(8):
-        return Fail(C.WSAEFAULT)                   # gap P: output smaller than a pointer (assumed)
+    if not (call.output_ok(8) if checked else call.outbuf and call.mem.check(call.outbuf, 8, True)):
+        return Fail(C.WSAEFAULT)
     return Inline(8, write=lambda: call.mem.kwrite(call.outbuf, struct.pack("<Q", ptr)))
 
 

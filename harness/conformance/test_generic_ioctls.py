@@ -191,6 +191,21 @@ class TestExtensionFunctions:
         assert n.u32() == POISON and internal(api, ovl) == (POISON, POISON)
         assert dequeue(api, port)[1] == C.WAIT_TIMEOUT
 
+    @pytest.mark.parametrize("inlen,outlen", [(15, 8), (16, 4)])
+    def test_short_lengths(self, api, tcp, decide, inlen, outlen):
+        """Decision point extension_pointer_sizes (docs/windows-observed.md §P, no public oracle): a
+        GUID input other than 16 bytes or an output under a pointer is WSAEFAULT, or the lengths are
+        not looked at and the pointer is written (Wine 8.0, found by tests/differential)."""
+        inp = api.memory.alloc(16)
+        api.memory.write(inp, guid_bytes(C.WSAID_ACCEPTEX))
+        n, out = dword(api), Guarded(api, 8)
+        rc = api.WSAIoctl(tcp, C.SIO_GET_EXTENSION_FUNCTION_POINTER, inp, inlen, out.ptr, outlen, n.ptr, 0, 0)
+        if decide("extension_pointer_sizes") == "checked":
+            assert rc == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAEFAULT
+            assert out.read(8) == b"\xcc" * 8 and n.u32() == POISON
+            return
+        assert rc == 0 and n.u32() == 8 and struct.unpack("<Q", out.read(8))[0] != 0
+
 
 class TestBaseHandle:
     @pytest.mark.parametrize("family,kind", [(C.AF_INET, C.SOCK_STREAM), (C.AF_INET, C.SOCK_DGRAM),

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from harness.winsock import constants as C
 from harness.winsock import sockaddr
-from harness.winsock.layouts import WSABUF, WSAOVERLAPPED, WSAPOLLFD
+from harness.winsock.layouts import WSABUF, WSAOVERLAPPED, WSAPOLLFD, guid_bytes
 from harness.wording import plural, times
 
 POISON = 0xDEADBEEF
@@ -486,6 +486,20 @@ def probe_acceptex_short_address(api):
     if not done and perr == C.ERROR_INSUFFICIENT_BUFFER:
         return Observation("pending_buffer_too_small", ev)
     return Unmatched(ev)
+
+
+def probe_extension_pointer_sizes(api):
+    s = _tcp(api)
+    guid = api.memory.alloc(16)
+    api.memory.write(guid, guid_bytes(C.WSAID_ACCEPTEX))
+    out, n = api.memory.alloc(16), _u32(api)
+    rc = api.WSAIoctl(s, C.SIO_GET_EXTENSION_FUNCTION_POINTER, guid, 15, out, 1, n, 0, 0)
+    err = _err(api) if rc else 0
+    ev = f"the AcceptEx GUID with input 15 and output 1 -> {rc}" + (f", last error {_name(err)}" if rc else
+                                                                   f", size {api.memory.read_u32(n)}")
+    if rc == 0:
+        return Observation("unchecked", ev)
+    return _choose({C.WSAEFAULT: "checked"}, err, ev)
 
 
 # -- probes on a redirected connection (redirected_factory) --------------------------------
