@@ -75,14 +75,17 @@ DECISIONS: dict[str, DecisionPoint] = {d.name: d for d in (
         "A completion routine on a socket associated with a completion port.",
         read_in="sim/overlapped.py",
         routine_only="the routine is queued as an APC; no packet is posted",
-        both="the routine is queued and a packet is posted"),
+        both="the routine is queued and a packet is posted",
+        both_packet_names_routine="the routine is queued and a packet is posted whose lpOverlapped is the routine's "
+                                  "address (the APC context), not the OVERLAPPED"),
     _dp("routine_on_port_socket", "overlapped",
-        "An overlapped WSARecv, WSASend, WSARecvMsg or WSASendMsg with a completion routine, on a socket "
-        "associated with a completion port.",
+        "An overlapped WSARecv, WSASend, WSARecvMsg, WSASendMsg or WSAIoctl with a completion routine, on a "
+        "socket associated with a completion port.",
         read_in="sim/provider.py",
         accepted="the request proceeds; its routine is queued as routine_and_port says",
         WSAEINVAL="refused with WSAEINVAL once Internal is STATUS_PENDING: NT refuses an APC routine on a file that has a "
-                  "completion port (STATUS_INVALID_PARAMETER), nothing is indicated"),
+                  "completion port (STATUS_INVALID_PARAMETER), nothing is indicated; of the IOCTLs only FIONBIO, "
+                  "which reaches that check (Internal untouched): the others complete without it"),
     _dp("bad_event_at_issue", "overlapped",
         "An overlapped call whose hEvent is not an event handle (and no routine).",
         read_in="sim/provider.py",
@@ -138,6 +141,12 @@ DECISIONS: dict[str, DecisionPoint] = {d.name: d for d in (
         checked="a short input or output fails with WSAEFAULT before the GUID is looked up",
         unchecked="the lengths are not looked at: the GUID is read, an unknown one is WSAEINVAL, a known "
                   "one's pointer is written (8 bytes) and the size is 8"),
+    _dp("stream_recv_flags_out", "winsock",
+        "What *lpFlags holds after a WSARecv on a stream socket completes at once (no output flag applies: "
+        "MSG_PARTIAL is a datagram flag, the WSARecvEx page).",
+        read_in="sim/winsock.py",
+        written="the output flags are written: 0, whatever the caller passed (MSG_PEEK included)",
+        unchanged="left as the caller set it"),
     # --- the WFP redirect IOCTL family ------------------------------------
     _dp("wfp_query_check_order", "wfp",
         "Order of the query's own checks after the ws2_32 ones.",

@@ -42,6 +42,14 @@ def routine_refused(process, sock, lpOverlapped, lpCompletionRoutine) -> bool:
     return True
 
 
+def _fionbio_routine_refused(process, sock, lpCompletionRoutine) -> bool:
+    """Decision point routine_on_port_socket, WSAEINVAL: FIONBIO is the IOCTL that reaches the kernel's
+    refusal of an APC on a port-bound file (Wine 8.0: the server's create_async), before its handler
+    and without writing Internal; the others complete without that check (tests/differential)."""
+    return bool(lpCompletionRoutine and sock.port is not None
+                and process.profile.routine_on_port_socket == _ROUTINE_ON_PORT_REFUSED)
+
+
 def start_overlapped(process, sock, thread, lpOverlapped, lpCompletionRoutine, kind):
     """Validate an OVERLAPPED and routine for an overlapped call.
 
@@ -86,6 +94,8 @@ def wsp_ioctl(process, thread, sock, code, lpvInBuffer, cbInBuffer, lpvOutBuffer
         req, err = start_overlapped(process, sock, thread, lpOverlapped, lpCompletionRoutine, "ioctl")
         if req is None:
             return -1, err
+        if code == C.FIONBIO and _fionbio_routine_refused(process, sock, lpCompletionRoutine):
+            return -1, C.WSAEINVAL
         if fn.layer == "afd":
             ov.mark_pending(process, lpOverlapped)
     call = IoctlCall(process, sock, thread, code, lpvInBuffer, cbInBuffer, lpvOutBuffer, cbOutBuffer,

@@ -30,6 +30,7 @@ from sim.kernel32 import Kernel32
 from sim.mswsock import Mswsock
 
 # Decision points this module reads (sim/decision_points.py), checked when it is imported.
+_STREAM_FLAGS_UNCHANGED = DECISIONS["stream_recv_flags_out"].choice("unchanged")
 _CLOSE_CANCEL_STATUS = {DECISIONS["close_cancel_status"].choice("cancelled"): C.STATUS_CANCELLED,
                         DECISIONS["close_cancel_status"].choice("connection_aborted"): C.STATUS_CONNECTION_ABORTED}
 
@@ -514,8 +515,11 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
                 return C.STATUS_BUFFER_OVERFLOW, n, C.MSG_PARTIAL
             return C.STATUS_SUCCESS, n, 0
 
+        # Decision point stream_recv_flags_out: a stream receive has no output flag to report.
+        flags_out = 0 if sock.is_tcp and self.process.profile.stream_recv_flags_out == _STREAM_FLAGS_UNCHANGED \
+            else lpFlags
         return self._io(thread, sock, "recv", take, lpOverlapped, lpCompletionRoutine,
-                        lpNumberOfBytesRecvd, lpFlags)
+                        lpNumberOfBytesRecvd, flags_out)
 
     def _io(self, thread, sock, kind, take, lpOverlapped, lpCompletionRoutine, lpNumber, lpFlags=0):
         """Common path of WSARecv/WSARecvMsg: complete now, go pending, or block."""

@@ -421,3 +421,20 @@ def test_oob_on_a_datagram_socket(api):
     assert api.sendto(b, buf.ptr, 4, C.MSG_OOB, to, tolen) == C.SOCKET_ERROR
     assert api.WSAGetLastError() == C.WSAEOPNOTSUPP
     assert api.sendto(b, buf.ptr, 4, 0, to, tolen) == 4 and buf.guards_intact()
+
+
+def test_stream_recv_flags_out(api, decide):
+    """Decision point stream_recv_flags_out: after a WSARecv with MSG_PEEK completes at once on a TCP
+    socket, *lpFlags holds the output flags (0: none applies to a stream, the WSARecvEx page) or is
+    left as the caller set it (Wine 8.0, found by tests/differential). The peek leaves the data."""
+    client, server, _ = tcp_pair(api)
+    assert api.send(client, _bytes(api, b"abcd"), 4, 0) == 4
+    buf = Guarded(api, 16)
+    arr = api.memory.alloc(WSABUF.size)
+    api.memory.write(arr, WSABUF.pack(len=16, buf=buf.ptr))
+    flags, n = dword(api, C.MSG_PEEK), dword(api)
+    while api.WSARecv(server, arr, 1, n.ptr, flags.ptr, 0, 0) == 0 and n.u32() < 4:
+        flags.set_u32(C.MSG_PEEK)                   # the bytes arrive in pieces: peek again
+    assert n.u32() == 4 and buf.read(4) == b"abcd"
+    assert flags.u32() == (C.MSG_PEEK if decide("stream_recv_flags_out") == "unchanged" else 0)
+    assert _recv_all(api, server, 4) == b"abcd"

@@ -249,10 +249,12 @@ def probe_routine_and_port(api):
     if rc != 0:
         raise NotProbed(f"overlapped FIONREAD with a routine did not complete inline: {rc}, {_name(_err(api))}")
     api.SleepEx(0, True)
-    ok, perr, _, _ = _dequeue(api, port)
-    ev = f"inline FIONREAD with a routine on a port-bound socket: routine ran {times(len(calls))}, packet {'posted' if ok else 'none'}"
+    ok, perr, _, packet_ovl = _dequeue(api, port)
+    names_routine = ok and packet_ovl == routine
+    ev = (f"inline FIONREAD with a routine on a port-bound socket: routine ran {times(len(calls))}, packet "
+          f"{('posted naming the routine' if names_routine else 'posted') if ok else 'none'}")
     if len(calls) == 1:
-        return Observation("both" if ok else "routine_only", ev)
+        return Observation(("both_packet_names_routine" if names_routine else "both") if ok else "routine_only", ev)
     return Unmatched(ev)
 
 
@@ -500,6 +502,24 @@ def probe_extension_pointer_sizes(api):
     if rc == 0:
         return Observation("unchecked", ev)
     return _choose({C.WSAEFAULT: "checked"}, err, ev)
+
+
+def probe_stream_recv_flags_out(api):
+    client, server = _pair(api)
+    data = api.memory.alloc(4)
+    api.memory.write(data, b"abcd")
+    if api.send(client, data, 4, 0) != 4:
+        raise NotProbed(f"send failed: {_name(_err(api))}")
+    api.SleepEx(50, False)                      # let the bytes arrive
+    buf, arr = api.memory.alloc(16), api.memory.alloc(WSABUF.size)
+    api.memory.write(arr, WSABUF.pack(len=16, buf=buf))
+    flags = _u32(api, C.MSG_PEEK)
+    rc = api.WSARecv(server, arr, 1, _u32(api, 0), flags, 0, 0)
+    if rc != 0:
+        raise NotProbed(f"WSARecv with MSG_PEEK and data queued -> {rc}, {_name(_err(api))}")
+    after = api.memory.read_u32(flags)
+    ev = f"WSARecv with MSG_PEEK on a TCP socket with data queued -> 0, *lpFlags {after:#x}"
+    return _choose({0: "written", C.MSG_PEEK: "unchanged"}, after, ev)
 
 
 # -- probes on a redirected connection (redirected_factory) --------------------------------
