@@ -147,6 +147,12 @@ DECISIONS: dict[str, DecisionPoint] = {d.name: d for d in (
         read_in="sim/winsock.py",
         written="the output flags are written: 0, whatever the caller passed (MSG_PEEK included)",
         unchanged="left as the caller set it"),
+    _dp("ideal_backlog_overlapped", "overlapped",
+        "SIO_IDEAL_SEND_BACKLOG_QUERY issued with an OVERLAPPED (no Windows-run test issues it overlapped).",
+        read_in="sim/provider.py",
+        indicated="answered inline and indicated like the other inline codes (docs/windows-observed.md item 47): "
+                  "Internal 0, event set, routine queued, packet posted",
+        ignored="the OVERLAPPED and routine are not looked at: answered like the synchronous call, nothing indicated"),
     # --- the WFP redirect IOCTL family ------------------------------------
     _dp("wfp_query_check_order", "wfp",
         "Order of the query's own checks after the ws2_32 ones.",

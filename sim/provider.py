@@ -23,6 +23,7 @@ from sim.decision_points import DECISIONS
 _BAD_EVENT_FAILS = DECISIONS["bad_event_at_issue"].choice("WSA_INVALID_HANDLE")
 _INLINE_SIGNALS = DECISIONS["inline_ioctl_signals_event"].choice("yes")
 _ROUTINE_ON_PORT_REFUSED = DECISIONS["routine_on_port_socket"].choice("WSAEINVAL")
+_IDEAL_BACKLOG_IGNORES_OVERLAPPED = DECISIONS["ideal_backlog_overlapped"].choice("ignored")
 
 
 _U32 = struct.Struct("<I")
@@ -88,6 +89,9 @@ def wsp_ioctl(process, thread, sock, code, lpvInBuffer, cbInBuffer, lpvOutBuffer
     refused a NULL one before this runs."""
     mem = process.memory
     is_overlapped = bool(sock.overlapped_attr and lpOverlapped)
+    if code == C.SIO_IDEAL_SEND_BACKLOG_QUERY and \
+            process.profile.ideal_backlog_overlapped == _IDEAL_BACKLOG_IGNORES_OVERLAPPED:
+        is_overlapped = False           # decision point ideal_backlog_overlapped
     fn = HANDLERS.get(code, unknown)
     req = None
     if is_overlapped:

@@ -240,6 +240,21 @@ def test_ideal_send_backlog(api, tcp, pair):
     assert out.u32() == 0x10000
 
 
+def test_ideal_send_backlog_overlapped(api, pair, decide):
+    """Decision point ideal_backlog_overlapped (no Windows-run test issues the code overlapped): answered
+    inline with 0x10000 either way; indicated like item 47's inline codes (Internal 0, packet with 0
+    bytes), or the OVERLAPPED is not looked at and nothing is indicated (Wine 8.0, tests/differential)."""
+    client, _server, _ = pair
+    port = make_iocp(api, client)
+    ovl, n, out = overlapped(api), dword(api), Guarded(api, 4)
+    assert api.WSAIoctl(client, C.SIO_IDEAL_SEND_BACKLOG_QUERY, 0, 0, out.ptr, 4, n.ptr, ovl, 0) == 0
+    assert n.u32() == 4 and out.u32() == 0x10000
+    if decide("ideal_backlog_overlapped") == "ignored":
+        assert internal(api, ovl) == (POISON, POISON) and dequeue(api, port)[1] == C.WAIT_TIMEOUT
+        return
+    assert internal(api, ovl) == (0, 0) and dequeue(api, port)[:5] == (1, POISON, 0, 123, ovl)
+
+
 def test_ale_endpoint_handle(api, tcp):
     """winsock-ioctls.md: output NULL or smaller than a UINT64 is WSAEINVAL (not WSAEFAULT)."""
     out, n = Guarded(api, 8), dword(api)

@@ -522,6 +522,24 @@ def probe_stream_recv_flags_out(api):
     return _choose({0: "written", C.MSG_PEEK: "unchanged"}, after, ev)
 
 
+def probe_ideal_backlog_overlapped(api):
+    client, _server = _pair(api)
+    event = api.WSACreateEvent()
+    ovl = _ovl(api, event)
+    rc = api.WSAIoctl(client, C.SIO_IDEAL_SEND_BACKLOG_QUERY, 0, 0, api.memory.alloc(4), 4, _u32(api), ovl, 0)
+    if rc != 0:
+        raise NotProbed(f"overlapped SIO_IDEAL_SEND_BACKLOG_QUERY -> {rc}, {_name(_err(api))}")
+    signalled = _wait(api, event) == C.WSA_WAIT_EVENT_0
+    untouched = api.memory.read_u64(ovl) == POISON
+    ev = (f"overlapped SIO_IDEAL_SEND_BACKLOG_QUERY with an event -> 0, Internal "
+          f"{'untouched' if untouched else 'written'}, event {'set' if signalled else 'not set'}")
+    if signalled and not untouched:
+        return Observation("indicated", ev)
+    if untouched and not signalled:
+        return Observation("ignored", ev)
+    return Unmatched(ev)
+
+
 # -- probes on a redirected connection (redirected_factory) --------------------------------
 
 def _required(api, sock, code):
