@@ -161,8 +161,22 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
     def _create(self, thread, af, type_, protocol, overlapped_attr):
         """socket/WSASocketW after ws2_32's checks, under the lock."""
         process = self.process
-        if af not in (C.AF_INET, C.AF_INET6):
+        # ws2_32 matches the triple against its catalog (Wine dlls/ws2_32/tests/sock.c test_WSASocket, on
+        # Windows): AF_UNSPEC without a protocol is WSAEINVAL whatever the type; then an unknown type is
+        # WSAESOCKTNOSUPPORT, an unknown family WSAEAFNOSUPPORT, a protocol no entry of that type has
+        # WSAEPROTONOSUPPORT; type 0 takes the protocol's (0: TCP), AF_UNSPEC the IPv4 entry.
+        if af == C.AF_UNSPEC and protocol == 0:
+            return self._err(thread, C.WSAEINVAL, INVALID_SOCKET)
+        if type_ not in (0, C.SOCK_STREAM, C.SOCK_DGRAM, C.SOCK_RAW):
+            return self._err(thread, C.WSAESOCKTNOSUPPORT, INVALID_SOCKET)
+        if af not in (C.AF_INET, C.AF_INET6, C.AF_UNSPEC):
             return self._err(thread, C.WSAEAFNOSUPPORT, INVALID_SOCKET)
+        if af == C.AF_UNSPEC:
+            af = C.AF_INET
+        if type_ == 0:
+            type_ = {0: C.SOCK_STREAM, C.IPPROTO_TCP: C.SOCK_STREAM, C.IPPROTO_UDP: C.SOCK_DGRAM}.get(protocol)
+            if type_ is None:
+                return self._err(thread, C.WSAEPROTONOSUPPORT, INVALID_SOCKET)
         if type_ == C.SOCK_STREAM:
             if protocol not in (0, C.IPPROTO_TCP):
                 return self._err(thread, C.WSAEPROTONOSUPPORT, INVALID_SOCKET)
@@ -176,8 +190,6 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
                 return self._err(thread, C.WSAEACCES, INVALID_SOCKET)
             if not 0 <= protocol <= 255:
                 return self._err(thread, C.WSAEPROTONOSUPPORT, INVALID_SOCKET)
-        else:
-            return self._err(thread, C.WSAESOCKTNOSUPPORT, INVALID_SOCKET)
         if not process.host.up:
             return self._err(thread, C.WSAENETDOWN, INVALID_SOCKET)
         sock = process.new_socket(af, type_, protocol, overlapped_attr)
