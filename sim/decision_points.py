@@ -153,6 +153,12 @@ DECISIONS: dict[str, DecisionPoint] = {d.name: d for d in (
         indicated="answered inline and indicated like the other inline codes (docs/windows-observed.md item 47): "
                   "Internal 0, event set, routine queued, packet posted",
         ignored="the OVERLAPPED and routine are not looked at: answered like the synchronous call, nothing indicated"),
+    _dp("ideal_backlog_check_order", "winsock",
+        "SIO_IDEAL_SEND_BACKLOG_QUERY with an output under 4 bytes on a socket it does not serve (UDP, or TCP "
+        "not connected): which check answers (Wine's Windows-run test_backlog_query passes 4 bytes only).",
+        read_in="sim/ioctls.py",
+        socket_first="the socket's: WSAEOPNOTSUPP (not TCP) or WSAENOTCONN (not connected), then the output's WSAEFAULT",
+        buffer_first="the output's: WSAEFAULT, then the socket's"),
     # --- the WFP redirect IOCTL family ------------------------------------
     _dp("wfp_query_check_order", "wfp",
         "Order of the query's own checks after the ws2_32 ones.",

@@ -21,6 +21,7 @@ _UNKNOWN_ERROR = {DECISIONS["unknown_ioctl_error"].choice("WSAEOPNOTSUPP"): C.WS
                   DECISIONS["unknown_ioctl_error"].choice("WSAEINVAL"): C.WSAEINVAL}
 _FLUSH_UNSUPPORTED = DECISIONS["sio_flush"].choice("unsupported")
 _EXTENSION_SIZES_CHECKED = DECISIONS["extension_pointer_sizes"].choice("checked")
+_BACKLOG_BUFFER_FIRST = DECISIONS["ideal_backlog_check_order"].choice("buffer_first")
 
 
 HANDLERS: dict = {}
@@ -126,6 +127,8 @@ def base_handle(call):
 @handler(C.SIO_IDEAL_SEND_BACKLOG_QUERY)
 def ideal_send_backlog(call):
     sock = call.sock
+    if call.profile.ideal_backlog_check_order == _BACKLOG_BUFFER_FIRST and not call.output_ok(4):
+        return Fail(C.WSAEFAULT)                   # decision point ideal_backlog_check_order
     if not sock.is_tcp:
         return Fail(C.WSAEOPNOTSUPP)               # item 16
     if sock.state != "connected":

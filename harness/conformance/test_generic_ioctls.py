@@ -240,6 +240,16 @@ def test_ideal_send_backlog(api, tcp, pair):
     assert out.u32() == 0x10000
 
 
+def test_ideal_send_backlog_short_output(api, decide):
+    """Decision point ideal_backlog_check_order: a 3-byte output on a UDP socket answers the socket's
+    WSAEOPNOTSUPP (item 16) or the output's WSAEFAULT first (Wine 8.0, tests/differential)."""
+    udp = api.socket(C.AF_INET, C.SOCK_DGRAM, C.IPPROTO_UDP)
+    out = Guarded(api, 4)
+    rc = api.WSAIoctl(udp, C.SIO_IDEAL_SEND_BACKLOG_QUERY, 0, 0, out.ptr, 3, dword(api).ptr, 0, 0)
+    expected = C.WSAEFAULT if decide("ideal_backlog_check_order") == "buffer_first" else C.WSAEOPNOTSUPP
+    assert rc == C.SOCKET_ERROR and api.WSAGetLastError() == expected and out.read() == b"\xcc" * 4
+
+
 def test_ideal_send_backlog_overlapped(api, pair, decide):
     """Decision point ideal_backlog_overlapped (no Windows-run test issues the code overlapped): answered
     inline with 0x10000 either way; indicated like item 47's inline codes (Internal 0, packet with 0

@@ -540,6 +540,14 @@ def probe_ideal_backlog_overlapped(api):
     return Unmatched(ev)
 
 
+def probe_ideal_backlog_check_order(api):
+    udp = api.socket(C.AF_INET, C.SOCK_DGRAM, C.IPPROTO_UDP)
+    rc = api.WSAIoctl(udp, C.SIO_IDEAL_SEND_BACKLOG_QUERY, 0, 0, api.memory.alloc(4), 3, _u32(api), 0, 0)
+    err = _err(api) if rc else 0
+    ev = f"SIO_IDEAL_SEND_BACKLOG_QUERY with a 3-byte output on a UDP socket -> {rc}" + (f", {_name(err)}" if rc else "")
+    return _choose({C.WSAEFAULT: "buffer_first", C.WSAEOPNOTSUPP: "socket_first"}, err, ev)
+
+
 # -- probes on a redirected connection (redirected_factory) --------------------------------
 
 def _required(api, sock, code):
