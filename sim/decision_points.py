@@ -136,11 +136,12 @@ DECISIONS: dict[str, DecisionPoint] = {d.name: d for d in (
     # --- met by tests/differential (the simulator against Wine) -------------
     _dp("extension_pointer_sizes", "winsock",
         "SIO_GET_EXTENSION_FUNCTION_POINTER with an input other than a GUID's 16 bytes or an output "
-        "shorter than a pointer (docs/windows-observed.md §P: no public oracle).",
+        "shorter than a pointer (docs/windows-observed.md §P: no public oracle); SIO_BASE_HANDLE with an "
+        "output shorter than a SOCKET alike (Wine's test_base_handle passes 8 bytes only).",
         read_in="sim/ioctls.py",
         checked="a short input or output fails with WSAEFAULT before the GUID is looked up",
         unchecked="the lengths are not looked at: the GUID is read, an unknown one is WSAEINVAL, a known "
-                  "one's pointer is written (8 bytes) and the size is 8"),
+                  "one's pointer (the base handle) is written, 8 bytes, and the size is 8"),
     _dp("stream_recv_flags_out", "winsock",
         "What *lpFlags holds after a WSARecv on a stream socket completes at once (no output flag applies: "
         "MSG_PARTIAL is a datagram flag, the WSARecvEx page).",

@@ -118,8 +118,11 @@ def extension_function_pointer(call):
 def base_handle(call):
     if call.is_overlapped:
         return Deferred(lambda: (C.STATUS_NOT_SUPPORTED, 0))   # item 55
-    if not call.output_ok(8):
-        return Fail(C.WSAEFAULT)                   # C18: short or NULL output -> WSAEFAULT
+    checked = call.profile.extension_pointer_sizes == _EXTENSION_SIZES_CHECKED
+    # Decision point extension_pointer_sizes: a short or NULL output is WSAEFAULT, or (unchecked) only an
+    # unwritable one is (where such a provider would fault).
+    if not (call.output_ok(8) if checked else call.outbuf and call.mem.check(call.outbuf, 8, True)):
+        return Fail(C.WSAEFAULT)
     handle = call.sock.handle
     return Inline(8, write=lambda: call.mem.kwrite(call.outbuf, struct.pack("<Q", handle)))   # item 41
 

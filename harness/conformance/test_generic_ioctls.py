@@ -217,6 +217,16 @@ class TestBaseHandle:
         assert api.WSAIoctl(s, C.SIO_BASE_HANDLE, 0, 0, out.ptr, 8, n.ptr, 0, 0) == 0
         assert n.u32() == 8 and struct.unpack("<Q", out.read())[0] == s
 
+    def test_short_output(self, api, tcp, decide):
+        """Decision point extension_pointer_sizes: an output under 8 bytes is WSAEFAULT, or its length is
+        not looked at and the handle is written whole (Wine 8.0, found by tests/differential)."""
+        out, n = Guarded(api, 8), dword(api)
+        rc = api.WSAIoctl(tcp, C.SIO_BASE_HANDLE, 0, 0, out.ptr, 4, n.ptr, 0, 0)
+        if decide("extension_pointer_sizes") == "checked":
+            assert rc == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAEFAULT and out.read() == b"\xcc" * 8
+            return
+        assert rc == 0 and n.u32() == 8 and struct.unpack("<Q", out.read())[0] == tcp
+
     def test_overlapped_fails_through_port(self, api, tcp):
         """Item 55: overlapped SIO_BASE_HANDLE is pending, then ERROR_NOT_SUPPORTED through the port."""
         port = make_iocp(api, tcp)
