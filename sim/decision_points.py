@@ -160,6 +160,15 @@ DECISIONS: dict[str, DecisionPoint] = {d.name: d for d in (
         read_in="sim/ioctls.py",
         socket_first="the socket's: WSAEOPNOTSUPP (not TCP) or WSAENOTCONN (not connected), then the output's WSAEFAULT",
         buffer_first="the output's: WSAEFAULT, then the socket's"),
+    _dp("wsaioctl_check_order", "winsock",
+        "WSAIoctl on a handle that is not a socket, with a NULL lpcbBytesReturned or a buffer its code refuses "
+        "(docs/windows-observed.md item 5: no Windows-run test; [INFERRED] from ReactOS's ws2_32).",
+        read_in="sim/winsock.py",
+        handle_first="the handle first (WSAENOTSOCK), then lpcbBytesReturned, then the provider",
+        bytes_returned_first="lpcbBytesReturned first (WSAEFAULT), then the buffer checks ws2_32 makes before it "
+                             "asks for the handle (FIONREAD's output under 4 bytes, FIONBIO's NULL input, "
+                             "SIO_KEEPALIVE_VALS' input under 12 bytes: WSAEFAULT) unless the handle is the "
+                             "process pseudo-handle -1, then the handle"),
     # --- the WFP redirect IOCTL family ------------------------------------
     _dp("wfp_query_check_order", "wfp",
         "Order of the query's own checks after the ws2_32 ones.",

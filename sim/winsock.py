@@ -31,6 +31,18 @@ from sim.mswsock import Mswsock
 
 # Decision points this module reads (sim/decision_points.py), checked when it is imported.
 _STREAM_FLAGS_UNCHANGED = DECISIONS["stream_recv_flags_out"].choice("unchanged")
+_IOCTL_BYTES_RETURNED_FIRST = DECISIONS["wsaioctl_check_order"].choice("bytes_returned_first")
+
+
+def _early_buffer_fault(code, inbuf, cbin, cbout) -> bool:
+    """wsaioctl_check_order, bytes_returned_first: the buffer checks made before the handle is looked up."""
+    if code == C.FIONREAD:
+        return cbout < 4
+    if code == C.FIONBIO:
+        return not inbuf
+    if code == C.SIO_KEEPALIVE_VALS:
+        return cbin < 12
+    return False
 _CLOSE_CANCEL_STATUS = {DECISIONS["close_cancel_status"].choice("cancelled"): C.STATUS_CANCELLED,
                         DECISIONS["close_cancel_status"].choice("connection_aborted"): C.STATUS_CONNECTION_ABORTED}
 
@@ -381,13 +393,24 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
         rc, err = wsp_ioctl(self.process, thread, sock, code, argp, 4, argp, 4, 0, 0, 0)
         return self._err(thread, err) if rc else self._ok(thread)
 
-    @socket_call("SOCKET s, DWORD dwIoControlCode, LPVOID lpvInBuffer, DWORD cbInBuffer, LPVOID lpvOutBuffer, "
-                 "DWORD cbOutBuffer, LPVOID lpcbBytesReturned, LPVOID lpOverlapped, LPVOID lpCompletionRoutine")
-    def WSAIoctl(self, thread, sock, dwIoControlCode, lpvInBuffer, cbInBuffer, lpvOutBuffer, cbOutBuffer,
+    @ws2_call("SOCKET s, DWORD dwIoControlCode, LPVOID lpvInBuffer, DWORD cbInBuffer, LPVOID lpvOutBuffer, "
+              "DWORD cbOutBuffer, LPVOID lpcbBytesReturned, LPVOID lpOverlapped, LPVOID lpCompletionRoutine",
+              on_socket=False)
+    def WSAIoctl(self, thread, s, dwIoControlCode, lpvInBuffer, cbInBuffer, lpvOutBuffer, cbOutBuffer,
                  lpcbBytesReturned, lpOverlapped, lpCompletionRoutine):
         process = self.process
-        # ws2_32: startup and the handle (sim.c_entry), then lpcbBytesReturned (items 1-5), then the provider.
-        if not lpcbBytesReturned or not self.memory.check(lpcbBytesReturned, 4, True):
+        # ws2_32: startup (sim.c_entry), the handle and lpcbBytesReturned (items 1-5, in the order decision
+        # point wsaioctl_check_order says), then the provider.
+        sock = process.sockets.get(s)
+        bytes_returned_ok = bool(lpcbBytesReturned) and self.memory.check(lpcbBytesReturned, 4, True)
+        if process.profile.wsaioctl_check_order == _IOCTL_BYTES_RETURNED_FIRST:
+            # the process pseudo-handle (-1, any width) is refused as no socket before even these
+            if not bytes_returned_ok or (sock is None and s & 0xFFFFFFFF != 0xFFFFFFFF and _early_buffer_fault(
+                    dwIoControlCode, lpvInBuffer, cbInBuffer, cbOutBuffer)):
+                return self._err(thread, C.WSAEFAULT)
+        if sock is None:
+            return self._err(thread, C.WSAENOTSOCK)
+        if not bytes_returned_ok:
             return self._err(thread, C.WSAEFAULT)
         if process.faults.rules:
             injected = process.faults.take("WSAIoctl", dwIoControlCode)

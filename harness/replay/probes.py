@@ -548,6 +548,14 @@ def probe_ideal_backlog_check_order(api):
     return _choose({C.WSAEFAULT: "buffer_first", C.WSAEOPNOTSUPP: "socket_first"}, err, ev)
 
 
+def probe_wsaioctl_check_order(api):
+    bogus = 0xDEADBEEF                      # no socket has it
+    rc = api.WSAIoctl(bogus, C.FIONREAD, 0, 0, api.memory.alloc(4), 4, 0, 0, 0)
+    err = _err(api) if rc else 0
+    ev = f"FIONREAD on handle 0x{bogus:x} with a NULL lpcbBytesReturned -> {rc}" + (f", {_name(err)}" if rc else "")
+    return _choose({C.WSAENOTSOCK: "handle_first", C.WSAEFAULT: "bytes_returned_first"}, err, ev)
+
+
 # -- probes on a redirected connection (redirected_factory) --------------------------------
 
 def _required(api, sock, code):
