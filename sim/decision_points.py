@@ -169,6 +169,12 @@ DECISIONS: dict[str, DecisionPoint] = {d.name: d for d in (
                              "asks for the handle (FIONREAD's output under 4 bytes, FIONBIO's NULL input, "
                              "SIO_KEEPALIVE_VALS' input under 12 bytes: WSAEFAULT) unless the handle is the "
                              "process pseudo-handle -1, then the handle"),
+    _dp("siocatmark_datagram", "winsock",
+        "SIOCATMARK on a datagram socket (the Winsock IOCTLs page: it applies to stream-style sockets; no "
+        "Windows-run test issues it on UDP).",
+        read_in="sim/ioctls.py",
+        at_mark="TRUE, as on a stream socket with no urgent data (docs/windows-observed.md item 20)",
+        WSAEINVAL="fails with WSAEINVAL after the output check"),
     # --- the WFP redirect IOCTL family ------------------------------------
     _dp("wfp_query_check_order", "wfp",
         "Order of the query's own checks after the ws2_32 ones.",

@@ -22,6 +22,7 @@ _UNKNOWN_ERROR = {DECISIONS["unknown_ioctl_error"].choice("WSAEOPNOTSUPP"): C.WS
 _FLUSH_UNSUPPORTED = DECISIONS["sio_flush"].choice("unsupported")
 _EXTENSION_SIZES_CHECKED = DECISIONS["extension_pointer_sizes"].choice("checked")
 _BACKLOG_BUFFER_FIRST = DECISIONS["ideal_backlog_check_order"].choice("buffer_first")
+_ATMARK_DATAGRAM_REFUSED = DECISIONS["siocatmark_datagram"].choice("WSAEINVAL")
 
 
 HANDLERS: dict = {}
@@ -82,6 +83,8 @@ def fionread(call):
 
 @handler(C.SIOCATMARK)
 def siocatmark(call):
+    if call.sock.is_udp and call.profile.siocatmark_datagram == _ATMARK_DATAGRAM_REFUSED and call.output_ok(4):
+        return Fail(C.WSAEINVAL)                   # decision point siocatmark_datagram
     return _u32_out(call, 1)                       # item 20: no OOB data -> TRUE
 
 

@@ -137,6 +137,18 @@ class TestFionreadSiocatmark:
         assert dequeue(api, port)[:5] == (1, POISON, 0, 123, ovl)
 
 
+def test_siocatmark_on_udp(api, decide):
+    """Decision point siocatmark_datagram: TRUE as on a stream without urgent data (item 20), or WSAEINVAL
+    (Wine 8.0, found by tests/differential)."""
+    udp = api.socket(C.AF_INET, C.SOCK_DGRAM, C.IPPROTO_UDP)
+    out = Guarded(api, 4)
+    rc = api.WSAIoctl(udp, C.SIOCATMARK, 0, 0, out.ptr, 4, dword(api).ptr, 0, 0)
+    if decide("siocatmark_datagram") == "WSAEINVAL":
+        assert rc == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAEINVAL
+        return
+    assert rc == 0 and out.u32() == 1
+
+
 class TestKeepalive:
     def test_bad_input(self, api, tcp):
         """Item 26: input size 0 or NULL input is WSAEFAULT with lpcbBytesReturned = 0."""

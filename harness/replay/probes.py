@@ -556,6 +556,16 @@ def probe_wsaioctl_check_order(api):
     return _choose({C.WSAENOTSOCK: "handle_first", C.WSAEFAULT: "bytes_returned_first"}, err, ev)
 
 
+def probe_siocatmark_datagram(api):
+    udp = api.socket(C.AF_INET, C.SOCK_DGRAM, C.IPPROTO_UDP)
+    rc = api.WSAIoctl(udp, C.SIOCATMARK, 0, 0, api.memory.alloc(4), 4, _u32(api), 0, 0)
+    err = _err(api) if rc else 0
+    ev = f"SIOCATMARK on a UDP socket -> {rc}" + (f", {_name(err)}" if rc else "")
+    if rc == 0:
+        return Observation("at_mark", ev)
+    return _choose({C.WSAEINVAL: "WSAEINVAL"}, err, ev)
+
+
 # -- probes on a redirected connection (redirected_factory) --------------------------------
 
 def _required(api, sock, code):
