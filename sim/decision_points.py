@@ -97,9 +97,11 @@ DECISIONS: dict[str, DecisionPoint] = {d.name: d for d in (
         cancelled="STATUS_CANCELLED: WSA_OPERATION_ABORTED (995) in both dialects",
         connection_aborted="STATUS_CONNECTION_ABORTED: WSAECONNABORTED / ERROR_CONNECTION_ABORTED (1236)"),
     _dp("getoverlappedresult_null_out", "overlapped",
-        "WSAGetOverlappedResult with a NULL lpcbTransfer or lpdwFlags.",
+        "WSAGetOverlappedResult with a NULL lpOverlapped, lpcbTransfer or lpdwFlags.",
         read_in="sim/winsock.py",
-        WSAEFAULT="returns FALSE with WSAEFAULT (Server 2003 behaviour; Vista+ would crash)"),
+        WSAEFAULT="returns FALSE with WSAEFAULT (Server 2003 behaviour; Vista+ would crash)",
+        invalid_parameter="a NULL lpOverlapped is WSA_INVALID_PARAMETER (87), a NULL lpcbTransfer or lpdwFlags "
+                          "WSAEINVAL; an unwritable non-NULL one is still WSAEFAULT here (where it would fault)"),
     _dp("wait_satisfaction_order", "kernel",
         "An alertable wait finds both a signalled object and a queued APC.",
         read_in="sim/kernel32.py",

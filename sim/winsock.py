@@ -32,6 +32,7 @@ from sim.mswsock import Mswsock
 # Decision points this module reads (sim/decision_points.py), checked when it is imported.
 _STREAM_FLAGS_UNCHANGED = DECISIONS["stream_recv_flags_out"].choice("unchanged")
 _IOCTL_BYTES_RETURNED_FIRST = DECISIONS["wsaioctl_check_order"].choice("bytes_returned_first")
+_GOR_INVALID_PARAMETER = DECISIONS["getoverlappedresult_null_out"].choice("invalid_parameter")
 
 
 def _early_buffer_fault(code, inbuf, cbin, cbout) -> bool:
@@ -657,9 +658,15 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
     @socket_call("SOCKET s, LPVOID lpOverlapped, LPVOID lpcbTransfer, BOOL fWait, LPVOID lpdwFlags", C.FALSE)
     def WSAGetOverlappedResult(self, thread, sock, lpOverlapped, lpcbTransfer, fWait, lpdwFlags):
         process, mem = self.process, self.memory
+        # Decision point getoverlappedresult_null_out: NULL pointers are WSAEFAULT, or WSA_INVALID_PARAMETER
+        # (lpOverlapped) and WSAEINVAL (the out-pointers); an unwritable one is WSAEFAULT either way.
+        if process.profile.getoverlappedresult_null_out == _GOR_INVALID_PARAMETER:
+            if not lpOverlapped:
+                return self._err(thread, C.WSA_INVALID_PARAMETER, C.FALSE)
+            if not lpcbTransfer or not lpdwFlags:
+                return self._err(thread, C.WSAEINVAL, C.FALSE)
         if not lpOverlapped or not mem.check(lpOverlapped, WSAOVERLAPPED.size, True):
             return self._err(thread, C.WSAEFAULT, C.FALSE)
-        # Decision point getoverlappedresult_null_out: a NULL or unwritable out-pointer is WSAEFAULT.
         if not lpcbTransfer or not mem.check(lpcbTransfer, 4, True) \
                 or not lpdwFlags or not mem.check(lpdwFlags, 4, True):
             return self._err(thread, C.WSAEFAULT, C.FALSE)

@@ -74,17 +74,25 @@ class TestEvents:
         assert n.u32() == 3
 
     def test_getoverlappedresult_bad_pointers(self, api, pair, decide):
-        """wsagetoverlappedresult.md: lpOverlapped, lpcbTransfer, lpdwFlags must be valid: WSAEFAULT."""
+        """wsagetoverlappedresult.md: lpOverlapped, lpcbTransfer, lpdwFlags must be valid: WSAEFAULT; decision
+        point getoverlappedresult_null_out (the page's answer was Server 2003's): or WSA_INVALID_PARAMETER for
+        a NULL lpOverlapped and WSAEINVAL for a NULL out-pointer (Wine 8.0)."""
         server = pair[1]
         ovl = overlapped(api)
         n, flags = dword(api), dword(api)
-        assert decide("getoverlappedresult_null_out") == "WSAEFAULT"
-        for args in ((0, n.ptr, flags.ptr), (ovl, 0, flags.ptr), (ovl, n.ptr, 0),
-                     (api.memory.invalid_pointer(), n.ptr, flags.ptr)):
+        page = decide("getoverlappedresult_null_out") == "WSAEFAULT"
+        for args, other in (((0, n.ptr, flags.ptr), C.WSA_INVALID_PARAMETER), ((ovl, 0, flags.ptr), C.WSAEINVAL),
+                            ((ovl, n.ptr, 0), C.WSAEINVAL)):
             assert api.WSAGetOverlappedResult(server, args[0], args[1], False, args[2]) == 0
-            assert api.WSAGetLastError() == C.WSAEFAULT
+            assert api.WSAGetLastError() == (C.WSAEFAULT if page else other)
         assert api.WSAGetOverlappedResult(0xDEADBEEF, ovl, n.ptr, False, flags.ptr) == 0
         assert api.WSAGetLastError() == C.WSAENOTSOCK        # item 8
+
+    def test_getoverlappedresult_unwritable_overlapped(self, api, pair):
+        """wsagetoverlappedresult.md: an lpOverlapped outside valid memory is WSAEFAULT."""
+        n, flags = dword(api), dword(api)
+        assert api.WSAGetOverlappedResult(pair[1], api.memory.invalid_pointer(), n.ptr, False, flags.ptr) == 0
+        assert api.WSAGetLastError() == C.WSAEFAULT
 
     def test_wait_any_lowest_index_and_wait_all(self, api):
         """wsawaitformultipleevents.md: lowest signalled index; wait-all needs every event."""

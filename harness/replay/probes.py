@@ -315,7 +315,7 @@ def probe_getoverlappedresult_null_out(api):
     rc = api.WSAGetOverlappedResult(s, ovl, 0, False, _u32(api))
     err = _err(api)
     ev = f"WSAGetOverlappedResult(lpcbTransfer NULL) -> {rc}, last error {_name(err)}"
-    return _choose({C.WSAEFAULT: "WSAEFAULT"}, err if rc == 0 else None, ev)
+    return _choose({C.WSAEFAULT: "WSAEFAULT", C.WSAEINVAL: "invalid_parameter"}, err if rc == 0 else None, ev)
 
 
 def probe_wait_satisfaction_order(api):
