@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from harness.replay import RecordingApi
 from harness.replay.ports import PortOrdinals
-from harness.replay.symbols import Symbols
+from harness.replay.symbols import FreshSymbols, retire_closed
 from harness.replay.recorder import EXT_SIGNATURES, SIGNATURES
 from harness.replay.replayer import _fmt, _fmt_error, _tokens, compare_call, signals_failure
 from harness.winsock import constants as C
@@ -39,27 +39,6 @@ from harness.winsock import constants as C
 SETTLE_TIMEOUT_S = 3.0      # Wine gets this long to complete what the simulator completed
 SIM_SETTLE_MS = 50         # virtual time the simulator runs before each comparison
 SETTLE_GRACE_S = 0.01       # after an IOSB is written, Wine posts the packet / sets the event / queues the APC
-
-
-_CLOSERS = {"closesocket": lambda ret: ret == 0, "CloseHandle": bool, "WSACloseEvent": bool}
-
-
-class FreshSymbols(Symbols):
-    """Symbols where a handle value returned again after it was closed names a new object.
-
-    Wine reuses a closed handle's value at once, the simulator never does
-    (sim/world.py new_handle): without this the reused value would keep the
-    closed object's symbol on one side only."""
-
-    def __init__(self):
-        super().__init__()
-        self.retired: set[int] = set()
-
-    def add_handle(self, value: int) -> list:
-        if value in self.retired:
-            self.retired.discard(value)
-            self._handle_of.pop(value, None)
-        return super().add_handle(value)
 
 
 class Side:
@@ -79,12 +58,7 @@ class Side:
         self._mark = len(self.api.trace.steps)
         symbols = self.api.symbols
         for step in steps:
-            closed = _CLOSERS.get(step.get("fn"))
-            if step.get("op") == "call" and closed and type(step.get("ret")) is int and closed(step["ret"]):
-                try:
-                    symbols.retired.add(symbols.value(step["args"][0]))
-                except KeyError:
-                    pass
+            retire_closed(symbols, step)
         return steps
 
     def alloc_index(self, ptr: int) -> int:

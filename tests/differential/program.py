@@ -493,8 +493,8 @@ class DifferentialMachine(RuleBasedStateMachine):
     def ioctl(self, choice, code, inlen, outlen, fill, null_out):
         name = self._sock(choice)
 
-        # Not yet classified, so not generated: a NULL output buffer (Wine 8.0 writes SIO_BASE_HANDLE's
-        # answer through it: an access violation).
+        # Not generated: a NULL output buffer (Wine 8.0 writes SIO_BASE_HANDLE's answer through it: an
+        # access violation, which a simulator cannot answer with; extension_pointer_sizes covers short ones).
         null_out = False
 
         def action(side):
