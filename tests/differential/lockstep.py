@@ -112,6 +112,7 @@ class Pair:
         self.sides = (self.sim, self.wine)
         self.async_allocs: set[int] = set()     # allocation indices a pending operation may write
         self.addr_allocs: dict[int, str] = {}   # allocation index holding socket addresses -> port space
+        self.data_allocs: set[int] = set()      # allocation indices holding received bytes (never symbols)
         self.overlapped: list[int] = []         # allocation indices of OVERLAPPEDs handed to calls
         self.log: list[tuple] = []              # (step, sim calls, wine calls) of every step run
 
@@ -119,6 +120,12 @@ class Pair:
     def mark_async(self, side: Side, *ptrs: int) -> None:
         if side is self.sim:
             self.async_allocs.update(side.alloc_index(p) for p in ptrs if p)
+
+    def mark_data(self, side: Side, ptr: int) -> None:
+        """`ptr` receives bytes from the network: a word there that equals a handle value is data (Wine's
+        handles are small numbers), so it is compared as bytes."""
+        if side is self.sim and ptr:
+            self.data_allocs.add(side.alloc_index(ptr))
 
     def mark_address(self, side: Side, ptr: int, space: str) -> None:
         """`ptr` holds addresses of a socket of port space `space` (harness.replay.ports)."""
@@ -172,6 +179,8 @@ class Pair:
         for run in runs:
             if run["alloc"] in self.async_allocs:
                 continue
+            if run["alloc"] in self.data_allocs:
+                run = {**run, "syms": []}
             if run["alloc"] in self.addr_allocs:
                 data = side.ports.normalise(bytes.fromhex(run["hex"]), run["offset"], self.addr_allocs[run["alloc"]])
                 run = {**run, "hex": data.hex()}
@@ -211,8 +220,8 @@ class Pair:
         data = side.inner.memory.read(start, size)
         if index in self.addr_allocs:
             data = side.ports.normalise(data, 0, self.addr_allocs[index])
-        return _tokens([{"alloc": index, "offset": 0, "hex": data.hex(),
-                         "syms": side.api.symbols.scan(start, data)}])
+        syms = [] if index in self.data_allocs else side.api.symbols.scan(start, data)
+        return _tokens([{"alloc": index, "offset": 0, "hex": data.hex(), "syms": syms}])
 
     def _compare_async_memory(self, step: str) -> list:
         out = []
