@@ -115,6 +115,7 @@ class DifferentialMachine(RuleBasedStateMachine):
         self.closed: set[str] = set()
         self.ended = ""                 # a known divergence ended the program: its name
         self.extra: list[str] = []      # sockets the argument-space rules made
+        self.shut = False               # shutdown was called on the client (WSAPoll is then not generated)
         self.startups = 1               # WSAStartup references (make_api made one)
         self.step(f"setup on both: tcp pair, udp pair, completion port (profile {SIM_PROFILE})", self._setup)
 
@@ -338,7 +339,7 @@ class DifferentialMachine(RuleBasedStateMachine):
         self.step("GetQueuedCompletionStatus(port, 0 ms)", action)
 
     # -- synchronous data paths ---------------------------------------------------------------------------
-    @precondition(lambda self: self._open("client"))
+    @precondition(lambda self: self._open("client", "server"))       # as post_send: not once the peer closed
     @rule(data=st.binary(min_size=0, max_size=64), flags=TCP_FLAGS)
     def send(self, data, flags):
         def action(side):
@@ -384,6 +385,7 @@ class DifferentialMachine(RuleBasedStateMachine):
     @precondition(lambda self: self._open("client"))
     @rule(how=st.sampled_from([C.SD_RECEIVE, C.SD_SEND, C.SD_BOTH, 3, -1]))
     def shutdown(self, how):
+        self.shut = True
         self.step(f"shutdown(client, {how})", lambda side: side.api.shutdown(side.v["client"], how))
 
     @precondition(lambda self: self._open("client") or self._open("server"))
@@ -396,7 +398,7 @@ class DifferentialMachine(RuleBasedStateMachine):
 
     # Not generated: POLLRDBAND and POLLPRI requests, and polls once the pair is half closed (WSAPoll's
     # edges, reworked in parallel: POLLHUP and band data differ from Wine's).
-    @precondition(lambda self: self._open("client", "server"))
+    @precondition(lambda self: self._open("client", "server") and not self.shut)
     @rule(events=st.lists(st.sampled_from([0, C.POLLRDNORM, C.POLLWRNORM, C.POLLIN | C.POLLOUT]),
                           min_size=3, max_size=3))
     def poll(self, events):
