@@ -75,14 +75,17 @@ DECISIONS: dict[str, DecisionPoint] = {d.name: d for d in (
         "A completion routine on a socket associated with a completion port.",
         read_in="sim/overlapped.py",
         routine_only="the routine is queued as an APC; no packet is posted",
-        both="the routine is queued and a packet is posted"),
+        both="the routine is queued and a packet is posted",
+        both_packet_names_routine="the routine is queued and a packet is posted whose lpOverlapped is the routine's "
+                                  "address (the APC context), not the OVERLAPPED"),
     _dp("routine_on_port_socket", "overlapped",
-        "An overlapped WSARecv, WSASend, WSARecvMsg or WSASendMsg with a completion routine, on a socket "
-        "associated with a completion port.",
+        "An overlapped WSARecv, WSASend, WSARecvMsg, WSASendMsg or WSAIoctl with a completion routine, on a "
+        "socket associated with a completion port.",
         read_in="sim/provider.py",
         accepted="the request proceeds; its routine is queued as routine_and_port says",
         WSAEINVAL="refused with WSAEINVAL once Internal is STATUS_PENDING: NT refuses an APC routine on a file that has a "
-                  "completion port (STATUS_INVALID_PARAMETER), nothing is indicated"),
+                  "completion port (STATUS_INVALID_PARAMETER), nothing is indicated; of the IOCTLs only FIONBIO, "
+                  "which reaches that check (Internal untouched): the others complete without it"),
     _dp("bad_event_at_issue", "overlapped",
         "An overlapped call whose hEvent is not an event handle (and no routine).",
         read_in="sim/provider.py",
@@ -94,9 +97,11 @@ DECISIONS: dict[str, DecisionPoint] = {d.name: d for d in (
         cancelled="STATUS_CANCELLED: WSA_OPERATION_ABORTED (995) in both dialects",
         connection_aborted="STATUS_CONNECTION_ABORTED: WSAECONNABORTED / ERROR_CONNECTION_ABORTED (1236)"),
     _dp("getoverlappedresult_null_out", "overlapped",
-        "WSAGetOverlappedResult with a NULL lpcbTransfer or lpdwFlags.",
+        "WSAGetOverlappedResult with a NULL lpOverlapped, lpcbTransfer or lpdwFlags.",
         read_in="sim/winsock.py",
-        WSAEFAULT="returns FALSE with WSAEFAULT (Server 2003 behaviour; Vista+ would crash)"),
+        WSAEFAULT="returns FALSE with WSAEFAULT (Server 2003 behaviour; Vista+ would crash)",
+        invalid_parameter="a NULL lpOverlapped is WSA_INVALID_PARAMETER (87), a NULL lpcbTransfer or lpdwFlags "
+                          "WSAEINVAL; an unwritable non-NULL one is still WSAEFAULT here (where it would fault)"),
     _dp("wait_satisfaction_order", "kernel",
         "An alertable wait finds both a signalled object and a queued APC.",
         read_in="sim/kernel32.py",
@@ -163,6 +168,48 @@ DECISIONS: dict[str, DecisionPoint] = {d.name: d for d in (
         "Is a zero-length buffer at an invalid address a fault?",
         read_in="sim/memory.py",
         valid="no: a zero-length range is never probed"),
+    # --- met by tests/differential (the simulator against Wine) -------------
+    _dp("extension_pointer_sizes", "winsock",
+        "SIO_GET_EXTENSION_FUNCTION_POINTER with an input other than a GUID's 16 bytes or an output "
+        "shorter than a pointer (docs/windows-observed.md §P: no public oracle); SIO_BASE_HANDLE with an "
+        "output shorter than a SOCKET alike (Wine's test_base_handle passes 8 bytes only).",
+        read_in="sim/ioctls.py",
+        checked="a short input or output fails with WSAEFAULT before the GUID is looked up",
+        unchecked="the lengths are not looked at: the GUID is read, an unknown one is WSAEINVAL, a known "
+                  "one's pointer (the base handle) is written, 8 bytes, and the size is 8"),
+    _dp("stream_recv_flags_out", "winsock",
+        "What *lpFlags holds after a WSARecv on a stream socket completes at once (no output flag applies: "
+        "MSG_PARTIAL is a datagram flag, the WSARecvEx page).",
+        read_in="sim/winsock.py",
+        written="the output flags are written: 0, whatever the caller passed (MSG_PEEK included)",
+        unchanged="left as the caller set it"),
+    _dp("ideal_backlog_overlapped", "overlapped",
+        "SIO_IDEAL_SEND_BACKLOG_QUERY issued with an OVERLAPPED (no Windows-run test issues it overlapped).",
+        read_in="sim/provider.py",
+        indicated="answered inline and indicated like the other inline codes (docs/windows-observed.md item 47): "
+                  "Internal 0, event set, routine queued, packet posted",
+        ignored="the OVERLAPPED and routine are not looked at: answered like the synchronous call, nothing indicated"),
+    _dp("ideal_backlog_check_order", "winsock",
+        "SIO_IDEAL_SEND_BACKLOG_QUERY with an output under 4 bytes on a socket it does not serve (UDP, or TCP "
+        "not connected): which check answers (Wine's Windows-run test_backlog_query passes 4 bytes only).",
+        read_in="sim/ioctls.py",
+        socket_first="the socket's: WSAEOPNOTSUPP (not TCP) or WSAENOTCONN (not connected), then the output's WSAEFAULT",
+        buffer_first="the output's: WSAEFAULT, then the socket's"),
+    _dp("wsaioctl_check_order", "winsock",
+        "WSAIoctl on a handle that is not a socket, with a NULL lpcbBytesReturned or a buffer its code refuses "
+        "(docs/windows-observed.md item 5: no Windows-run test; [INFERRED] from ReactOS's ws2_32).",
+        read_in="sim/winsock.py",
+        handle_first="the handle first (WSAENOTSOCK), then lpcbBytesReturned, then the provider",
+        bytes_returned_first="lpcbBytesReturned first (WSAEFAULT), then the buffer checks ws2_32 makes before it "
+                             "asks for the handle (FIONREAD's output under 4 bytes, FIONBIO's NULL input, "
+                             "SIO_KEEPALIVE_VALS' input under 12 bytes: WSAEFAULT) unless the handle is the "
+                             "process pseudo-handle -1, then the handle"),
+    _dp("siocatmark_datagram", "winsock",
+        "SIOCATMARK on a datagram socket (the Winsock IOCTLs page: it applies to stream-style sockets; no "
+        "Windows-run test issues it on UDP).",
+        read_in="sim/ioctls.py",
+        at_mark="TRUE, as on a stream socket with no urgent data (docs/windows-observed.md item 20)",
+        WSAEINVAL="fails with WSAEINVAL after the output check"),
     # --- the WFP redirect IOCTL family ------------------------------------
     _dp("wfp_query_check_order", "wfp",
         "Order of the query's own checks after the ws2_32 ones.",

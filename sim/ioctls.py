@@ -20,6 +20,9 @@ _UNKNOWN_PENDING = DECISIONS["unknown_ioctl_overlapped"].choice("pending")
 _UNKNOWN_ERROR = {DECISIONS["unknown_ioctl_error"].choice("WSAEOPNOTSUPP"): C.WSAEOPNOTSUPP,
                   DECISIONS["unknown_ioctl_error"].choice("WSAEINVAL"): C.WSAEINVAL}
 _FLUSH_UNSUPPORTED = DECISIONS["sio_flush"].choice("unsupported")
+_EXTENSION_SIZES_CHECKED = DECISIONS["extension_pointer_sizes"].choice("checked")
+_BACKLOG_BUFFER_FIRST = DECISIONS["ideal_backlog_check_order"].choice("buffer_first")
+_ATMARK_DATAGRAM_REFUSED = DECISIONS["siocatmark_datagram"].choice("WSAEINVAL")
 
 
 HANDLERS: dict = {}
@@ -80,6 +83,8 @@ def fionread(call):
 
 @handler(C.SIOCATMARK)
 def siocatmark(call):
+    if call.sock.is_udp and call.profile.siocatmark_datagram == _ATMARK_DATAGRAM_REFUSED and call.output_ok(4):
+        return Fail(C.WSAEINVAL)                   # decision point siocatmark_datagram
     return _u32_out(call, 1)                       # item 20: no OOB data -> TRUE
 
 
@@ -97,14 +102,18 @@ def keepalive_vals(call):
 
 @handler(C.SIO_GET_EXTENSION_FUNCTION_POINTER, layer="ws2_32")
 def extension_function_pointer(call):
-    guid = call.input(16)
+    checked = call.profile.extension_pointer_sizes == _EXTENSION_SIZES_CHECKED
+    # Decision point extension_pointer_sizes (gap P): checked, a short input or output is WSAEFAULT;
+    # unchecked, 16 GUID bytes are read and 8 pointer bytes written whatever the lengths say (an
+    # unreadable or unwritable range, where such a provider would fault, is WSAEFAULT here).
+    guid = call.input(16) if checked else (call.mem.kread(call.inbuf, 16) if call.inbuf else None)
     if guid is None:
-        return Fail(C.WSAEFAULT)                   # gap P: a short GUID input (assumed WSAEFAULT)
+        return Fail(C.WSAEFAULT)
     ptr = call.process.extension_pointer(guid)
     if ptr is None:
         return Fail(C.WSAEINVAL)                   # item 51: unknown GUID, everything untouched
-    if not call.output_ok(8):
-        return Fail(C.WSAEFAULT)                   # gap P: output smaller than a pointer (assumed)
+    if not (call.output_ok(8) if checked else call.outbuf and call.mem.check(call.outbuf, 8, True)):
+        return Fail(C.WSAEFAULT)
     return Inline(8, write=lambda: call.mem.kwrite(call.outbuf, struct.pack("<Q", ptr)))
 
 
@@ -112,8 +121,11 @@ def extension_function_pointer(call):
 def base_handle(call):
     if call.is_overlapped:
         return Deferred(lambda: (C.STATUS_NOT_SUPPORTED, 0))   # item 55
-    if not call.output_ok(8):
-        return Fail(C.WSAEFAULT)                   # C18: short or NULL output -> WSAEFAULT
+    checked = call.profile.extension_pointer_sizes == _EXTENSION_SIZES_CHECKED
+    # Decision point extension_pointer_sizes: a short or NULL output is WSAEFAULT, or (unchecked) only an
+    # unwritable one is (where such a provider would fault).
+    if not (call.output_ok(8) if checked else call.outbuf and call.mem.check(call.outbuf, 8, True)):
+        return Fail(C.WSAEFAULT)
     handle = call.sock.handle
     return Inline(8, write=lambda: call.mem.kwrite(call.outbuf, struct.pack("<Q", handle)))   # item 41
 
@@ -121,6 +133,8 @@ def base_handle(call):
 @handler(C.SIO_IDEAL_SEND_BACKLOG_QUERY)
 def ideal_send_backlog(call):
     sock = call.sock
+    if call.profile.ideal_backlog_check_order == _BACKLOG_BUFFER_FIRST and not call.output_ok(4):
+        return Fail(C.WSAEFAULT)                   # decision point ideal_backlog_check_order
     if not sock.is_tcp:
         return Fail(C.WSAEOPNOTSUPP)               # item 16
     if sock.state != "connected":

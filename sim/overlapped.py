@@ -25,6 +25,7 @@ from sim.decision_points import DECISIONS
 
 # Decision points this module reads (sim/decision_points.py), checked when it is imported.
 _ROUTINE_AND_PACKET = DECISIONS["routine_and_port"].choice("both")
+_PACKET_NAMES_ROUTINE = DECISIONS["routine_and_port"].choice("both_packet_names_routine")
 
 
 _INTERNAL = WSAOVERLAPPED.offset("Internal")
@@ -90,13 +91,17 @@ def complete(req: IoRequest, status: int, information: int, flags: int = 0,
     elif process.completed_flags:
         process.completed_flags.pop(req.overlapped, None)
     post_packet = True
+    packet_overlapped = req.overlapped
     if req.routine:
         routine = req.routine
         overlapped = req.overlapped
         err = st.to_winsock(status)
         thread = req.thread
         thread.apcs.append(lambda: process.call_routine(routine, err, information, overlapped, flags))
-        post_packet = process.profile.routine_and_port == _ROUTINE_AND_PACKET
+        routine_and_port = process.profile.routine_and_port
+        post_packet = routine_and_port in (_ROUTINE_AND_PACKET, _PACKET_NAMES_ROUTINE)
+        if routine_and_port == _PACKET_NAMES_ROUTINE:
+            packet_overlapped = routine
     else:
         event = req.event_raw & ~1
         if event:
@@ -112,7 +117,7 @@ def complete(req: IoRequest, status: int, information: int, flags: int = 0,
         if post_packet and port is not None and not port.closed:
             if not (synchronous and st.nt_success(status)
                     and sock.notify_modes & C.FILE_SKIP_COMPLETION_PORT_ON_SUCCESS):
-                port.packets.append(CompletionPacket(sock.port_key, information, req.overlapped, status))
+                port.packets.append(CompletionPacket(sock.port_key, information, packet_overlapped, status))
     kernel.poke()
 
 

@@ -23,6 +23,7 @@ from sim.decision_points import DECISIONS
 _BAD_EVENT_FAILS = DECISIONS["bad_event_at_issue"].choice("WSA_INVALID_HANDLE")
 _INLINE_SIGNALS = DECISIONS["inline_ioctl_signals_event"].choice("yes")
 _ROUTINE_ON_PORT_REFUSED = DECISIONS["routine_on_port_socket"].choice("WSAEINVAL")
+_IDEAL_BACKLOG_IGNORES_OVERLAPPED = DECISIONS["ideal_backlog_overlapped"].choice("ignored")
 
 
 _U32 = struct.Struct("<I")
@@ -40,6 +41,14 @@ def routine_refused(process, sock, lpOverlapped, lpCompletionRoutine) -> bool:
         return False                # the ws2_32 checks answer first (WSAEFAULT)
     ov.mark_pending(process, lpOverlapped)      # the provider wrote it before NT refused the APC
     return True
+
+
+def _fionbio_routine_refused(process, sock, lpCompletionRoutine) -> bool:
+    """Decision point routine_on_port_socket, WSAEINVAL: FIONBIO is the IOCTL that reaches the kernel's
+    refusal of an APC on a port-bound file (Wine 8.0: the server's create_async), before its handler
+    and without writing Internal; the others complete without that check (tests/differential)."""
+    return bool(lpCompletionRoutine and sock.port is not None
+                and process.profile.routine_on_port_socket == _ROUTINE_ON_PORT_REFUSED)
 
 
 def start_overlapped(process, sock, thread, lpOverlapped, lpCompletionRoutine, kind):
@@ -80,12 +89,17 @@ def wsp_ioctl(process, thread, sock, code, lpvInBuffer, cbInBuffer, lpvOutBuffer
     refused a NULL one before this runs."""
     mem = process.memory
     is_overlapped = bool(sock.overlapped_attr and lpOverlapped)
+    if code == C.SIO_IDEAL_SEND_BACKLOG_QUERY and \
+            process.profile.ideal_backlog_overlapped == _IDEAL_BACKLOG_IGNORES_OVERLAPPED:
+        is_overlapped = False           # decision point ideal_backlog_overlapped
     fn = HANDLERS.get(code, unknown)
     req = None
     if is_overlapped:
         req, err = start_overlapped(process, sock, thread, lpOverlapped, lpCompletionRoutine, "ioctl")
         if req is None:
             return -1, err
+        if code == C.FIONBIO and _fionbio_routine_refused(process, sock, lpCompletionRoutine):
+            return -1, C.WSAEINVAL
         if fn.layer == "afd":
             ov.mark_pending(process, lpOverlapped)
     call = IoctlCall(process, sock, thread, code, lpvInBuffer, cbInBuffer, lpvOutBuffer, cbOutBuffer,

@@ -30,6 +30,20 @@ from sim.kernel32 import Kernel32
 from sim.mswsock import Mswsock
 
 # Decision points this module reads (sim/decision_points.py), checked when it is imported.
+_STREAM_FLAGS_UNCHANGED = DECISIONS["stream_recv_flags_out"].choice("unchanged")
+_IOCTL_BYTES_RETURNED_FIRST = DECISIONS["wsaioctl_check_order"].choice("bytes_returned_first")
+_GOR_INVALID_PARAMETER = DECISIONS["getoverlappedresult_null_out"].choice("invalid_parameter")
+
+
+def _early_buffer_fault(code, inbuf, cbin, cbout) -> bool:
+    """wsaioctl_check_order, bytes_returned_first: the buffer checks made before the handle is looked up."""
+    if code == C.FIONREAD:
+        return cbout < 4
+    if code == C.FIONBIO:
+        return not inbuf
+    if code == C.SIO_KEEPALIVE_VALS:
+        return cbin < 12
+    return False
 _CLOSE_CANCEL_STATUS = {DECISIONS["close_cancel_status"].choice("cancelled"): C.STATUS_CANCELLED,
                         DECISIONS["close_cancel_status"].choice("connection_aborted"): C.STATUS_CONNECTION_ABORTED}
 
@@ -160,8 +174,22 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
     def _create(self, thread, af, type_, protocol, overlapped_attr):
         """socket/WSASocketW after ws2_32's checks, under the lock."""
         process = self.process
-        if af not in (C.AF_INET, C.AF_INET6):
+        # ws2_32 matches the triple against its catalog (Wine dlls/ws2_32/tests/sock.c test_WSASocket, on
+        # Windows): AF_UNSPEC without a protocol is WSAEINVAL whatever the type; then an unknown type is
+        # WSAESOCKTNOSUPPORT, an unknown family WSAEAFNOSUPPORT, a protocol no entry of that type has
+        # WSAEPROTONOSUPPORT; type 0 takes the protocol's (0: TCP), AF_UNSPEC the IPv4 entry.
+        if af == C.AF_UNSPEC and protocol == 0:
+            return self._err(thread, C.WSAEINVAL, INVALID_SOCKET)
+        if type_ not in (0, C.SOCK_STREAM, C.SOCK_DGRAM, C.SOCK_RAW):
+            return self._err(thread, C.WSAESOCKTNOSUPPORT, INVALID_SOCKET)
+        if af not in (C.AF_INET, C.AF_INET6, C.AF_UNSPEC):
             return self._err(thread, C.WSAEAFNOSUPPORT, INVALID_SOCKET)
+        if af == C.AF_UNSPEC:
+            af = C.AF_INET
+        if type_ == 0:
+            type_ = {0: C.SOCK_STREAM, C.IPPROTO_TCP: C.SOCK_STREAM, C.IPPROTO_UDP: C.SOCK_DGRAM}.get(protocol)
+            if type_ is None:
+                return self._err(thread, C.WSAEPROTONOSUPPORT, INVALID_SOCKET)
         if type_ == C.SOCK_STREAM:
             if protocol not in (0, C.IPPROTO_TCP):
                 return self._err(thread, C.WSAEPROTONOSUPPORT, INVALID_SOCKET)
@@ -175,8 +203,6 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
                 return self._err(thread, C.WSAEACCES, INVALID_SOCKET)
             if not 0 <= protocol <= 255:
                 return self._err(thread, C.WSAEPROTONOSUPPORT, INVALID_SOCKET)
-        else:
-            return self._err(thread, C.WSAESOCKTNOSUPPORT, INVALID_SOCKET)
         if not process.host.up:
             return self._err(thread, C.WSAENETDOWN, INVALID_SOCKET)
         sock = process.new_socket(af, type_, protocol, overlapped_attr)
@@ -371,13 +397,24 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
         rc, err = wsp_ioctl(self.process, thread, sock, code, argp, 4, argp, 4, 0, 0, 0)
         return self._err(thread, err) if rc else self._ok(thread)
 
-    @socket_call("SOCKET s, DWORD dwIoControlCode, LPVOID lpvInBuffer, DWORD cbInBuffer, LPVOID lpvOutBuffer, "
-                 "DWORD cbOutBuffer, LPVOID lpcbBytesReturned, LPVOID lpOverlapped, LPVOID lpCompletionRoutine")
-    def WSAIoctl(self, thread, sock, dwIoControlCode, lpvInBuffer, cbInBuffer, lpvOutBuffer, cbOutBuffer,
+    @ws2_call("SOCKET s, DWORD dwIoControlCode, LPVOID lpvInBuffer, DWORD cbInBuffer, LPVOID lpvOutBuffer, "
+              "DWORD cbOutBuffer, LPVOID lpcbBytesReturned, LPVOID lpOverlapped, LPVOID lpCompletionRoutine",
+              on_socket=False)
+    def WSAIoctl(self, thread, s, dwIoControlCode, lpvInBuffer, cbInBuffer, lpvOutBuffer, cbOutBuffer,
                  lpcbBytesReturned, lpOverlapped, lpCompletionRoutine):
         process = self.process
-        # ws2_32: startup and the handle (sim.c_entry), then lpcbBytesReturned (items 1-5), then the provider.
-        if not lpcbBytesReturned or not self.memory.check(lpcbBytesReturned, 4, True):
+        # ws2_32: startup (sim.c_entry), the handle and lpcbBytesReturned (items 1-5, in the order decision
+        # point wsaioctl_check_order says), then the provider.
+        sock = process.sockets.get(s)
+        bytes_returned_ok = bool(lpcbBytesReturned) and self.memory.check(lpcbBytesReturned, 4, True)
+        if process.profile.wsaioctl_check_order == _IOCTL_BYTES_RETURNED_FIRST:
+            # the process pseudo-handle (-1, any width) is refused as no socket before even these
+            if not bytes_returned_ok or (sock is None and s & 0xFFFFFFFF != 0xFFFFFFFF and _early_buffer_fault(
+                    dwIoControlCode, lpvInBuffer, cbInBuffer, cbOutBuffer)):
+                return self._err(thread, C.WSAEFAULT)
+        if sock is None:
+            return self._err(thread, C.WSAENOTSOCK)
+        if not bytes_returned_ok:
             return self._err(thread, C.WSAEFAULT)
         if process.faults.rules:
             injected = process.faults.take("WSAIoctl", dwIoControlCode)
@@ -490,8 +527,11 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
         except WsaError as exc:
             return self._err(thread, exc.code)
         take = _Receive(self, sock, bufs, sum(n for _, n in bufs), bool(flags & C.MSG_PEEK))
+        # Decision point stream_recv_flags_out: a stream receive has no output flag to report.
+        flags_out = 0 if sock.is_tcp and self.process.profile.stream_recv_flags_out == _STREAM_FLAGS_UNCHANGED \
+            else lpFlags
         return self._io(thread, sock, "recv", take, lpOverlapped, lpCompletionRoutine,
-                        lpNumberOfBytesRecvd, lpFlags)
+                        lpNumberOfBytesRecvd, flags_out)
 
     def _io(self, thread, sock, kind, take, lpOverlapped, lpCompletionRoutine, lpNumber, lpFlags=0):
         """Common path of WSARecv/WSARecvMsg: complete now, go pending, or block."""
@@ -591,9 +631,15 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
     @socket_call("SOCKET s, LPVOID lpOverlapped, LPVOID lpcbTransfer, BOOL fWait, LPVOID lpdwFlags", C.FALSE)
     def WSAGetOverlappedResult(self, thread, sock, lpOverlapped, lpcbTransfer, fWait, lpdwFlags):
         process, mem = self.process, self.memory
+        # Decision point getoverlappedresult_null_out: NULL pointers are WSAEFAULT, or WSA_INVALID_PARAMETER
+        # (lpOverlapped) and WSAEINVAL (the out-pointers); an unwritable one is WSAEFAULT either way.
+        if process.profile.getoverlappedresult_null_out == _GOR_INVALID_PARAMETER:
+            if not lpOverlapped:
+                return self._err(thread, C.WSA_INVALID_PARAMETER, C.FALSE)
+            if not lpcbTransfer or not lpdwFlags:
+                return self._err(thread, C.WSAEINVAL, C.FALSE)
         if not lpOverlapped or not mem.check(lpOverlapped, WSAOVERLAPPED.size, True):
             return self._err(thread, C.WSAEFAULT, C.FALSE)
-        # Decision point getoverlappedresult_null_out: a NULL or unwritable out-pointer is WSAEFAULT.
         if not lpcbTransfer or not mem.check(lpcbTransfer, 4, True) \
                 or not lpdwFlags or not mem.check(lpdwFlags, 4, True):
             return self._err(thread, C.WSAEFAULT, C.FALSE)

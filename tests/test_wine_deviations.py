@@ -46,7 +46,7 @@ def test_every_wine_function_cited_is_listed_in_sources(wine):
             if "Wine dlls/ws2_32/tests/" in dev.wine + dev.windows:
                 assert f"`{fn}`" in tests_table, f"{fn} (line {dev.line}) is not in docs/sources.md"
         if dev.kind == "source":
-            fn = re.search(r"Wine (?:dlls/\w+|server)/\w+\.c (\w+):", dev.wine).group(1)
+            fn = re.search(r"Wine (?:dlls/\w+(?:/\w+)?|server)/\w+\.c (\w+):", dev.wine).group(1)
             assert f"`{fn}`" in impl_table, f"{fn} (line {dev.line}) is not in docs/sources.md's implementation table"
         if dev.kind in ("fixme", "observed"):
             fn = re.search(r"Wine 8\.0 \w+\.dll (\w+)", dev.wine).group(1)

@@ -40,7 +40,7 @@ KINDS = {
     "fixme": re.compile(r"\bWine 8\.0 \w+\.dll \w+ prints \"fixme:\w+:\w+ [^\"]+\""),
     # Wine's own source does it differently, named by file and function (docs/sources.md's
     # Wine implementation table)
-    "source": re.compile(r"\bWine (?:dlls/\w+|server)/\w+\.c \w+: "),
+    "source": re.compile(r"\bWine (?:dlls/\w+(?:/\w+)?|server)/\w+\.c \w+: "),
     # Wine's current test asserts the Windows behaviour outside todo_wine: Wine has fixed it since
     # 8.0 (the function is listed in docs/sources.md's Wine table)
     "fixed_later": re.compile(r"\bWine dlls/(?:ws2_32/tests/sock|ntdll/tests/file)\.c test_\w+: ok\(\) without todo_wine\b"),

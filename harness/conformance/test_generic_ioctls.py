@@ -137,6 +137,18 @@ class TestFionreadSiocatmark:
         assert dequeue(api, port)[:5] == (1, POISON, 0, 123, ovl)
 
 
+def test_siocatmark_on_udp(api, decide):
+    """Decision point siocatmark_datagram: TRUE as on a stream without urgent data (item 20), or WSAEINVAL
+    (Wine 8.0, found by tests/differential)."""
+    udp = api.socket(C.AF_INET, C.SOCK_DGRAM, C.IPPROTO_UDP)
+    out = Guarded(api, 4)
+    rc = api.WSAIoctl(udp, C.SIOCATMARK, 0, 0, out.ptr, 4, dword(api).ptr, 0, 0)
+    if decide("siocatmark_datagram") == "WSAEINVAL":
+        assert rc == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAEINVAL
+        return
+    assert rc == 0 and out.u32() == 1
+
+
 class TestKeepalive:
     def test_bad_input(self, api, tcp):
         """Item 26: input size 0 or NULL input is WSAEFAULT with lpcbBytesReturned = 0."""
@@ -191,6 +203,21 @@ class TestExtensionFunctions:
         assert n.u32() == POISON and internal(api, ovl) == (POISON, POISON)
         assert dequeue(api, port)[1] == C.WAIT_TIMEOUT
 
+    @pytest.mark.parametrize("inlen,outlen", [(15, 8), (16, 4)])
+    def test_short_lengths(self, api, tcp, decide, inlen, outlen):
+        """Decision point extension_pointer_sizes (docs/windows-observed.md §P, no public oracle): a
+        GUID input other than 16 bytes or an output under a pointer is WSAEFAULT, or the lengths are
+        not looked at and the pointer is written (Wine 8.0, found by tests/differential)."""
+        inp = api.memory.alloc(16)
+        api.memory.write(inp, guid_bytes(C.WSAID_ACCEPTEX))
+        n, out = dword(api), Guarded(api, 8)
+        rc = api.WSAIoctl(tcp, C.SIO_GET_EXTENSION_FUNCTION_POINTER, inp, inlen, out.ptr, outlen, n.ptr, 0, 0)
+        if decide("extension_pointer_sizes") == "checked":
+            assert rc == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAEFAULT
+            assert out.read(8) == b"\xcc" * 8 and n.u32() == POISON
+            return
+        assert rc == 0 and n.u32() == 8 and struct.unpack("<Q", out.read(8))[0] != 0
+
 
 class TestBaseHandle:
     @pytest.mark.parametrize("family,kind", [(C.AF_INET, C.SOCK_STREAM), (C.AF_INET, C.SOCK_DGRAM),
@@ -201,6 +228,16 @@ class TestBaseHandle:
         out, n = Guarded(api, 8), dword(api)
         assert api.WSAIoctl(s, C.SIO_BASE_HANDLE, 0, 0, out.ptr, 8, n.ptr, 0, 0) == 0
         assert n.u32() == 8 and struct.unpack("<Q", out.read())[0] == s
+
+    def test_short_output(self, api, tcp, decide):
+        """Decision point extension_pointer_sizes: an output under 8 bytes is WSAEFAULT, or its length is
+        not looked at and the handle is written whole (Wine 8.0, found by tests/differential)."""
+        out, n = Guarded(api, 8), dword(api)
+        rc = api.WSAIoctl(tcp, C.SIO_BASE_HANDLE, 0, 0, out.ptr, 4, n.ptr, 0, 0)
+        if decide("extension_pointer_sizes") == "checked":
+            assert rc == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAEFAULT and out.read() == b"\xcc" * 8
+            return
+        assert rc == 0 and n.u32() == 8 and struct.unpack("<Q", out.read())[0] == tcp
 
     def test_overlapped_fails_through_port(self, api, tcp):
         """Item 55: overlapped SIO_BASE_HANDLE is pending, then ERROR_NOT_SUPPORTED through the port."""
@@ -223,6 +260,31 @@ def test_ideal_send_backlog(api, tcp, pair):
     assert api.WSAGetLastError() == C.WSAENOTCONN
     assert api.WSAIoctl(pair[0], C.SIO_IDEAL_SEND_BACKLOG_QUERY, 0, 0, out.ptr, 4, n.ptr, 0, 0) == 0
     assert out.u32() == 0x10000
+
+
+def test_ideal_send_backlog_short_output(api, decide):
+    """Decision point ideal_backlog_check_order: a 3-byte output on a UDP socket answers the socket's
+    WSAEOPNOTSUPP (item 16) or the output's WSAEFAULT first (Wine 8.0, tests/differential)."""
+    udp = api.socket(C.AF_INET, C.SOCK_DGRAM, C.IPPROTO_UDP)
+    out = Guarded(api, 4)
+    rc = api.WSAIoctl(udp, C.SIO_IDEAL_SEND_BACKLOG_QUERY, 0, 0, out.ptr, 3, dword(api).ptr, 0, 0)
+    expected = C.WSAEFAULT if decide("ideal_backlog_check_order") == "buffer_first" else C.WSAEOPNOTSUPP
+    assert rc == C.SOCKET_ERROR and api.WSAGetLastError() == expected and out.read() == b"\xcc" * 4
+
+
+def test_ideal_send_backlog_overlapped(api, pair, decide):
+    """Decision point ideal_backlog_overlapped (no Windows-run test issues the code overlapped): answered
+    inline with 0x10000 either way; indicated like item 47's inline codes (Internal 0, packet with 0
+    bytes), or the OVERLAPPED is not looked at and nothing is indicated (Wine 8.0, tests/differential)."""
+    client, _server, _ = pair
+    port = make_iocp(api, client)
+    ovl, n, out = overlapped(api), dword(api), Guarded(api, 4)
+    assert api.WSAIoctl(client, C.SIO_IDEAL_SEND_BACKLOG_QUERY, 0, 0, out.ptr, 4, n.ptr, ovl, 0) == 0
+    assert n.u32() == 4 and out.u32() == 0x10000
+    if decide("ideal_backlog_overlapped") == "ignored":
+        assert internal(api, ovl) == (POISON, POISON) and dequeue(api, port)[1] == C.WAIT_TIMEOUT
+        return
+    assert internal(api, ovl) == (0, 0) and dequeue(api, port)[:5] == (1, POISON, 0, 123, ovl)
 
 
 def test_ale_endpoint_handle(api, tcp):

@@ -74,17 +74,25 @@ class TestEvents:
         assert n.u32() == 3
 
     def test_getoverlappedresult_bad_pointers(self, api, pair, decide):
-        """wsagetoverlappedresult.md: lpOverlapped, lpcbTransfer, lpdwFlags must be valid: WSAEFAULT."""
+        """wsagetoverlappedresult.md: lpOverlapped, lpcbTransfer, lpdwFlags must be valid: WSAEFAULT; decision
+        point getoverlappedresult_null_out (the page's answer was Server 2003's): or WSA_INVALID_PARAMETER for
+        a NULL lpOverlapped and WSAEINVAL for a NULL out-pointer (Wine 8.0)."""
         server = pair[1]
         ovl = overlapped(api)
         n, flags = dword(api), dword(api)
-        assert decide("getoverlappedresult_null_out") == "WSAEFAULT"
-        for args in ((0, n.ptr, flags.ptr), (ovl, 0, flags.ptr), (ovl, n.ptr, 0),
-                     (api.memory.invalid_pointer(), n.ptr, flags.ptr)):
+        page = decide("getoverlappedresult_null_out") == "WSAEFAULT"
+        for args, other in (((0, n.ptr, flags.ptr), C.WSA_INVALID_PARAMETER), ((ovl, 0, flags.ptr), C.WSAEINVAL),
+                            ((ovl, n.ptr, 0), C.WSAEINVAL)):
             assert api.WSAGetOverlappedResult(server, args[0], args[1], False, args[2]) == 0
-            assert api.WSAGetLastError() == C.WSAEFAULT
+            assert api.WSAGetLastError() == (C.WSAEFAULT if page else other)
         assert api.WSAGetOverlappedResult(0xDEADBEEF, ovl, n.ptr, False, flags.ptr) == 0
         assert api.WSAGetLastError() == C.WSAENOTSOCK        # item 8
+
+    def test_getoverlappedresult_unwritable_overlapped(self, api, pair):
+        """wsagetoverlappedresult.md: an lpOverlapped outside valid memory is WSAEFAULT."""
+        n, flags = dword(api), dword(api)
+        assert api.WSAGetOverlappedResult(pair[1], api.memory.invalid_pointer(), n.ptr, False, flags.ptr) == 0
+        assert api.WSAGetLastError() == C.WSAEFAULT
 
     def test_wait_any_lowest_index_and_wait_all(self, api):
         """wsawaitformultipleevents.md: lowest signalled index; wait-all needs every event."""
@@ -190,6 +198,35 @@ class TestCompletionRoutines:
         while api.SleepEx(100, True) == C.WAIT_IO_COMPLETION and not log.calls:
             pass
         assert log.calls == [(0, 3, ovl, 0)] and buf.read(3) == b"abc"
+
+    def test_ioctl_routine_on_port_bound_socket(self, api, pair, decide):
+        """Decision points routine_on_port_socket and routine_and_port, for WSAIoctl: FIONBIO with a
+        routine on a port-bound socket is refused with WSAEINVAL where sends and receives are (Internal
+        untouched, nothing indicated), else it completes inline; an inline FIONREAD runs its routine, and
+        its packet (routine_and_port) names the OVERLAPPED, or the routine (Wine 8.0, tests/differential)."""
+        _client, server, _ = pair
+        port = make_iocp(api, server, key=5)
+        log = RoutineLog(api)
+        one = dword(api, 1)
+        ovl = overlapped(api)
+        rc = api.WSAIoctl(server, C.FIONBIO, one.ptr, 4, 0, 0, dword(api).ptr, ovl, log.ptr)
+        if decide("routine_on_port_socket") == "WSAEINVAL":
+            assert rc == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAEINVAL
+            assert internal(api, ovl) == (POISON, POISON)
+        else:
+            assert rc == 0
+        assert api.SleepEx(0, True) == (0 if rc else C.WAIT_IO_COMPLETION)
+        if rc == 0 and decide("routine_and_port") != "routine_only":
+            dequeue(api, port)
+        ovl = overlapped(api)
+        rc = api.WSAIoctl(server, C.FIONREAD, 0, 0, Guarded(api, 4).ptr, 4, dword(api).ptr, ovl, log.ptr)
+        assert rc == 0 and api.SleepEx(0, True) == C.WAIT_IO_COMPLETION and log.calls[-1][2] == ovl
+        ok, _err, _n, key, packet = dequeue(api, port)
+        answer = decide("routine_and_port")
+        if answer == "routine_only":
+            assert ok == 0
+        else:
+            assert (ok, key, packet) == (1, 5, log.ptr if answer == "both_packet_names_routine" else ovl)
 
     def test_invalid_routine_pointer_is_efault(self, api, tcp):
         """WSAIoctl page: a completion routine not in user space is WSAEFAULT (docs/decisions.md §3)."""

@@ -421,3 +421,53 @@ def test_oob_on_a_datagram_socket(api):
     assert api.sendto(b, buf.ptr, 4, C.MSG_OOB, to, tolen) == C.SOCKET_ERROR
     assert api.WSAGetLastError() == C.WSAEOPNOTSUPP
     assert api.sendto(b, buf.ptr, 4, 0, to, tolen) == 4 and buf.guards_intact()
+
+
+def test_stream_recv_flags_out(api, decide):
+    """Decision point stream_recv_flags_out: after a WSARecv with MSG_PEEK completes at once on a TCP
+    socket, *lpFlags holds the output flags (0: none applies to a stream, the WSARecvEx page) or is
+    left as the caller set it (Wine 8.0, found by tests/differential). The peek leaves the data."""
+    client, server, _ = tcp_pair(api)
+    assert api.send(client, _bytes(api, b"abcd"), 4, 0) == 4
+    buf = Guarded(api, 16)
+    arr = api.memory.alloc(WSABUF.size)
+    api.memory.write(arr, WSABUF.pack(len=16, buf=buf.ptr))
+    flags, n = dword(api, C.MSG_PEEK), dword(api)
+    while api.WSARecv(server, arr, 1, n.ptr, flags.ptr, 0, 0) == 0 and n.u32() < 4:
+        flags.set_u32(C.MSG_PEEK)                   # the bytes arrive in pieces: peek again
+    assert n.u32() == 4 and buf.read(4) == b"abcd"
+    assert flags.u32() == (C.MSG_PEEK if decide("stream_recv_flags_out") == "unchanged" else 0)
+    assert _recv_all(api, server, 4) == b"abcd"
+
+
+_D = 0xDEAD
+# Rows of Wine dlls/ws2_32/tests/sock.c test_WSASocket (ok() outside todo_wine, on Windows): the error,
+# or the type and protocol the socket gets.
+SOCKET_TRIPLES = [
+    ((_D, C.SOCK_STREAM, C.IPPROTO_TCP), C.WSAEAFNOSUPPORT), ((C.AF_INET, _D, C.IPPROTO_TCP), C.WSAESOCKTNOSUPPORT),
+    ((C.AF_INET, C.SOCK_STREAM, _D), C.WSAEPROTONOSUPPORT), ((_D, _D, C.IPPROTO_TCP), C.WSAESOCKTNOSUPPORT),
+    ((_D, C.SOCK_STREAM, _D), C.WSAEAFNOSUPPORT), ((C.AF_INET, _D, _D), C.WSAESOCKTNOSUPPORT),
+    ((C.AF_INET, 0, _D), C.WSAEPROTONOSUPPORT), ((C.AF_INET, C.SOCK_STREAM, C.IPPROTO_UDP), C.WSAEPROTONOSUPPORT),
+    ((C.AF_INET, C.SOCK_DGRAM, C.IPPROTO_TCP), C.WSAEPROTONOSUPPORT),
+    ((C.AF_UNSPEC, C.SOCK_STREAM, _D), C.WSAEPROTONOSUPPORT), ((C.AF_UNSPEC, _D, C.IPPROTO_UDP), C.WSAESOCKTNOSUPPORT),
+    ((C.AF_UNSPEC, C.SOCK_STREAM, 0), C.WSAEINVAL), ((C.AF_UNSPEC, _D, 0), C.WSAEINVAL),
+    ((C.AF_UNSPEC, 0, _D), C.WSAEPROTONOSUPPORT), ((C.AF_UNSPEC, 0, 0), C.WSAEINVAL),
+    ((C.AF_INET, 0, 0), (C.SOCK_STREAM, C.IPPROTO_TCP)), ((C.AF_INET, 0, C.IPPROTO_UDP), (C.SOCK_DGRAM, C.IPPROTO_UDP)),
+    ((C.AF_UNSPEC, 0, C.IPPROTO_TCP), (C.SOCK_STREAM, C.IPPROTO_TCP)),
+    ((C.AF_UNSPEC, C.SOCK_STREAM, C.IPPROTO_TCP), (C.SOCK_STREAM, C.IPPROTO_TCP)),
+]
+
+
+@pytest.mark.parametrize("triple,expected", SOCKET_TRIPLES, ids=lambda v: str(v))
+def test_socket_triples(api, triple, expected):
+    """Wine test_WSASocket (Windows): ws2_32's catalog match. AF_UNSPEC without a protocol is WSAEINVAL;
+    then the type, the family, the protocol; type 0 takes the protocol's."""
+    s = api.WSASocketW(*triple, 0, 0, 0)
+    if isinstance(expected, int):
+        assert s == C.INVALID_SOCKET and api.WSAGetLastError() == expected
+        return
+    assert s != C.INVALID_SOCKET, api.WSAGetLastError()
+    value, length = Guarded(api, 4), dword(api, 4)
+    assert api.getsockopt(s, C.SOL_SOCKET, C.SO_TYPE, value.ptr, length.ptr) == 0
+    assert value.u32() == expected[0]
+    assert api.closesocket(s) == 0

@@ -57,12 +57,17 @@ def test_unwritable_bytes_returned_is_efault(api, tcp, bad):
 
 
 @pytest.mark.parametrize("handle", [0, 0xDEADBEEF, C.INVALID_SOCKET, 0xFFFFFFFF])
-def test_invalid_handle_is_enotsock_before_pointer_checks(api, handle):
-    """Item 5: the handle is validated before lpcbBytesReturned (ReactOS ws2_32 layering)."""
+def test_invalid_handle_is_enotsock_before_pointer_checks(api, handle, decide):
+    """Item 5 ([INFERRED]: ReactOS ws2_32 layering), decision point wsaioctl_check_order: the handle is
+    validated before lpcbBytesReturned and FIONREAD's output, or after them (Wine 8.0)."""
     n = dword(api)
+    handle_first = decide("wsaioctl_check_order") == "handle_first"
+    pseudo = handle & 0xFFFFFFFF == 0xFFFFFFFF         # the process pseudo-handle: no buffer check before it
     assert api.WSAIoctl(handle, C.FIONREAD, 0, 0, 0, 0, 0, 0, 0) == C.SOCKET_ERROR
-    assert api.WSAGetLastError() == C.WSAENOTSOCK
+    assert api.WSAGetLastError() == (C.WSAENOTSOCK if handle_first else C.WSAEFAULT)
     assert api.WSAIoctl(handle, C.FIONREAD, 0, 0, 0, 0, n.ptr, 0, 0) == C.SOCKET_ERROR
+    assert api.WSAGetLastError() == (C.WSAENOTSOCK if handle_first or pseudo else C.WSAEFAULT)
+    assert api.WSAIoctl(handle, C.FIONREAD, 0, 0, Guarded(api, 4).ptr, 4, n.ptr, 0, 0) == C.SOCKET_ERROR
     assert api.WSAGetLastError() == C.WSAENOTSOCK
     assert n.u32() == POISON
 
@@ -70,7 +75,7 @@ def test_invalid_handle_is_enotsock_before_pointer_checks(api, handle):
 def test_event_handle_is_not_a_socket(api):
     """Item 6/8: ws2_32 keeps its own socket table; an event handle is WSAENOTSOCK."""
     event = api.WSACreateEvent()
-    assert api.WSAIoctl(event, C.FIONREAD, 0, 0, 0, 0, dword(api).ptr, 0, 0) == C.SOCKET_ERROR
+    assert api.WSAIoctl(event, C.FIONREAD, 0, 0, Guarded(api, 4).ptr, 4, dword(api).ptr, 0, 0) == C.SOCKET_ERROR
     assert api.WSAGetLastError() == C.WSAENOTSOCK
 
 
@@ -92,7 +97,7 @@ def test_cleanup_destroys_sockets(api, tcp):
     assert api.WSAGetLastError() == C.WSANOTINITIALISED
     data = api.memory.alloc(408)
     assert api.WSAStartup(0x0202, data) == 0
-    assert api.WSAIoctl(tcp, C.FIONREAD, 0, 0, 0, 0, dword(api).ptr, 0, 0) == C.SOCKET_ERROR
+    assert api.WSAIoctl(tcp, C.FIONREAD, 0, 0, Guarded(api, 4).ptr, 4, dword(api).ptr, 0, 0) == C.SOCKET_ERROR
     assert api.WSAGetLastError() == C.WSAENOTSOCK
 
 

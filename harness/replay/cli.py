@@ -118,6 +118,7 @@ def cmd_record(args) -> int:
 # --- trace replay ---------------------------------------------------------------------------
 
 def cmd_replay(args) -> int:
+    from .classify import classify, format_classified
     from .replayer import replay
     from .trace import load
     try:
@@ -137,11 +138,15 @@ def cmd_replay(args) -> int:
         return _fail(f"--target {args.target}: {exc}")
     if args.json:
         print(json.dumps({"identical": result.identical, "calls": result.calls,
-                          "divergences": [d.to_dict() for d in result.divergences]}, indent=2, default=str))
+                          "divergences": [{**d.to_dict(), "known": dev.differs if dev else None}
+                                          for d, dev in classify(result, args.target)]},
+                         indent=2, default=str))
     else:
         print(f"replay of {args.file} (recorded on {trace.header['target']}/{trace.header['profile']}) "
               f"on {args.target}/{profile.name}")
         print(result.format())
+        if not result.identical and args.target != "sim":
+            print(format_classified(classify(result, args.target)))
     return 0 if result.identical else 1
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from harness.winsock import constants as C
 from harness.winsock import sockaddr
-from harness.winsock.layouts import WSABUF, WSAOVERLAPPED, WSAPOLLFD
+from harness.winsock.layouts import WSABUF, WSAOVERLAPPED, WSAPOLLFD, guid_bytes
 from harness.wording import plural, times
 
 POISON = 0xDEADBEEF
@@ -249,10 +249,12 @@ def probe_routine_and_port(api):
     if rc != 0:
         raise NotProbed(f"overlapped FIONREAD with a routine did not complete inline: {rc}, {_name(_err(api))}")
     api.SleepEx(0, True)
-    ok, perr, _, _ = _dequeue(api, port)
-    ev = f"inline FIONREAD with a routine on a port-bound socket: routine ran {times(len(calls))}, packet {'posted' if ok else 'none'}"
+    ok, perr, _, packet_ovl = _dequeue(api, port)
+    names_routine = ok and packet_ovl == routine
+    ev = (f"inline FIONREAD with a routine on a port-bound socket: routine ran {times(len(calls))}, packet "
+          f"{('posted naming the routine' if names_routine else 'posted') if ok else 'none'}")
     if len(calls) == 1:
-        return Observation("both" if ok else "routine_only", ev)
+        return Observation(("both_packet_names_routine" if names_routine else "both") if ok else "routine_only", ev)
     return Unmatched(ev)
 
 
@@ -313,7 +315,7 @@ def probe_getoverlappedresult_null_out(api):
     rc = api.WSAGetOverlappedResult(s, ovl, 0, False, _u32(api))
     err = _err(api)
     ev = f"WSAGetOverlappedResult(lpcbTransfer NULL) -> {rc}, last error {_name(err)}"
-    return _choose({C.WSAEFAULT: "WSAEFAULT"}, err if rc == 0 else None, ev)
+    return _choose({C.WSAEFAULT: "WSAEFAULT", C.WSAEINVAL: "invalid_parameter"}, err if rc == 0 else None, ev)
 
 
 def probe_wait_satisfaction_order(api):
@@ -573,6 +575,82 @@ def probe_acceptex_short_address(api):
     if not done and perr == C.ERROR_INSUFFICIENT_BUFFER:
         return Observation("pending_buffer_too_small", ev)
     return Unmatched(ev)
+
+
+def probe_extension_pointer_sizes(api):
+    s = _tcp(api)
+    guid = api.memory.alloc(16)
+    api.memory.write(guid, guid_bytes(C.WSAID_ACCEPTEX))
+    out, n = api.memory.alloc(16), _u32(api)
+    rc = api.WSAIoctl(s, C.SIO_GET_EXTENSION_FUNCTION_POINTER, guid, 15, out, 1, n, 0, 0)
+    err = _err(api) if rc else 0
+    ev = f"the AcceptEx GUID with input 15 and output 1 -> {rc}" + (f", last error {_name(err)}" if rc else
+                                                                   f", size {api.memory.read_u32(n)}")
+    if rc == 0:
+        return Observation("unchecked", ev)
+    return _choose({C.WSAEFAULT: "checked"}, err, ev)
+
+
+def probe_stream_recv_flags_out(api):
+    client, server = _pair(api)
+    data = api.memory.alloc(4)
+    api.memory.write(data, b"abcd")
+    if api.send(client, data, 4, 0) != 4:
+        raise NotProbed(f"send failed: {_name(_err(api))}")
+    api.SleepEx(50, False)                      # let the bytes arrive
+    buf, arr = api.memory.alloc(16), api.memory.alloc(WSABUF.size)
+    api.memory.write(arr, WSABUF.pack(len=16, buf=buf))
+    flags = _u32(api, C.MSG_PEEK)
+    rc = api.WSARecv(server, arr, 1, _u32(api, 0), flags, 0, 0)
+    if rc != 0:
+        raise NotProbed(f"WSARecv with MSG_PEEK and data queued -> {rc}, {_name(_err(api))}")
+    after = api.memory.read_u32(flags)
+    ev = f"WSARecv with MSG_PEEK on a TCP socket with data queued -> 0, *lpFlags {after:#x}"
+    return _choose({0: "written", C.MSG_PEEK: "unchanged"}, after, ev)
+
+
+def probe_ideal_backlog_overlapped(api):
+    client, _server = _pair(api)
+    event = api.WSACreateEvent()
+    ovl = _ovl(api, event)
+    rc = api.WSAIoctl(client, C.SIO_IDEAL_SEND_BACKLOG_QUERY, 0, 0, api.memory.alloc(4), 4, _u32(api), ovl, 0)
+    if rc != 0:
+        raise NotProbed(f"overlapped SIO_IDEAL_SEND_BACKLOG_QUERY -> {rc}, {_name(_err(api))}")
+    signalled = _wait(api, event) == C.WSA_WAIT_EVENT_0
+    untouched = api.memory.read_u64(ovl) == POISON
+    ev = (f"overlapped SIO_IDEAL_SEND_BACKLOG_QUERY with an event -> 0, Internal "
+          f"{'untouched' if untouched else 'written'}, event {'set' if signalled else 'not set'}")
+    if signalled and not untouched:
+        return Observation("indicated", ev)
+    if untouched and not signalled:
+        return Observation("ignored", ev)
+    return Unmatched(ev)
+
+
+def probe_ideal_backlog_check_order(api):
+    udp = api.socket(C.AF_INET, C.SOCK_DGRAM, C.IPPROTO_UDP)
+    rc = api.WSAIoctl(udp, C.SIO_IDEAL_SEND_BACKLOG_QUERY, 0, 0, api.memory.alloc(4), 3, _u32(api), 0, 0)
+    err = _err(api) if rc else 0
+    ev = f"SIO_IDEAL_SEND_BACKLOG_QUERY with a 3-byte output on a UDP socket -> {rc}" + (f", {_name(err)}" if rc else "")
+    return _choose({C.WSAEFAULT: "buffer_first", C.WSAEOPNOTSUPP: "socket_first"}, err, ev)
+
+
+def probe_wsaioctl_check_order(api):
+    bogus = 0xDEADBEEF                      # no socket has it
+    rc = api.WSAIoctl(bogus, C.FIONREAD, 0, 0, api.memory.alloc(4), 4, 0, 0, 0)
+    err = _err(api) if rc else 0
+    ev = f"FIONREAD on handle 0x{bogus:x} with a NULL lpcbBytesReturned -> {rc}" + (f", {_name(err)}" if rc else "")
+    return _choose({C.WSAENOTSOCK: "handle_first", C.WSAEFAULT: "bytes_returned_first"}, err, ev)
+
+
+def probe_siocatmark_datagram(api):
+    udp = api.socket(C.AF_INET, C.SOCK_DGRAM, C.IPPROTO_UDP)
+    rc = api.WSAIoctl(udp, C.SIOCATMARK, 0, 0, api.memory.alloc(4), 4, _u32(api), 0, 0)
+    err = _err(api) if rc else 0
+    ev = f"SIOCATMARK on a UDP socket -> {rc}" + (f", {_name(err)}" if rc else "")
+    if rc == 0:
+        return Observation("at_mark", ev)
+    return _choose({C.WSAEINVAL: "WSAEINVAL"}, err, ev)
 
 
 # -- probes on a redirected connection (redirected_factory) --------------------------------

@@ -15,7 +15,8 @@ from harness.winsock import constants as C
 from .recorder import EXT_SIGNATURES, SIGNATURES, VOLATILE_RETURNS, MemoryTracker, encode_ret, learn_extension
 from harness.wording import plain, plural
 
-from .symbols import Symbols, UnresolvedSymbol, symbol_text
+from .ports import TracePorts, translate
+from .symbols import FreshSymbols, UnresolvedSymbol, retire_closed, symbol_text
 from .trace import Trace
 
 LAST_ERROR_POLICIES = ("failure", "always", "never")
@@ -147,11 +148,12 @@ class _Session:
     def __init__(self, api, name, recorded_completions):
         self.api = api
         self.name = name
-        self.symbols = Symbols()
+        self.symbols = FreshSymbols()      # the target may hand a closed handle's value out again
         self.tracker = MemoryTracker(api.memory, self.symbols)
         self.frames: list[dict] = []
         self.recorded_completions = recorded_completions     # routine k -> [recorded completion, ...]
         self.invocations: dict[int, int] = {}
+        self.recorded_ports, self.ports = TracePorts(), TracePorts()     # ports the system chose, per side
         self.threads: list = []
         self.thread_contexts: list = []
 
@@ -310,6 +312,7 @@ class Replayer:
         else:
             fn = getattr(api, name)
         out = {"op": "call", "fn": name, "args": step["args"], "completions": []}
+        self._translate_ports(step, args)
         self.result.calls += 1
         before = session.tracker.snapshot()
         session.frames.append(out)
@@ -328,9 +331,37 @@ class Replayer:
         out["error"] = api.GetLastError() & 0xFFFFFFFF
         out["writes"] = session.tracker.writes(before, session.tracker.snapshot())
         self._compare(step, out, index, path, ret_type)
+        retire_closed(symbols, out)
         return out
 
+    _ADDRESS_INPUTS = frozenset({"bind", "connect", "sendto", "ConnectEx"})
+
+    def _translate_ports(self, step: dict, args: list) -> None:
+        """The address a connect/sendto/bind names holds the recorded target's port: where the system
+        chose that port (an ordinal is known), write this target's port of the same ordinal instead."""
+        if step["fn"] not in self._ADDRESS_INPUTS:
+            return
+        session = self.session
+        mem = session.api.memory
+        for index, space in session.recorded_ports.address_allocs(step).items():
+            arg = next(a for a, sym in zip(args, step["args"]) if isinstance(sym, list) and sym[:2] == ["alloc", index])
+            try:
+                data = mem.read(arg, 4)
+            except Exception:       # noqa: BLE001 - an address the call is meant to refuse: left alone
+                continue
+            new = translate(data, space, session.recorded_ports, session.ports)
+            if new != data:
+                mem.write(arg, new)
+
     def _compare(self, rec: dict, out: dict, index: int, path: str, ret_type: str) -> None:
+        session = self.session
+        rec_ports, ports = session.recorded_ports, session.ports
+        rec_ports.note_call(rec)
+        ports.note_call(out)
+        allocs = rec_ports.address_allocs(rec)
+        if allocs:          # ports the system chose compare by order of appearance (harness.replay.ports)
+            rec = {**rec, "writes": rec_ports.normalise_runs(rec.get("writes", []), allocs)}
+            out = {**out, "writes": ports.normalise_runs(out.get("writes", []), allocs)}
         for fld, recorded, replayed in compare_call(rec, out, ret_type, self.last_error):
             self._diverge(index, path, rec["fn"], fld, recorded, replayed)
 

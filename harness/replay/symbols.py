@@ -178,3 +178,35 @@ class Symbols:
         for off, sym in syms:
             _Q.pack_into(buf, off, self.value(sym) & 0xFFFFFFFFFFFFFFFF)
         return bytes(buf)
+
+
+# Calls that close the handle their first argument names, and the return values that say they did.
+_CLOSERS = {"closesocket": lambda ret: ret == 0, "CloseHandle": bool, "WSACloseEvent": bool}
+
+
+class FreshSymbols(Symbols):
+    """Symbols where a handle value returned again after it was closed names a new object.
+
+    Wine reuses a closed handle's value at once, the simulator never does
+    (sim/world.py new_handle): without this the reused value would keep the
+    closed object's symbol on one side only (the replayer and tests/differential use it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.retired: set[int] = set()
+
+    def add_handle(self, value: int) -> list:
+        if value in self.retired:
+            self.retired.discard(value)
+            self._handle_of.pop(value, None)
+        return super().add_handle(value)
+
+
+def retire_closed(symbols: FreshSymbols, step: dict) -> None:
+    """After a call step that closed a handle, its value names nothing until a call returns it again."""
+    closed = _CLOSERS.get(step.get("fn"))
+    if step.get("op") == "call" and closed and type(step.get("ret")) is int and closed(step["ret"]):
+        try:
+            symbols.retired.add(symbols.value(step["args"][0]))
+        except KeyError:
+            pass

@@ -10,8 +10,11 @@ and which deviation it is:
     fn = ["WSAIoctl"]                                 # the differing call
     field = ["error"]                                 # ret | error | writes | completions | raised | memory | calls
     args = { 1 = [0x980000DC, 0x980000DD] }           # optional: argument index -> allowed literal values
-    sim = [10057, 10022]                              # optional: the simulator's value(s) of the field
-    wine = [10045]                                    # optional: Wine's value(s) of the field
+    sim = [10057, 10022]                              # optional: the simulator's call failed with one of
+                                                      # these last errors (whatever the differing field)
+    wine = [10045]                                    # optional: Wine's call failed with one of these
+    step = "closesocket"                              # optional: the program step starts with this
+    wine_bytes = "0a000080"                           # optional: Wine's differing bytes contain this (hex)
     deviation = "test_wfp_checks.py::test_query_*"    # an entry of harness/conformance/wine-deviations.toml
                                                       # (one of its `tests` patterns), whose citations it takes
     continues = true                                  # optional: neither side's state changed, the
@@ -32,7 +35,8 @@ from harness.input_error import InputError
 
 FILE = Path(__file__).with_name("known.toml")
 FIELDS = ("ret", "error", "writes", "completions", "raised", "memory", "calls")
-_KEYS = {"continues", "name", "fn", "field", "args", "sim", "wine", "deviation", "differs", "windows", "kind", "citation", "note"}
+_KEYS = {"continues", "name", "fn", "field", "args", "sim", "wine", "step", "wine_bytes", "deviation", "differs", "windows",
+         "kind", "citation", "note"}
 
 
 class KnownError(InputError):
@@ -50,6 +54,8 @@ class Known:
     reason: str
     line: int
     continues: bool = False
+    step: str = ""
+    wine_bytes: str = ""
 
     def matches(self, d) -> bool:
         if self.fns and d.fn not in self.fns:
@@ -59,11 +65,15 @@ class Known:
         for index, allowed in self.args.items():
             if index >= len(d.args) or d.args[index] not in allowed:
                 return False
-        if d.field in ("ret", "error"):        # values constrain the scalar fields only
-            if self.sim is not None and d.sim not in self.sim:
-                return False
-            if self.wine is not None and d.wine not in self.wine:
-                return False
+        # The sides' errors constrain every field: an entry names one failure, never any call failing.
+        if self.sim is not None and d.sim_error not in self.sim:
+            return False
+        if self.wine is not None and d.wine_error not in self.wine:
+            return False
+        if self.step and not d.step.startswith(self.step):
+            return False
+        if self.wine_bytes and self.wine_bytes not in str(d.wine):
+            return False
         return True
 
 
@@ -83,6 +93,12 @@ def _ints(path, line, where, value) -> tuple:
     if not all(isinstance(v, (int, str)) and not isinstance(v, bool) for v in values):
         raise KnownError(path, line, where, "a value or a list of values (ints or strings)")
     return tuple(values)
+
+
+def _text(path, line, where, value) -> str:
+    if not isinstance(value, str):
+        raise KnownError(path, line, where, "a string")
+    return value
 
 
 def _bool(path, line, where, value) -> bool:
@@ -124,7 +140,9 @@ def load(path=FILE) -> KnownList:
                              {int(k): _ints(path, line, f"{where}.args.{k}", v) for k, v in args.items()},
                              _ints(path, line, f"{where}.sim", raw["sim"]) if "sim" in raw else None,
                              _ints(path, line, f"{where}.wine", raw["wine"]) if "wine" in raw else None,
-                             reason, line, _bool(path, line, f"{where}.continues", raw.get("continues", False))))
+                             reason, line, _bool(path, line, f"{where}.continues", raw.get("continues", False)),
+                             _text(path, line, f"{where}.step", raw.get("step", "")),
+                             _text(path, line, f"{where}.wine_bytes", raw.get("wine_bytes", ""))))
     return KnownList(entries)
 
 

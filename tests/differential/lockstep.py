@@ -11,7 +11,9 @@ return value, last error where either side failed, bytes written, completion
 routine invocations), after two normalisations of what legitimately differs:
 
 - ephemeral ports: in allocations the program marks as holding socket
-  addresses, a port becomes its order of first appearance on that side;
+  addresses (of a TCP or UDP socket), a port becomes its order of first
+  appearance in that space on that side (harness.replay.ports, as the
+  replayer does);
 - asynchronous writes: what a pending operation writes (its OVERLAPPED, its
   buffers) lands during the call on the simulator but whenever Wine's async
   machinery gets to it; those allocations are left out of the per-call
@@ -28,36 +30,15 @@ import time
 from dataclasses import dataclass, field
 
 from harness.replay import RecordingApi
-from harness.replay.symbols import Symbols
+from harness.replay.ports import PortOrdinals
+from harness.replay.symbols import FreshSymbols, retire_closed
 from harness.replay.recorder import EXT_SIGNATURES, SIGNATURES
-from harness.replay.replayer import _fmt, _fmt_error, _tokens, compare_call
+from harness.replay.replayer import _fmt, _fmt_error, _tokens, compare_call, signals_failure
 from harness.winsock import constants as C
 
 SETTLE_TIMEOUT_S = 3.0      # Wine gets this long to complete what the simulator completed
 SIM_SETTLE_MS = 50         # virtual time the simulator runs before each comparison
 SETTLE_GRACE_S = 0.01       # after an IOSB is written, Wine posts the packet / sets the event / queues the APC
-_FAMILIES = (C.AF_INET, C.AF_INET6)
-
-
-_CLOSERS = {"closesocket": lambda ret: ret == 0, "CloseHandle": bool, "WSACloseEvent": bool}
-
-
-class FreshSymbols(Symbols):
-    """Symbols where a handle value returned again after it was closed names a new object.
-
-    Wine reuses a closed handle's value at once, the simulator never does
-    (sim/world.py new_handle): without this the reused value would keep the
-    closed object's symbol on one side only."""
-
-    def __init__(self):
-        super().__init__()
-        self.retired: set[int] = set()
-
-    def add_handle(self, value: int) -> list:
-        if value in self.retired:
-            self.retired.discard(value)
-            self._handle_of.pop(value, None)
-        return super().add_handle(value)
 
 
 class Side:
@@ -69,7 +50,7 @@ class Side:
         self.api = RecordingApi(inner, target=name, profile=profile)
         self.api.symbols = self.api._tracker.symbols = FreshSymbols()
         self.v: dict = {}                   # program name -> this side's value (handle, pointer, port)
-        self.ports: dict[int, int] = {}     # port -> order of first appearance
+        self.ports = PortOrdinals()
         self._mark = len(self.api.trace.steps)
 
     def new_steps(self) -> list:
@@ -77,12 +58,7 @@ class Side:
         self._mark = len(self.api.trace.steps)
         symbols = self.api.symbols
         for step in steps:
-            closed = _CLOSERS.get(step.get("fn"))
-            if step.get("op") == "call" and closed and type(step.get("ret")) is int and closed(step["ret"]):
-                try:
-                    symbols.retired.add(symbols.value(step["args"][0]))
-                except KeyError:
-                    pass
+            retire_closed(symbols, step)
         return steps
 
     def alloc_index(self, ptr: int) -> int:
@@ -92,20 +68,6 @@ class Side:
 
     def internal(self, ovl: int) -> int:
         return struct.unpack("<Q", self.inner.memory.read(ovl, 8))[0]
-
-    def port_ordinal(self, port: int) -> int:
-        return self.ports.setdefault(port, len(self.ports))
-
-    def normalise_addresses(self, data: bytes, start: int) -> bytes:
-        """Ports of the SOCKADDR_IN/IN6 in `data` (an allocation's bytes from offset `start`,
-        addresses 2-aligned in it) replaced by their order of first appearance."""
-        buf = bytearray(data)
-        for i in range((-start) % 2, len(buf) - 3, 2):
-            family = buf[i] | buf[i + 1] << 8
-            port = buf[i + 2] << 8 | buf[i + 3]
-            if family in _FAMILIES and port:
-                buf[i + 2:i + 4] = bytes((0xEE, self.port_ordinal(port) & 0xFF))
-        return bytes(buf)
 
 
 @dataclass
@@ -117,6 +79,8 @@ class Divergence:
     sim: object
     wine: object
     args: list = field(default_factory=list)
+    sim_error: int | None = None     # each side's last error where its call failed (None: it did not)
+    wine_error: int | None = None
 
     def describe(self) -> str:
         if self.field == "error":
@@ -147,7 +111,8 @@ class Pair:
         self.wine = Side("wine", wine_api, "wine")
         self.sides = (self.sim, self.wine)
         self.async_allocs: set[int] = set()     # allocation indices a pending operation may write
-        self.addr_allocs: set[int] = set()      # allocation indices holding socket addresses
+        self.addr_allocs: dict[int, str] = {}   # allocation index holding socket addresses -> port space
+        self.data_allocs: set[int] = set()      # allocation indices holding received bytes (never symbols)
         self.overlapped: list[int] = []         # allocation indices of OVERLAPPEDs handed to calls
         self.log: list[tuple] = []              # (step, sim calls, wine calls) of every step run
 
@@ -156,9 +121,16 @@ class Pair:
         if side is self.sim:
             self.async_allocs.update(side.alloc_index(p) for p in ptrs if p)
 
-    def mark_address(self, side: Side, *ptrs: int) -> None:
-        if side is self.sim:
-            self.addr_allocs.update(side.alloc_index(p) for p in ptrs if p)
+    def mark_data(self, side: Side, ptr: int) -> None:
+        """`ptr` receives bytes from the network: a word there that equals a handle value is data (Wine's
+        handles are small numbers), so it is compared as bytes."""
+        if side is self.sim and ptr:
+            self.data_allocs.add(side.alloc_index(ptr))
+
+    def mark_address(self, side: Side, ptr: int, space: str) -> None:
+        """`ptr` holds addresses of a socket of port space `space` (harness.replay.ports)."""
+        if side is self.sim and ptr:
+            self.addr_allocs[side.alloc_index(ptr)] = space
 
     def mark_overlapped(self, side: Side, ovl: int) -> None:
         if side is self.sim:
@@ -207,8 +179,10 @@ class Pair:
         for run in runs:
             if run["alloc"] in self.async_allocs:
                 continue
+            if run["alloc"] in self.data_allocs:
+                run = {**run, "syms": []}
             if run["alloc"] in self.addr_allocs:
-                data = side.normalise_addresses(bytes.fromhex(run["hex"]), run["offset"])
+                data = side.ports.normalise(bytes.fromhex(run["hex"]), run["offset"], self.addr_allocs[run["alloc"]])
                 run = {**run, "hex": data.hex()}
             out.append(run)
         return out
@@ -228,9 +202,10 @@ class Pair:
                 out.append(Divergence(step, i, a["fn"], "calls", format_call(a), format_call(b), a["args"]))
                 return out          # the program took another path: later calls compare nothing
             ret_type = (EXT_SIGNATURES if a.get("ext") else SIGNATURES)[a["fn"]][0]
+            errors = [c.get("error") if signals_failure(c["fn"], ret_type, c.get("ret")) else None for c in (a, b)]
             for fld, sim_value, wine_value in compare_call(self._comparable(self.sim, a),
                                                            self._comparable(self.wine, b), ret_type):
-                out.append(Divergence(step, i, a["fn"], fld, sim_value, wine_value, a["args"]))
+                out.append(Divergence(step, i, a["fn"], fld, sim_value, wine_value, a["args"], *errors))
             if out:
                 return out
         if len(sim_calls) != len(wine_calls):
@@ -244,9 +219,9 @@ class Pair:
             return {}
         data = side.inner.memory.read(start, size)
         if index in self.addr_allocs:
-            data = side.normalise_addresses(data, 0)
-        return _tokens([{"alloc": index, "offset": 0, "hex": data.hex(),
-                         "syms": side.api.symbols.scan(start, data)}])
+            data = side.ports.normalise(data, 0, self.addr_allocs[index])
+        syms = [] if index in self.data_allocs else side.api.symbols.scan(start, data)
+        return _tokens([{"alloc": index, "offset": 0, "hex": data.hex(), "syms": syms}])
 
     def _compare_async_memory(self, step: str) -> list:
         out = []

@@ -46,9 +46,9 @@ def test_a_handle_value_used_again_after_close_is_a_new_symbol():
 
 
 def test_known_entries_explain_only_what_they_name():
-    entry = known.KNOWN.explain(Divergence("s", 0, "CancelIoEx", "ret", 0, 1, [["handle", 2], 0]))
+    entry = known.KNOWN.explain(Divergence("s", 0, "CancelIoEx", "ret", 0, 1, [["handle", 2], 0], 1168))
     assert entry is not None and entry.continues and "test_send_buffering" in entry.reason
-    assert known.KNOWN.explain(Divergence("s", 0, "CancelIoEx", "ret", 0, 1, [["handle", 2], ["alloc", 3, 0]])) is None
+    assert known.KNOWN.explain(Divergence("s", 0, "CancelIoEx", "ret", 0, 1, [["handle", 2], ["alloc", 3, 0]], 1168)) is None
 
 
 @pytest.mark.parametrize("text,field", [
@@ -64,3 +64,26 @@ def test_a_malformed_known_list_names_file_line_and_field(tmp_path, text, field)
     with pytest.raises(InputError) as exc:
         known.load(path)
     assert f"{path}:1: {field}" in str(exc.value)
+
+
+def test_a_known_entry_never_explains_any_failing_call():
+    """An entry's `sim` names the simulator's last error, whatever field differs: the last-WSACleanup
+    entry (sim WSANOTINITIALISED) explains no other failure, nor a success whose writes differ."""
+    other = Divergence("s", 0, "getsockname", "writes", {"alloc8+0": "a"}, {"alloc8+0": "b"}, [], None, None)
+    failing = Divergence("s", 0, "WSAIoctl", "ret", -1, 0, [["handle", 2], 0x4004667F], C.WSAEFAULT, None)
+    assert known.KNOWN.explain(other) is None and known.KNOWN.explain(failing) is None
+    after_cleanup = Divergence("s", 0, "WSAIoctl", "error", C.WSANOTINITIALISED, C.WSAEFAULT,
+                               [["handle", 2], 0x4004667F], C.WSANOTINITIALISED, C.WSAEFAULT)
+    assert known.KNOWN.explain(after_cleanup).name == "calls-after-last-cleanup"
+
+
+def test_ports_compare_by_order_of_appearance_per_space():
+    """The simulator gives a TCP listener and a UDP socket the same number, Linux does not: each
+    space numbers its own ports (harness.replay.ports), so both runs read the same."""
+    from harness.replay.ports import PortOrdinals
+    from harness.winsock.sockaddr import from_text
+    sim, wine = PortOrdinals(), PortOrdinals()
+    a = [sim.normalise(from_text("127.0.0.1", 49152), 0, space) for space in ("tcp", "udp", "udp")]
+    b = [wine.normalise(from_text("127.0.0.1", p), 0, space) for p, space in ((40001, "tcp"), (51234, "udp"),
+                                                                             (40001, "udp"))]
+    assert a[0] == b[0] and a[1] == b[1] and a[2] == a[1] and b[2] != b[1]

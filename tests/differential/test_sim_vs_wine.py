@@ -3,7 +3,6 @@
 
 HYPOTHESIS_PROFILE=ci (the default) runs a bounded number of programs, deep (nightly) many more.
 """
-import pytest
 from hypothesis import settings
 
 from .program import ArgumentSpaceMachine, DifferentialMachine
@@ -20,16 +19,12 @@ def _run(machine_class):
     test("runTest").runTest()
 
 
-@pytest.mark.xfail(strict=False, reason="open: the stateful model still meets divergences not yet classified "
-                   "(tests/differential/README.md, 'Open'); the first one met is printed")
 def test_stateful_model_agrees(wine_available):
     """Overlapped receives, sends and IOCTLs with every completion mechanism, waits, dequeues,
     cancels, shutdowns, closes, WSAPoll, TCP and UDP data with flags."""
     _run(DifferentialMachine)
 
 
-@pytest.mark.xfail(strict=False, reason="open: the argument space still meets divergences not yet classified "
-                   "(tests/differential/README.md, 'Open'); the first one met is printed")
 def test_argument_space_agrees(wine_available):
     """The stateful model plus WSAStartup/WSACleanup with any version, socket/WSASocketW with any
     family, type, protocol and flags, get/setsockopt, every IOCTL code the contract names."""
