@@ -234,6 +234,10 @@ def test_run_target_wine_is_the_same_command_and_register_policy_needs_windows(w
                 threading.Event().wait(0.5)
             else:
                 pytest.fail("the proxy never listened")
+        for _ in range(120):               # until the proxy has taken and refused the probe's connection
+            if log.exists() and "WSAEOPNOTSUPP" in log.read_text() or child.poll() is not None:
+                break
+            threading.Event().wait(0.5)
         child.send_signal(2)                                  # SIGINT: as Ctrl-C
         out, err = child.communicate(timeout=60)
     finally:
