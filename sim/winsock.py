@@ -33,6 +33,10 @@ from sim.mswsock import Mswsock
 _CLOSE_CANCEL_STATUS = {DECISIONS["close_cancel_status"].choice("cancelled"): C.STATUS_CANCELLED,
                         DECISIONS["close_cancel_status"].choice("connection_aborted"): C.STATUS_CONNECTION_ABORTED}
 
+_WSABUF_FIELDS = struct.Struct("<I4xQ")        # a WSABUF: len, then buf
+assert _WSABUF_FIELDS.size == WSABUF.size
+_U32 = struct.Struct("<I")
+
 
 class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
     """One simulated process's Winsock, ready to use.
@@ -434,13 +438,15 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
     # -- overlapped stream I/O ---------------------------------------------
     def _buffers(self, lpBuffers, count, writable):
         """[(ptr, len)] of a WSABUF array, or WsaError(WSAEFAULT)."""
+        if not count:
+            return []
         mem = self.memory
-        if count and (not lpBuffers or not mem.check(lpBuffers, count * WSABUF.size, False)):
+        # kread is check's readable test and the read in one lookup (None: not readable).
+        raw = mem.kread(lpBuffers, count * WSABUF.size) if lpBuffers else None
+        if raw is None:
             raise WsaError(C.WSAEFAULT)
-        raw = mem.kread(lpBuffers, count * WSABUF.size) if count else b""
         bufs = []
-        for i in range(count):
-            length, ptr = struct.unpack_from("<I4xQ", raw, i * WSABUF.size)
+        for length, ptr in _WSABUF_FIELDS.iter_unpack(raw):
             if length and (not ptr or not mem.check(ptr, length, writable)):
                 raise WsaError(C.WSAEFAULT)
             bufs.append((ptr, length))
@@ -475,7 +481,7 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
                 raise WsaError(C.WSAEFAULT)
             if routine_refused(self.process, sock, lpOverlapped, lpCompletionRoutine):
                 raise WsaError(C.WSAEINVAL)
-            flags = mem.kread_u32(lpFlags)
+            flags = _U32.unpack(mem.kread(lpFlags, 4))[0]
             if flags & ~(C.MSG_PEEK | C.MSG_OOB | C.MSG_PARTIAL | C.MSG_PUSH_IMMEDIATE | C.MSG_WAITALL):
                 raise WsaError(C.WSAEOPNOTSUPP)
             overlapped = bool(sock.overlapped_attr and lpOverlapped)
@@ -489,7 +495,8 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
                 raise WsaError(C.WSAEINVAL)
         except WsaError as exc:
             return self._err(thread, exc.code)
-        take = _Receive(self, sock, bufs, sum(n for _, n in bufs), bool(flags & C.MSG_PEEK))
+        take = _Receive(self, sock, bufs, bufs[0][1] if dwBufferCount == 1 else sum(n for _, n in bufs),
+                        bool(flags & C.MSG_PEEK))
         return self._io(thread, sock, "recv", take, lpOverlapped, lpCompletionRoutine,
                         lpNumberOfBytesRecvd, lpFlags)
 
