@@ -36,6 +36,7 @@ _CLOSE_CANCEL_STATUS = {DECISIONS["close_cancel_status"].choice("cancelled"): C.
 _WSABUF_FIELDS = struct.Struct("<I4xQ")        # a WSABUF: len, then buf
 assert _WSABUF_FIELDS.size == WSABUF.size
 _U32 = struct.Struct("<I")
+_EXTENSIONS = frozenset({"WSARecvMsg", "WSASendMsg", "AcceptEx", "ConnectEx", "GetAcceptExSockaddrs"})
 
 
 class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
@@ -635,16 +636,8 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
         """Call an extension function pointer (SIO_GET_EXTENSION_FUNCTION_POINTER)."""
         with self._lock:
             name = self.process.extension_at(fnptr) if isinstance(fnptr, int) else None
-        if name == "WSARecvMsg":
-            return self.WSARecvMsg(*args)
-        if name == "WSASendMsg":
-            return self.WSASendMsg(*args)
-        if name == "AcceptEx":
-            return self.AcceptEx(*args)
-        if name == "ConnectEx":
-            return self.ConnectEx(*args)
-        if name == "GetAcceptExSockaddrs":
-            return self.GetAcceptExSockaddrs(*args)
+        if name in _EXTENSIONS:
+            return getattr(self, name)(*args)
         raise TypeError(f"call(): 0x{fnptr:x} is not an extension function pointer of this process"
                         if isinstance(fnptr, int) else "call(): fnptr must be an int")
 
