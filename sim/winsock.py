@@ -480,7 +480,7 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
             bufs = self._buffers(lpBuffers, dwBufferCount, True)
             if not lpFlags or not mem.check(lpFlags, 4, True):
                 raise WsaError(C.WSAEFAULT)
-            if routine_refused(self.process, sock, lpOverlapped, lpCompletionRoutine):
+            if lpCompletionRoutine and routine_refused(self.process, sock, lpOverlapped, lpCompletionRoutine):
                 raise WsaError(C.WSAEINVAL)
             flags = _U32.unpack(mem.kread(lpFlags, 4))[0]
             if flags & ~(C.MSG_PEEK | C.MSG_OOB | C.MSG_PARTIAL | C.MSG_PUSH_IMMEDIATE | C.MSG_WAITALL):
@@ -491,7 +491,8 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
             if not overlapped and not lpNumberOfBytesRecvd:
                 raise WsaError(C.WSAEFAULT)
             if sock.is_tcp:
-                sock._stream_check(False)
+                if sock.state != "connected" or sock.shut_recv:     # else nothing to refuse
+                    sock._stream_check(False)
             elif sock.udp is None:
                 raise WsaError(C.WSAEINVAL)
         except WsaError as exc:
@@ -561,7 +562,7 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
                 raise WsaError(C.WSAEFAULT)
             if not overlapped and not lpNumberOfBytesSent:
                 raise WsaError(C.WSAEFAULT)
-            if routine_refused(self.process, sock, lpOverlapped, lpCompletionRoutine):
+            if lpCompletionRoutine and routine_refused(self.process, sock, lpOverlapped, lpCompletionRoutine):
                 raise WsaError(C.WSAEINVAL)
             if dwFlags & ~(C.MSG_OOB | C.MSG_DONTROUTE | C.MSG_PARTIAL):
                 raise WsaError(C.WSAEOPNOTSUPP)
