@@ -137,7 +137,9 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
     @cfunc("")
     def WSAGetLastError(self):
         with self._lock:
-            value = self.process.current_thread().last_error & 0xFFFFFFFF
+            # Process.current_thread's first step inline, as in _enter: called after most failures.
+            thread = self._tls.__dict__.get("thread") or self.process.current_thread()
+            value = thread.last_error & 0xFFFFFFFF
             return value - (1 << 32) if value & 0x80000000 else value
 
     @cfunc("int iError")
