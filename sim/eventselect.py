@@ -132,6 +132,9 @@ def refresh(sock) -> None:
     sock.ev_pending |= new
     sock.ev_reported |= new
     sock.ev_once |= new & ONCE
+    if errors is None and not sock.ev_errors:
+        _signal(sock)                   # no error to store or forget (most sockets, most events)
+        return
     for bit, index in _BITS:
         if new & bit:
             # Only errors not 0 are stored (most sockets never have one: no dict for them).

@@ -24,6 +24,7 @@ PROT_NONE = 0
 PROT_READ = 1
 PROT_RW = 3
 _PROTS = {"none": PROT_NONE, "r": PROT_READ, "rw": PROT_RW}
+_U32 = struct.Struct("<I")
 _PAGE_INDEX_LIMIT = 256     # regions up to 1 MiB are indexed by page for O(1) lookups
 
 
@@ -183,14 +184,14 @@ class AddressSpace(MemoryHelpers):
 
     def kread_u32(self, ptr: int):
         data = self.kread(ptr, 4)
-        return None if data is None else struct.unpack("<I", data)[0]
+        return None if data is None else _U32.unpack(data)[0]
 
     def kread_i32(self, ptr: int):
         data = self.kread(ptr, 4)
         return None if data is None else struct.unpack("<i", data)[0]
 
     def kwrite_u32(self, ptr: int, value: int) -> bool:
-        return self.kwrite(ptr, struct.pack("<I", value & 0xFFFFFFFF))
+        return self.kwrite(ptr, _U32.pack(value & 0xFFFFFFFF))
 
     def kwrite_u64(self, ptr: int, value: int) -> bool:
         return self.kwrite(ptr, struct.pack("<Q", value & 0xFFFFFFFFFFFFFFFF))

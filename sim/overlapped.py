@@ -75,11 +75,8 @@ def complete(req: IoRequest, status: int, information: int, flags: int = 0,
     process = req.process
     kernel = process.kernel
     sock = req.socket
-    if sock is not None:
-        try:
-            sock.pending.remove(req)
-        except ValueError:
-            pass                        # completed at issue: never pending
+    if sock is not None and req in sock.pending:    # not when completed at issue: never pending
+        sock.pending.remove(req)
     mem = process.memory
     if not mem.kwrite(req.overlapped + _INTERNAL, _STATUS_AND_BYTES.pack(status, information)):
         # Windows would write into whatever is there now; we record the bug instead.

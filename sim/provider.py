@@ -27,6 +27,7 @@ _IDEAL_BACKLOG_IGNORES_OVERLAPPED = DECISIONS["ideal_backlog_overlapped"].choice
 
 
 _U32 = struct.Struct("<I")
+_HEVENT = WSAOVERLAPPED.offset("hEvent")
 
 
 def routine_refused(process, sock, lpOverlapped, lpCompletionRoutine) -> bool:
@@ -67,7 +68,8 @@ def start_overlapped(process, sock, thread, lpOverlapped, lpCompletionRoutine, k
             return None, C.WSAEINVAL
         event_raw = 0
     else:
-        event_raw = ov.read_event(process, lpOverlapped)
+        # hEvent (ov.read_event, inline: every overlapped call; readable: checked just above).
+        event_raw = int.from_bytes(mem.kread(lpOverlapped + _HEVENT, 8), "little")
         event = event_raw & ~1
         if event and getattr(process.handles.get(event), "kind", "") != "event":
             if process.profile.bad_event_at_issue == _BAD_EVENT_FAILS:

@@ -368,7 +368,8 @@ class Socket:
 
     def stream_send(self, data: bytes) -> int:
         self._check_net()
-        self._stream_check(True)
+        if self.state != "connected" or self.shut_send:     # else nothing to refuse
+            self._stream_check(True)
         conn = self.conn
         if conn.reset or conn.state == "CLOSED":
             raise WsaError(conn.error or C.WSAECONNRESET)

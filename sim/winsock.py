@@ -47,6 +47,11 @@ def _early_buffer_fault(code, inbuf, cbin, cbout) -> bool:
 _CLOSE_CANCEL_STATUS = {DECISIONS["close_cancel_status"].choice("cancelled"): C.STATUS_CANCELLED,
                         DECISIONS["close_cancel_status"].choice("connection_aborted"): C.STATUS_CONNECTION_ABORTED}
 
+_WSABUF_FIELDS = struct.Struct("<I4xQ")        # a WSABUF: len, then buf
+assert _WSABUF_FIELDS.size == WSABUF.size
+_U32 = struct.Struct("<I")
+_EXTENSIONS = frozenset({"WSARecvMsg", "WSASendMsg", "AcceptEx", "ConnectEx", "GetAcceptExSockaddrs"})
+
 
 class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
     """One simulated process's Winsock, ready to use.
@@ -146,7 +151,9 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
     @cfunc("")
     def WSAGetLastError(self):
         with self._lock:
-            value = self.process.current_thread().last_error & 0xFFFFFFFF
+            # Process.current_thread's first step inline, as in _enter: called after most failures.
+            thread = self._tls.__dict__.get("thread") or self.process.current_thread()
+            value = thread.last_error & 0xFFFFFFFF
             return value - (1 << 32) if value & 0x80000000 else value
 
     @cfunc("int iError")
@@ -471,13 +478,15 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
     # -- overlapped stream I/O ---------------------------------------------
     def _buffers(self, lpBuffers, count, writable):
         """[(ptr, len)] of a WSABUF array, or WsaError(WSAEFAULT)."""
+        if not count:
+            return []
         mem = self.memory
-        if count and (not lpBuffers or not mem.check(lpBuffers, count * WSABUF.size, False)):
+        # kread is check's readable test and the read in one lookup (None: not readable).
+        raw = mem.kread(lpBuffers, count * WSABUF.size) if lpBuffers else None
+        if raw is None:
             raise WsaError(C.WSAEFAULT)
-        raw = mem.kread(lpBuffers, count * WSABUF.size) if count else b""
         bufs = []
-        for i in range(count):
-            length, ptr = struct.unpack_from("<I4xQ", raw, i * WSABUF.size)
+        for length, ptr in _WSABUF_FIELDS.iter_unpack(raw):
             if length and (not ptr or not mem.check(ptr, length, writable)):
                 raise WsaError(C.WSAEFAULT)
             bufs.append((ptr, length))
@@ -510,9 +519,9 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
             bufs = self._buffers(lpBuffers, dwBufferCount, True)
             if not lpFlags or not mem.check(lpFlags, 4, True):
                 raise WsaError(C.WSAEFAULT)
-            if routine_refused(self.process, sock, lpOverlapped, lpCompletionRoutine):
+            if lpCompletionRoutine and routine_refused(self.process, sock, lpOverlapped, lpCompletionRoutine):
                 raise WsaError(C.WSAEINVAL)
-            flags = mem.kread_u32(lpFlags)
+            flags = _U32.unpack(mem.kread(lpFlags, 4))[0]
             if flags & ~(C.MSG_PEEK | C.MSG_OOB | C.MSG_PARTIAL | C.MSG_PUSH_IMMEDIATE | C.MSG_WAITALL):
                 raise WsaError(C.WSAEOPNOTSUPP)
             overlapped = bool(sock.overlapped_attr and lpOverlapped)
@@ -521,12 +530,14 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
             if not overlapped and not lpNumberOfBytesRecvd:
                 raise WsaError(C.WSAEFAULT)
             if sock.is_tcp:
-                sock._stream_check(False)
+                if sock.state != "connected" or sock.shut_recv:     # else nothing to refuse
+                    sock._stream_check(False)
             elif sock.udp is None:
                 raise WsaError(C.WSAEINVAL)
         except WsaError as exc:
             return self._err(thread, exc.code)
-        take = _Receive(self, sock, bufs, sum(n for _, n in bufs), bool(flags & C.MSG_PEEK))
+        take = _Receive(self, sock, bufs, bufs[0][1] if dwBufferCount == 1 else sum(n for _, n in bufs),
+                        bool(flags & C.MSG_PEEK))
         # Decision point stream_recv_flags_out: a stream receive has no output flag to report.
         flags_out = 0 if sock.is_tcp and self.process.profile.stream_recv_flags_out == _STREAM_FLAGS_UNCHANGED \
             else lpFlags
@@ -593,7 +604,7 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
                 raise WsaError(C.WSAEFAULT)
             if not overlapped and not lpNumberOfBytesSent:
                 raise WsaError(C.WSAEFAULT)
-            if routine_refused(self.process, sock, lpOverlapped, lpCompletionRoutine):
+            if lpCompletionRoutine and routine_refused(self.process, sock, lpOverlapped, lpCompletionRoutine):
                 raise WsaError(C.WSAEINVAL)
             if dwFlags & ~(C.MSG_OOB | C.MSG_DONTROUTE | C.MSG_PARTIAL):
                 raise WsaError(C.WSAEOPNOTSUPP)
@@ -674,16 +685,8 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
         """Call an extension function pointer (SIO_GET_EXTENSION_FUNCTION_POINTER)."""
         with self._lock:
             name = self.process.extension_at(fnptr) if isinstance(fnptr, int) else None
-        if name == "WSARecvMsg":
-            return self.WSARecvMsg(*args)
-        if name == "WSASendMsg":
-            return self.WSASendMsg(*args)
-        if name == "AcceptEx":
-            return self.AcceptEx(*args)
-        if name == "ConnectEx":
-            return self.ConnectEx(*args)
-        if name == "GetAcceptExSockaddrs":
-            return self.GetAcceptExSockaddrs(*args)
+        if name in _EXTENSIONS:
+            return getattr(self, name)(*args)
         raise TypeError(f"call(): 0x{fnptr:x} is not an extension function pointer of this process"
                         if isinstance(fnptr, int) else "call(): fnptr must be an int")
 

@@ -119,6 +119,9 @@ class CompletionEchoServer(EchoServer):
     def _accepted(self, lst, acc, slot, err, _n) -> None:
         api = self.api
         del self.accepts[slot]
+        if lst not in self.listeners:            # the listener was closed: nothing more to accept
+            api.closesocket(acc)
+            return
         self._post_accept(lst, slot)
         if err:
             api.closesocket(acc)
