@@ -514,8 +514,13 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
                     return self._ok(thread)
                 if status >> 30 == 3:
                     ov.fail_at_issue(req)            # an error (a reset): not indicated
-                else:
-                    ov.complete(req, status, n, flags)   # a warning (truncation): indicated, and reported
+                    return self._err(thread, st.to_winsock(status))
+                ov.complete(req, status, n, flags)   # a warning (truncation): indicated
+                if req.routine:
+                    # Wine dlls/ws2_32/tests/sock.c test_ip_pktinfo ("And with an APC", on Windows):
+                    # with a routine, a truncation at issue returns WSA_IO_PENDING; the routine gets
+                    # WSAEMSGSIZE. Without one the error is reported at once (sim/msg.py).
+                    return self._err(thread, C.WSA_IO_PENDING)
                 return self._err(thread, st.to_winsock(status))
 
             req.take = take
@@ -617,6 +622,9 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
             status, info = internal()
         flags = process.completed_flags.get(lpOverlapped, 0)
         if not st.nt_success(status):
+            # The byte count is written on failure too (Wine dlls/ws2_32/tests/sock.c test_ip_pktinfo,
+            # on Windows: WSAEMSGSIZE with the datagram's size).
+            mem.kwrite_u32(lpcbTransfer, info)
             mem.kwrite_u32(lpdwFlags, flags)
             return self._err(thread, st.to_winsock(status), C.FALSE)
         mem.kwrite_u32(lpcbTransfer, info)
