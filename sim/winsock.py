@@ -30,6 +30,7 @@ from sim.kernel32 import Kernel32
 from sim.mswsock import Mswsock
 
 # Decision points this module reads (sim/decision_points.py), checked when it is imported.
+_OVERFLOW_PENDING = DECISIONS["overflow_at_issue"].choice("pending")
 _CLOSE_CANCEL_STATUS = {DECISIONS["close_cancel_status"].choice("cancelled"): C.STATUS_CANCELLED,
                         DECISIONS["close_cancel_status"].choice("connection_aborted"): C.STATUS_CONNECTION_ABORTED}
 
@@ -516,10 +517,10 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
                     ov.fail_at_issue(req)            # an error (a reset): not indicated
                     return self._err(thread, st.to_winsock(status))
                 ov.complete(req, status, n, flags)   # a warning (truncation): indicated
-                if req.routine:
-                    # Wine dlls/ws2_32/tests/sock.c test_ip_pktinfo ("And with an APC", on Windows):
-                    # with a routine, a truncation at issue returns WSA_IO_PENDING; the routine gets
-                    # WSAEMSGSIZE. Without one the error is reported at once (sim/msg.py).
+                # Wine dlls/ws2_32/tests/sock.c test_ip_pktinfo ("And with an APC", on Windows): with
+                # a routine, a truncation at issue returns WSA_IO_PENDING and the routine gets
+                # WSAEMSGSIZE; without one, decision point overflow_at_issue.
+                if req.routine or self.process.profile.overflow_at_issue == _OVERFLOW_PENDING:
                     return self._err(thread, C.WSA_IO_PENDING)
                 return self._err(thread, st.to_winsock(status))
 

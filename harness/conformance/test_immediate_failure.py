@@ -483,3 +483,43 @@ class TestRoutines:
         assert log.calls == [(C.WSAEMSGSIZE, 6, ovl, 0)]
         assert WSAMSG.unpack(api.memory.read(msg, WSAMSG.size))["dwFlags"] == C.MSG_CTRUNC
         assert data.read(6) == b"HELLO\0"
+
+    @pytest.mark.udp
+    def test_short_control_buffer_at_issue_without_a_routine(self, api, decide):
+        """Decision point overflow_at_issue: the same WSARecvMsg with an event on a port-bound socket
+        returns -1 with WSAEMSGSIZE or WSA_IO_PENDING; either way the truncation is a warning that
+        completes the request (Wine afd.c test_recv: STATUS_BUFFER_OVERFLOW written to the
+        IO_STATUS_BLOCK at issue): Internal STATUS_BUFFER_OVERFLOW with the size, the event set, a
+        packet FALSE with ERROR_MORE_DATA and the size; WSAGetOverlappedResult then gives
+        WSAEMSGSIZE with the size (Wine test_ip_pktinfo, the overlapped case)."""
+        a, _ = udp_socket(api)
+        b, pb = udp_socket(api)
+        assert api.setsockopt(b, C.IPPROTO_IP, C.IP_PKTINFO, dword(api, 1).ptr, 4) == 0
+        port = make_iocp(api, b, key=KEY)
+        recvmsg = get_extension(api, b, C.WSAID_WSARECVMSG)
+        to, tolen = sockaddr(api, "127.0.0.1", pb)
+        payload = api.memory.alloc(6)
+        api.memory.write(payload, b"HELLO\0")
+        assert api.sendto(a, payload, 6, 0, to, tolen) == 6
+        _readable(api, b)
+        data, ctrl = Guarded(api, 10), Guarded(api, 1)
+        arr = api.memory.alloc(WSABUF.size)
+        api.memory.write(arr, WSABUF.pack(len=10, buf=data.ptr))
+        msg = api.memory.alloc(WSAMSG.size)
+        api.memory.write(msg, WSAMSG.pack(name=0, namelen=0, lpBuffers=arr, dwBufferCount=1,
+                                          Control_len=1, Control_buf=ctrl.ptr, dwFlags=0))
+        event = api.WSACreateEvent()
+        ovl = overlapped(api, event)
+        n = dword(api)
+        api.WSASetLastError(POISON)
+        assert api.call(recvmsg, b, msg, n.ptr, ovl, 0) == C.SOCKET_ERROR
+        expected = C.WSA_IO_PENDING if decide("overflow_at_issue") == "pending" else C.WSAEMSGSIZE
+        assert api.WSAGetLastError() == expected
+        assert internal(api, ovl) == (C.STATUS_BUFFER_OVERFLOW, 6)
+        assert _signalled(api, event)
+        assert dequeue(api, port, 1000)[:5] == (C.FALSE, C.ERROR_MORE_DATA, 6, KEY, ovl)
+        assert _nothing_queued(api, port)
+        got, flags = dword(api), dword(api)
+        assert api.WSAGetOverlappedResult(b, ovl, got.ptr, False, flags.ptr) == C.FALSE
+        assert api.WSAGetLastError() == C.WSAEMSGSIZE and got.u32() == 6
+        assert WSAMSG.unpack(api.memory.read(msg, WSAMSG.size))["dwFlags"] == C.MSG_CTRUNC

@@ -119,7 +119,8 @@ class CompletionEchoServer(EchoServer):
     def _accepted(self, lst, acc, slot, err, _n) -> None:
         api = self.api
         del self.accepts[slot]
-        self._post_accept(lst, slot)
+        if lst in self.listeners:               # a listener closed and dropped takes no new AcceptEx
+            self._post_accept(lst, slot)
         if err:
             api.closesocket(acc)
             return
