@@ -292,5 +292,14 @@ DECISIONS: dict[str, DecisionPoint] = {d.name: d for d in (
         probe="kernel side: only a callout running on Windows sees the layer data, no Winsock call shows it",
         plain="AF_INET SOCKADDR_STORAGEs: the IPv4 addresses, in the layer's family",
         mapped="AF_INET6 SOCKADDR_STORAGEs holding the v4-mapped addresses, in the socket's family"),
+    # issue 14 (areas 4, 5): completion on immediate failure
+    _dp("overflow_at_issue", "overlapped",
+        "An overlapped WSARecvMsg or WSARecv without a completion routine whose datagram or control data "
+        "is truncated when the call is made (STATUS_BUFFER_OVERFLOW at issue). Wine test_ip_pktinfo shows "
+        "Windows only without an OVERLAPPED (WSAEMSGSIZE) and with a routine (WSA_IO_PENDING).",
+        read_in="sim/winsock.py",
+        WSAEMSGSIZE="-1 with WSAEMSGSIZE; a warning completes the request all the same: Internal "
+                    "STATUS_BUFFER_OVERFLOW, the event set, a packet (ERROR_MORE_DATA) queued",
+        pending="-1 with WSA_IO_PENDING, as with a routine; indicated the same way"),
 )}
 

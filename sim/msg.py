@@ -104,7 +104,9 @@ def recvmsg(api, thread, sock, lpMsg, lpNumber, lpOverlapped, lpRoutine):
         # Truncated data or control data both fail: WSAEMSGSIZE, STATUS_BUFFER_OVERFLOW overlapped
         # (Wine dlls/ws2_32/tests/sock.c test_ip_pktinfo, Control.len 1: -1, WSAEMSGSIZE, MSG_CTRUNC).
         status = 0x80000005 if flags & (C.MSG_TRUNC | C.MSG_CTRUNC) else 0    # STATUS_BUFFER_OVERFLOW
-        return status, n, flags
+        # The flags reach the caller in WSAMSG.dwFlags only: a routine gets dwFlags 0 (Wine
+        # test_ip_pktinfo's ip_pktinfo_apc, on Windows).
+        return status, n, 0
 
     return api._io(thread, sock, "recvmsg", take, lpOverlapped, lpRoutine, lpNumber)
 

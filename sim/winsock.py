@@ -30,6 +30,7 @@ from sim.kernel32 import Kernel32
 from sim.mswsock import Mswsock
 
 # Decision points this module reads (sim/decision_points.py), checked when it is imported.
+_OVERFLOW_PENDING = DECISIONS["overflow_at_issue"].choice("pending")
 _STREAM_FLAGS_UNCHANGED = DECISIONS["stream_recv_flags_out"].choice("unchanged")
 _IOCTL_BYTES_RETURNED_FIRST = DECISIONS["wsaioctl_check_order"].choice("bytes_returned_first")
 _GOR_INVALID_PARAMETER = DECISIONS["getoverlappedresult_null_out"].choice("invalid_parameter")
@@ -44,6 +45,8 @@ def _early_buffer_fault(code, inbuf, cbin, cbout) -> bool:
     if code == C.SIO_KEEPALIVE_VALS:
         return cbin < 12
     return False
+
+
 _CLOSE_CANCEL_STATUS = {DECISIONS["close_cancel_status"].choice("cancelled"): C.STATUS_CANCELLED,
                         DECISIONS["close_cancel_status"].choice("connection_aborted"): C.STATUS_CONNECTION_ABORTED}
 
@@ -565,8 +568,13 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
                     return self._ok(thread)
                 if status >> 30 == 3:
                     ov.fail_at_issue(req)            # an error (a reset): not indicated
-                else:
-                    ov.complete(req, status, n, flags)   # a warning (truncation): indicated, and reported
+                    return self._err(thread, st.to_winsock(status))
+                ov.complete(req, status, n, flags)   # a warning (truncation): indicated
+                # Wine dlls/ws2_32/tests/sock.c test_ip_pktinfo ("And with an APC", on Windows): with
+                # a routine, a truncation at issue returns WSA_IO_PENDING and the routine gets
+                # WSAEMSGSIZE; without one, decision point overflow_at_issue.
+                if req.routine or self.process.profile.overflow_at_issue == _OVERFLOW_PENDING:
+                    return self._err(thread, C.WSA_IO_PENDING)
                 return self._err(thread, st.to_winsock(status))
 
             req.take = take
@@ -674,6 +682,9 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
             status, info = internal()
         flags = process.completed_flags.get(lpOverlapped, 0)
         if not st.nt_success(status):
+            # The byte count is written on failure too (Wine dlls/ws2_32/tests/sock.c test_ip_pktinfo,
+            # on Windows: WSAEMSGSIZE with the datagram's size).
+            mem.kwrite_u32(lpcbTransfer, info)
             mem.kwrite_u32(lpdwFlags, flags)
             return self._err(thread, st.to_winsock(status), C.FALSE)
         mem.kwrite_u32(lpcbTransfer, info)

@@ -17,6 +17,7 @@ import struct
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import event as event_stat
 from hypothesis import strategies as st
 
 from harness.winsock import PROTOTYPES, EXTENSION_PROTOTYPES
@@ -366,4 +367,89 @@ def test_receives_on_a_socket_with_a_pending_reset():
         # Reported once: the next receive has nothing to say.
         if kind in ("recv", "recvfrom"):
             assert receive() == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAEWOULDBLOCK
+    run()
+
+
+def test_overlapped_calls_are_indicated_by_how_they_return():
+    """Well-formed overlapped calls on connected, reset and unconnected sockets, with every
+    mechanism and FILE_SKIP_* mode: a call failing at once (anything but WSA_IO_PENDING) is never
+    indicated (WSARecv page; Wine dlls/ws2_32/tests/sock.c test_completion_port); one succeeding at
+    once is indicated through its mechanism, its packet spared only by
+    FILE_SKIP_COMPLETION_PORT_ON_SUCCESS or hEvent's low bit (SetFileCompletionNotificationModes
+    page; Wine test_connect_completion_port); one pending is indicated once when cancelled."""
+    @settings(deadline=None, max_examples=120)
+    @given(kind=st.sampled_from(["WSARecv", "WSASend", "FIONREAD", "bad-guid", "ConnectEx"]),
+           state=st.sampled_from(["connected", "data", "reset", "unconnected", "bound"]),
+           mechanism=st.sampled_from(["event", "event-lowbit", "routine", "none"]),
+           on_port=st.booleans(),
+           modes=st.sampled_from([0, C.FILE_SKIP_COMPLETION_PORT_ON_SUCCESS,
+                                  C.FILE_SKIP_COMPLETION_PORT_ON_SUCCESS | C.FILE_SKIP_SET_EVENT_ON_HANDLE]))
+    def run(kind, state, mechanism, on_port, modes):
+        import struct as _struct
+
+        from harness.conformance.support import overlapped, sockaddr, tcp_pair
+        from harness.winsock.layouts import WSABUF
+        world = World()
+        api, mem = world.api, world.api.memory
+        if state in ("unconnected", "bound"):
+            s = api.socket(C.AF_INET, C.SOCK_STREAM, 0)
+            if state == "bound":
+                assert api.bind(s, *sockaddr(api, "127.0.0.1", 0)) == 0
+        else:
+            client, s, _lst = tcp_pair(api)
+            if state == "data":
+                assert api.send(client, mem.alloc(3), 3, 0) == 3
+            if state == "reset":
+                linger = mem.alloc(4)
+                mem.write(linger, _struct.pack("<HH", 1, 0))
+                assert api.setsockopt(client, C.SOL_SOCKET, C.SO_LINGER, linger, 4) == 0
+                assert api.closesocket(client) == 0
+            api.run(1)
+        port = api.CreateIoCompletionPort(s, 0, 9, 0) if on_port else 0
+        if modes:
+            assert api.SetFileCompletionNotificationModes(s, modes) == C.TRUE
+        calls = []
+        routine = api.completion_routine(lambda *a: calls.append(a)) if mechanism == "routine" else 0
+        event = api.WSACreateEvent() if mechanism.startswith("event") else 0
+        ovl = overlapped(api, event | (1 if mechanism == "event-lowbit" else 0))
+        buf, arr, n, flags = mem.alloc(8), mem.alloc(WSABUF.size), mem.alloc(4), mem.alloc(4)
+        mem.write(arr, WSABUF.pack(len=8, buf=buf))
+        if kind == "WSARecv":
+            rc = api.WSARecv(s, arr, 1, n, flags, ovl, routine)
+        elif kind == "WSASend":
+            rc = api.WSASend(s, arr, 1, n, 0, ovl, routine)
+        elif kind in ("FIONREAD", "bad-guid"):
+            guid = mem.alloc(16)
+            mem.write(guid, b"\x11" * 16)
+            code, inp, inlen = ((C.FIONREAD, 0, 0) if kind == "FIONREAD"
+                                else (C.SIO_GET_EXTENSION_FUNCTION_POINTER, guid, 16))
+            rc = api.WSAIoctl(s, code, inp, inlen, buf, 8, n, ovl, routine)
+        else:
+            to, tolen = sockaddr(api, "127.0.0.1", 9)
+            rc = api.call(world.ext["ConnectEx"], s, to, tolen, 0, 0, n, ovl)
+            rc = 0 if rc else C.SOCKET_ERROR        # BOOL: TRUE is success
+        err = api.WSAGetLastError() if rc else 0
+        if err == C.WSA_IO_PENDING:
+            assert api.CancelIoEx(s, ovl) == C.TRUE
+        api.SleepEx(0, True)
+        packets = 0
+        if port:
+            out_n, out_key, out_ovl = mem.alloc(4), mem.alloc(8), mem.alloc(8)
+            while api.GetQueuedCompletionStatus(port, out_n, out_key, out_ovl, 0) or mem.read_u64(out_ovl):
+                assert mem.read_u64(out_ovl) == ovl
+                packets += 1
+        signalled = bool(event) and api.process.handles[event].signalled
+        where = (kind, state, mechanism, on_port, modes, rc, err)
+        event_stat(f"{kind} {'at once' if not rc else 'pending' if err == C.WSA_IO_PENDING else 'failed at once'}")
+        if rc and err != C.WSA_IO_PENDING:
+            assert (calls, packets, signalled) == ([], 0, False), where
+            return
+        with_routine = mechanism == "routine" and kind != "ConnectEx"      # ConnectEx takes no routine
+        assert len(calls) == with_routine, where
+        assert signalled == bool(event), where
+        skipped = rc == 0 and modes & C.FILE_SKIP_COMPLETION_PORT_ON_SUCCESS
+        expected = bool(port) and mechanism != "event-lowbit" and not skipped
+        if with_routine:
+            expected = expected and api.process.profile.routine_and_port == "both"
+        assert packets == expected, where
     run()

@@ -6,6 +6,10 @@ Invariants (issue "conformance suite", part 4):
   an event-only request never as a port packet when hEvent has the low bit, a port
   request only as a packet, nothing else;
 - nothing completes after WSACleanup;
+- a call that fails at once (anything but WSA_IO_PENDING: a reset connection, a routine on a
+  port-bound socket) is never indicated, and one that succeeds at once is indicated like a
+  pending one unless FILE_SKIP_COMPLETION_PORT_ON_SUCCESS spares its packet (WSARecv page;
+  SetFileCompletionNotificationModes page; Wine dlls/ws2_32/tests/sock.c test_completion_port);
 - no state leaks once everything is closed.
 A UDP socket shares the port: receives on it complete with datagrams or with the
 WSAECONNRESET of an ICMP port unreachable (its sends to a closed port), through the
@@ -36,6 +40,7 @@ class Op:
         self.ovl = ovl
         self.event = event
         self.completions = []       # (via, status-or-error, bytes)
+        self.skipped = False        # succeeded at once on a FILE_SKIP_COMPLETION_PORT_ON_SUCCESS socket
 
 
 class OverlappedMachine(RuleBasedStateMachine):
@@ -51,7 +56,10 @@ class OverlappedMachine(RuleBasedStateMachine):
         self.api.closesocket(closed)                 # nobody listens there: ICMP port unreachable
         self.udp_closed = sockaddr(self.api, "127.0.0.1", closed_port)
         self.ops: list[Op] = []
+        self.failed: list[Op] = []          # failed at once: never indicated
         self.by_ovl = {}
+        self.modes = {self.server: 0, self.udp: 0}
+        self.reset = False
         self.closed = False
         self.cleaned = False
         self.routine = self.api.completion_routine(self._routine)
@@ -70,15 +78,16 @@ class OverlappedMachine(RuleBasedStateMachine):
         api.memory.write(ovl, WSAOVERLAPPED.pack(hEvent=event | (1 if mechanism == "event-lowbit" else 0)))
         return ovl, event
 
-    def _start(self, kind, mechanism, call):
+    def _start(self, kind, mechanism, call, sock):
         ovl, event = self._new_ovl(mechanism)
         op = Op(kind, mechanism, ovl, event)
         self.by_ovl[ovl] = op
         rc = call(ovl, self.routine if mechanism == "routine" else 0)
         err = self.api.WSAGetLastError() if rc else 0
         if rc and err != C.WSA_IO_PENDING:
-            del self.by_ovl[ovl]          # an immediate failure: nothing will be indicated
+            self.failed.append(op)        # an immediate failure: nothing will be indicated
             return
+        op.skipped = rc == 0 and bool(self.modes[sock] & C.FILE_SKIP_COMPLETION_PORT_ON_SUCCESS)
         self.ops.append(op)
 
     # -- rules ------------------------------------------------------------------
@@ -91,7 +100,40 @@ class OverlappedMachine(RuleBasedStateMachine):
         api.memory.write(arr, WSABUF.pack(len=size, buf=buf))
         flags = api.memory.alloc(4)
         s = self.udp if udp else self.server
-        self._start("recv", mechanism, lambda ovl, r: api.WSARecv(s, arr, 1, 0, flags, ovl, r))
+        self._start("recv", mechanism, lambda ovl, r: api.WSARecv(s, arr, 1, 0, flags, ovl, r), s)
+
+    @precondition(lambda self: not self.closed and not self.cleaned)
+    @rule(mechanism=st.sampled_from(MECHANISMS), data=st.binary(min_size=1, max_size=64))
+    def post_send(self, mechanism, data):
+        """An overlapped WSASend from the server: at once, or WSAECONNRESET at once after the reset."""
+        api = self.api
+        buf = api.memory.alloc(len(data))
+        api.memory.write(buf, data)
+        arr = api.memory.alloc(WSABUF.size)
+        api.memory.write(arr, WSABUF.pack(len=len(data), buf=buf))
+        self._start("send", mechanism, lambda ovl, r: api.WSASend(self.server, arr, 1, 0, 0, ovl, r), self.server)
+
+    @precondition(lambda self: not self.closed and not self.cleaned and not self.reset)
+    @rule()
+    def reset_peer(self):
+        """The client closes abortively (SO_LINGER 0): pending receives complete with the reset,
+        later receives and sends fail at once (Wine test_completion_port)."""
+        api = self.api
+        linger = api.memory.alloc(4)
+        api.memory.write(linger, struct.pack("<HH", 1, 0))
+        assert api.setsockopt(self.client, C.SOL_SOCKET, C.SO_LINGER, linger, 4) == 0
+        assert api.closesocket(self.client) == 0
+        self.reset = True
+
+    @precondition(lambda self: not self.closed and not self.cleaned)
+    @rule(udp=st.booleans(), flags=st.sampled_from([C.FILE_SKIP_COMPLETION_PORT_ON_SUCCESS,
+                                                    C.FILE_SKIP_SET_EVENT_ON_HANDLE,
+                                                    C.FILE_SKIP_COMPLETION_PORT_ON_SUCCESS
+                                                    | C.FILE_SKIP_SET_EVENT_ON_HANDLE]))
+    def skip_modes(self, udp, flags):
+        s = self.udp if udp else self.server
+        assert self.api.SetFileCompletionNotificationModes(s, flags) == C.TRUE
+        self.modes[s] |= flags
 
     @precondition(lambda self: not self.closed and not self.cleaned)
     @rule(to_closed_port=st.booleans())
@@ -107,9 +149,10 @@ class OverlappedMachine(RuleBasedStateMachine):
     def post_ioctl(self, mechanism, code):
         api = self.api
         out, n = api.memory.alloc(8), api.memory.alloc(4)
-        self._start("ioctl", mechanism, lambda ovl, r: api.WSAIoctl(self.server, code, 0, 0, out, 8, n, ovl, r))
+        self._start("ioctl", mechanism, lambda ovl, r: api.WSAIoctl(self.server, code, 0, 0, out, 8, n, ovl, r),
+                    self.server)
 
-    @precondition(lambda self: not self.closed and not self.cleaned)
+    @precondition(lambda self: not self.closed and not self.cleaned and not self.reset)
     @rule(data=st.binary(min_size=1, max_size=100))
     def send(self, data):
         api = self.api
@@ -223,6 +266,14 @@ class OverlappedMachine(RuleBasedStateMachine):
             assert len(op.completions) <= 1, (op.kind, op.mechanism, op.completions)
 
     @invariant()
+    def immediate_failures_are_never_indicated(self):
+        for op in self.failed:
+            assert op.completions == [], (op.kind, op.mechanism, op.completions)
+            if op.event:
+                obj = self.api.process.handles.get(op.event)
+                assert obj is None or not obj.signalled, (op.kind, op.mechanism)
+
+    @invariant()
     def signalled_events_mean_completion(self):
         for op in self.ops:
             if op.event and op.mechanism.startswith("event"):
@@ -239,7 +290,9 @@ class OverlappedMachine(RuleBasedStateMachine):
             self._drain()
             for op in self.ops:
                 assert self._done(op), (op.kind, op.mechanism)
-                if op.mechanism in ("routine", "port", "none", "event"):
+                if op.mechanism in ("port", "none", "event") and op.skipped:
+                    assert op.completions == [], (op.kind, op.mechanism, op.completions)
+                elif op.mechanism in ("routine", "port", "none", "event"):
                     assert len(op.completions) == 1, (op.kind, op.mechanism, op.completions)
             api.WSACleanup()
         else:

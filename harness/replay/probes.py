@@ -25,7 +25,7 @@ from pathlib import Path
 
 from harness.winsock import constants as C
 from harness.winsock import sockaddr
-from harness.winsock.layouts import WSABUF, WSAOVERLAPPED, WSAPOLLFD, guid_bytes
+from harness.winsock.layouts import WSABUF, WSAMSG, WSAOVERLAPPED, WSAPOLLFD, guid_bytes
 from harness.wording import plural, times
 
 POISON = 0xDEADBEEF
@@ -276,6 +276,34 @@ def probe_routine_on_port_socket(api):
     if rc == -1 and err == C.WSA_IO_PENDING:
         return Observation("accepted", ev)
     return _choose({C.WSAEINVAL: "WSAEINVAL"}, err, ev)
+
+
+def probe_overflow_at_issue(api):
+    """An overlapped WSARecvMsg with an event and Control.len 1, the datagram (with IP_PKTINFO) already there."""
+    recv_side, send_side = (api.socket(C.AF_INET, C.SOCK_DGRAM, C.IPPROTO_UDP) for _ in range(2))
+    ptr, n = _sockaddr(api)
+    length = _u32(api, n)
+    if api.bind(recv_side, ptr, n) or api.getsockname(recv_side, ptr, length):
+        raise NotProbed(f"could not bind a UDP socket on loopback: {_name(_err(api))}")
+    if api.setsockopt(recv_side, C.IPPROTO_IP, C.IP_PKTINFO, _u32(api, 1), 4):
+        raise NotProbed(f"setsockopt(IP_PKTINFO) failed: {_name(_err(api))}")
+    guid, fn = api.memory.alloc(16), api.memory.alloc(8)
+    api.memory.write(guid, guid_bytes(C.WSAID_WSARECVMSG))
+    if api.WSAIoctl(recv_side, C.SIO_GET_EXTENSION_FUNCTION_POINTER, guid, 16, fn, 8, _u32(api), 0, 0):
+        raise NotProbed(f"no WSARecvMsg: {_name(_err(api))}")
+    if api.sendto(send_side, api.memory.alloc(6), 6, 0, ptr, n) != 6:
+        raise NotProbed(f"sendto failed: {_name(_err(api))}")
+    api.SleepEx(50, False)
+    data, ctrl, arr, msg = (api.memory.alloc(size) for size in (16, 1, WSABUF.size, WSAMSG.size))
+    api.memory.write(arr, WSABUF.pack(len=16, buf=data))
+    api.memory.write(msg, WSAMSG.pack(name=0, namelen=0, lpBuffers=arr, dwBufferCount=1, Control_len=1,
+                                      Control_buf=ctrl, dwFlags=0))
+    event = api.WSACreateEvent()
+    rc = api.call(api.memory.read_u64(fn), recv_side, msg, _u32(api), _ovl(api, event), 0)
+    err = _err(api) if rc else 0
+    ev = (f"overlapped WSARecvMsg with an event, a datagram queued, Control.len 1 -> {rc}"
+          + (f", last error {_name(err)}" if rc else "") + f"; event {'set' if _wait(api, event) == 0 else 'not set'}")
+    return _choose({C.WSAEMSGSIZE: "WSAEMSGSIZE", C.WSA_IO_PENDING: "pending"}, err if rc == -1 else None, ev)
 
 
 def probe_bad_event_at_issue(api):
