@@ -341,8 +341,6 @@ class RecordingApi:
             if name == "WSAIoctl" and ret == 0:
                 learn_extension(self.inner.memory, symbols, cargs)
             step["ret"] = encode_ret(symbols, ret_type, ret)
-            if name in VOLATILE_RETURNS:
-                step["volatile"] = True
             return ret
         finally:
             self._frames.pop()

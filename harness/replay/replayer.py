@@ -16,6 +16,7 @@ from .recorder import EXT_SIGNATURES, SIGNATURES, VOLATILE_RETURNS, MemoryTracke
 from harness.wording import plain, plural
 
 from .ports import TracePorts, translate
+from .settle import wait_for_completions
 from .symbols import FreshSymbols, UnresolvedSymbol, retire_closed, symbol_text
 from .trace import Trace
 
@@ -156,6 +157,14 @@ class _Session:
         self.recorded_ports, self.ports = TracePorts(), TracePorts()     # ports the system chose, per side
         self.threads: list = []
         self.thread_contexts: list = []
+        self.recorded_memory: dict[int, bytearray] = {}   # alloc index -> its bytes as the recording left them
+        self.outstanding: list = []     # (alloc index, offset) of OVERLAPPEDs handed to calls, not yet settled
+
+    def note_recorded(self, alloc, offset: int, hex_: str) -> None:
+        mem = self.recorded_memory.get(alloc)
+        if mem is not None:
+            data = bytes.fromhex(hex_)
+            mem[offset:offset + len(data)] = data[:max(0, len(mem) - offset)]
 
 
 def _completions_by_routine(steps, start: int) -> dict:
@@ -235,7 +244,9 @@ class Replayer:
         try:
             if op == "alloc":
                 ptr = api.memory.alloc(step["size"], step["prot"])
-                return {**step, "result": symbols.add_alloc(ptr, step["size"])}
+                result = symbols.add_alloc(ptr, step["size"])
+                session.recorded_memory[result[1]] = bytearray(step["size"])     # VirtualAlloc zero-fills
+                return {**step, "result": result}
             if op == "free":
                 ptr = symbols.value(step["ptr"])
                 api.memory.free(ptr)
@@ -248,6 +259,8 @@ class Replayer:
                 ptr = symbols.value(step["ptr"])
                 data = symbols.substitute(bytes.fromhex(step["hex"]), step.get("syms", []))
                 api.memory.write(ptr, data)
+                if isinstance(step["ptr"], list) and step["ptr"][0] == "alloc":
+                    session.note_recorded(step["ptr"][1], step["ptr"][2], step["hex"])
                 return {**step, "hex": data.hex()}
             if op == "invalid_pointer":
                 return {**step, "result": symbols.add_invalid(api.memory.invalid_pointer())}
@@ -329,10 +342,44 @@ class Replayer:
                 learn_extension(api.memory, symbols, args)
             out["ret"] = encode_ret(symbols, ret_type, ret)
         out["error"] = api.GetLastError() & 0xFFFFFFFF
+        self._settle(step, params)
         out["writes"] = session.tracker.writes(before, session.tracker.snapshot())
         self._compare(step, out, index, path, ret_type)
         retire_closed(symbols, out)
         return out
+
+    # The calls that start an operation on an OVERLAPPED (GetQueuedCompletionStatus' lpOverlapped is an
+    # out-pointer; GetOverlappedResult and CancelIoEx name an operation already started).
+    _ISSUING = frozenset({"WSAIoctl", "WSARecv", "WSASend", "WSARecvMsg", "WSASendMsg", "AcceptEx", "ConnectEx"})
+
+    def _settle(self, step: dict, params) -> None:
+        """Before this call's writes are taken: where the recording shows an operation complete (its
+        OVERLAPPED's Internal no longer STATUS_PENDING once this call's recorded writes are applied),
+        wait, bounded, for the target to complete it too (harness.replay.settle), so what it writes is
+        compared with the call that completed it in the recording instead of landing unseen between
+        calls or in a later call's writes."""
+        session = self.session
+        for run in step.get("writes", []):
+            session.note_recorded(run["alloc"], run["offset"], run["hex"])
+        if step["fn"] in self._ISSUING:
+            for (_ctype, pname), sym in zip(params, step["args"]):
+                if pname == "lpOverlapped" and isinstance(sym, list) and sym[0] == "alloc":
+                    if (sym[1], sym[2]) not in session.outstanding:
+                        session.outstanding.append((sym[1], sym[2]))
+        done = []
+        for alloc, offset in session.outstanding:
+            recorded = session.recorded_memory.get(alloc, b"")[offset:offset + 8]
+            if len(recorded) == 8 and int.from_bytes(recorded, "little") != C.STATUS_PENDING:
+                done.append((alloc, offset))
+        if not done:
+            return
+        live = [session.symbols.allocs[a][0] + off for a, off in done
+                if a < len(session.symbols.allocs) and session.symbols.allocs[a][2]]
+        try:
+            wait_for_completions(session.api.memory, live)
+        except Exception:       # noqa: BLE001 - memory the target no longer maps: compared as it is
+            pass
+        session.outstanding = [o for o in session.outstanding if o not in done]
 
     _ADDRESS_INPUTS = frozenset({"bind", "connect", "sendto", "ConnectEx"})
 
