@@ -15,6 +15,7 @@ from harness.winsock import constants as C
 from .recorder import EXT_SIGNATURES, SIGNATURES, VOLATILE_RETURNS, MemoryTracker, encode_ret, learn_extension
 from harness.wording import plain, plural
 
+from . import names
 from .ports import TracePorts, translate
 from .settle import wait_for_completions
 from .symbols import FreshSymbols, UnresolvedSymbol, retire_closed, symbol_text
@@ -327,6 +328,8 @@ class Replayer:
         out = {"op": "call", "fn": name, "args": step["args"], "completions": []}
         self._translate_ports(step, args)
         self.result.calls += 1
+        output = names.name_output(step, session.recorded_memory)
+        rec_before = bytes(session.recorded_memory[output[0][1]]) if output else None
         before = session.tracker.snapshot()
         session.frames.append(out)
         self._where = (index, path)
@@ -344,7 +347,12 @@ class Replayer:
         out["error"] = api.GetLastError() & 0xFFFFFFFF
         self._settle(step, params)
         out["writes"] = session.tracker.writes(before, session.tracker.snapshot())
-        self._compare(step, out, index, path, ret_type)
+        masked = None
+        if output and not signals_failure(name, ret_type, step.get("ret")):
+            region = names.undefined_region(output, session.recorded_memory)
+            if region:
+                masked = (region, rec_before, before.get(region[0]))
+        self._compare(step, out, index, path, ret_type, masked)
         retire_closed(symbols, out)
         return out
 
@@ -400,8 +408,12 @@ class Replayer:
             if new != data:
                 mem.write(arg, new)
 
-    def _compare(self, rec: dict, out: dict, index: int, path: str, ret_type: str) -> None:
+    def _compare(self, rec: dict, out: dict, index: int, path: str, ret_type: str, masked=None) -> None:
         session = self.session
+        if masked:          # an address buffer beyond the returned length (harness.replay.names)
+            region, rec_before, out_before = masked
+            rec = {**rec, "writes": names.mask(rec.get("writes", []), region, rec_before)}
+            out = {**out, "writes": names.mask(out.get("writes", []), region, out_before)}
         rec_ports, ports = session.recorded_ports, session.ports
         rec_ports.note_call(rec)
         ports.note_call(out)
