@@ -16,6 +16,7 @@ from .recorder import EXT_SIGNATURES, SIGNATURES, VOLATILE_RETURNS, MemoryTracke
 from harness.wording import plain, plural
 
 from . import names
+from .asyncwrites import AsyncWrites, overlapped_pending, target_pending
 from .ports import TracePorts, translate
 from .settle import wait_for_completions
 from .symbols import FreshSymbols, UnresolvedSymbol, retire_closed, symbol_text
@@ -159,13 +160,19 @@ class _Session:
         self.threads: list = []
         self.thread_contexts: list = []
         self.recorded_memory: dict[int, bytearray] = {}   # alloc index -> its bytes as the recording left them
+        self.recorded_syms: dict[int, dict] = {}          # alloc index -> {offset: symbol} in those bytes
         self.outstanding: list = []     # (alloc index, offset) of OVERLAPPEDs handed to calls, not yet settled
+        self.async_writes = AsyncWrites()
 
-    def note_recorded(self, alloc, offset: int, hex_: str) -> None:
+    def note_recorded(self, alloc, offset: int, hex_: str, syms=()) -> None:
         mem = self.recorded_memory.get(alloc)
         if mem is not None:
             data = bytes.fromhex(hex_)
             mem[offset:offset + len(data)] = data[:max(0, len(mem) - offset)]
+            table = self.recorded_syms.setdefault(alloc, {})
+            for off in [o for o in table if offset <= o < offset + len(data)]:
+                del table[off]
+            table.update((offset + off, sym) for off, sym in syms)
 
 
 def _completions_by_routine(steps, start: int) -> dict:
@@ -261,7 +268,7 @@ class Replayer:
                 data = symbols.substitute(bytes.fromhex(step["hex"]), step.get("syms", []))
                 api.memory.write(ptr, data)
                 if isinstance(step["ptr"], list) and step["ptr"][0] == "alloc":
-                    session.note_recorded(step["ptr"][1], step["ptr"][2], step["hex"])
+                    session.note_recorded(step["ptr"][1], step["ptr"][2], step["hex"], step.get("syms", []))
                 return {**step, "hex": data.hex()}
             if op == "invalid_pointer":
                 return {**step, "result": symbols.add_invalid(api.memory.invalid_pointer())}
@@ -330,6 +337,7 @@ class Replayer:
         self.result.calls += 1
         output = names.name_output(step, session.recorded_memory)
         rec_before = bytes(session.recorded_memory[output[0][1]]) if output else None
+        async_allocs = session.async_writes.allocs()
         before = session.tracker.snapshot()
         session.frames.append(out)
         self._where = (index, path)
@@ -352,7 +360,8 @@ class Replayer:
             region = names.undefined_region(output, session.recorded_memory)
             if region:
                 masked = (region, rec_before, before.get(region[0]))
-        self._compare(step, out, index, path, ret_type, masked)
+        async_allocs.update(self._start_async(step, params))
+        self._compare(step, out, index, path, ret_type, masked, async_allocs)
         retire_closed(symbols, out)
         return out
 
@@ -368,7 +377,7 @@ class Replayer:
         calls or in a later call's writes."""
         session = self.session
         for run in step.get("writes", []):
-            session.note_recorded(run["alloc"], run["offset"], run["hex"])
+            session.note_recorded(run["alloc"], run["offset"], run["hex"], run.get("syms", []))
         if step["fn"] in self._ISSUING:
             for (_ctype, pname), sym in zip(params, step["args"]):
                 if pname == "lpOverlapped" and isinstance(sym, list) and sym[0] == "alloc":
@@ -408,7 +417,34 @@ class Replayer:
             if new != data:
                 mem.write(arg, new)
 
-    def _compare(self, rec: dict, out: dict, index: int, path: str, ret_type: str, masked=None) -> None:
+    def _start_async(self, step: dict, params) -> dict:
+        """A call that starts an operation pending on either side: its memory (the allocations its
+        arguments name, and those these point at, as the recording wrote them: a WSABUF's buffer),
+        {alloc index: port space or None}, carried by harness.replay.asyncwrites from this call on."""
+        session = self.session
+        if step["fn"] not in self._ISSUING:
+            return {}
+        ovl = next((sym for (_c, pname), sym in zip(params, step["args"]) if pname == "lpOverlapped"), None)
+        if not (isinstance(ovl, list) and ovl[0] == "alloc"):
+            return {}
+        if not (overlapped_pending(session.recorded_memory, ovl)
+                or target_pending(session.api.memory, session.symbols, ovl)):
+            return {}
+        spaces = session.recorded_ports.address_allocs(step)
+        allocs: dict = {}
+        frontier = [a[1] for a in step["args"] if isinstance(a, list) and a[0] == "alloc"]
+        for _depth in range(3):         # WSAMSG -> WSABUF array -> buffer
+            following = []
+            for i in frontier:
+                if i not in allocs:
+                    allocs[i] = spaces.get(i)
+                    following += [sym[1] for sym in session.recorded_syms.get(i, {}).values() if sym[0] == "alloc"]
+            frontier = following
+        session.async_writes.start(ovl, allocs)
+        return allocs
+
+    def _compare(self, rec: dict, out: dict, index: int, path: str, ret_type: str, masked=None,
+                 async_allocs=None) -> None:
         session = self.session
         if masked:          # an address buffer beyond the returned length (harness.replay.names)
             region, rec_before, out_before = masked
@@ -421,8 +457,24 @@ class Replayer:
         if allocs:          # ports the system chose compare by order of appearance (harness.replay.ports)
             rec = {**rec, "writes": rec_ports.normalise_runs(rec.get("writes", []), allocs)}
             out = {**out, "writes": ports.normalise_runs(out.get("writes", []), allocs)}
+        if async_allocs:    # what pending operations write compares once both sides wrote it
+            rec_async = [r for r in rec.get("writes", []) if r["alloc"] in async_allocs]
+            out_async = [r for r in out.get("writes", []) if r["alloc"] in async_allocs]
+            rec = {**rec, "writes": [r for r in rec.get("writes", []) if r["alloc"] not in async_allocs]}
+            out = {**out, "writes": [r for r in out.get("writes", []) if r["alloc"] not in async_allocs]}
+            spaces = {i: sp for i, sp in async_allocs.items() if sp is not None and i not in allocs}
+            rec_async, out_async = rec_ports.normalise_runs(rec_async, spaces), ports.normalise_runs(out_async, spaces)
         for fld, recorded, replayed in compare_call(rec, out, ret_type, self.last_error):
             self._diverge(index, path, rec["fn"], fld, recorded, replayed)
+        if async_allocs is not None:
+            pending = session.async_writes
+            pending.settle_ops(lambda ovl: overlapped_pending(session.recorded_memory, ovl),
+                               lambda ovl: target_pending(session.api.memory, session.symbols, ovl))
+            differing = pending.carry(_tokens(rec_async) if async_allocs else {},
+                                      _tokens(out_async) if async_allocs else {})
+            if differing:
+                self._diverge(index, path, rec["fn"], "writes", {k: a for k, a, _b in differing},
+                              {k: b for k, _a, b in differing})
 
 
 def compare_call(rec: dict, out: dict, ret_type: str, last_error: str = "failure") -> list:
