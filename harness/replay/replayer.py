@@ -113,6 +113,7 @@ class ReplayResult:
     calls: int = 0
     steps: list = field(default_factory=list)      # the replayed steps, in the trace's own format
     symbols: list = field(default_factory=list)    # per session: the target's values for each symbol
+    skipped: list = field(default_factory=list)    # sessions not replayed (sim_only: world controls not in the trace)
 
     @property
     def identical(self) -> bool:
@@ -123,9 +124,11 @@ class ReplayResult:
         return self.divergences[0] if self.divergences else None
 
     def format(self, limit: int = 50) -> str:
+        skipped = f" ({plural(len(self.skipped), 'simulator-only session')} not replayed)" if self.skipped else ""
         if self.identical:
-            return f"identical: {plural(self.calls, 'call')} replayed, no divergence"
-        lines = [f"diverged: {plural(len(self.divergences), 'divergence')} in {plural(self.calls, 'call')} replayed",
+            return f"identical: {plural(self.calls, 'call')} replayed, no divergence{skipped}"
+        lines = [f"diverged: {plural(len(self.divergences), 'divergence')} in {plural(self.calls, 'call')} replayed"
+                 + skipped,
                  f"first: {self.first.describe()}"]
         shown = self.divergences[:limit]
         lines += [f"  {d.describe()}" for d in shown]
@@ -221,8 +224,16 @@ class Replayer:
     def run(self) -> ReplayResult:
         steps = self.trace.steps
         try:
-            started = False
+            started = skipping = False
             for index, step in enumerate(steps):
+                if step["op"] == "session":
+                    # A sim_only case set up its world (a host's port range, faults) by controls the trace
+                    # does not hold: no replay, even on a fresh simulator, reproduces it.
+                    skipping = step.get("sim_only", False)
+                    if skipping:
+                        self.result.skipped.append(step.get("name", ""))
+                if skipping:
+                    continue
                 if step["op"] == "session" or not started:
                     self.session = _Session(self._new_api(not started),
                                             step.get("name", "") if step["op"] == "session" else "",
@@ -512,6 +523,6 @@ def replay(trace: Trace, target, *, last_error: str = "failure") -> ReplayResult
 
     last_error: "failure" (default) compares the last error where either
     side's return value is the function's failure value; "always" after
-    every call; "never" not at all.
+    every call; "never" not at all. Sessions recorded as "sim_only" are left out (result.skipped).
     """
     return Replayer(trace, target, last_error).run()
