@@ -134,11 +134,12 @@ def cmd_replay(args) -> int:
     profile, bad = _profile(args.profile or _default_profile(trace))
     if bad:
         return bad
+    from harness.agent.protocol import AgentError
     try:
         factory = api_factory(args.target, profile, _options(args))
         result = replay(trace, factory, last_error=args.last_error)
-    except OSError as exc:           # e.g. an agent that cannot start
-        return _fail(f"--target {args.target}: {exc}")
+    except (OSError, AgentError) as exc:     # e.g. an agent that cannot start
+        return _fail(f"--target {args.target}: {str(exc).splitlines()[0]}")
     if args.json:
         print(json.dumps({"identical": result.identical, "calls": result.calls, "skipped": result.skipped,
                           "divergences": [{**d.to_dict(), "known": dev.differs if dev else None}
