@@ -5,11 +5,12 @@ that started it) writes its OVERLAPPED, its buffers and its counts when it compl
 simulator during the call that completes it in virtual time (the wait, GetQueuedCompletionStatus,
 SleepEx), on Wine whenever its async machinery runs, often during the peer's send or connect,
 before the wait. harness.replay.settle makes the target catch up where it is late; this covers it
-being early: while such an operation is outstanding, the words each side writes into its memory are
-taken out of the per-call comparison and carried, per side, until the other side has written the
-same word (then they compare, at the call where the second side wrote it), or until the operation
-is complete on both sides (a word only one side wrote is then a divergence). Ports in addresses
-compare by order of appearance (harness.replay.ports).
+being early: while such an operation is outstanding on either side, the words each side writes into
+its memory are taken out of the per-call comparison and carried, per side (a later write of a word
+replaces an earlier one: STATUS_PENDING, then the final status), and compare once the operation is
+complete on both sides, at the call where the second side completed it (a word only one side wrote
+is then a divergence), or at the end of the session for an operation that never completed. Ports in
+addresses compare by order of appearance (harness.replay.ports).
 """
 from __future__ import annotations
 
@@ -38,18 +39,17 @@ class AsyncWrites:
         """Drop the operations complete on both sides (each callable: overlapped symbol -> bool)."""
         self.ops = [(ovl, allocs) for ovl, allocs in self.ops if recorded_pending(ovl) or replayed_pending(ovl)]
 
-    def carry(self, rec_tokens: dict, out_tokens: dict) -> list:
-        """Add one call's async words per side; [(key, recorded, replayed)] of the words now written on
-        both sides that differ, and of those only one side wrote whose operation is over."""
+    def carry(self, rec_tokens: dict, out_tokens: dict, final: bool = False) -> list:
+        """Add one call's async words per side; [(key, recorded, replayed)] of the carried words whose
+        operations are over on both sides (all of them if `final`: the session ends) that differ."""
         rec, out = self.carried
         rec.update(rec_tokens)
         out.update(out_tokens)
-        live = {f"alloc{index}" for index in self.allocs()}
+        live = set() if final else {f"alloc{index}" for index in self.allocs()}
         differing = []
         for key in sorted(set(rec) | set(out)):
-            both = key in rec and key in out
-            if not both and key.split("+")[0] in live:
-                continue            # the other side has not written it yet
+            if key.split("+")[0] in live:
+                continue            # an operation on this memory is still pending on a side
             a, b = rec.pop(key, "unchanged"), out.pop(key, "unchanged")
             if a != b:
                 differing.append((key, a, b))

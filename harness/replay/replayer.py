@@ -235,6 +235,7 @@ class Replayer:
                 if skipping:
                     continue
                 if step["op"] == "session" or not started:
+                    self._flush_async()
                     self.session = _Session(self._new_api(not started),
                                             step.get("name", "") if step["op"] == "session" else "",
                                             _completions_by_routine(steps, index + (step["op"] == "session")))
@@ -244,12 +245,25 @@ class Replayer:
                         self.result.steps.append(dict(step))
                         continue
                 self.result.steps.append(self._execute(step, index, ""))
+            self._flush_async()
         finally:
             for api in self._owned:
                 close = getattr(api, "close", None)
                 if callable(close):
                     close()
         return self.result
+
+    def _flush_async(self) -> None:
+        """At a session's end: what pending operations wrote on one side only, or differently, where an
+        operation never completed on a side (harness.replay.asyncwrites)."""
+        session = self.session
+        if session is None:
+            return
+        differing = session.async_writes.carry({}, {}, final=True)
+        if differing:
+            index, path = self._where
+            self._diverge(index, path, "(pending operations at the session's end)", "writes",
+                          {k: a for k, a, _b in differing}, {k: b for k, _a, b in differing})
 
     def _diverge(self, index, path, fn, fld, recorded, replayed):
         self.result.divergences.append(Divergence(index, path, fn, fld, recorded, replayed,
