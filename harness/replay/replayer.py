@@ -23,6 +23,8 @@ from .symbols import FreshSymbols, UnresolvedSymbol, retire_closed, symbol_text
 from .trace import Trace
 
 LAST_ERROR_POLICIES = ("failure", "always", "never")
+_READS_LAST_ERROR = frozenset({"WSAGetLastError", "GetLastError"})
+_SETS_LAST_ERROR = frozenset({"WSASetLastError", "SetLastError"})
 _NO_LAST_ERROR = frozenset({"WSAStartup", "WSAGetLastError", "WSASetLastError", "GetLastError",
                             "GetCurrentProcessId", "GetCurrentThreadId", "SleepEx"})
 
@@ -166,6 +168,7 @@ class _Session:
         self.recorded_syms: dict[int, dict] = {}          # alloc index -> {offset: symbol} in those bytes
         self.outstanding: list = []     # (alloc index, offset) of OVERLAPPEDs handed to calls, not yet settled
         self.async_writes = AsyncWrites()
+        self.error_defined = True       # whether the thread's last error is one a call set (see _compare)
 
     def note_recorded(self, alloc, offset: int, hex_: str, syms=()) -> None:
         mem = self.recorded_memory.get(alloc)
@@ -489,6 +492,14 @@ class Replayer:
             out = {**out, "writes": [r for r in out.get("writes", []) if r["alloc"] not in async_allocs]}
             spaces = {i: sp for i, sp in async_allocs.items() if sp is not None and i not in allocs}
             rec_async, out_async = rec_ports.normalise_runs(rec_async, spaces), ports.normalise_runs(out_async, spaces)
+        name = rec["fn"]
+        if name in _READS_LAST_ERROR and self.last_error == "failure" and not session.error_defined:
+            # The last error a successful call left is undefined (Win32; Wine keeps the previous value,
+            # the simulator sets 0): reading it is compared only where a failure or a Set defined it.
+            out = {**out, "ret": rec.get("ret")}
+        elif name not in _READS_LAST_ERROR:
+            session.error_defined = name in _SETS_LAST_ERROR or any(
+                signals_failure(name, ret_type, c.get("ret")) for c in (rec, out))
         for fld, recorded, replayed in compare_call(rec, out, ret_type, self.last_error):
             self._diverge(index, path, rec["fn"], fld, recorded, replayed)
         if async_allocs is not None:
