@@ -305,7 +305,7 @@ def test_a_simulator_only_case_is_marked_and_not_replayed(tmp_path):
     assert result.identical and [n.rsplit("::", 1)[-1] for n in result.skipped] == ["test_ephemeral_ports_run_out[udp]"]
     recorded_calls = sum(1 for s in trace.steps if s["op"] == "call")
     assert 0 < result.calls < recorded_calls
-    assert "1 simulator-only session not replayed" in result.format()
+    assert "1 session not replayed" in result.format()
 
 
 # --- profiles: diff and probes ------------------------------------------------------------------

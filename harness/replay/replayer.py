@@ -115,7 +115,8 @@ class ReplayResult:
     calls: int = 0
     steps: list = field(default_factory=list)      # the replayed steps, in the trace's own format
     symbols: list = field(default_factory=list)    # per session: the target's values for each symbol
-    skipped: list = field(default_factory=list)    # sessions not replayed (sim_only: world controls not in the trace)
+    skipped: list = field(default_factory=list)    # sessions not replayed (sim_only: world controls not in
+                                                   # the trace; simulated threads on a target without them)
 
     @property
     def identical(self) -> bool:
@@ -126,7 +127,8 @@ class ReplayResult:
         return self.divergences[0] if self.divergences else None
 
     def format(self, limit: int = 50) -> str:
-        skipped = f" ({plural(len(self.skipped), 'simulator-only session')} not replayed)" if self.skipped else ""
+        skipped = (f" ({plural(len(self.skipped), 'session')} not replayed: simulator-only, or simulated threads)"
+                   if self.skipped else "")
         if self.identical:
             return f"identical: {plural(self.calls, 'call')} replayed, no divergence{skipped}"
         lines = [f"diverged: {plural(len(self.divergences), 'divergence')} in {plural(self.calls, 'call')} replayed"
@@ -179,6 +181,16 @@ class _Session:
             for off in [o for o in table if offset <= o < offset + len(data)]:
                 del table[off]
             table.update((offset + off, sym) for off, sym in syms)
+
+
+def _has_threads(steps, start: int) -> bool:
+    """Whether the session starting at `start` runs calls on a simulated thread of its own."""
+    for step in steps[start:]:
+        if step["op"] == "session":
+            return False
+        if step["op"] == "thread":
+            return True
+    return False
 
 
 def _completions_by_routine(steps, start: int) -> dict:
@@ -239,10 +251,16 @@ class Replayer:
                     continue
                 if step["op"] == "session" or not started:
                     self._flush_async()
-                    self.session = _Session(self._new_api(not started),
-                                            step.get("name", "") if step["op"] == "session" else "",
-                                            _completions_by_routine(steps, index + (step["op"] == "session")))
+                    api = self._new_api(not started)
                     started = True
+                    if not hasattr(api, "new_thread") and _has_threads(steps, index + (step["op"] == "session")):
+                        # The case drove a second simulated thread (a close during a blocking call): one
+                        # sequence of calls on a target without threads would block where it waited.
+                        self.result.skipped.append(step.get("name", ""))
+                        self.session, skipping = None, True
+                        continue
+                    self.session = _Session(api, step.get("name", "") if step["op"] == "session" else "",
+                                            _completions_by_routine(steps, index + (step["op"] == "session")))
                     self.result.symbols.append(self.session.symbols)
                     if step["op"] == "session":
                         self.result.steps.append(dict(step))
