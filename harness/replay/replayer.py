@@ -116,7 +116,7 @@ class ReplayResult:
     steps: list = field(default_factory=list)      # the replayed steps, in the trace's own format
     symbols: list = field(default_factory=list)    # per session: the target's values for each symbol
     skipped: list = field(default_factory=list)    # sessions not replayed (sim_only: world controls not in
-                                                   # the trace; simulated threads on a target without them)
+                                                   # the trace; threads, on a target in real time)
 
     @property
     def identical(self) -> bool:
@@ -253,9 +253,10 @@ class Replayer:
                     self._flush_async()
                     api = self._new_api(not started)
                     started = True
-                    if not hasattr(api, "new_thread") and _has_threads(steps, index + (step["op"] == "session")):
-                        # The case drove a second simulated thread (a close during a blocking call): one
-                        # sequence of calls on a target without threads would block where it waited.
+                    if getattr(api, "world", None) is None and _has_threads(steps, index + (step["op"] == "session")):
+                        # The case drove a second thread (a close during a blocking call): the trace holds
+                        # its calls in one sequence, the blocking call before the one that ended it, which
+                        # a target running in real time (not the simulator's virtual time) blocks on.
                         self.result.skipped.append(step.get("name", ""))
                         self.session, skipping = None, True
                         continue
