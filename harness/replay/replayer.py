@@ -25,6 +25,7 @@ from .trace import Trace
 LAST_ERROR_POLICIES = ("failure", "always", "never")
 _READS_LAST_ERROR = frozenset({"WSAGetLastError", "GetLastError"})
 _SETS_LAST_ERROR = frozenset({"WSASetLastError", "SetLastError"})
+_PENDING_ERRORS = frozenset({C.WSA_IO_PENDING})     # ERROR_IO_PENDING, the same 997
 _NO_LAST_ERROR = frozenset({"WSAStartup", "WSAGetLastError", "WSASetLastError", "GetLastError",
                             "GetCurrentProcessId", "GetCurrentThreadId", "SleepEx"})
 
@@ -407,7 +408,7 @@ class Replayer:
             region = names.undefined_region(output, session.recorded_memory)
             if region:
                 masked = (region, rec_before, before.get(region[0]))
-        async_allocs.update(self._start_async(step, params))
+        async_allocs.update(self._start_async(step, out, params))
         self._compare(step, out, index, path, ret_type, masked, async_allocs)
         retire_closed(symbols, out)
         return out
@@ -464,7 +465,7 @@ class Replayer:
             if new != data:
                 mem.write(arg, new)
 
-    def _start_async(self, step: dict, params) -> dict:
+    def _start_async(self, step: dict, out: dict, params) -> dict:
         """A call that starts an operation pending on either side: its memory (the allocations its
         arguments name, and those these point at, as the recording wrote them: a WSABUF's buffer),
         {alloc index: port space or None}, carried by harness.replay.asyncwrites from this call on."""
@@ -477,6 +478,10 @@ class Replayer:
         if not (overlapped_pending(session.recorded_memory, ovl)
                 or target_pending(session.api.memory, session.symbols, ovl)):
             return {}
+        ret_type = (EXT_SIGNATURES if step.get("ext") else SIGNATURES)[step["fn"]][0]
+        if all(signals_failure(step["fn"], ret_type, c.get("ret")) and c.get("error") not in _PENDING_ERRORS
+               for c in (step, out)):
+            return {}       # failed at once on both sides: nothing will complete (Internal may still read pending)
         spaces = session.recorded_ports.address_allocs(step)
         allocs: dict = {}
         frontier = [a[1] for a in step["args"] if isinstance(a, list) and a[0] == "alloc"]
