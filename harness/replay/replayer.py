@@ -285,7 +285,7 @@ class Replayer:
         differing = session.async_writes.carry({}, {}, final=True)
         if differing:
             index, path = self._where
-            self._diverge(index, path, "(pending operations at the session's end)", "writes",
+            self._diverge(index, path, "pending operations, at the end of the session", "writes",
                           {k: a for k, a, _b in differing}, {k: b for k, _a, b in differing})
 
     def _diverge(self, index, path, fn, fld, recorded, replayed):
