@@ -291,6 +291,23 @@ def test_trace_record_and_replay_commands(tmp_path, capsys):
     assert cli.main(["trace", "replay", str(path), "--target", "vax"]) == 2
 
 
+def test_a_simulator_only_case_is_marked_and_not_replayed(tmp_path):
+    """A sim_only case (its host's port range is a world control, not a call) records as such, and a
+    replay leaves it out and says so: a fresh provider has not had the controls."""
+    path = tmp_path / "conf.jsonl"
+    assert cli.main(["trace", "record", "-o", str(path), "--", "-k",
+                     "test_ephemeral_ports_run_out and udp or test_wait_any_lowest_index_and_wait_all"]) == 0
+    trace = load_trace(path)
+    marked = {s["name"].rsplit("::", 1)[-1]: s.get("sim_only", False) for s in trace.steps if s["op"] == "session"}
+    assert marked == {"test_ephemeral_ports_run_out[udp]": True, "test_wait_any_lowest_index_and_wait_all": False}
+    profile = load("documented")
+    result = replay(trace, lambda: sim.SimulatedWinsock(profile))
+    assert result.identical and [n.rsplit("::", 1)[-1] for n in result.skipped] == ["test_ephemeral_ports_run_out[udp]"]
+    recorded_calls = sum(1 for s in trace.steps if s["op"] == "call")
+    assert 0 < result.calls < recorded_calls
+    assert "1 session not replayed" in result.format()
+
+
 # --- profiles: diff and probes ------------------------------------------------------------------
 
 DIFFERING = {"unknown_ioctl_overlapped", "sio_flush", "close_cancel_status", "acceptex_short_address",

@@ -78,6 +78,9 @@ class TraceRecorderPlugin:
         if fixturedef.argname != self.argname or result is None or isinstance(result, RecordingApi):
             return result
         rec = RecordingApi(result, self.trace, session=request.node.nodeid)
+        if request.node.get_closest_marker("sim_only"):
+            # World controls (a host's port range, faults) are not calls: no replay reproduces the case.
+            self.trace.steps[-1]["sim_only"] = True
         cached = fixturedef.cached_result
         if cached is not None and cached[0] is result:
             fixturedef.cached_result = (rec, *cached[1:])
@@ -131,13 +134,14 @@ def cmd_replay(args) -> int:
     profile, bad = _profile(args.profile or _default_profile(trace))
     if bad:
         return bad
+    from harness.agent.protocol import AgentError
     try:
         factory = api_factory(args.target, profile, _options(args))
         result = replay(trace, factory, last_error=args.last_error)
-    except OSError as exc:           # e.g. an agent that cannot start
-        return _fail(f"--target {args.target}: {exc}")
+    except (OSError, AgentError) as exc:     # e.g. an agent that cannot start
+        return _fail(f"--target {args.target}: {str(exc).splitlines()[0]}")
     if args.json:
-        print(json.dumps({"identical": result.identical, "calls": result.calls,
+        print(json.dumps({"identical": result.identical, "calls": result.calls, "skipped": result.skipped,
                           "divergences": [{**d.to_dict(), "known": dev.differs if dev else None}
                                           for d, dev in classify(result, args.target)]},
                          indent=2, default=str))

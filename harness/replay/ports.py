@@ -105,8 +105,14 @@ def translate(data: bytes, space: str, recorded: TracePorts, replayed: TracePort
     if len(data) < 4 or (data[0] | data[1] << 8) not in _FAMILIES:
         return data
     port = data[2] << 8 | data[3]
-    ordinal = recorded.ordinal_of(port, space)
-    mine = replayed.port_at(ordinal, space) if ordinal is not None else None
+    mine = None
+    # A port the system chose in one space may be carried to the other: a program that asks a TCP
+    # socket for a free port and binds a UDP socket to it (test_address_reservation's free_port).
+    for where in (space, *(other for other in ("tcp", "udp") if other != space)):
+        ordinal = recorded.ordinal_of(port, where)
+        mine = replayed.port_at(ordinal, where) if ordinal is not None else None
+        if mine is not None:
+            break
     if mine is None:
         return data
     return data[:2] + bytes((mine >> 8, mine & 0xFF)) + data[4:]

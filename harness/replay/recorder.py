@@ -112,8 +112,10 @@ class MemoryTracker:
 
 def learn_extension(memory, symbols: Symbols, args) -> None:
     """After a successful SIO_GET_EXTENSION_FUNCTION_POINTER: name the pointer it wrote."""
-    _s, code, inbuf, cbin, outbuf, cbout = args[:6]
-    if code != C.SIO_GET_EXTENSION_FUNCTION_POINTER or cbin < 16 or cbout < 8 or not inbuf or not outbuf:
+    _s, code, inbuf, _cbin, outbuf, _cbout = args[:6]
+    # Not the lengths: where a short GUID or output length succeeds (decision point
+    # extension_pointer_sizes = "unchecked", as Wine), the pointer was written all the same.
+    if code != C.SIO_GET_EXTENSION_FUNCTION_POINTER or not inbuf or not outbuf:
         return
     try:
         guid = memory.read(inbuf, 16)
@@ -341,8 +343,6 @@ class RecordingApi:
             if name == "WSAIoctl" and ret == 0:
                 learn_extension(self.inner.memory, symbols, cargs)
             step["ret"] = encode_ret(symbols, ret_type, ret)
-            if name in VOLATILE_RETURNS:
-                step["volatile"] = True
             return ret
         finally:
             self._frames.pop()

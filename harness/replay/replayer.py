@@ -15,11 +15,17 @@ from harness.winsock import constants as C
 from .recorder import EXT_SIGNATURES, SIGNATURES, VOLATILE_RETURNS, MemoryTracker, encode_ret, learn_extension
 from harness.wording import plain, plural
 
+from . import names
+from .asyncwrites import AsyncWrites, overlapped_pending, target_pending
 from .ports import TracePorts, translate
+from .settle import wait_for_completions
 from .symbols import FreshSymbols, UnresolvedSymbol, retire_closed, symbol_text
 from .trace import Trace
 
 LAST_ERROR_POLICIES = ("failure", "always", "never")
+_READS_LAST_ERROR = frozenset({"WSAGetLastError", "GetLastError"})
+_SETS_LAST_ERROR = frozenset({"WSASetLastError", "SetLastError"})
+_PENDING_ERRORS = frozenset({C.WSA_IO_PENDING})     # ERROR_IO_PENDING, the same 997
 _NO_LAST_ERROR = frozenset({"WSAStartup", "WSAGetLastError", "WSASetLastError", "GetLastError",
                             "GetCurrentProcessId", "GetCurrentThreadId", "SleepEx"})
 
@@ -110,6 +116,8 @@ class ReplayResult:
     calls: int = 0
     steps: list = field(default_factory=list)      # the replayed steps, in the trace's own format
     symbols: list = field(default_factory=list)    # per session: the target's values for each symbol
+    skipped: list = field(default_factory=list)    # sessions not replayed (sim_only: world controls not in
+                                                   # the trace; threads, on a target in real time)
 
     @property
     def identical(self) -> bool:
@@ -120,9 +128,12 @@ class ReplayResult:
         return self.divergences[0] if self.divergences else None
 
     def format(self, limit: int = 50) -> str:
+        skipped = (f" ({plural(len(self.skipped), 'session')} not replayed: simulator-only, or simulated threads)"
+                   if self.skipped else "")
         if self.identical:
-            return f"identical: {plural(self.calls, 'call')} replayed, no divergence"
-        lines = [f"diverged: {plural(len(self.divergences), 'divergence')} in {plural(self.calls, 'call')} replayed",
+            return f"identical: {plural(self.calls, 'call')} replayed, no divergence{skipped}"
+        lines = [f"diverged: {plural(len(self.divergences), 'divergence')} in {plural(self.calls, 'call')} replayed"
+                 + skipped,
                  f"first: {self.first.describe()}"]
         shown = self.divergences[:limit]
         lines += [f"  {d.describe()}" for d in shown]
@@ -156,6 +167,31 @@ class _Session:
         self.recorded_ports, self.ports = TracePorts(), TracePorts()     # ports the system chose, per side
         self.threads: list = []
         self.thread_contexts: list = []
+        self.recorded_memory: dict[int, bytearray] = {}   # alloc index -> its bytes as the recording left them
+        self.recorded_syms: dict[int, dict] = {}          # alloc index -> {offset: symbol} in those bytes
+        self.outstanding: list = []     # (alloc index, offset) of OVERLAPPEDs handed to calls, not yet settled
+        self.async_writes = AsyncWrites()
+        self.error_defined = True       # whether the thread's last error is one a call set (see _compare)
+
+    def note_recorded(self, alloc, offset: int, hex_: str, syms=()) -> None:
+        mem = self.recorded_memory.get(alloc)
+        if mem is not None:
+            data = bytes.fromhex(hex_)
+            mem[offset:offset + len(data)] = data[:max(0, len(mem) - offset)]
+            table = self.recorded_syms.setdefault(alloc, {})
+            for off in [o for o in table if offset <= o < offset + len(data)]:
+                del table[off]
+            table.update((offset + off, sym) for off, sym in syms)
+
+
+def _has_threads(steps, start: int) -> bool:
+    """Whether the session starting at `start` runs calls on a simulated thread of its own."""
+    for step in steps[start:]:
+        if step["op"] == "session":
+            return False
+        if step["op"] == "thread":
+            return True
+    return False
 
 
 def _completions_by_routine(steps, start: int) -> dict:
@@ -204,24 +240,53 @@ class Replayer:
     def run(self) -> ReplayResult:
         steps = self.trace.steps
         try:
-            started = False
+            started = skipping = False
             for index, step in enumerate(steps):
+                if step["op"] == "session":
+                    # A sim_only case set up its world (a host's port range, faults) by controls the trace
+                    # does not hold: no replay, even on a fresh simulator, reproduces it.
+                    skipping = step.get("sim_only", False)
+                    if skipping:
+                        self.result.skipped.append(step.get("name", ""))
+                if skipping:
+                    continue
                 if step["op"] == "session" or not started:
-                    self.session = _Session(self._new_api(not started),
-                                            step.get("name", "") if step["op"] == "session" else "",
-                                            _completions_by_routine(steps, index + (step["op"] == "session")))
+                    self._flush_async()
+                    api = self._new_api(not started)
                     started = True
+                    if getattr(api, "world", None) is None and _has_threads(steps, index + (step["op"] == "session")):
+                        # The case drove a second thread (a close during a blocking call): the trace holds
+                        # its calls in one sequence, the blocking call before the one that ended it, which
+                        # a target running in real time (not the simulator's virtual time) blocks on.
+                        self.result.skipped.append(step.get("name", ""))
+                        self.session, skipping = None, True
+                        continue
+                    self.session = _Session(api, step.get("name", "") if step["op"] == "session" else "",
+                                            _completions_by_routine(steps, index + (step["op"] == "session")))
                     self.result.symbols.append(self.session.symbols)
                     if step["op"] == "session":
                         self.result.steps.append(dict(step))
                         continue
                 self.result.steps.append(self._execute(step, index, ""))
+            self._flush_async()
         finally:
             for api in self._owned:
                 close = getattr(api, "close", None)
                 if callable(close):
                     close()
         return self.result
+
+    def _flush_async(self) -> None:
+        """At a session's end: what pending operations wrote on one side only, or differently, where an
+        operation never completed on a side (harness.replay.asyncwrites)."""
+        session = self.session
+        if session is None:
+            return
+        differing = session.async_writes.carry({}, {}, final=True)
+        if differing:
+            index, path = self._where
+            self._diverge(index, path, "pending operations, at the end of the session", "writes",
+                          {k: a for k, a, _b in differing}, {k: b for k, _a, b in differing})
 
     def _diverge(self, index, path, fn, fld, recorded, replayed):
         self.result.divergences.append(Divergence(index, path, fn, fld, recorded, replayed,
@@ -235,7 +300,9 @@ class Replayer:
         try:
             if op == "alloc":
                 ptr = api.memory.alloc(step["size"], step["prot"])
-                return {**step, "result": symbols.add_alloc(ptr, step["size"])}
+                result = symbols.add_alloc(ptr, step["size"])
+                session.recorded_memory[result[1]] = bytearray(step["size"])     # VirtualAlloc zero-fills
+                return {**step, "result": result}
             if op == "free":
                 ptr = symbols.value(step["ptr"])
                 api.memory.free(ptr)
@@ -248,6 +315,8 @@ class Replayer:
                 ptr = symbols.value(step["ptr"])
                 data = symbols.substitute(bytes.fromhex(step["hex"]), step.get("syms", []))
                 api.memory.write(ptr, data)
+                if isinstance(step["ptr"], list) and step["ptr"][0] == "alloc":
+                    session.note_recorded(step["ptr"][1], step["ptr"][2], step["hex"], step.get("syms", []))
                 return {**step, "hex": data.hex()}
             if op == "invalid_pointer":
                 return {**step, "result": symbols.add_invalid(api.memory.invalid_pointer())}
@@ -314,6 +383,9 @@ class Replayer:
         out = {"op": "call", "fn": name, "args": step["args"], "completions": []}
         self._translate_ports(step, args)
         self.result.calls += 1
+        output = names.name_output(step, session.recorded_memory)
+        rec_before = bytes(session.recorded_memory[output[0][1]]) if output else None
+        async_allocs = session.async_writes.allocs()
         before = session.tracker.snapshot()
         session.frames.append(out)
         self._where = (index, path)
@@ -329,10 +401,50 @@ class Replayer:
                 learn_extension(api.memory, symbols, args)
             out["ret"] = encode_ret(symbols, ret_type, ret)
         out["error"] = api.GetLastError() & 0xFFFFFFFF
+        self._settle(step, params)
         out["writes"] = session.tracker.writes(before, session.tracker.snapshot())
-        self._compare(step, out, index, path, ret_type)
+        masked = None
+        if output and not signals_failure(name, ret_type, step.get("ret")):
+            region = names.undefined_region(output, session.recorded_memory)
+            if region:
+                masked = (region, rec_before, before.get(region[0]))
+        async_allocs.update(self._start_async(step, out, params))
+        self._compare(step, out, index, path, ret_type, masked, async_allocs)
         retire_closed(symbols, out)
         return out
+
+    # The calls that start an operation on an OVERLAPPED (GetQueuedCompletionStatus' lpOverlapped is an
+    # out-pointer; GetOverlappedResult and CancelIoEx name an operation already started).
+    _ISSUING = frozenset({"WSAIoctl", "WSARecv", "WSASend", "WSARecvMsg", "WSASendMsg", "AcceptEx", "ConnectEx"})
+
+    def _settle(self, step: dict, params) -> None:
+        """Before this call's writes are taken: where the recording shows an operation complete (its
+        OVERLAPPED's Internal no longer STATUS_PENDING once this call's recorded writes are applied),
+        wait, bounded, for the target to complete it too (harness.replay.settle), so what it writes is
+        compared with the call that completed it in the recording instead of landing unseen between
+        calls or in a later call's writes."""
+        session = self.session
+        for run in step.get("writes", []):
+            session.note_recorded(run["alloc"], run["offset"], run["hex"], run.get("syms", []))
+        if step["fn"] in self._ISSUING:
+            for (_ctype, pname), sym in zip(params, step["args"]):
+                if pname == "lpOverlapped" and isinstance(sym, list) and sym[0] == "alloc":
+                    if (sym[1], sym[2]) not in session.outstanding:
+                        session.outstanding.append((sym[1], sym[2]))
+        done = []
+        for alloc, offset in session.outstanding:
+            recorded = session.recorded_memory.get(alloc, b"")[offset:offset + 8]
+            if len(recorded) == 8 and int.from_bytes(recorded, "little") != C.STATUS_PENDING:
+                done.append((alloc, offset))
+        if not done:
+            return
+        live = [session.symbols.allocs[a][0] + off for a, off in done
+                if a < len(session.symbols.allocs) and session.symbols.allocs[a][2]]
+        try:
+            wait_for_completions(session.api.memory, live)
+        except Exception:       # noqa: BLE001 - memory the target no longer maps: compared as it is
+            pass
+        session.outstanding = [o for o in session.outstanding if o not in done]
 
     _ADDRESS_INPUTS = frozenset({"bind", "connect", "sendto", "ConnectEx"})
 
@@ -353,8 +465,43 @@ class Replayer:
             if new != data:
                 mem.write(arg, new)
 
-    def _compare(self, rec: dict, out: dict, index: int, path: str, ret_type: str) -> None:
+    def _start_async(self, step: dict, out: dict, params) -> dict:
+        """A call that starts an operation pending on either side: its memory (the allocations its
+        arguments name, and those these point at, as the recording wrote them: a WSABUF's buffer),
+        {alloc index: port space or None}, carried by harness.replay.asyncwrites from this call on."""
         session = self.session
+        if step["fn"] not in self._ISSUING:
+            return {}
+        ovl = next((sym for (_c, pname), sym in zip(params, step["args"]) if pname == "lpOverlapped"), None)
+        if not (isinstance(ovl, list) and ovl[0] == "alloc"):
+            return {}
+        if not (overlapped_pending(session.recorded_memory, ovl)
+                or target_pending(session.api.memory, session.symbols, ovl)):
+            return {}
+        ret_type = (EXT_SIGNATURES if step.get("ext") else SIGNATURES)[step["fn"]][0]
+        if all(signals_failure(step["fn"], ret_type, c.get("ret")) and c.get("error") not in _PENDING_ERRORS
+               for c in (step, out)):
+            return {}       # failed at once on both sides: nothing will complete (Internal may still read pending)
+        spaces = session.recorded_ports.address_allocs(step)
+        allocs: dict = {}
+        frontier = [a[1] for a in step["args"] if isinstance(a, list) and a[0] == "alloc"]
+        for _depth in range(3):         # WSAMSG -> WSABUF array -> buffer
+            following = []
+            for i in frontier:
+                if i not in allocs:
+                    allocs[i] = spaces.get(i)
+                    following += [sym[1] for sym in session.recorded_syms.get(i, {}).values() if sym[0] == "alloc"]
+            frontier = following
+        session.async_writes.start(ovl, allocs)
+        return allocs
+
+    def _compare(self, rec: dict, out: dict, index: int, path: str, ret_type: str, masked=None,
+                 async_allocs=None) -> None:
+        session = self.session
+        if masked:          # an address buffer beyond the returned length (harness.replay.names)
+            region, rec_before, out_before = masked
+            rec = {**rec, "writes": names.mask(rec.get("writes", []), region, rec_before)}
+            out = {**out, "writes": names.mask(out.get("writes", []), region, out_before)}
         rec_ports, ports = session.recorded_ports, session.ports
         rec_ports.note_call(rec)
         ports.note_call(out)
@@ -362,8 +509,32 @@ class Replayer:
         if allocs:          # ports the system chose compare by order of appearance (harness.replay.ports)
             rec = {**rec, "writes": rec_ports.normalise_runs(rec.get("writes", []), allocs)}
             out = {**out, "writes": ports.normalise_runs(out.get("writes", []), allocs)}
+        if async_allocs:    # what pending operations write compares once both sides wrote it
+            rec_async = [r for r in rec.get("writes", []) if r["alloc"] in async_allocs]
+            out_async = [r for r in out.get("writes", []) if r["alloc"] in async_allocs]
+            rec = {**rec, "writes": [r for r in rec.get("writes", []) if r["alloc"] not in async_allocs]}
+            out = {**out, "writes": [r for r in out.get("writes", []) if r["alloc"] not in async_allocs]}
+            spaces = {i: sp for i, sp in async_allocs.items() if sp is not None and i not in allocs}
+            rec_async, out_async = rec_ports.normalise_runs(rec_async, spaces), ports.normalise_runs(out_async, spaces)
+        name = rec["fn"]
+        if name in _READS_LAST_ERROR and self.last_error == "failure" and not session.error_defined:
+            # The last error a successful call left is undefined (Win32; Wine keeps the previous value,
+            # the simulator sets 0): reading it is compared only where a failure or a Set defined it.
+            out = {**out, "ret": rec.get("ret")}
+        elif name not in _READS_LAST_ERROR:
+            session.error_defined = name in _SETS_LAST_ERROR or any(
+                signals_failure(name, ret_type, c.get("ret")) for c in (rec, out))
         for fld, recorded, replayed in compare_call(rec, out, ret_type, self.last_error):
             self._diverge(index, path, rec["fn"], fld, recorded, replayed)
+        if async_allocs is not None:
+            pending = session.async_writes
+            pending.settle_ops(lambda ovl: overlapped_pending(session.recorded_memory, ovl),
+                               lambda ovl: target_pending(session.api.memory, session.symbols, ovl))
+            differing = pending.carry(_tokens(rec_async) if async_allocs else {},
+                                      _tokens(out_async) if async_allocs else {})
+            if differing:
+                self._diverge(index, path, rec["fn"], "writes", {k: a for k, a, _b in differing},
+                              {k: b for k, _a, b in differing})
 
 
 def compare_call(rec: dict, out: dict, ret_type: str, last_error: str = "failure") -> list:
@@ -401,6 +572,6 @@ def replay(trace: Trace, target, *, last_error: str = "failure") -> ReplayResult
 
     last_error: "failure" (default) compares the last error where either
     side's return value is the function's failure value; "always" after
-    every call; "never" not at all.
+    every call; "never" not at all. Sessions recorded as "sim_only" are left out (result.skipped).
     """
     return Replayer(trace, target, last_error).run()

@@ -2,7 +2,8 @@
 
     {"format": "wfp-harness-trace", "version": 1, "target": "sim", "profile": "documented",
      "harness_version": "0.1.0", "os_build": "simulated"}
-    {"op": "session", "name": "harness/conformance/test_x.py::test_y"}
+    {"op": "session", "name": "harness/conformance/test_x.py::test_y"}   (+ "sim_only": true for a case
+                     that set up the simulator's world beyond its calls: not replayed)
     {"op": "alloc", "size": 36, "prot": "rw", "result": ["alloc", 0, 0]}
     {"op": "write", "ptr": ["alloc", 0, 0], "hex": "a5a5...", "syms": [[8, ["handle", 0]]]}
     {"op": "call", "fn": "WSAIoctl", "args": [["handle", 0], 3758096385, 0, 0, ...],
@@ -55,7 +56,7 @@ OPS = ("session", "alloc", "free", "protect", "write", "invalid_pointer", "routi
 PROTS = ("rw", "r", "none")
 # The fields each op may carry (a field on the wrong op is a malformed trace, not something to ignore).
 FIELDS = {
-    "session": {"name"}, "alloc": {"size", "prot", "result"}, "free": {"ptr"}, "protect": {"ptr", "prot"},
+    "session": {"name", "sim_only"}, "alloc": {"size", "prot", "result"}, "free": {"ptr"}, "protect": {"ptr", "prot"},
     "write": {"ptr", "hex", "syms"}, "invalid_pointer": {"result"}, "routine": {"result"},
     "thread": {"name", "result"}, "enter_thread": {"thread"}, "exit_thread": set(),
     "call": {"fn", "args", "ext", "fnptr", "ret", "error", "raised", "writes", "completions"},
@@ -221,6 +222,8 @@ def _check_step(obj, path, line, prefix):
     if op == "session":
         if not isinstance(need("name"), str):
             raise TraceError(path, line, prefix + "name", "required string")
+        if type(obj.get("sim_only", False)) is not bool:
+            raise TraceError(path, line, prefix + "sim_only", "must be true or false")
     elif op == "alloc":
         size = need("size")
         if not _int(size) or size < 0:

@@ -25,20 +25,17 @@ Everything else (PIDs, TIDs: the recorder's volatile returns) is compared as is.
 """
 from __future__ import annotations
 
-import struct
-import time
 from dataclasses import dataclass, field
 
 from harness.replay import RecordingApi
 from harness.replay.ports import PortOrdinals
 from harness.replay.symbols import FreshSymbols, retire_closed
 from harness.replay.recorder import EXT_SIGNATURES, SIGNATURES
+from harness.replay.settle import internal, wait_for_completions
 from harness.replay.replayer import _fmt, _fmt_error, _tokens, compare_call, signals_failure
 from harness.winsock import constants as C
 
-SETTLE_TIMEOUT_S = 3.0      # Wine gets this long to complete what the simulator completed
 SIM_SETTLE_MS = 50         # virtual time the simulator runs before each comparison
-SETTLE_GRACE_S = 0.01       # after an IOSB is written, Wine posts the packet / sets the event / queues the APC
 
 
 class Side:
@@ -67,7 +64,7 @@ class Side:
         return sym[1]
 
     def internal(self, ovl: int) -> int:
-        return struct.unpack("<Q", self.inner.memory.read(ovl, 8))[0]
+        return internal(self.inner.memory, ovl)
 
 
 @dataclass
@@ -161,17 +158,10 @@ class Pair:
         world = getattr(self.sim.inner, "world", None)
         if world is not None:
             world.run(SIM_SETTLE_MS)
-        waited = False
-        deadline = time.monotonic() + SETTLE_TIMEOUT_S
-        for index in self.overlapped:
-            sim_ptr, wine_ptr = self.sim.api.symbols.allocs[index], self.wine.api.symbols.allocs[index]
-            if not (sim_ptr[2] and wine_ptr[2]) or self.sim.internal(sim_ptr[0]) == C.STATUS_PENDING:
-                continue
-            while self.wine.internal(wine_ptr[0]) == C.STATUS_PENDING and time.monotonic() < deadline:
-                waited = True
-                time.sleep(0.001)
-        if waited:
-            time.sleep(SETTLE_GRACE_S)
+        done = [wine_ptr[0] for sim_ptr, wine_ptr in
+                ((self.sim.api.symbols.allocs[i], self.wine.api.symbols.allocs[i]) for i in self.overlapped)
+                if sim_ptr[2] and wine_ptr[2] and self.sim.internal(sim_ptr[0]) != C.STATUS_PENDING]
+        wait_for_completions(self.wine.inner.memory, done)
 
     # -- comparing ----------------------------------------------------------------------------------
     def _normalise_runs(self, side: Side, runs: list) -> list:

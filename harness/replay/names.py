@@ -1,0 +1,76 @@
+"""Socket address outputs compared only as far as the call defines them.
+
+getpeername, getsockname, accept and recvfrom write an address into a caller's buffer of *namelen
+bytes and set *namelen to the address's length. What the buffer holds beyond the returned length is
+not defined: the getpeername, getsockname, accept and recvfrom pages on learn.microsoft.com say only
+that the name (of the returned length) is written, and no test run on Windows looks beyond it (Wine
+dlls/ws2_32/tests/sock.c test_getpeername compares sizeof(struct sockaddr_in) bytes of a
+SOCKADDR_STORAGE and the returned length). Wine zeroes the whole buffer (its ntdll's
+sockaddr_from_unix clears the caller's length first), the simulator writes only the address: a
+replay that compared those bytes would report a difference no program can rely on. So the bytes
+from the returned length to the buffer's end are masked on both sides: set back to what they held
+before the call, and a word left unchanged by that is no write at all.
+"""
+from __future__ import annotations
+
+# fn -> (index of the name buffer argument, index of the length pointer argument)
+NAME_OUTPUTS = {"getpeername": (1, 2), "getsockname": (1, 2), "accept": (1, 2), "recvfrom": (4, 5)}
+
+
+def _dword(image: dict, sym) -> int | None:
+    mem = image.get(sym[1])
+    if mem is None or sym[2] < 0 or sym[2] + 4 > len(mem):
+        return None
+    return int.from_bytes(mem[sym[2]:sym[2] + 4], "little")
+
+
+def name_output(step: dict, image: dict):
+    """Before the call: (name symbol, length symbol, the buffer's length) where `step` writes an
+    address into a recorded allocation, else None. `image`: alloc index -> the recording's bytes."""
+    where = NAME_OUTPUTS.get(step["fn"])
+    if where is None or step.get("ext"):
+        return None
+    args = step["args"]
+    name, length = args[where[0]], args[where[1]]
+    if not all(isinstance(s, list) and s[0] == "alloc" for s in (name, length)):
+        return None
+    size = _dword(image, length)
+    if size is None or not 0 < size < (1 << 31):
+        return None
+    return name, length, size
+
+
+def undefined_region(output, image: dict):
+    """After the call (the recording's bytes updated): (alloc index, start, end) of the name buffer's
+    bytes beyond the returned length, or None when there are none."""
+    name, length, size = output
+    returned = _dword(image, length)
+    if returned is None or returned >= size:
+        return None
+    return name[1], name[2] + returned, name[2] + size
+
+
+def mask(runs: list, region, before: bytes) -> list:
+    """Write runs with the bytes of `region` set back to `before` (the allocation before the call);
+    a word that is then unchanged is dropped. Runs are 8-byte aligned in their allocation."""
+    if region is None or before is None:
+        return runs
+    alloc, lo, hi = region
+    out = []
+    for run in runs:
+        if run["alloc"] != alloc or run["offset"] >= hi or run["offset"] + len(run["hex"]) // 2 <= lo:
+            out.append(run)
+            continue
+        data = bytes.fromhex(run["hex"])
+        syms = dict((off, sym) for off, sym in run.get("syms", []))
+        for off in range(0, len(data), 8):
+            at = run["offset"] + off
+            word = bytearray(data[off:off + 8])
+            for i in range(len(word)):
+                if lo <= at + i < hi and at + i < len(before):
+                    word[i] = before[at + i]
+            if bytes(word) == before[at:at + len(word)]:
+                continue
+            kept = [[0, syms[off]]] if off in syms and bytes(word) == data[off:off + 8] else []
+            out.append({"alloc": alloc, "offset": at, "hex": bytes(word).hex(), "syms": kept})
+    return out
