@@ -682,10 +682,10 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
             status, info = internal()
         flags = process.completed_flags.get(lpOverlapped, 0)
         if not st.nt_success(status):
-            # The byte count is written on failure too (Wine dlls/ws2_32/tests/sock.c test_ip_pktinfo,
-            # on Windows: WSAEMSGSIZE with the datagram's size).
+            # The byte count is written on failure too, the flags are not (Wine
+            # dlls/ws2_32/tests/sock.c test_ip_pktinfo, on Windows: WSAEMSGSIZE with the datagram's
+            # size, dwFlags still 0xdeadbeef; Wine writes them: todo_wine).
             mem.kwrite_u32(lpcbTransfer, info)
-            mem.kwrite_u32(lpdwFlags, flags)
             return self._err(thread, st.to_winsock(status), C.FALSE)
         mem.kwrite_u32(lpcbTransfer, info)
         mem.kwrite_u32(lpdwFlags, flags)

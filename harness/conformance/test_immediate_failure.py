@@ -486,6 +486,10 @@ class TestRoutines:
 
     @pytest.mark.udp
     def test_short_control_buffer_at_issue_without_a_routine(self, api, decide):
+        self._short_control_buffer_at_issue(api, decide)
+
+    @staticmethod
+    def _short_control_buffer_at_issue(api, decide):
         """Decision point overflow_at_issue: the same WSARecvMsg with an event on a port-bound socket
         returns -1 with WSAEMSGSIZE or WSA_IO_PENDING; either way the truncation is a warning that
         completes the request (Wine afd.c test_recv: STATUS_BUFFER_OVERFLOW written to the
@@ -523,3 +527,14 @@ class TestRoutines:
         assert api.WSAGetOverlappedResult(b, ovl, got.ptr, False, flags.ptr) == C.FALSE
         assert api.WSAGetLastError() == C.WSAEMSGSIZE and got.u32() == 6
         assert WSAMSG.unpack(api.memory.read(msg, WSAMSG.size))["dwFlags"] == C.MSG_CTRUNC
+        return b, ovl
+
+    @pytest.mark.udp
+    def test_failed_result_leaves_the_flags(self, api, decide):
+        """Wine test_ip_pktinfo (the overlapped case, on Windows): WSAGetOverlappedResult of the
+        truncated receive fails with WSAEMSGSIZE and the size, and leaves *lpdwFlags as it was."""
+        b, ovl = self._short_control_buffer_at_issue(api, decide)
+        got, flags = dword(api), dword(api, 0xDEADBEEF)
+        assert api.WSAGetOverlappedResult(b, ovl, got.ptr, False, flags.ptr) == C.FALSE
+        assert api.WSAGetLastError() == C.WSAEMSGSIZE and got.u32() == 6
+        assert flags.u32() == 0xDEADBEEF
