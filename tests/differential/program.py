@@ -74,9 +74,8 @@ _KNOWN_OPTIONS = sorted(OPTIONS) + _WFP_OPTIONS
 # - host-valued options: SO_RCVBUF, SO_SNDBUF, IP_TTL, IPV6_UNICAST_HOPS, TCP_KEEPALIVE (Linux's values;
 #   Wine 8.0 also answers TCP_KEEPALIVE WSAENOPROTOOPT);
 # - SO_DEBUG (Wine writes 4 bytes whatever the length and keeps *optlen), SO_TYPE with a length above 4
-#   (Wine leaves *optlen as given), SO_ERROR set (Wine takes any length), SO_MAX_MSG_SIZE on TCP, SO_LINGER
-#   and SO_DONTLINGER on UDP and SO_LINGER values above 0xFF (Wine normalises l_onoff, a todo_wine in
-#   Wine test_set_getsockopt), SO_DONTROUTE (Wine reads back 1, a todo_wine there too);
+#   (Wine leaves *optlen as given), SO_ERROR set (Wine takes any length), SO_MAX_MSG_SIZE on TCP,
+#   SO_DONTLINGER on UDP (SO_LINGER and SO_DONTROUTE are generated: known.toml's todo_wine entries);
 # - IP_OPTIONS, IP_DONTFRAGMENT read, IP_UNICAST_IF/IPV6_UNICAST_IF set, IP_MULTICAST_IF set on UDP,
 #   TCP_NODELAY on UDP, IPPROTO_IPV6 options on an AF_INET socket, IPV6_V6ONLY, IP_TOS read back on TCP
 #   (Linux clears the ECN bits);
@@ -93,7 +92,7 @@ _KNOWN_OPTIONS = sorted(OPTIONS) + _WFP_OPTIONS
 _UNCLASSIFIED = {(C.SOL_SOCKET, C.SO_RCVBUF), (C.SOL_SOCKET, C.SO_SNDBUF), (C.IPPROTO_IP, C.IP_TTL),
                  (C.IPPROTO_IPV6, C.IPV6_UNICAST_HOPS), (C.IPPROTO_TCP, C.TCP_KEEPALIVE),
                  (C.SOL_SOCKET, C.SO_DEBUG), (C.SOL_SOCKET, C.SO_ERROR), (C.SOL_SOCKET, C.SO_MAX_MSG_SIZE),
-                 (C.SOL_SOCKET, C.SO_LINGER), (C.SOL_SOCKET, C.SO_DONTLINGER), (C.SOL_SOCKET, C.SO_DONTROUTE),
+                 (C.SOL_SOCKET, C.SO_DONTLINGER),
                  (C.SOL_SOCKET, C.SO_TYPE),
                  (C.IPPROTO_IP, C.IP_OPTIONS), (C.IPPROTO_IP, C.IP_DONTFRAGMENT), (C.IPPROTO_IP, C.IP_UNICAST_IF),
                  (C.IPPROTO_IPV6, C.IPV6_UNICAST_IF), (C.IPPROTO_IP, C.IP_MULTICAST_IF), (C.IPPROTO_TCP, C.TCP_NODELAY),
