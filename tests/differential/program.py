@@ -527,15 +527,20 @@ class DifferentialMachine(RuleBasedStateMachine):
     def _any_open(self) -> bool:
         return any(n not in self.closed for n in list(SOCKETS) + self.extra)
 
+    def _option_sock(self, choice: int, level: int) -> str | None:
+        """The socket an option call names: IPPROTO_IPV6 only on the AF_INET6 one (IPv6 options on an
+        AF_INET socket are not yet classified: SOCKOPTS' comment); None when it is closed."""
+        if level != C.IPPROTO_IPV6:
+            return self._sock(choice)
+        return None if "fresh_udp" in self.closed else "fresh_udp"
+
     @precondition(lambda self: self.argument_space and not self.ended and SOCKET_OPTIONS and self._any_open())
     @rule(choice=st.integers(0, 100), option=SOCKOPTS, optlen=OPTLENS)
     def getsockopt(self, choice, option, optlen):
-        name = self._sock(choice)
         level, optname = option
-        if level == C.IPPROTO_IPV6 and name != "fresh_udp":
-            if "fresh_udp" in self.closed:      # IPv6 options on an AF_INET socket: not yet classified
-                return
-            name = "fresh_udp"
+        name = self._option_sock(choice, level)
+        if name is None:
+            return
         optlen = _length(level, optname, optlen)
 
         def action(side):
@@ -550,12 +555,10 @@ class DifferentialMachine(RuleBasedStateMachine):
     @rule(choice=st.integers(0, 100), option=SOCKOPTS, optlen=OPTLENS,
           value=st.sampled_from([0, 1, 2, 64, 255, 256, 4096, 0xFFFFFFFF]))
     def setsockopt(self, choice, option, optlen, value):
-        name = self._sock(choice)
         level, optname = option
-        if level == C.IPPROTO_IPV6 and name != "fresh_udp":
-            if "fresh_udp" in self.closed:      # IPv6 options on an AF_INET socket: not yet classified
-                return
-            name = "fresh_udp"
+        name = self._option_sock(choice, level)
+        if name is None:
+            return
         optlen = _length(level, optname, optlen)
         if (level, optname) in _HOP_LIMITS and value in (0, 0xFFFFFFFF):
             value = 1                           # not yet classified (SOCKOPTS' comment)
