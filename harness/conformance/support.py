@@ -7,7 +7,7 @@ from __future__ import annotations
 import struct
 
 from harness.winsock import constants as C
-from harness.winsock.layouts import WSAOVERLAPPED
+from harness.winsock.layouts import WSABUF, WSAOVERLAPPED
 from harness.winsock.sockaddr import from_text, to_text  # noqa: F401  (to_text: for the cases)
 
 GUARD = b"\xA5" * 32
@@ -43,6 +43,14 @@ def dword(api, value: int = POISON) -> Guarded:
     g = Guarded(api, 4)
     g.set_u32(value)
     return g
+
+
+def wsabuf(api, size: int) -> tuple[int, Guarded]:
+    """A one-entry WSABUF array over a guarded buffer of `size` bytes: (array, buffer)."""
+    buf = Guarded(api, size)
+    arr = api.memory.alloc(WSABUF.size)
+    api.memory.write(arr, WSABUF.pack(len=size, buf=buf.ptr))
+    return arr, buf
 
 
 def sockaddr(api, ip: str, port: int) -> tuple[int, int]:

@@ -18,7 +18,7 @@ import struct
 import pytest
 
 from harness.conformance.support import (POISON, Guarded, RoutineLog, dequeue, dword, get_extension, internal,
-                                         listener, make_iocp, overlapped, sockaddr, tcp_pair, udp_socket)
+                                         listener, make_iocp, overlapped, sockaddr, udp_socket, wsabuf)
 from harness.winsock import constants as C
 from harness.winsock.layouts import SOCKADDR_IN, WSABUF, WSAMSG
 
@@ -26,16 +26,10 @@ KEY = 125
 SLOT = SOCKADDR_IN.size + 16
 
 
-def _wsabuf(api, size=64):
-    buf = Guarded(api, size)
-    arr = api.memory.alloc(WSABUF.size)
-    api.memory.write(arr, WSABUF.pack(len=size, buf=buf.ptr))
-    return arr, buf
-
 
 def _recv(api, s, ovl, routine=0, size=64):
     """WSARecv's (result, last error, *lpNumberOfBytesRecvd, buffer)."""
-    arr, buf = _wsabuf(api, size)
+    arr, buf = wsabuf(api, size)
     n, flags = dword(api), dword(api, 0)
     api.WSASetLastError(POISON)
     rc = api.WSARecv(s, arr, 1, n.ptr, flags.ptr, ovl, routine)

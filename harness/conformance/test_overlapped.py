@@ -10,20 +10,14 @@ import struct
 import pytest
 
 from harness.conformance.support import (POISON, Guarded, RoutineLog, dequeue, dword, internal, make_iocp,
-                                         overlapped)
+                                         overlapped, wsabuf)
 from harness.winsock import constants as C
-from harness.winsock.layouts import OVERLAPPED_ENTRY, WSABUF
+from harness.winsock.layouts import OVERLAPPED_ENTRY
 
-
-def _wsabuf(api, size):
-    buf = Guarded(api, size)
-    arr = api.memory.alloc(WSABUF.size)
-    api.memory.write(arr, WSABUF.pack(len=size, buf=buf.ptr))
-    return arr, buf
 
 
 def _post_recv(api, sock, ovl, routine=0, size=16):
-    arr, buf = _wsabuf(api, size)
+    arr, buf = wsabuf(api, size)
     flags = dword(api, 0)
     rc = api.WSARecv(sock, arr, 1, 0, flags.ptr, ovl, routine)
     return rc, buf

@@ -13,9 +13,8 @@ import struct
 
 import pytest
 
-from harness.conformance.support import (Guarded, dword, internal, overlapped, sockaddr, udp_socket)
+from harness.conformance.support import (Guarded, dword, internal, overlapped, sockaddr, udp_socket, wsabuf)
 from harness.winsock import constants as C
-from harness.winsock.layouts import WSABUF
 
 pytestmark = pytest.mark.udp
 
@@ -42,12 +41,6 @@ def _until_not_wouldblock(api, receive):
     return C.WSAEWOULDBLOCK
 
 
-def _wsabuf(api, size=16):
-    buf = Guarded(api, size)
-    arr = api.memory.alloc(WSABUF.size)
-    api.memory.write(arr, WSABUF.pack(len=size, buf=buf.ptr))
-    return arr, buf
-
 
 def test_wsarecv_reports_the_reset(api):
     """WSARecv page: a previous send's ICMP port unreachable is the receive's WSAECONNRESET,
@@ -56,7 +49,7 @@ def test_wsarecv_reports_the_reset(api):
     _nonblocking(api, s)
     to, tolen = _closed_port(api)
     assert api.sendto(s, Guarded(api, 1).ptr, 1, 0, to, tolen) == 1
-    arr, _ = _wsabuf(api)
+    arr, _ = wsabuf(api, 16)
     n, flags = dword(api), dword(api, 0)
     assert _until_not_wouldblock(api, lambda: api.WSARecv(s, arr, 1, n.ptr, flags.ptr, 0, 0)) == C.WSAECONNRESET
     assert api.WSARecv(s, arr, 1, n.ptr, flags.ptr, 0, 0) == C.SOCKET_ERROR
@@ -67,7 +60,7 @@ def test_pending_wsarecv_completes_with_the_reset(api):
     """A receive already pending when the ICMP arrives completes with it through its event:
     WSAGetOverlappedResult fails with WSAECONNRESET (WSARecv and WSAGetOverlappedResult pages)."""
     s, _ = udp_socket(api)
-    arr, _ = _wsabuf(api)
+    arr, _ = wsabuf(api, 16)
     event = api.WSACreateEvent()
     ovl = overlapped(api, event)
     flags = dword(api, 0)

@@ -52,9 +52,20 @@ class EchoServer:
     def _nonblocking(self, s) -> None:
         self.api.ioctlsocket(s, C.FIONBIO, self.one)
 
+    def _echo_datagrams(self, s) -> None:
+        """Echo every datagram waiting on UDP socket `s` to its sender."""
+        api, sc, mem = self.api, self.scratch, self.api.memory
+        while True:
+            mem.write_u32(sc.addrlen, 128)
+            n = api.recvfrom(s, sc.buf, sc.size, 0, sc.addr, sc.addrlen)
+            if n < 0:
+                return
+            api.sendto(s, sc.buf, n, 0, sc.addr, mem.read_u32(sc.addrlen))
+            self.echoed += n
+
     def poll(self) -> bool:
         """One turn: a WSAPoll over every socket, then echo what each ready one has."""
-        api, sc, mem = self.api, self.scratch, self.api.memory
+        api, sc = self.api, self.scratch
         interest = [(s, READ) for s in self.listeners + self.conns + self.udp]
         ready = self.poller.poll(interest)
         for s, _revents in ready:
@@ -66,13 +77,7 @@ class EchoServer:
                     self._nonblocking(new)
                     self.conns.append(new)
             elif s in self.udp:
-                while True:
-                    mem.write_u32(sc.addrlen, 128)
-                    n = api.recvfrom(s, sc.buf, sc.size, 0, sc.addr, sc.addrlen)
-                    if n < 0:
-                        break
-                    api.sendto(s, sc.buf, n, 0, sc.addr, mem.read_u32(sc.addrlen))
-                    self.echoed += n
+                self._echo_datagrams(s)
             else:
                 while True:
                     n = api.recv(s, sc.buf, sc.size, 0)
@@ -164,14 +169,7 @@ class CompletionEchoServer(EchoServer):
         return progress
 
     def _poll_udp(self) -> bool:
-        api, sc, mem = self.api, self.scratch, self.api.memory
         ready = self.poller.poll([(s, READ) for s in self.udp])
         for s, _revents in ready:
-            while True:
-                mem.write_u32(sc.addrlen, 128)
-                n = api.recvfrom(s, sc.buf, sc.size, 0, sc.addr, sc.addrlen)
-                if n < 0:
-                    break
-                api.sendto(s, sc.buf, n, 0, sc.addr, mem.read_u32(sc.addrlen))
-                self.echoed += n
+            self._echo_datagrams(s)
         return bool(ready)
