@@ -34,6 +34,8 @@ import threading
 import time
 from pathlib import Path
 
+import paramiko
+
 from harness.vm.errors import AuthenticationFailed, HostKeyMismatch, KeyLoadError, SshError
 from harness.vm.ssh import GuestSsh, SshEndpoint
 
@@ -89,11 +91,11 @@ def _pump_stdin(chan) -> None:
             if not data:
                 break
             chan.sendall(data)
-    except Exception:            # OSError, EOFError, paramiko's SSHException: the main loop reports it
+    except (OSError, EOFError, paramiko.SSHException):   # the connection's end: the main loop reports it
         pass
     try:
         chan.shutdown_write()
-    except Exception:
+    except (OSError, EOFError, paramiko.SSHException):
         pass
 
 
