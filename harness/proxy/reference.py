@@ -178,14 +178,10 @@ class RedirectProxy:
             if owner is _LISTENER:
                 while self._accept(s):
                     pass
-            elif owner is _UDP:
-                while self._udp_in(s):
-                    pass
             elif isinstance(owner, _Tcp):
                 self._on_tcp(owner, s, revents)
-            elif owner[0] in self.udp_flows:
-                while self._udp_back(*owner):
-                    pass
+            else:
+                self._udp_ready(s, owner)
         return bool(ready)
 
     def _interest(self):
@@ -198,10 +194,23 @@ class RedirectProxy:
             conn.interest(interest)
             for s, _ in interest[start:]:
                 owners[s] = conn
+        self._flow_interest(interest, owners)
+        return interest, owners
+
+    def _flow_interest(self, interest: list, owners: dict) -> None:
+        """Add each UDP flow's outbound socket to this turn's interest."""
         for key, flow in self.udp_flows.items():
             interest.append((flow["out"], READ))
             owners[flow["out"]] = (key, flow)
-        return interest, owners
+
+    def _udp_ready(self, s, owner) -> None:
+        """A ready UDP socket: the proxy's own (datagrams in) or a flow's outbound one (replies)."""
+        if owner is _UDP:
+            while self._udp_in(s):
+                pass
+        elif owner[0] in self.udp_flows:
+            while self._udp_back(*owner):
+                pass
 
     def serve_forever(self, idle_ms: int = 1000) -> None:    # pragma: no cover - the native console loop
         while True:
@@ -456,18 +465,10 @@ class IocpRedirectProxy(RedirectProxy):
     def _poll_udp(self, timeout_ms: int) -> bool:
         interest = [(s, READ) for s in self.udp_sockets]
         owners = dict.fromkeys(self.udp_sockets, _UDP)
-        for key, flow in self.udp_flows.items():
-            interest.append((flow["out"], READ))
-            owners[flow["out"]] = (key, flow)
+        self._flow_interest(interest, owners)
         ready = self.poller.poll(interest, timeout_ms)
         for s, _revents in ready:
-            owner = owners[s]
-            if owner is _UDP:
-                while self._udp_in(s):
-                    pass
-            elif owner[0] in self.udp_flows:
-                while self._udp_back(*owner):
-                    pass
+            self._udp_ready(s, owners[s])
         return bool(ready)
 
     # -- TCP on the port -------------------------------------------------------------------------
