@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import struct
 import subprocess
 import uuid
@@ -27,10 +26,9 @@ import pytest
 
 from harness.winsock import constants, layouts
 from support import cdefs
+from support.mingw import CC, needs_cc
 
-CC = shutil.which("x86_64-w64-mingw32-gcc")
-pytestmark = pytest.mark.skipif(
-    CC is None, reason="x86_64-w64-mingw32-gcc not installed (Debian: apt-get install gcc-mingw-w64-x86-64)")
+pytestmark = needs_cc
 
 CFLAGS = ["-std=gnu11", "-fdiagnostics-color=never", "-Wall",
           "-Werror=implicit-function-declaration", "-fmax-errors=0"]

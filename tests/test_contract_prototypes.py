@@ -28,13 +28,11 @@ from harness.agent import AgentMemory, AgentWinsock
 from harness.winsock.api import DLL_OF, EXTENSION_PROTOTYPES, KERNEL32_FUNCTIONS, PROTOTYPES
 from harness.winsock.ctype import C_TYPES, parse_signature
 from support import cdefs
+from support.mingw import CC, needs_cc, syntax_check
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFORMANCE = ROOT / "harness" / "conformance"
-CC = shutil.which("x86_64-w64-mingw32-gcc")
 NM = shutil.which("x86_64-w64-mingw32-nm")
-needs_cc = pytest.mark.skipif(CC is None, reason="x86_64-w64-mingw32-gcc not installed "
-                                                  "(Debian: apt-get install gcc-mingw-w64-x86-64)")
 SIGNATURES = {name: (ret, tuple(tuple(p) for p in parse_signature(sig)))
               for name, (ret, sig) in {**PROTOTYPES, **EXTENSION_PROTOTYPES}.items()}
 
@@ -124,8 +122,6 @@ CHECK_PRELUDE = cdefs.PRELUDE + """
 #define NATIVE_IS_PTR(T) (__builtin_classify_type((T)0) == 5)
 #define NATIVE_SIGNED(T) (NATIVE_IS_PTR(T) ? 0 : ((T)-1 < (T)0))
 """
-CHECK_FLAGS = ["-std=gnu11", "-fsyntax-only", "-fdiagnostics-color=never", "-fmax-errors=0",
-               "-Werror=incompatible-pointer-types", "-Werror=int-conversion"]
 
 
 def _signatures(differences=KNOWN_CONTRACT_DIFFERENCES):
@@ -180,12 +176,6 @@ def _generate(sigs) -> tuple[str, dict[int, str]]:
     return "\n".join(lines) + "\n", owner
 
 
-def _compile(tmp_path, name, source):
-    (tmp_path / name).write_text(source)
-    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "LANGUAGE": ""}
-    return subprocess.run([CC, *CHECK_FLAGS, name], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=120, check=False)
-
 
 def _errors(stderr, filename, owner) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
@@ -198,7 +188,7 @@ def _errors(stderr, filename, owner) -> dict[str, list[str]]:
 def test_prototypes_match_the_mingw_headers(tmp_path):
     sigs = _signatures()
     source, owner = _generate(sigs)
-    proc = _compile(tmp_path, "prototypes.c", source)
+    proc = syntax_check(tmp_path, "prototypes.c", source)
     assert proc.returncode == 0, (f"prototypes differ from the headers: {_errors(proc.stderr, 'prototypes.c', owner)}"
                                   f"\n{proc.stderr[-8000:]}")
     assert sum(1 for v in owner.values() if "." not in v) == len(sigs)
@@ -211,7 +201,7 @@ def test_prototypes_match_the_mingw_headers(tmp_path):
 def test_known_contract_differences_are_still_real(tmp_path):
     """Spelled as PROTOTYPES has them, exactly these parameters fail to compile."""
     source, owner = _generate(_signatures(differences={}))
-    proc = _compile(tmp_path, "contract.c", source)
+    proc = syntax_check(tmp_path, "contract.c", source)
     errors = _errors(proc.stderr, "contract.c", owner)
     expected = {n for n, _ in KNOWN_CONTRACT_DIFFERENCES}          # the assignment, not the width
     assert set(errors) == expected, (f"fix KNOWN_CONTRACT_DIFFERENCES: {sorted(errors)} vs {sorted(expected)}"
@@ -232,7 +222,7 @@ def test_header_check_catches_drift(tmp_path):
     ret, restype, spelled = sigs["ioctlsocket"]
     sigs["ioctlsocket"] = (ret, restype, [spelled[0], ("LONG", (32, False), "cmd", True), spelled[2]])
     source, owner = _generate(sigs)
-    proc = _compile(tmp_path, "drift.c", source)
+    proc = syntax_check(tmp_path, "drift.c", source)
     errors = _errors(proc.stderr, "drift.c", owner)
     assert set(errors) == {"WSAIoctl.s", "recv", "WSASendMsg", "ioctlsocket.cmd"}, proc.stderr[-8000:]
 

@@ -19,7 +19,6 @@ import ast
 import ctypes
 import os
 import re
-import shutil
 import struct
 import subprocess
 import sys
@@ -33,13 +32,11 @@ from harness.proxy_service.cli import main
 from harness.winsock import constants as C
 from harness.winsock import sockaddr
 from harness.proxy import redirect as rd
+from support.mingw import needs_cc, syntax_check
 from harness import sample_driver as sd
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "harness" / "proxy_service"
-CC = shutil.which("x86_64-w64-mingw32-gcc")
-needs_cc = pytest.mark.skipif(CC is None, reason="x86_64-w64-mingw32-gcc not installed "
-                                                  "(Debian: apt-get install gcc-mingw-w64-x86-64)")
 not_windows = pytest.mark.skipif(sys.platform == "win32", reason="checks the non-Windows behaviour")
 
 # The example of driver-fixtures/wfp-redirect-callout/POLICY.md.
@@ -417,8 +414,6 @@ PRELUDE = """#include <windows.h>
 #define PS_IS_PTR(T) (__builtin_classify_type((T)0) == 5)
 #define PS_SIGNED(T) (PS_IS_PTR(T) ? 0 : ((T)-1 < (T)0))
 """
-FLAGS = ["-std=gnu11", "-fsyntax-only", "-fdiagnostics-color=never", "-fmax-errors=0",
-         "-Werror=incompatible-pointer-types", "-Werror=int-conversion"]
 
 
 def _is_pointer_ctype(t) -> bool:
@@ -484,12 +479,6 @@ def _generate(spelled, callbacks=win32.CALLBACKS, structures=win32.STRUCTURES, c
     return "\n".join(lines) + "\n", owner
 
 
-def _compile(tmp_path, filename, source):
-    (tmp_path / filename).write_text(source)
-    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "LANGUAGE": ""}
-    return subprocess.run([CC, *FLAGS, filename], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=120, check=False)
-
 
 def _errors(stderr, filename, owner):
     found = {}
@@ -510,7 +499,7 @@ def test_every_function_type_is_built_from_its_spelled_prototype():
 @needs_cc
 def test_prototypes_structures_and_constants_match_the_mingw_headers(tmp_path):
     source, owner = _generate(_spelled(win32.PROTOTYPES))
-    proc = _compile(tmp_path, "proxy_service.c", source)
+    proc = syntax_check(tmp_path, "proxy_service.c", source)
     assert proc.returncode == 0, (f"differs from the headers: {_errors(proc.stderr, 'proxy_service.c', owner)}"
                                   f"\n{proc.stderr[-6000:]}")
     checked = set(owner.values())
@@ -537,7 +526,7 @@ def test_header_check_catches_drift(tmp_path):
 
     source, owner = _generate(spelled, callbacks, (SERVICE_STATUS,),
                               {**win32.CONSTANTS, "HKEY_LOCAL_MACHINE": 0x80000002})
-    proc = _compile(tmp_path, "drift.c", source)
+    proc = syntax_check(tmp_path, "drift.c", source)
     errors = _errors(proc.stderr, "drift.c", owner)
     assert set(errors) == {"RegSetValueExW", "DeviceIoControl.dwIoControlCode", "SetServiceStatus",
                            "PHANDLER_ROUTINE", "SERVICE_STATUS", "SERVICE_STATUS.dwCurrentState",
