@@ -36,6 +36,7 @@ class Region:
     fn: str
     param: str
     args: tuple          # ((parameter name, recorded value), ...) of the call, for filters
+    ret: object = None   # the call's recorded return value
 
     def field_at(self, offset: int) -> str:
         """The OVERLAPPED field at `offset` ("" for any other argument)."""
@@ -45,7 +46,8 @@ class Region:
         return next((name for name, lo, hi in _FIELDS if lo <= rel < hi), "")
 
     def label(self, offset: int) -> dict:
-        return {"fn": self.fn, "param": self.param, "field": self.field_at(offset), "args": dict(self.args)}
+        return {"fn": self.fn, "param": self.param, "field": self.field_at(offset), "args": dict(self.args),
+                "ret": self.ret, "pointer": self.start}
 
 
 def regions(step: dict, params, sizes: dict) -> list:
@@ -63,7 +65,7 @@ def regions(step: dict, params, sizes: dict) -> list:
         elif pname in OVERLAPPED_PARAMS and step["fn"] != "GetQueuedCompletionStatus":
             end = min(end, offset + WSAOVERLAPPED.size)
         if end > offset:
-            out.append(Region(alloc, offset, end, step["fn"], pname, args))
+            out.append(Region(alloc, offset, end, step["fn"], pname, args, step.get("ret")))
     return out
 
 

@@ -16,6 +16,7 @@ from .recorder import EXT_SIGNATURES, SIGNATURES, VOLATILE_RETURNS, MemoryTracke
 from harness.wording import plain, plural
 
 from . import names, params as arguments
+from .undefined import undefined_ranges
 from .asyncwrites import AsyncWrites, overlapped_pending, target_pending
 from .ports import TracePorts, translate
 from .settle import wait_for_completions
@@ -303,12 +304,40 @@ class Replayer:
         """Record a divergence; `calls`: the regions of the calls that may have written its words."""
         words = {}
         if fld == "writes":
-            for key in {**recorded, **replayed}:
+            for key in list({**recorded, **replayed}):
                 owner = arguments.attribute(key, calls)
-                if owner is not None:
-                    words[key] = owner
+                if owner is None:
+                    continue
+                if not self._differs_where_defined(key, owner):
+                    recorded, replayed = ({k: v for k, v in side.items() if k != key} for side in (recorded, replayed))
+                    continue
+                words[key] = owner
+            if not recorded and not replayed:
+                return
         self.result.divergences.append(Divergence(index, path, fn, fld, recorded, replayed,
                                                   self.session.name if self.session else "", args or {}, words))
+
+    def _differs_where_defined(self, key: str, owner: dict) -> bool:
+        """Whether the word's two sides differ outside the bytes its call leaves undefined
+        (harness.replay.undefined); both sides are read as they are now."""
+        session = self.session
+        ranges = undefined_ranges(owner, session.recorded_memory)
+        if not ranges:
+            return True
+        alloc, offset = (int(part) for part in key[5:].split("+"))
+        start, _size, live = session.symbols.allocs[alloc]
+        recorded = bytes(session.recorded_memory.get(alloc, b"")[offset:offset + 8])
+        try:
+            replayed = session.api.memory.read(start + offset, len(recorded)) if live else None
+        except Exception:       # noqa: BLE001 - memory the target no longer maps: compared as reported
+            replayed = None
+        if replayed is None or len(replayed) != len(recorded):
+            return True
+        for i, (a, b) in enumerate(zip(recorded, replayed)):
+            at = offset + i - owner["pointer"]
+            if a != b and not any(lo <= at < hi for lo, hi in ranges):
+                return True
+        return False
 
     # -- steps -------------------------------------------------------------------------
     def _execute(self, step: dict, index: int, path: str) -> dict:
