@@ -19,7 +19,7 @@ divergences of a trace replay that are this deviation whatever case they occur i
 (for what a pending operation writes later, the call that started it) whose differing words all
 belong to what argument PARAM points at (FIELD: an OVERLAPPED field), or PARAM `ret` / `error`: its
 return value / last error; (PARAM=VALUE) keeps the calls whose argument PARAM has that value (a
-harness.winsock.constants name or an integer).
+harness.winsock.constants name or an integer; `ret`: the call's return value, for words).
 
 The pytest plugin marks the matching cases xfail(strict=True) on that target,
 so a target that stops deviating turns the case into a failure (XPASS) and the
@@ -83,7 +83,8 @@ class Signature:
 
     def covers_word(self, owner: dict | None) -> bool:
         """A differing word, by the argument it belongs to (harness.replay.params.attribute)."""
-        return (owner is not None and owner["param"] == self.param and self._selects(owner["fn"], owner["args"])
+        return (owner is not None and owner["param"] == self.param
+                and self._selects(owner["fn"], {**owner["args"], "ret": owner.get("ret")})
                 and (not self.field or owner["field"] == self.field))
 
 
@@ -107,7 +108,7 @@ def _signature(path, line: int, where: str, text) -> Signature:
     for item in filter(None, (part.strip() for part in (filters or "").split(","))):
         name, _, value = item.partition("=")
         name, value = name.strip(), value.strip()
-        if name not in names:
+        if name not in names + ("ret",):
             raise DeviationError(path, line, where, f"{fn} has no parameter {name!r}")
         number = getattr(C, value, None) if not re.fullmatch(r"-?(?:0x[0-9a-fA-F]+|\d+)", value) else int(value, 0)
         if type(number) is not int:

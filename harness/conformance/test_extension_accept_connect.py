@@ -251,6 +251,17 @@ def test_acceptex_argument_errors(api, case, error):
             assert dequeue(api, iocp, 0)[:2] == (C.FALSE, C.WAIT_TIMEOUT)
 
 
+@pytest.mark.parametrize("case,error", [("remote-length-0", C.WSAEFAULT), ("accept-not-socket", C.WSAENOTSOCK)])
+def test_acceptex_failing_at_once_leaves_internalhigh(api, case, error):
+    """An AcceptEx that fails at once sets Internal to STATUS_PENDING (Wine test_AcceptEx, on Windows)
+    and leaves InternalHigh as it was: the OVERLAPPED page says the system sets InternalHigh when the
+    request completes without errors, and a ConnectEx failing at once leaves it (Wine test_connect
+    and test_connecting_socket, on Windows: InternalHigh still 0xdeadbeef)."""
+    a, _lst = _bad_call(api, case)
+    assert (a.rc, a.error) == (C.FALSE, error)
+    assert internal(api, a.ovl) == (C.STATUS_PENDING, POISON)
+
+
 @pytest.mark.parametrize("local,remote", [(SLOT - 1, SLOT), (SLOT, SLOT - 1), (0, SLOT)])
 def test_acceptex_address_lengths_below_the_documented_minimum(api, decide, local, remote):
     """AcceptEx page: each address length "must be at least 16 bytes more than the maximum
