@@ -406,6 +406,9 @@ def test_connectex_argument_errors(api, case, error):
     if case == "listening":
         # Wine test_connect (on Windows): Internal becomes STATUS_PENDING, InternalHigh is left as it was.
         assert internal(api, ovl) == (C.STATUS_PENDING, POISON)
+    elif case == "not-socket":
+        # docs/windows-observed.md item 10: the OVERLAPPED before the socket, as AcceptEx's.
+        assert internal(api, ovl)[0] == C.STATUS_PENDING
 
 
 UNREACHABLE = ("192.0.2.0", 255)       # Wine test_connecting_socket: a connect that stays in progress
