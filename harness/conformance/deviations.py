@@ -14,12 +14,14 @@ A deviation file is TOML, one `[[deviation]]` table per difference:
     wine = "Wine dlls/ws2_32/tests/sock.c test_WSAPoll: todo_wine on the invalid flags' ret == -1"
     replay = ["WSAPoll error"]             # optional: the same deviation met in any case of a trace replay
 
-`replay` (harness/replay/classify.py) names, per string `FN[(PARAM=VALUE, ...)] PARAM[.FIELD]`, the
+`replay` (harness/replay/classify.py) names, per string `FN[(PARAM=VALUE, ...)] PARAM[.FIELD] [in CASE]`, the
 divergences of a trace replay that are this deviation whatever case they occur in: a call to FN
 (for what a pending operation writes later, the call that started it) whose differing words all
 belong to what argument PARAM points at (FIELD: an OVERLAPPED field), or PARAM `ret` / `error`: its
 return value / last error; (PARAM=VALUE) keeps the calls whose argument PARAM has that value (a
-harness.winsock.constants name or an integer; `ret`: the call's return value, for words).
+harness.winsock.constants name or an integer; `ret`: the call's return value, for words); `in CASE`
+keeps the cases matching CASE (a node-id pattern, as in `tests`): a deviation whose shape alone would
+say too much.
 
 The pytest plugin marks the matching cases xfail(strict=True) on that target,
 so a target that stops deviating turns the case into a failure (XPASS) and the
@@ -61,7 +63,7 @@ KINDS = {
 }
 FIELDS = ("tests", "differs", "windows", "kind", "wine")
 OPTIONAL = ("replay",)
-_SIGNATURE = re.compile(r"(\w+)(?:\(([^()]*)\))? (\w+)(?:\.(\w+))?")
+_SIGNATURE = re.compile(r"(\w+)(?:\(([^()]*)\))? (\w+)(?:\.(\w+))?(?: in (\S+\.py::\S+))?")
 _PARAM_NAMES = {name: tuple(p.rsplit(" ", 1)[-1].lstrip("*") for p in sig.split(", ") if p)
                 for table in (PROTOTYPES, EXTENSION_PROTOTYPES) for name, (_ret, sig) in table.items()}
 
@@ -73,18 +75,20 @@ class Signature:
     param: str               # an argument's name, or "ret" / "error"
     field: str               # an OVERLAPPED field of `param`, or ""
     where: tuple             # ((argument name, value), ...) the call's arguments must have
+    case: str = ""           # a node-id pattern the case must match (tests' form), or "" for any case
 
-    def _selects(self, fn: str, args: dict) -> bool:
-        return fn == self.fn and all(_same(args.get(name), value) for name, value in self.where)
+    def _selects(self, fn: str, args: dict, session: str) -> bool:
+        return (fn == self.fn and all(_same(args.get(name), value) for name, value in self.where)
+                and (not self.case or _pattern(self.case).fullmatch(session.rsplit("/", 1)[-1]) is not None))
 
-    def covers_value(self, fn: str, what: str, args: dict) -> bool:
-        """A ret or error divergence of a call to `fn` with `args`."""
-        return what == self.param and self._selects(fn, args)
+    def covers_value(self, fn: str, what: str, args: dict, session: str = "") -> bool:
+        """A ret or error divergence of a call to `fn` with `args`, in the case `session`."""
+        return what == self.param and self._selects(fn, args, session)
 
-    def covers_word(self, owner: dict | None) -> bool:
+    def covers_word(self, owner: dict | None, session: str = "") -> bool:
         """A differing word, by the argument it belongs to (harness.replay.params.attribute)."""
         return (owner is not None and owner["param"] == self.param
-                and self._selects(owner["fn"], {**owner["args"], "ret": owner.get("ret")})
+                and self._selects(owner["fn"], {**owner["args"], "ret": owner.get("ret")}, session)
                 and (not self.field or owner["field"] == self.field))
 
 
@@ -95,8 +99,9 @@ def _same(recorded, value: int) -> bool:
 def _signature(path, line: int, where: str, text) -> Signature:
     found = _SIGNATURE.fullmatch(text) if isinstance(text, str) else None
     if found is None:
-        raise DeviationError(path, line, where, "a replay signature is `FN[(PARAM=VALUE, ...)] PARAM[.FIELD]`")
-    fn, filters, param, fld = found.groups()
+        raise DeviationError(path, line, where,
+                             "a replay signature is `FN[(PARAM=VALUE, ...)] PARAM[.FIELD] [in FILE.py::CASE]`")
+    fn, filters, param, fld, case = found.groups()
     names = _PARAM_NAMES.get(fn)
     if names is None:
         raise DeviationError(path, line, where, f"{fn!r} is not a function of the contract")
@@ -114,7 +119,7 @@ def _signature(path, line: int, where: str, text) -> Signature:
         if type(number) is not int:
             raise DeviationError(path, line, where, f"{value!r} is neither an integer nor a constant")
         pairs.append((name, number))
-    return Signature(fn, param, fld or "", tuple(pairs))
+    return Signature(fn, param, fld or "", tuple(pairs), case or "")
 
 
 class DeviationError(InputError):

@@ -159,6 +159,24 @@ def test_acceptex_completes_when_the_peer_closes_before_sending(api):
     assert n.u32() == 0
 
 
+def test_acceptex_completed_by_the_peers_close_holds_the_addresses(api):
+    """The same completion, read with GetAcceptExSockaddrs: a successful AcceptEx has written the
+    local address of the server and the remote address of the client into lpOutputBuffer (the
+    AcceptEx page, lpOutputBuffer; the GetAcceptExSockaddrs page: the addresses getsockname and
+    getpeername would give), whether or not data came."""
+    lst, port = listener(api)
+    acc = _tcp(api)
+    event = api.WSACreateEvent()
+    a = _Accept(api, lst, acc, receive=64, event=event)
+    assert (a.rc, a.error) == (C.FALSE, C.WSA_IO_PENDING)
+    client = _connect(api, port)
+    client_name = local_name(api, client)
+    assert api.closesocket(client) == 0
+    assert _wait(api, event) == C.WSA_WAIT_EVENT_0
+    assert internal(api, a.ovl) == (C.STATUS_SUCCESS, 0)
+    assert a.decoded(lst) == (("127.0.0.1", port), client_name)
+
+
 def test_so_update_accept_context(api):
     """AcceptEx page Remarks and SOL_SOCKET options (SO_UPDATE_ACCEPT_CONTEXT): the accepted
     socket is connected, but getpeername, getsockname and shutdown work only once the option

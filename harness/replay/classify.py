@@ -20,14 +20,15 @@ from harness.conformance import deviations
 def _by_shape(d, listed) -> list:
     """[(part of d, deviation or None)]: d split by the deviations whose signatures cover it."""
     if d.field in ("ret", "error"):
-        dev = next((dev for dev in listed for sig in dev.replay if sig.covers_value(d.fn, d.field, d.args)), None)
+        dev = next((dev for dev in listed for sig in dev.replay
+                    if sig.covers_value(d.fn, d.field, d.args, d.session)), None)
         return [(d, dev)]
     if d.field != "writes":
         return [(d, None)]
     groups: dict = {}
     for key in sorted(set(d.recorded) | set(d.replayed)):
         owner = d.params.get(key)
-        dev = next((dev for dev in listed for sig in dev.replay if sig.covers_word(owner)), None)
+        dev = next((dev for dev in listed for sig in dev.replay if sig.covers_word(owner, d.session)), None)
         groups.setdefault(dev.line if dev else None, (dev, []))[1].append(key)
     if len(groups) == 1:
         return [(d, next(iter(groups.values()))[0])]
