@@ -251,6 +251,17 @@ def test_acceptex_argument_errors(api, case, error):
             assert dequeue(api, iocp, 0)[:2] == (C.FALSE, C.WAIT_TIMEOUT)
 
 
+@pytest.mark.parametrize("case,error", [("remote-length-0", C.WSAEFAULT), ("accept-not-socket", C.WSAENOTSOCK)])
+def test_acceptex_failing_at_once_leaves_internalhigh(api, case, error):
+    """An AcceptEx that fails at once sets Internal to STATUS_PENDING (Wine test_AcceptEx, on Windows)
+    and leaves InternalHigh as it was: the OVERLAPPED page says the system sets InternalHigh when the
+    request completes without errors, and a ConnectEx failing at once leaves it (Wine test_connect
+    and test_connecting_socket, on Windows: InternalHigh still 0xdeadbeef)."""
+    a, _lst = _bad_call(api, case)
+    assert (a.rc, a.error) == (C.FALSE, error)
+    assert internal(api, a.ovl) == (C.STATUS_PENDING, POISON)
+
+
 @pytest.mark.parametrize("local,remote", [(SLOT - 1, SLOT), (SLOT, SLOT - 1), (0, SLOT)])
 def test_acceptex_address_lengths_below_the_documented_minimum(api, decide, local, remote):
     """AcceptEx page: each address length "must be at least 16 bytes more than the maximum
@@ -395,6 +406,9 @@ def test_connectex_argument_errors(api, case, error):
     if case == "listening":
         # Wine test_connect (on Windows): Internal becomes STATUS_PENDING, InternalHigh is left as it was.
         assert internal(api, ovl) == (C.STATUS_PENDING, POISON)
+    elif case == "not-socket":
+        # docs/windows-observed.md item 10: the OVERLAPPED before the socket, as AcceptEx's.
+        assert internal(api, ovl)[0] == C.STATUS_PENDING
 
 
 UNREACHABLE = ("192.0.2.0", 255)       # Wine test_connecting_socket: a connect that stays in progress
