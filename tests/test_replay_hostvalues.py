@@ -102,3 +102,6 @@ def test_normalise_leaves_other_calls_alone():
     step = {"op": "call", "fn": "send", "args": [["handle", 0], ["alloc", 0, 0], 4, 0], "ret": 4, "error": 0,
             "writes": [{"alloc": 0, "offset": 0, "hex": "0200ee00c000020a", "syms": []}], "completions": []}
     assert HostValues().normalise(step, {0: bytearray(8)}) is step
+    odd = {**step, "fn": "getsockopt", "args": [["handle", 0], ["alloc", 0, 0], C.SO_RCVBUF, ["alloc", 0, 0], 0],
+           "ret": 0}
+    assert HostValues().normalise(odd, {0: bytearray(8)}) is odd       # a level no C caller would pass

@@ -167,8 +167,9 @@ class HostValues:
             allocs = {arg[1] for arg in (_alloc_arg(args, i) for i in ADDRESS_ARGS[fn][1]) if arg}
             runs = [{**run, "hex": self.addresses.normalise(bytes.fromhex(run["hex"]), run["offset"]).hex()}
                     if run["alloc"] in allocs else run for run in runs]
-        elif fn in ("setsockopt", "getsockopt") and len(args) == 5 and (args[1], args[2]) in HOST_VALUED_OPTIONS:
-            key, optval = (args[1], args[2]), _alloc_arg(args, 3)
+        elif fn in ("setsockopt", "getsockopt") and len(args) == 5 and all(type(a) is int for a in args[1:3]) \
+                and (args[1] & 0xFFFFFFFF, args[2] & 0xFFFFFFFF) in HOST_VALUED_OPTIONS:
+            key, optval = (args[1] & 0xFFFFFFFF, args[2] & 0xFFFFFFFF), _alloc_arg(args, 3)
             if optval and fn == "setsockopt":
                 length = args[4] if isinstance(args[4], int) and 0 < args[4] < 4 else 4
                 self.options.note_set(key, _read(memory, optval, length))
