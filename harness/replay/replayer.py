@@ -327,8 +327,10 @@ class Replayer:
         if not ranges:
             return True
         alloc, offset = (int(part) for part in key[5:].split("+"))
-        start, _size, live = session.symbols.allocs[alloc]
         recorded = bytes(session.recorded_memory.get(alloc, b"")[offset:offset + 8])
+        if not recorded or alloc >= len(session.symbols.allocs):
+            return True
+        start, _size, live = session.symbols.allocs[alloc]
         try:
             replayed = session.api.memory.read(start + offset, len(recorded)) if live else None
         except Exception:       # noqa: BLE001 - memory the target no longer maps: compared as reported
