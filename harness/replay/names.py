@@ -97,9 +97,9 @@ def mask(runs: list, region, before: bytes) -> list:
 def mask_tokens(tokens: dict, region, before: bytes) -> dict:
     """The same masking for words already compared as tokens ({"alloc{i}+{offset}": hex or symbol},
     harness.replay.replayer._tokens): in-region bytes set back to `before`, a word then unchanged
-    dropped. A symbol (a pointer the call wrote) is left as it is."""
+    dropped. A symbol (a pointer the call wrote) is left as it is. A new dict."""
     if region is None or before is None:
-        return tokens
+        return dict(tokens)
     alloc, lo, hi = region
     out = {}
     for key, value in tokens.items():
