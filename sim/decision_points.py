@@ -121,6 +121,13 @@ DECISIONS: dict[str, DecisionPoint] = {d.name: d for d in (
         read_in="sim/kernel32.py",
         ERROR_INVALID_PARAMETER="FALSE with ERROR_INVALID_PARAMETER; nothing is removed",
         empty_success="TRUE, *ulNumEntriesRemoved 1, no entry written and nothing removed"),
+    _dp("gqcsex_count_when_empty", "kernel",
+        "What GetQueuedCompletionStatusEx writes to *ulNumEntriesRemoved when it returns FALSE having removed "
+        "nothing (the wait timed out, or APCs ran): Wine dlls/ntdll/tests/file.c test_set_io_completion, run "
+        "on Windows, allows 0 or 1 (count <= 1 after 0xdeadbeef).",
+        read_in="sim/kernel32.py",
+        zero="0, the number of entries actually removed (the GetQueuedCompletionStatusEx page)",
+        one="1, as if one entry had been removed"),
     _dp("acceptex_short_address", "winsock",
         "AcceptEx with an address length below sizeof(sockaddr) + 16.",
         read_in="sim/mswsock.py",

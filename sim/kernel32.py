@@ -19,6 +19,7 @@ from sim.decision_points import DECISIONS
 # Decision points this module reads (sim/decision_points.py), checked when it is imported.
 _APCS_FIRST = DECISIONS["wait_satisfaction_order"].choice("apcs_first")
 _ZERO_COUNT_EMPTY = DECISIONS["gqcsex_zero_count"].choice("empty_success")
+_EMPTY_COUNT_ONE = DECISIONS["gqcsex_count_when_empty"].choice("one")
 
 _ENTRY_SIZE = OVERLAPPED_ENTRY.size
 _ENTRY_HEAD = struct.Struct("<QQI")     # lpCompletionKey, lpOverlapped, Internal's low half
@@ -201,6 +202,11 @@ class Kernel32:
                 return C.TRUE          # the last error is left alone (docs/windows-observed.md item 121)
             return self._err(thread, st.to_win32(packet.status), C.FALSE)
 
+    def _removed_when_empty(self) -> int:
+        """*ulNumEntriesRemoved of a GetQueuedCompletionStatusEx that removed nothing (decision point
+        gqcsex_count_when_empty)."""
+        return 1 if self.process.profile.gqcsex_count_when_empty == _EMPTY_COUNT_ONE else 0
+
     @cfunc("HANDLE CompletionPort, LPVOID lpCompletionPortEntries, ULONG ulCount, LPVOID ulNumEntriesRemoved, "
            "DWORD dwMilliseconds, BOOL fAlertable")
     def GetQueuedCompletionStatusEx(self, CompletionPort, lpCompletionPortEntries, ulCount, ulNumEntriesRemoved,
@@ -233,13 +239,13 @@ class Kernel32:
             alertable = bool(fAlertable)
             if alertable and thread.apcs and not (packets and thread.port is port):
                 self.kernel.run_apcs(thread)
-                mem.kwrite_u32(ulNumEntriesRemoved, 0)
+                mem.kwrite_u32(ulNumEntriesRemoved, self._removed_when_empty())
                 return self._err(thread, C.WAIT_IO_COMPLETION, C.FALSE)
             if not packets:
                 kind, _ = self.kernel.wait(thread, lambda: True if packets or port.closed else None,
                                            dwMilliseconds, alertable, "GetQueuedCompletionStatusEx")
                 if kind != "ready" or not packets:
-                    mem.kwrite_u32(ulNumEntriesRemoved, 0)
+                    mem.kwrite_u32(ulNumEntriesRemoved, self._removed_when_empty())
                     code = (C.WAIT_IO_COMPLETION if kind == "apc"
                             else C.ERROR_ABANDONED_WAIT_0 if port.closed else C.WAIT_TIMEOUT)
                     return self._err(thread, code, C.FALSE)

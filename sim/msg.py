@@ -73,8 +73,6 @@ def recvmsg(api, thread, sock, lpMsg, lpNumber, lpOverlapped, lpRoutine):
             raise WsaError(C.WSAEFAULT)
         if not overlapped and not lpNumber:
             raise WsaError(C.WSAEFAULT)
-        if sock.udp is None:
-            raise WsaError(C.WSAEINVAL)
     except WsaError as exc:
         return api._err(thread, exc.code)
 

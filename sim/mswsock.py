@@ -13,7 +13,7 @@ import struct
 from harness.winsock import constants as C
 from harness.winsock import sockaddr as codec
 from harness.winsock.ctype import cfunc
-from sim.c_entry import socket_call, ws2_call
+from sim.c_entry import ws2_call
 from harness.winsock.layouts import WSAOVERLAPPED
 from sim import overlapped as ov
 from sim import sockaddr_io
@@ -148,13 +148,19 @@ class Mswsock:
         acc.accepting = req
         return self._err(thread, C.WSA_IO_PENDING, C.FALSE)
 
-    @socket_call("SOCKET s, LPVOID name, int namelen, LPVOID lpSendBuffer, DWORD dwSendDataLength, "
-                 "LPVOID lpdwBytesSent, LPVOID lpOverlapped", C.FALSE)
-    def ConnectEx(self, thread, sock, name, namelen, lpSendBuffer, dwSendDataLength, lpdwBytesSent, lpOverlapped):
+    @ws2_call("SOCKET s, LPVOID name, int namelen, LPVOID lpSendBuffer, DWORD dwSendDataLength, "
+              "LPVOID lpdwBytesSent, LPVOID lpOverlapped", C.FALSE, on_socket=False)
+    def ConnectEx(self, thread, s, name, namelen, lpSendBuffer, dwSendDataLength, lpdwBytesSent, lpOverlapped):
         process, mem = self.process, self.memory
+        # The OVERLAPPED before the socket, as AcceptEx (docs/windows-observed.md item 10: on Windows
+        # AcceptEx on INVALID_SOCKET leaves Internal STATUS_PENDING; ConnectEx is the same extension
+        # path, inferred; Wine dlls/ws2_32/socket.c WS2_ConnectEx does so too).
         err = self._extension_overlapped(lpOverlapped)
         if err:
             return self._err(thread, err, C.FALSE)
+        sock = process.sockets.get(s)
+        if sock is None:
+            return self._err(thread, C.WSAENOTSOCK, C.FALSE)
         try:
             if not sock.is_tcp:
                 raise WsaError(C.WSAEINVAL)       # page: connection-oriented sockets only (assumed code)

@@ -532,11 +532,6 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
                 raise WsaError(C.WSAEFAULT)
             if not overlapped and not lpNumberOfBytesRecvd:
                 raise WsaError(C.WSAEFAULT)
-            if sock.is_tcp:
-                if sock.state != "connected" or sock.shut_recv:     # else nothing to refuse
-                    sock._stream_check(False)
-            elif sock.udp is None:
-                raise WsaError(C.WSAEINVAL)
         except WsaError as exc:
             return self._err(thread, exc.code)
         take = _Receive(self, sock, bufs, bufs[0][1] if dwBufferCount == 1 else sum(n for _, n in bufs),
@@ -547,8 +542,24 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
         return self._io(thread, sock, "recv", take, lpOverlapped, lpCompletionRoutine,
                         lpNumberOfBytesRecvd, flags_out)
 
+    @staticmethod
+    def receive_state(sock) -> None:
+        """Raise WsaError where the socket's state refuses a receive: a TCP socket not connected or
+        shut down for receiving, a UDP socket not bound."""
+        if sock.is_tcp:
+            if sock.state != "connected" or sock.shut_recv:     # else nothing to refuse
+                sock._stream_check(False)
+        elif sock.udp is None:
+            raise WsaError(C.WSAEINVAL)
+
     def _io(self, thread, sock, kind, take, lpOverlapped, lpCompletionRoutine, lpNumber, lpFlags=0):
-        """Common path of WSARecv/WSARecvMsg: complete now, go pending, or block."""
+        """Common path of WSARecv/WSARecvMsg: complete now, go pending, or block.
+
+        The socket's state is the transport's to refuse (receive_state): an overlapped request has
+        been issued by then, so Internal keeps the STATUS_PENDING written at entry, as for the
+        IOCTLs' and the extension functions' failures at issue (docs/windows-observed.md items 10
+        and 49; inferred for receives, and Wine's WS2_recv_base does so), and nothing is indicated.
+        """
         mem = self.memory
         overlapped = bool(sock.overlapped_attr and lpOverlapped)
         if overlapped:
@@ -556,6 +567,11 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
             if req is None:
                 return self._err(thread, err)
             ov.mark_pending(self.process, lpOverlapped)
+            try:
+                self.receive_state(sock)
+            except WsaError as exc:
+                ov.fail_at_issue(req)
+                return self._err(thread, exc.code)
             result = take()
             if result is not None:
                 status, n, flags = result
@@ -583,6 +599,10 @@ class SimulatedWinsock(Kernel32, Mswsock, CallEntry):
             sock.pending.append(req)
             return self._err(thread, C.WSA_IO_PENDING)
         # Synchronous.
+        try:
+            self.receive_state(sock)
+        except WsaError as exc:
+            return self._err(thread, exc.code)
         result = take()
         if result is None:
             if sock.nonblocking:

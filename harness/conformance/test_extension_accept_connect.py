@@ -143,20 +143,38 @@ def test_acceptex_waits_for_the_first_data(api):
     assert a.buf.guards_intact()
 
 
-def test_acceptex_completes_when_the_peer_closes_before_sending(api):
-    """Wine test_AcceptEx ("Disconnect during receive?"): the peer's graceful close completes
-    a receiving AcceptEx successfully with 0 bytes."""
+def _accept_completed_by_the_peers_close(api):
+    """A receiving AcceptEx, then a client that connects and closes before sending: (the AcceptEx,
+    the listener, its port, the client's address), once the AcceptEx's event is signalled."""
     lst, port = listener(api)
     acc = _tcp(api)
     event = api.WSACreateEvent()
     a = _Accept(api, lst, acc, receive=64, event=event)
     assert (a.rc, a.error) == (C.FALSE, C.WSA_IO_PENDING)
     client = _connect(api, port)
+    client_name = local_name(api, client)
     assert api.closesocket(client) == 0
     assert _wait(api, event) == C.WSA_WAIT_EVENT_0
+    return a, lst, port, client_name
+
+
+def test_acceptex_completes_when_the_peer_closes_before_sending(api):
+    """Wine test_AcceptEx ("Disconnect during receive?"): the peer's graceful close completes
+    a receiving AcceptEx successfully with 0 bytes."""
+    a, lst, _port, _client = _accept_completed_by_the_peers_close(api)
     n, flags = dword(api), dword(api)
     assert api.WSAGetOverlappedResult(lst, a.ovl, n.ptr, False, flags.ptr) == C.TRUE
     assert n.u32() == 0
+
+
+def test_acceptex_completed_by_the_peers_close_holds_the_addresses(api):
+    """The same completion, read with GetAcceptExSockaddrs: a successful AcceptEx has written the
+    local address of the server and the remote address of the client into lpOutputBuffer (the
+    AcceptEx page, lpOutputBuffer; the GetAcceptExSockaddrs page: the addresses getsockname and
+    getpeername would give), whether or not data came."""
+    a, lst, port, client_name = _accept_completed_by_the_peers_close(api)
+    assert internal(api, a.ovl) == (C.STATUS_SUCCESS, 0)
+    assert a.decoded(lst) == (("127.0.0.1", port), client_name)
 
 
 def test_so_update_accept_context(api):
@@ -249,6 +267,17 @@ def test_acceptex_argument_errors(api, case, error):
         if case not in ("listen-not-socket", "listen-not-listening", "accept-socket-twice", "accept-socket-used"):
             iocp = make_iocp(api, lst)
             assert dequeue(api, iocp, 0)[:2] == (C.FALSE, C.WAIT_TIMEOUT)
+
+
+@pytest.mark.parametrize("case,error", [("remote-length-0", C.WSAEFAULT), ("accept-not-socket", C.WSAENOTSOCK)])
+def test_acceptex_failing_at_once_leaves_internalhigh(api, case, error):
+    """An AcceptEx that fails at once sets Internal to STATUS_PENDING (Wine test_AcceptEx, on Windows)
+    and leaves InternalHigh as it was: the OVERLAPPED page says the system sets InternalHigh when the
+    request completes without errors, and a ConnectEx failing at once leaves it (Wine test_connect
+    and test_connecting_socket, on Windows: InternalHigh still 0xdeadbeef)."""
+    a, _lst = _bad_call(api, case)
+    assert (a.rc, a.error) == (C.FALSE, error)
+    assert internal(api, a.ovl) == (C.STATUS_PENDING, POISON)
 
 
 @pytest.mark.parametrize("local,remote", [(SLOT - 1, SLOT), (SLOT, SLOT - 1), (0, SLOT)])
@@ -395,6 +424,9 @@ def test_connectex_argument_errors(api, case, error):
     if case == "listening":
         # Wine test_connect (on Windows): Internal becomes STATUS_PENDING, InternalHigh is left as it was.
         assert internal(api, ovl) == (C.STATUS_PENDING, POISON)
+    elif case == "not-socket":
+        # docs/windows-observed.md item 10: the OVERLAPPED before the socket, as AcceptEx's.
+        assert internal(api, ovl)[0] == C.STATUS_PENDING
 
 
 UNREACHABLE = ("192.0.2.0", 255)       # Wine test_connecting_socket: a connect that stays in progress

@@ -140,11 +140,14 @@ class TestReceiveAndSend:
 
     def test_receive_on_an_unconnected_socket_fails_at_once_unindicated(self, api, tcp):
         """Wine test_completion_port ("reading from a non-connected socket"): WSAENOTCONN at once,
-        *lpNumberOfBytesRecvd untouched, no packet."""
+        *lpNumberOfBytesRecvd untouched, no packet. The transport refused an issued request:
+        Internal keeps STATUS_PENDING (docs/windows-observed.md items 10 and 49, inferred)."""
         port = make_iocp(api, tcp, key=KEY)
         _nonblocking(api, tcp)
-        rc, err, n, _buf = _recv(api, tcp, overlapped(api))
+        ovl = overlapped(api)
+        rc, err, n, _buf = _recv(api, tcp, ovl)
         assert (rc, err, n) == (C.SOCKET_ERROR, C.WSAENOTCONN, POISON)
+        assert internal(api, ovl) == (C.STATUS_PENDING, POISON)
         assert _nothing_queued(api, port)
 
     def test_immediate_failures_call_no_routine(self, api, pair, tcp):

@@ -398,6 +398,19 @@ def probe_gqcsex_zero_count(api):
     return _choose({C.ERROR_INVALID_PARAMETER: "ERROR_INVALID_PARAMETER"}, err if rc == 0 and kept else None, ev)
 
 
+def probe_gqcsex_count_when_empty(api):
+    port = api.CreateIoCompletionPort(C.INVALID_HANDLE_VALUE, 0, 0, 0)
+    if not port:
+        raise NotProbed(f"CreateIoCompletionPort failed: {_name(api.GetLastError())}")
+    removed = _u32(api)
+    rc = api.GetQueuedCompletionStatusEx(port, api.memory.alloc(64), 2, removed, 0, False)
+    err = api.GetLastError()
+    count = api.memory.read_u32(removed)
+    ev = (f"GetQueuedCompletionStatusEx on an empty port, 0 ms -> {rc}, {_name(err)}, "
+          f"*ulNumEntriesRemoved {count}")
+    return _choose({0: "zero", 1: "one"}, count if rc == 0 and err == C.WAIT_TIMEOUT else None, ev)
+
+
 def probe_zero_length_probe(api):
     client, _server = _pair(api)
     rc = api.send(client, api.memory.invalid_pointer(), 0, 0)

@@ -19,7 +19,8 @@ from harness.winsock import constants as C
 from .recorder import EXT_SIGNATURES, SIGNATURES, VOLATILE_RETURNS, MemoryTracker, encode_ret, learn_extension
 from harness.wording import plain, plural
 
-from . import msgname, names, polls
+from . import msgname, names, params as arguments, polls
+from .undefined import undefined_ranges
 from .asyncwrites import AsyncWrites, overlapped_pending, target_pending
 from .ports import TracePorts, translate
 from .settle import wait_for_completions
@@ -85,6 +86,8 @@ class Divergence:
     recorded: object
     replayed: object
     session: str = ""
+    args: dict = field(default_factory=dict)     # the call's arguments by parameter name, as recorded
+    params: dict = field(default_factory=dict)   # writes: word -> the argument it belongs to (params.py)
 
     @property
     def line(self) -> int:
@@ -95,8 +98,8 @@ class Divergence:
         if self.field == "error":
             rec, rep = _fmt_error(self.recorded), _fmt_error(self.replayed)
         elif self.field == "writes":
-            rec = ", ".join(f"{k}={v}" for k, v in self.recorded.items()) or "nothing"
-            rep = ", ".join(f"{k}={v}" for k, v in self.replayed.items()) or "nothing"
+            rec = ", ".join(f"{self._word(k)}={v}" for k, v in self.recorded.items()) or "nothing"
+            rep = ", ".join(f"{self._word(k)}={v}" for k, v in self.replayed.items()) or "nothing"
         elif self.field == "completions":
             rec = "; ".join(_fmt_completion(c) for c in self.recorded) or "none"
             rep = "; ".join(_fmt_completion(c) for c in self.replayed) or "none"
@@ -104,9 +107,17 @@ class Divergence:
             rec, rep = _fmt(self.recorded), _fmt(self.replayed)
         return f"{where} {self.fn}: {self.field}: recorded {rec}, replayed {rep}"
 
+    def _word(self, key: str) -> str:
+        """A written word, with the argument it belongs to where one does: alloc7+32 (ConnectEx lpdwBytesSent)."""
+        owner = self.params.get(key)
+        if owner is None:
+            return key
+        return f"{key} ({owner['fn']} {owner['param']}{'.' + owner['field'] if owner['field'] else ''})"
+
     def to_dict(self) -> dict:
         return {"step": self.step, "line": self.line, "path": self.path, "fn": self.fn, "field": self.field,
-                "recorded": self.recorded, "replayed": self.replayed, "session": self.session}
+                "recorded": self.recorded, "replayed": self.replayed, "session": self.session,
+                "args": self.args, "params": self.params}
 
 
 def _fmt_completion(c) -> str:
@@ -178,6 +189,7 @@ class _Session:
         self.recorded_syms: dict[int, dict] = {}          # alloc index -> {offset: symbol} in those bytes
         self.outstanding: list = []     # (alloc index, offset) of OVERLAPPEDs handed to calls, not yet settled
         self.async_writes = AsyncWrites()
+        self.issued: list = []          # regions (params.py) of the calls that started pending operations, newest first
         self.error_defined = True       # whether the thread's last error is one a call set (see _compare)
 
     def note_recorded(self, alloc, offset: int, hex_: str, syms=()) -> None:
@@ -295,11 +307,46 @@ class Replayer:
         if differing:
             index, path = self._where
             self._diverge(index, path, "pending operations, at the end of the session", "writes",
-                          {k: a for k, a, _b in differing}, {k: b for k, _a, b in differing})
+                          {k: a for k, a, _b in differing}, {k: b for k, _a, b in differing}, calls=session.issued)
 
-    def _diverge(self, index, path, fn, fld, recorded, replayed):
+    def _diverge(self, index, path, fn, fld, recorded, replayed, args=None, calls=()):
+        """Record a divergence; `calls`: the regions of the calls that may have written its words."""
+        words = {}
+        if fld == "writes":
+            for key in list({**recorded, **replayed}):
+                owner = arguments.attribute(key, calls)
+                if owner is None:
+                    continue
+                if not self._differs_where_defined(key, owner):
+                    recorded, replayed = ({k: v for k, v in side.items() if k != key} for side in (recorded, replayed))
+                    continue
+                words[key] = owner
+            if not recorded and not replayed:
+                return
         self.result.divergences.append(Divergence(index, path, fn, fld, recorded, replayed,
-                                                  self.session.name if self.session else ""))
+                                                  self.session.name if self.session else "", args or {}, words))
+
+    def _differs_where_defined(self, key: str, owner: dict) -> bool:
+        """Whether the word's two sides differ outside the bytes its call leaves undefined
+        (harness.replay.undefined); both sides are read as they are now."""
+        session = self.session
+        ranges = undefined_ranges(owner, session.recorded_memory)
+        if not ranges:
+            return True
+        alloc, offset = (int(part) for part in key[5:].split("+"))
+        start, _size, live = session.symbols.allocs[alloc]
+        recorded = bytes(session.recorded_memory.get(alloc, b"")[offset:offset + 8])
+        try:
+            replayed = session.api.memory.read(start + offset, len(recorded)) if live else None
+        except Exception:       # noqa: BLE001 - memory the target no longer maps: compared as reported
+            replayed = None
+        if replayed is None or len(replayed) != len(recorded):
+            return True
+        for i, (a, b) in enumerate(zip(recorded, replayed)):
+            at = offset + i - owner["pointer"]
+            if a != b and not any(lo <= at < hi for lo, hi in ranges):
+                return True
+        return False
 
     # -- steps -------------------------------------------------------------------------
     def _execute(self, step: dict, index: int, path: str) -> dict:
@@ -426,9 +473,10 @@ class Replayer:
             region = names.undefined_region(output, session.recorded_memory)
             if region:
                 masked = (region, rec_before, before.get(region[0]))
-        async_allocs.update(self._start_async(step, out, params, output and (output, rec_before,
-                                                                             before.get(output[0][1]))))
-        self._compare(step, out, index, path, ret_type, masked, async_allocs)
+        regions = arguments.regions(step, params, {i: len(m) for i, m in session.recorded_memory.items()})
+        async_allocs.update(self._start_async(step, out, params, regions, output and (output, rec_before,
+                                                                                      before.get(output[0][1]))))
+        self._compare(step, out, index, path, ret_type, masked, async_allocs, params, regions)
         retire_closed(symbols, out)
         return out
 
@@ -535,7 +583,7 @@ class Replayer:
             if new != data:
                 mem.write(arg, new)
 
-    def _start_async(self, step: dict, out: dict, params, name=None) -> dict:
+    def _start_async(self, step: dict, out: dict, params, regions=(), name=None) -> dict:
         """A call that starts an operation pending on either side: its memory (the allocations its
         arguments name, and those these point at, as the recording wrote them: a WSABUF's buffer),
         {alloc index: port space or None}, carried by harness.replay.asyncwrites from this call on.
@@ -564,10 +612,11 @@ class Replayer:
                     following += [sym[1] for sym in session.recorded_syms.get(i, {}).values() if sym[0] == "alloc"]
             frontier = following
         session.async_writes.start(ovl, allocs, name or None)
+        session.issued = [list(regions)] + session.issued[:63]
         return allocs
 
     def _compare(self, rec: dict, out: dict, index: int, path: str, ret_type: str, masked=None,
-                 async_allocs=None) -> None:
+                 async_allocs=None, params=(), regions=()) -> None:
         session = self.session
         if masked:          # an address buffer beyond the returned length (harness.replay.names)
             region, rec_before, out_before = masked
@@ -595,8 +644,9 @@ class Replayer:
         elif name not in _READS_LAST_ERROR:
             session.error_defined = name in _SETS_LAST_ERROR or any(
                 signals_failure(name, ret_type, c.get("ret")) for c in (rec, out))
+        args = {pname: sym for (_c, pname), sym in zip(params, rec.get("args", []))}
         for fld, recorded, replayed in compare_call(rec, out, ret_type, self.last_error):
-            self._diverge(index, path, rec["fn"], fld, recorded, replayed)
+            self._diverge(index, path, rec["fn"], fld, recorded, replayed, args, [list(regions)] + session.issued)
         if async_allocs is not None:
             pending = session.async_writes
             pending.settle_ops(lambda ovl: overlapped_pending(session.recorded_memory, ovl),
@@ -605,7 +655,7 @@ class Replayer:
                                       _tokens(out_async) if async_allocs else {}, image=session.recorded_memory)
             if differing:
                 self._diverge(index, path, rec["fn"], "writes", {k: a for k, a, _b in differing},
-                              {k: b for k, _a, b in differing})
+                              {k: b for k, _a, b in differing}, args, session.issued + [list(regions)])
 
 
 def compare_call(rec: dict, out: dict, ret_type: str, last_error: str = "failure") -> list:
