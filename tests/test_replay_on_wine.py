@@ -6,7 +6,7 @@ buffers up to the returned length (names.py), what pending operations write once
 (settle.py, asyncwrites.py), polling loops where they end (polls.py), and leaves out the cases it
 cannot replay (sim_only, simulated threads).
 
-The modules whose every divergence is classified (about 350 cases, a few minutes on Wine). The
+The modules whose every divergence is classified (about 310 cases, two minutes or so on Wine). The
 others (AcceptEx/ConnectEx, generic IOCTLs, overlapped I/O, socket options) still meet unclassified
 divergences, listed in tests/differential/README.md ("The replay on Wine").
 """
