@@ -10,12 +10,15 @@ its memory are taken out of the per-call comparison and carried, per side (a lat
 replaces an earlier one: STATUS_PENDING, then the final status), and compare once the operation is
 complete on both sides, at the call where the second side completed it (a word only one side wrote
 is then a divergence), or at the end of the session for an operation that never completed. Ports in
-addresses compare by order of appearance (harness.replay.ports).
+addresses compare by order of appearance (harness.replay.ports); an address the operation returns
+with its length (a pending WSARecvMsg's WSAMSG.name) compares up to that length, as the recording
+returned it (harness.replay.names), once the operation is complete on both sides.
 """
 from __future__ import annotations
 
 from harness.winsock import constants as C
 
+from . import names
 from .settle import internal
 
 
@@ -23,6 +26,7 @@ class AsyncWrites:
     def __init__(self):
         self.ops: list = []             # [(overlapped symbol, {alloc index: port space or None})]
         self.carried = ({}, {})         # (recorded, replayed): token key -> value not yet matched
+        self.names: list = []           # (names.name_output, recorded bytes, target bytes) before the call
 
     def allocs(self) -> dict:
         out: dict = {}
@@ -32,20 +36,33 @@ class AsyncWrites:
                     out[index] = space
         return out
 
-    def start(self, ovl, allocs: dict) -> None:
+    def start(self, ovl, allocs: dict, name=None) -> None:
+        """An operation pending on a side; `name`: (output, recorded bytes, target bytes) of the address
+        buffer it returns a length for (harness.replay.names), the bytes as they were before the call."""
         self.ops.append((ovl, allocs))
+        if name is not None:
+            self.names.append(name)
 
     def settle_ops(self, recorded_pending, replayed_pending) -> None:
         """Drop the operations complete on both sides (each callable: overlapped symbol -> bool)."""
         self.ops = [(ovl, allocs) for ovl, allocs in self.ops if recorded_pending(ovl) or replayed_pending(ovl)]
 
-    def carry(self, rec_tokens: dict, out_tokens: dict, final: bool = False) -> list:
+    def carry(self, rec_tokens: dict, out_tokens: dict, final: bool = False, image: dict | None = None) -> list:
         """Add one call's async words per side; [(key, recorded, replayed)] of the carried words whose
-        operations are over on both sides (all of them if `final`: the session ends) that differ."""
+        operations are over on both sides (all of them if `final`: the session ends) that differ.
+        `image`: alloc index -> the recording's bytes now (the lengths its operations returned)."""
         rec, out = self.carried
         rec.update(rec_tokens)
         out.update(out_tokens)
         live = set() if final else {f"alloc{index}" for index in self.allocs()}
+        for name in [n for n in self.names if f"alloc{n[0][0][1]}" not in live]:
+            self.names.remove(name)
+            output, rec_before, out_before = name
+            region = names.undefined_region(output, image or {})
+            for carried, before in ((rec, rec_before), (out, out_before)):
+                masked = names.mask_tokens(carried, region, before)
+                carried.clear()
+                carried.update(masked)
         differing = []
         for key in sorted(set(rec) | set(out)):
             if key.split("+")[0] in live:

@@ -142,6 +142,7 @@ def cmd_replay(args) -> int:
         return _fail(f"--target {args.target}: {str(exc).splitlines()[0]}")
     if args.json:
         print(json.dumps({"identical": result.identical, "calls": result.calls, "skipped": result.skipped,
+                          "polls": result.polls,
                           "divergences": [{**d.to_dict(), "known": dev.differs if dev else None}
                                           for d, dev in classify(result, args.target)]},
                          indent=2, default=str))

@@ -10,11 +10,23 @@ sockaddr_from_unix clears the caller's length first), the simulator writes only 
 replay that compared those bytes would report a difference no program can rely on. So the bytes
 from the returned length to the buffer's end are masked on both sides: set back to what they held
 before the call, and a word left unchanged by that is no write at all.
+
+WSARecvMsg writes the sender's address the same way, into WSAMSG.name with its length in
+WSAMSG.namelen (the LPFN_WSARECVMSG page; harness.replay.msgname finds both), also when it fails
+with WSAEMSGSIZE for a truncated datagram or control buffer, which still returns the datagram. The
+region masked is the recording's: from the length the call returned, as the recording shows it,
+to the length the buffer had; a call that returned no length (failed before writing, or pending)
+leaves the length as it was and masks nothing. For a pending WSARecvMsg the length arrives when
+the operation completes: harness.replay.asyncwrites masks what it carries with `mask_tokens`, once
+the operation is complete on both sides.
 """
 from __future__ import annotations
 
+from . import msgname
+
 # fn -> (index of the name buffer argument, index of the length pointer argument)
 NAME_OUTPUTS = {"getpeername": (1, 2), "getsockname": (1, 2), "accept": (1, 2), "recvfrom": (4, 5)}
+MSG_NAME_OUTPUTS = frozenset({"WSARecvMsg"})        # the name of the WSAMSG they are handed
 
 
 def _dword(image: dict, sym) -> int | None:
@@ -24,14 +36,20 @@ def _dword(image: dict, sym) -> int | None:
     return int.from_bytes(mem[sym[2]:sym[2] + 4], "little")
 
 
-def name_output(step: dict, image: dict):
+def name_output(step: dict, image: dict, syms: dict | None = None):
     """Before the call: (name symbol, length symbol, the buffer's length) where `step` writes an
-    address into a recorded allocation, else None. `image`: alloc index -> the recording's bytes."""
+    address into a recorded allocation, else None. `image`: alloc index -> the recording's bytes;
+    `syms`: alloc index -> {offset: symbol} in them (to reach a WSAMSG's name)."""
     where = NAME_OUTPUTS.get(step["fn"])
-    if where is None or step.get("ext"):
+    if step.get("ext"):
+        located = msgname.msg_name(step, syms or {}) if step["fn"] in MSG_NAME_OUTPUTS else None
+        if located is None:
+            return None
+        name, length = located[1], located[2]
+    elif where is None:
         return None
-    args = step["args"]
-    name, length = args[where[0]], args[where[1]]
+    else:
+        name, length = step["args"][where[0]], step["args"][where[1]]
     if not all(isinstance(s, list) and s[0] == "alloc" for s in (name, length)):
         return None
     size = _dword(image, length)
@@ -73,4 +91,30 @@ def mask(runs: list, region, before: bytes) -> list:
                 continue
             kept = [[0, syms[off]]] if off in syms and bytes(word) == data[off:off + 8] else []
             out.append({"alloc": alloc, "offset": at, "hex": bytes(word).hex(), "syms": kept})
+    return out
+
+
+def mask_tokens(tokens: dict, region, before: bytes) -> dict:
+    """The same masking for words already compared as tokens ({"alloc{i}+{offset}": hex or symbol},
+    harness.replay.replayer._tokens): in-region bytes set back to `before`, a word then unchanged
+    dropped. A symbol (a pointer the call wrote) is left as it is. A new dict."""
+    if region is None or before is None:
+        return dict(tokens)
+    alloc, lo, hi = region
+    out = {}
+    for key, value in tokens.items():
+        index, at = key[5:].split("+")
+        at = int(at)
+        try:
+            data = bytearray.fromhex(value)
+        except ValueError:
+            data = None
+        if int(index) != alloc or data is None or at >= hi or at + len(data) <= lo:
+            out[key] = value
+            continue
+        for i in range(len(data)):
+            if lo <= at + i < hi and at + i < len(before):
+                data[i] = before[at + i]
+        if bytes(data) != before[at:at + len(data)]:
+            out[key] = data.hex()
     return out

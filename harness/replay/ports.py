@@ -68,6 +68,10 @@ class TracePorts:
         elif fn == "accept" and isinstance(ret, list):
             self._space[str(ret)] = "tcp"
 
+    def socket_space(self, sock) -> str:
+        """The port space of a socket symbol ("tcp" where no call made it known)."""
+        return self._space.get(str(sock), "tcp")
+
     def address_allocs(self, step: dict) -> dict:
         """{allocation index: space} of the address arguments of a call step."""
         spec = ADDRESS_ARGS.get(step.get("fn"))

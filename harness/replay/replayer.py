@@ -5,6 +5,10 @@ either side's return value signals failure: Win32 leaves the last error
 undefined after a success), the bytes the call wrote into the test's memory
 (8-byte words; pointers and handles compared as symbols), and the completion
 routine invocations (routine, dwError, cbTransferred, lpOverlapped, dwFlags).
+What the two sides cannot agree on by their nature is compared as the program could rely on it:
+ports the system chose (harness.replay.ports), address buffers up to the returned length
+(names, msgname), what pending operations write (settle, asyncwrites), polling loops where they end
+(polls).
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from harness.winsock import constants as C
 from .recorder import EXT_SIGNATURES, SIGNATURES, VOLATILE_RETURNS, MemoryTracker, encode_ret, learn_extension
 from harness.wording import plain, plural
 
-from . import names, params as arguments
+from . import msgname, names, params as arguments, polls
 from .undefined import undefined_ranges
 from .asyncwrites import AsyncWrites, overlapped_pending, target_pending
 from .hostvalues import HostValues
@@ -130,6 +134,7 @@ class ReplayResult:
     symbols: list = field(default_factory=list)    # per session: the target's values for each symbol
     skipped: list = field(default_factory=list)    # sessions not replayed (sim_only: world controls not in
                                                    # the trace; threads, on a target in real time)
+    polls: list = field(default_factory=list)      # polling loops that ended at another try (harness.replay.polls)
 
     @property
     def identical(self) -> bool:
@@ -142,6 +147,8 @@ class ReplayResult:
     def format(self, limit: int = 50) -> str:
         skipped = (f" ({plural(len(self.skipped), 'session')} not replayed: simulator-only, or simulated threads)"
                    if self.skipped else "")
+        if self.polls:
+            skipped += f" ({plural(len(self.polls), 'polling loop')} ended at another try than recorded: timing)"
         if self.identical:
             return f"identical: {plural(self.calls, 'call')} replayed, no divergence{skipped}"
         lines = [f"diverged: {plural(len(self.divergences), 'divergence')} in {plural(self.calls, 'call')} replayed"
@@ -238,6 +245,8 @@ class Replayer:
         self.session: _Session | None = None
         self._owned = []
         self._where = (0, "")
+        self._loops = polls.find_loops(trace.steps)
+        self._resume = -1       # a polling loop the target ended early: its recorded tries up to here are left out
 
     # -- sessions ------------------------------------------------------------------
     def _new_api(self, first: bool):
@@ -262,7 +271,7 @@ class Replayer:
                     skipping = step.get("sim_only", False)
                     if skipping:
                         self.result.skipped.append(step.get("name", ""))
-                if skipping:
+                if skipping or index <= self._resume:
                     continue
                 if step["op"] == "session" or not started:
                     self._flush_async()
@@ -296,7 +305,7 @@ class Replayer:
         session = self.session
         if session is None:
             return
-        differing = session.async_writes.carry({}, {}, final=True)
+        differing = session.async_writes.carry({}, {}, final=True, image=session.recorded_memory)
         if differing:
             index, path = self._where
             self._diverge(index, path, "pending operations, at the end of the session", "writes",
@@ -434,36 +443,73 @@ class Replayer:
         out = {"op": "call", "fn": name, "args": step["args"], "completions": []}
         self._translate_ports(step, args)
         self.result.calls += 1
-        output = names.name_output(step, session.recorded_memory)
+        output = names.name_output(step, session.recorded_memory, session.recorded_syms)
         rec_before = bytes(session.recorded_memory[output[0][1]]) if output else None
         async_allocs = session.async_writes.allocs()
         before = session.tracker.snapshot()
-        session.frames.append(out)
+
+        def make_call():
+            out.pop("raised", None)
+            out.pop("ret", None)
+            session.frames.append(out)
+            try:
+                ret = fn(*args)
+            except Exception as exc:    # noqa: BLE001 - compared with what the recording saw
+                out["raised"] = f"{type(exc).__name__}: {exc}"
+                ret = None
+            finally:
+                session.frames.pop()
+            if ret is not None:
+                if name == "WSAIoctl" and ret == 0:
+                    learn_extension(api.memory, symbols, args)
+                out["ret"] = encode_ret(symbols, ret_type, ret)
+            out["error"] = api.GetLastError() & 0xFFFFFFFF
+
         self._where = (index, path)
-        try:
-            ret = fn(*args)
-        except Exception as exc:    # noqa: BLE001 - compared with what the recording saw
-            out["raised"] = f"{type(exc).__name__}: {exc}"
-            ret = None
-        finally:
-            session.frames.pop()
-        if ret is not None:
-            if name == "WSAIoctl" and ret == 0:
-                learn_extension(api.memory, symbols, args)
-            out["ret"] = encode_ret(symbols, ret_type, ret)
-        out["error"] = api.GetLastError() & 0xFFFFFFFF
+        make_call()
+        loop = self._loops.get(index) if not path else None
+        if loop:
+            step = self._poll(step, index, loop, out, make_call)
         self._settle(step, params)
         out["writes"] = session.tracker.writes(before, session.tracker.snapshot())
         masked = None
-        if output and not signals_failure(name, ret_type, step.get("ret")):
+        if output:
             region = names.undefined_region(output, session.recorded_memory)
             if region:
                 masked = (region, rec_before, before.get(region[0]))
         regions = arguments.regions(step, params, {i: len(m) for i, m in session.recorded_memory.items()})
-        async_allocs.update(self._start_async(step, out, params, regions))
+        async_allocs.update(self._start_async(step, out, params, regions, output and (output, rec_before,
+                                                                                      before.get(output[0][1]))))
         self._compare(step, out, index, path, ret_type, masked, async_allocs, params, regions)
         retire_closed(symbols, out)
         return out
+
+    def _poll(self, step: dict, index: int, loop: tuple, out: dict, make_call) -> dict:
+        """A try of a polling loop of the recording (harness.replay.polls), made on the target (`out`):
+        the recorded step to compare it with. The target ended the loop at an earlier try: the loop's
+        last try, the tries between left out. The target still says "not yet" where the recording's
+        loop ended: the call made again (after the recording's wait) until it answers otherwise."""
+        steps, last = self.trace.steps, loop[-1]
+        recorded, replayed = len(loop), loop.index(index) + 1
+        if index != last:
+            if polls.says_not_yet(out):
+                return step         # the loop goes on on both sides
+            self._resume = last
+            step = steps[last]
+        elif polls.says_not_yet(out) and not polls.says_not_yet(step):
+            wait = polls.wait_of(steps, loop)
+
+            def again() -> bool:
+                self.session.api.SleepEx(wait, False)
+                make_call()
+                return polls.says_not_yet(out)
+            replayed += polls.retry(again, wait)
+            if polls.says_not_yet(out):
+                return step         # the target never ended the loop: compared as it is, a divergence
+        if replayed != recorded:
+            self.result.polls.append({"session": self.session.name, "step": loop[0], "line": loop[0] + 2,
+                                      "fn": step["fn"], "recorded": recorded, "replayed": replayed})
+        return step
 
     # The calls that start an operation on an OVERLAPPED (GetQueuedCompletionStatus' lpOverlapped is an
     # out-pointer; GetOverlappedResult and CancelIoEx name an operation already started).
@@ -499,14 +545,38 @@ class Replayer:
         session.outstanding = [o for o in session.outstanding if o not in done]
 
     _ADDRESS_INPUTS = frozenset({"bind", "connect", "sendto", "ConnectEx"})
+    _MSG_INPUTS = frozenset({"WSASendMsg"})        # the address WSAMSG.name points at (harness.replay.msgname)
+
+    def _address_allocs(self, step: dict) -> dict:
+        """{allocation index: port space} of the socket addresses a call step names: its address
+        arguments, and the name of the WSAMSG it is handed."""
+        session = self.session
+        allocs = session.recorded_ports.address_allocs(step)
+        located = msgname.msg_name(step, session.recorded_syms)
+        if located:
+            allocs.setdefault(located[1][1], session.recorded_ports.socket_space(located[0]))
+        return allocs
 
     def _translate_ports(self, step: dict, args: list) -> None:
-        """The address a connect/sendto/bind names holds the recorded target's port: where the system
-        chose that port (an ordinal is known), write this target's port of the same ordinal instead."""
-        if step["fn"] not in self._ADDRESS_INPUTS:
-            return
+        """The address a connect/sendto/bind/WSASendMsg names holds the recorded target's port: where the
+        system chose that port (an ordinal is known), write this target's port of the same ordinal instead."""
         session = self.session
         mem = session.api.memory
+        if step["fn"] in self._MSG_INPUTS:
+            located = msgname.msg_name(step, session.recorded_syms)
+            if located:
+                try:
+                    ptr = session.symbols.value(located[1])
+                    data = mem.read(ptr, 4)
+                except Exception:       # noqa: BLE001 - an address the call is meant to refuse: left alone
+                    return
+                space = session.recorded_ports.socket_space(located[0])
+                new = translate(data, space, session.recorded_ports, session.ports)
+                if new != data:
+                    mem.write(ptr, new)
+            return
+        if step["fn"] not in self._ADDRESS_INPUTS:
+            return
         for index, space in session.recorded_ports.address_allocs(step).items():
             arg = next(a for a, sym in zip(args, step["args"]) if isinstance(sym, list) and sym[:2] == ["alloc", index])
             try:
@@ -517,10 +587,11 @@ class Replayer:
             if new != data:
                 mem.write(arg, new)
 
-    def _start_async(self, step: dict, out: dict, params, regions=()) -> dict:
+    def _start_async(self, step: dict, out: dict, params, regions=(), name=None) -> dict:
         """A call that starts an operation pending on either side: its memory (the allocations its
         arguments name, and those these point at, as the recording wrote them: a WSABUF's buffer),
-        {alloc index: port space or None}, carried by harness.replay.asyncwrites from this call on."""
+        {alloc index: port space or None}, carried by harness.replay.asyncwrites from this call on.
+        `name`: the address buffer it returns a length for, with both sides' bytes before the call."""
         session = self.session
         if step["fn"] not in self._ISSUING:
             return {}
@@ -534,7 +605,7 @@ class Replayer:
         if all(signals_failure(step["fn"], ret_type, c.get("ret")) and c.get("error") not in _PENDING_ERRORS
                for c in (step, out)):
             return {}       # failed at once on both sides: nothing will complete (Internal may still read pending)
-        spaces = session.recorded_ports.address_allocs(step)
+        spaces = self._address_allocs(step)
         allocs: dict = {}
         frontier = [a[1] for a in step["args"] if isinstance(a, list) and a[0] == "alloc"]
         for _depth in range(3):         # WSAMSG -> WSABUF array -> buffer
@@ -544,7 +615,7 @@ class Replayer:
                     allocs[i] = spaces.get(i)
                     following += [sym[1] for sym in session.recorded_syms.get(i, {}).values() if sym[0] == "alloc"]
             frontier = following
-        session.async_writes.start(ovl, allocs)
+        session.async_writes.start(ovl, allocs, name or None)
         session.issued = [list(regions)] + session.issued[:63]
         return allocs
 
@@ -558,7 +629,7 @@ class Replayer:
         rec_ports, ports = session.recorded_ports, session.ports
         rec_ports.note_call(rec)
         ports.note_call(out)
-        allocs = rec_ports.address_allocs(rec)
+        allocs = self._address_allocs(rec)
         if allocs:          # ports the system chose compare by order of appearance (harness.replay.ports)
             rec = {**rec, "writes": rec_ports.normalise_runs(rec.get("writes", []), allocs)}
             out = {**out, "writes": ports.normalise_runs(out.get("writes", []), allocs)}
@@ -588,7 +659,7 @@ class Replayer:
             pending.settle_ops(lambda ovl: overlapped_pending(session.recorded_memory, ovl),
                                lambda ovl: target_pending(session.api.memory, session.symbols, ovl))
             differing = pending.carry(_tokens(rec_async) if async_allocs else {},
-                                      _tokens(out_async) if async_allocs else {})
+                                      _tokens(out_async) if async_allocs else {}, image=session.recorded_memory)
             if differing:
                 self._diverge(index, path, rec["fn"], "writes", {k: a for k, a, _b in differing},
                               {k: b for k, _a, b in differing}, args, session.issued + [list(regions)])
