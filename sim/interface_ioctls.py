@@ -21,37 +21,42 @@ from sim.ioctls import handler
 _SOCKADDR_SIZE = {C.AF_INET: SOCKADDR_IN.size, C.AF_INET6: SOCKADDR_IN6.size}
 _LIST_HEADER = SOCKET_ADDRESS_LIST.offset("Address")        # FIELD_OFFSET(SOCKET_ADDRESS_LIST, Address[0])
 _WILDCARDS = (bytes(4), bytes(16))
+_SOCKADDR_GEN = INTERFACE_INFO.by_name["iiAddress"].size     # a sockaddr_gen: here a sockaddr_in, then zeros
 
 
 @handler(C.SIO_ROUTING_INTERFACE_QUERY, layer="ws2_32")
 def routing_interface_query(call):
     """Item 47 puts this code in the user-mode inline class; that its failures also leave the OVERLAPPED
     alone, as SIO_ADDRESS_LIST_QUERY's do (item 50), is assumed (no Windows-run test looks)."""
-    sock = call.sock
-    head = call.input(SOCKADDR.size)
-    if head is None:
+    sock, mem = call.sock, call.mem
+    if call.inbuf == 0 or call.cbin < SOCKADDR.size:
         return Fail(C.WSAEINVAL)                   # item 28: short or NULL input, size untouched
+    head = mem.kread(call.inbuf, SOCKADDR.size)
+    if head is None:
+        return Fail(C.WSAEFAULT)                   # the Winsock IOCTLs page: an input outside user memory
     family = struct.unpack_from("<H", head)[0]
     # Item 29: family 0 is WSAEAFNOSUPPORT. A family other than the socket's is assumed to be too.
     if family != sock.family:
         return Fail(C.WSAEAFNOSUPPORT)
     size = _SOCKADDR_SIZE[family]
-    raw = call.input(size)
-    if raw is None:
+    if call.cbin < size:
         return Fail(C.WSAEINVAL)                   # an AF_INET6 input short of a sockaddr_in6 (assumed, item 28)
+    raw = mem.kread(call.inbuf, size)
+    if raw is None:
+        return Fail(C.WSAEFAULT)
     dst = raw[4:8] if family == C.AF_INET else raw[8:24]
     if dst in _WILDCARDS:
         return Fail(C.WSAEINVAL)                   # item 30: 0.0.0.0 (:: assumed alike)
-    if call.outbuf == 0:
-        return Fail(C.WSAEFAULT)                   # item 33: size untouched
-    if call.cbout < size or not call.mem.check(call.outbuf, size, True):
+    if call.cbout < size and call.outbuf != 0:
         return Fail(C.WSAEFAULT, size)             # item 32 and the Winsock IOCTLs page: the size needed
+    if call.outbuf == 0 or not mem.check(call.outbuf, size, True):
+        return Fail(C.WSAEFAULT)                   # item 33: NULL (or outside user memory), size untouched
     src = sock.host.source_for(dst, family)
     if src is None:
         # The Winsock IOCTLs page: a destination no interface reaches is WSAENETUNREACH.
         return Fail(C.WSAENETUNREACH)
     data = codec.pack_for(family, src, 0)
-    return Inline(size, write=lambda: call.mem.kwrite(call.outbuf, data))      # items 31, 47
+    return Inline(size, write=lambda: mem.kwrite(call.outbuf, data))      # items 31, 47
 
 
 @handler(C.SIO_ADDRESS_LIST_QUERY, layer="ws2_32")
@@ -78,13 +83,15 @@ def address_list_query(call):
 
 
 def _interface_list(host) -> bytes:
+    def gen(ip: bytes) -> bytes:
+        return codec.pack(ip, 0).ljust(_SOCKADDR_GEN, b"\0")
+
     out = bytearray()
     for itf in ipv4_interfaces(host):
-        gen = INTERFACE_INFO.by_name["iiAddress"].size          # a sockaddr_gen: sockaddr_in, then zeros
-        broadcast = codec.pack(itf.broadcast, 0) if itf.broadcast != bytes(4) else bytes(SOCKADDR_IN.size)
-        out += INTERFACE_INFO.pack(iiFlags=itf.flags, iiAddress=codec.pack(itf.address, 0).ljust(gen, b"\0"),
-                                   iiBroadcastAddress=broadcast.ljust(gen, b"\0"),
-                                   iiNetmask=codec.pack(itf.netmask, 0).ljust(gen, b"\0"))
+        # no broadcast address: the union left zero (family 0), as Wine test_get_interface_list expects
+        broadcast = gen(itf.broadcast) if itf.flags & C.IFF_BROADCAST else bytes(_SOCKADDR_GEN)
+        out += INTERFACE_INFO.pack(iiFlags=itf.flags, iiAddress=gen(itf.address), iiBroadcastAddress=broadcast,
+                                   iiNetmask=gen(itf.netmask))
     return bytes(out)
 
 
