@@ -39,17 +39,12 @@ class ConnectRequest:
         self.meta = {}
 
 
-# Every socket starts with these option values (Options: a socket stores only what it changed).
+# Every socket starts with these option values (Options: a socket stores only what it changed):
+# sim/sockopt.py's table holds each default, the WFP switches start off. Options whose default
+# depends on the socket (a TCP default) or that hold bytes (IP_OPTIONS) are sockopt's to read.
 DEFAULT_OPTIONS = {
-    (C.SOL_SOCKET, C.SO_RCVBUF): 65536, (C.SOL_SOCKET, C.SO_SNDBUF): 65536,
-    (C.SOL_SOCKET, C.SO_REUSEADDR): 0, (C.SOL_SOCKET, C.SO_EXCLUSIVEADDRUSE): 0,
-    (C.SOL_SOCKET, C.SO_KEEPALIVE): 0, (C.SOL_SOCKET, C.SO_BROADCAST): 0,
-    (C.SOL_SOCKET, C.SO_RCVTIMEO): 0, (C.SOL_SOCKET, C.SO_SNDTIMEO): 0,
-    (C.SOL_SOCKET, C.SO_OOBINLINE): 0, (C.SOL_SOCKET, C.SO_DEBUG): 0,
-    (C.IPPROTO_IP, C.IP_TTL): 128, (C.IPPROTO_IPV6, C.IPV6_UNICAST_HOPS): 128,
-    (C.IPPROTO_IP, C.IP_PKTINFO): 0, (C.IPPROTO_IPV6, C.IPV6_PKTINFO): 0,
-    (C.IPPROTO_IPV6, C.IPV6_V6ONLY): 1,
-    (C.IPPROTO_TCP, C.TCP_NODELAY): 0,
+    **{key: spec.default for key, spec in sockopt.OPTIONS.items()
+       if spec.tcp_default is None and key != (C.IPPROTO_IP, C.IP_OPTIONS)},
     (C.IPPROTO_IP, C.IP_WFP_REDIRECT_RECORDS): 0, (C.IPPROTO_IP, C.IP_WFP_REDIRECT_CONTEXT): 0,
     (C.IPPROTO_IPV6, C.IPV6_WFP_REDIRECT_RECORDS): 0, (C.IPPROTO_IPV6, C.IPV6_WFP_REDIRECT_CONTEXT): 0,
 }

@@ -34,6 +34,14 @@ through broken(), is Windows behaviour; a todo_wine ok() is one Windows passes a
   or 0x8000 is WSAEINVAL.
 * Wine test_accept_inheritance: an accepted socket has its listener's SOL_SOCKET options,
   SO_LINGER included, and TCP_NODELAY.
+* Wine test_set_getsockopt (its IP_DONTFRAGMENT loop, IPv4 and IPv6): a new TCP socket reads
+  IP_DONTFRAGMENT / IPV6_DONTFRAG 1 (0 only before Vista, through broken()); UDP and raw sockets 0.
+
+Host-valued defaults (SO_RCVBUF, SO_SNDBUF, IP_TTL, IPV6_UNICAST_HOPS, TCP_KEEPALIVE): no
+Windows-run test reads them, and Windows makes them the computer's configuration, not ws2_32's
+(learn.microsoft.com Set-NetIPv4Protocol / Set-NetIPv6Protocol -DefaultHopLimit; the WSK SO_RCVBUF
+page: the default size "is transport-specific"). The values below are assumptions about the
+simulated world's host; harness/replay/hostvalues.py compares them as values the host chose.
 
 Assumed where the sources are silent (each marked "assumed" below): setsockopt on an option
 whose getsockopt fails fails the same way; a zero length on a SOL_SOCKET BOOL changes nothing.
@@ -61,6 +69,7 @@ _LEVELS = (C.SOL_SOCKET, C.IPPROTO_IP, C.IPPROTO_IPV6, C.IPPROTO_TCP, C.IPPROTO_
 @dataclass(frozen=True)
 class Opt:
     default: int = 0
+    tcp_default: int = None     # the default on a TCP socket, where it differs
     width: int = 4          # 1: a BOOLEAN read and written as one byte
     short: bool = False     # setsockopt/getsockopt take a length of 1 to 3
     boolean: bool = False   # stored as 0 or 1
@@ -74,7 +83,6 @@ class Opt:
 _SOL_BOOL = Opt(short=True, boolean=True)
 _BYTE = Opt(width=1, boolean=True)
 _IP_BYTE = Opt(short=True, maximum=255)
-_IP_BOOL = Opt(boolean=True)
 _DGRAM_BOOL = Opt(boolean=True, on="dgram")
 
 OPTIONS = {
@@ -87,8 +95,8 @@ OPTIONS = {
     (C.SOL_SOCKET, C.SO_KEEPALIVE): _BYTE,
     (C.SOL_SOCKET, C.SO_DONTROUTE): _BYTE,
     (C.SOL_SOCKET, C.SO_LINGER): Opt(zero_short=True, on="tcp", elsewhere=C.WSAENOPROTOOPT),
-    (C.SOL_SOCKET, C.SO_RCVBUF): Opt(65536, zero_short=True),       # host-valued default
-    (C.SOL_SOCKET, C.SO_SNDBUF): Opt(65536, zero_short=True),
+    (C.SOL_SOCKET, C.SO_RCVBUF): Opt(65536, zero_short=True),       # host-valued default (assumed)
+    (C.SOL_SOCKET, C.SO_SNDBUF): Opt(65536, zero_short=True),       # host-valued default (assumed)
     (C.SOL_SOCKET, C.SO_RCVTIMEO): Opt(),
     (C.SOL_SOCKET, C.SO_SNDTIMEO): Opt(),
     (C.SOL_SOCKET, C.SO_ERROR): Opt(),
@@ -98,27 +106,27 @@ OPTIONS = {
     # "has no meaning for stream oriented sockets"; WSAENOPROTOOPT there is assumed.
     (C.SOL_SOCKET, C.SO_MAX_MSG_SIZE): Opt(65507, read_only=True, on="dgram", elsewhere=C.WSAENOPROTOOPT),
     (C.IPPROTO_TCP, C.TCP_NODELAY): _BYTE,
-    (C.IPPROTO_TCP, C.TCP_KEEPALIVE): Opt(7200),                    # seconds; host-valued default
+    (C.IPPROTO_TCP, C.TCP_KEEPALIVE): Opt(7200),                    # seconds; host-valued default (assumed)
     (C.IPPROTO_TCP, C.TCP_KEEPCNT): Opt(10, maximum=255),
     (C.IPPROTO_TCP, C.TCP_KEEPINTVL): Opt(1),
     (C.IPPROTO_IP, C.IP_OPTIONS): Opt(),                           # bytes, not an integer: _OPTIONS_BYTES
     (C.IPPROTO_IP, C.IP_HDRINCL): Opt(on="raw"),
     (C.IPPROTO_IP, C.IP_TOS): _IP_BYTE,                             # accepted and stored; no effect on packets
-    (C.IPPROTO_IP, C.IP_TTL): Opt(128, short=True, maximum=255),    # host-valued default
+    (C.IPPROTO_IP, C.IP_TTL): Opt(128, short=True, maximum=255),    # host-valued default (assumed)
     (C.IPPROTO_IP, C.IP_MULTICAST_IF): Opt(on="dgram"),
     (C.IPPROTO_IP, C.IP_MULTICAST_TTL): Opt(1, short=True, maximum=255, on="dgram"),
     (C.IPPROTO_IP, C.IP_MULTICAST_LOOP): Opt(1, short=True, boolean=True, on="dgram"),
-    (C.IPPROTO_IP, C.IP_DONTFRAGMENT): _IP_BOOL,
+    (C.IPPROTO_IP, C.IP_DONTFRAGMENT): Opt(boolean=True, tcp_default=1),
     (C.IPPROTO_IP, C.IP_PKTINFO): _DGRAM_BOOL,
     (C.IPPROTO_IP, C.IP_RECVTTL): _DGRAM_BOOL,
     (C.IPPROTO_IP, C.IP_RECVTOS): _DGRAM_BOOL,
     (C.IPPROTO_IP, C.IP_UNICAST_IF): Opt(),
     (C.IPPROTO_IPV6, C.IPV6_HDRINCL): Opt(on="raw"),
-    (C.IPPROTO_IPV6, C.IPV6_UNICAST_HOPS): Opt(128, short=True, maximum=255),
+    (C.IPPROTO_IPV6, C.IPV6_UNICAST_HOPS): Opt(128, short=True, maximum=255),    # host-valued default (assumed)
     (C.IPPROTO_IPV6, C.IPV6_MULTICAST_IF): Opt(on="dgram"),
     (C.IPPROTO_IPV6, C.IPV6_MULTICAST_HOPS): Opt(1, short=True, maximum=255, on="dgram"),
     (C.IPPROTO_IPV6, C.IPV6_MULTICAST_LOOP): Opt(1, short=True, boolean=True, on="dgram"),
-    (C.IPPROTO_IPV6, C.IPV6_DONTFRAG): Opt(short=True, boolean=True),
+    (C.IPPROTO_IPV6, C.IPV6_DONTFRAG): Opt(short=True, boolean=True, tcp_default=1),
     (C.IPPROTO_IPV6, C.IPV6_PKTINFO): _DGRAM_BOOL,
     (C.IPPROTO_IPV6, C.IPV6_HOPLIMIT): _DGRAM_BOOL,
     (C.IPPROTO_IPV6, C.IPV6_RECVTCLASS): _DGRAM_BOOL,
@@ -179,7 +187,8 @@ def _read(sock, key, spec) -> int:
         return sock.type
     if key == (C.SOL_SOCKET, C.SO_ACCEPTCONN):
         return 1 if sock.state == "listening" else 0
-    return sock.options.get(key, spec.default)
+    default = spec.tcp_default if sock.is_tcp and spec.tcp_default is not None else spec.default
+    return sock.options.get(key, default)
 
 
 def _store(sock, key, value: int) -> None:

@@ -143,17 +143,25 @@ def test_acceptex_waits_for_the_first_data(api):
     assert a.buf.guards_intact()
 
 
-def test_acceptex_completes_when_the_peer_closes_before_sending(api):
-    """Wine test_AcceptEx ("Disconnect during receive?"): the peer's graceful close completes
-    a receiving AcceptEx successfully with 0 bytes."""
+def _accept_completed_by_the_peers_close(api):
+    """A receiving AcceptEx, then a client that connects and closes before sending: (the AcceptEx,
+    the listener, its port, the client's address), once the AcceptEx's event is signalled."""
     lst, port = listener(api)
     acc = _tcp(api)
     event = api.WSACreateEvent()
     a = _Accept(api, lst, acc, receive=64, event=event)
     assert (a.rc, a.error) == (C.FALSE, C.WSA_IO_PENDING)
     client = _connect(api, port)
+    client_name = local_name(api, client)
     assert api.closesocket(client) == 0
     assert _wait(api, event) == C.WSA_WAIT_EVENT_0
+    return a, lst, port, client_name
+
+
+def test_acceptex_completes_when_the_peer_closes_before_sending(api):
+    """Wine test_AcceptEx ("Disconnect during receive?"): the peer's graceful close completes
+    a receiving AcceptEx successfully with 0 bytes."""
+    a, lst, _port, _client = _accept_completed_by_the_peers_close(api)
     n, flags = dword(api), dword(api)
     assert api.WSAGetOverlappedResult(lst, a.ovl, n.ptr, False, flags.ptr) == C.TRUE
     assert n.u32() == 0
@@ -164,15 +172,7 @@ def test_acceptex_completed_by_the_peers_close_holds_the_addresses(api):
     local address of the server and the remote address of the client into lpOutputBuffer (the
     AcceptEx page, lpOutputBuffer; the GetAcceptExSockaddrs page: the addresses getsockname and
     getpeername would give), whether or not data came."""
-    lst, port = listener(api)
-    acc = _tcp(api)
-    event = api.WSACreateEvent()
-    a = _Accept(api, lst, acc, receive=64, event=event)
-    assert (a.rc, a.error) == (C.FALSE, C.WSA_IO_PENDING)
-    client = _connect(api, port)
-    client_name = local_name(api, client)
-    assert api.closesocket(client) == 0
-    assert _wait(api, event) == C.WSA_WAIT_EVENT_0
+    a, lst, port, client_name = _accept_completed_by_the_peers_close(api)
     assert internal(api, a.ovl) == (C.STATUS_SUCCESS, 0)
     assert a.decoded(lst) == (("127.0.0.1", port), client_name)
 

@@ -258,6 +258,23 @@ def test_timeouts_and_host_valued_buffers_read_back(api):
         assert _get(api, s, SOL, name, 4) == (0, 0, value, 4)
 
 
+@pytest.mark.parametrize("family", [pytest.param(V4, id="v4"), pytest.param(V6, id="v6", marks=pytest.mark.ipv6)])
+def test_dont_fragment_defaults_by_socket_type(api, family):
+    """Wine test_set_getsockopt (its IP_DONTFRAGMENT loop, IPPROTO_IP on IPv4 and IPPROTO_IPV6 on
+    IPv6, where the name is IPV6_DONTFRAG): a new UDP socket reads 0, set to 1 or 0xdead it reads
+    1; a new TCP socket reads 1 (0 only before Vista, through broken()), set to 0 it reads 0."""
+    level, name = (IP, C.IP_DONTFRAGMENT) if family == V4 else (IP6, C.IPV6_DONTFRAG)
+    u = _sock(api, family, UDP)
+    assert _get(api, u, level, name, 4, fill=0xdead)[:3] == (0, 0, 0)
+    for value in (1, 0xdead):
+        assert _set(api, u, level, name, value, 4) == (0, 0)
+        assert _get(api, u, level, name, 4, fill=0xdead)[:3] == (0, 0, 1)
+    t = _sock(api, family, TCP)
+    assert _get(api, t, level, name, 4, fill=0xdead)[:3] == (0, 0, 1)
+    assert _set(api, t, level, name, 0, 4) == (0, 0)
+    assert _get(api, t, level, name, 4, fill=0xdead)[:3] == (0, 0, 0)
+
+
 def test_so_error_can_be_set(api):
     """Wine test_set_getsockopt: setsockopt(SO_ERROR, 1234) succeeds with last error 0, and
     getsockopt then reads 1234 (todo_wine there: Windows does, Wine does not); a getsockopt of

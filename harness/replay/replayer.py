@@ -18,6 +18,7 @@ from harness.wording import plain, plural
 from . import names, params as arguments
 from .undefined import undefined_ranges
 from .asyncwrites import AsyncWrites, overlapped_pending, target_pending
+from .hostvalues import HostValues
 from .ports import TracePorts, translate
 from .settle import wait_for_completions
 from .symbols import FreshSymbols, UnresolvedSymbol, retire_closed, symbol_text
@@ -176,6 +177,7 @@ class _Session:
         self.recorded_completions = recorded_completions     # routine k -> [recorded completion, ...]
         self.invocations: dict[int, int] = {}
         self.recorded_ports, self.ports = TracePorts(), TracePorts()     # ports the system chose, per side
+        self.recorded_hosts, self.hosts = HostValues(), HostValues()     # addresses, option defaults: the host's
         self.threads: list = []
         self.thread_contexts: list = []
         self.recorded_memory: dict[int, bytearray] = {}   # alloc index -> its bytes as the recording left them
@@ -558,6 +560,9 @@ class Replayer:
         if allocs:          # ports the system chose compare by order of appearance (harness.replay.ports)
             rec = {**rec, "writes": rec_ports.normalise_runs(rec.get("writes", []), allocs)}
             out = {**out, "writes": ports.normalise_runs(out.get("writes", []), allocs)}
+        # so do local addresses and option defaults the host chose (harness.replay.hostvalues)
+        rec = session.recorded_hosts.normalise(rec, session.recorded_memory)
+        out = session.hosts.normalise(out, session.recorded_memory)
         if async_allocs:    # what pending operations write compares once both sides wrote it
             rec_async = [r for r in rec.get("writes", []) if r["alloc"] in async_allocs]
             out_async = [r for r in out.get("writes", []) if r["alloc"] in async_allocs]
