@@ -85,6 +85,17 @@ class TestRoutingInterfaceQuery:
         family, port = struct.unpack_from("<H", out.read())[0], struct.unpack_from(">H", out.read(), 2)[0]
         assert (family, port) == (C.AF_INET, 0) and out.guards_intact()
 
+    def test_ipv6_loopback(self, api):
+        """The Winsock IOCTLs page (the local interface's address for any destination sockaddr): ::1 on an
+        AF_INET6 socket succeeds with a sockaddr_in6 of 28 bytes, port 0."""
+        s = _udp(api, C.AF_INET6)
+        dst, length = _destination(api, "::1", 5000)
+        out, n = Guarded(api, SOCKADDR_IN6.size), dword(api)
+        assert api.WSAIoctl(s, ROUTE, dst, length, out.ptr, SOCKADDR_IN6.size, n.ptr, 0, 0) == 0
+        assert n.u32() == SOCKADDR_IN6.size
+        data = out.read()
+        assert struct.unpack_from("<H", data)[0] == C.AF_INET6 and data[2:4] == b"\0\0" and out.guards_intact()
+
     def test_short_output_reports_size(self, api):
         """Item 32 and the Winsock IOCTLs page: an output of 15 bytes is WSAEFAULT, lpcbBytesReturned = 16."""
         s = _udp(api)
