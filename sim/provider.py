@@ -14,6 +14,7 @@ from harness.winsock.layouts import WSAOVERLAPPED
 from sim import overlapped as ov
 from sim import status as st
 from sim.wfp import ioctls as wfp_ioctls  # noqa: F401  (registers the WFP handlers)
+from sim import interface_ioctls  # noqa: F401  (registers the address and interface IOCTLs)
 from sim.errors import WsaError
 from sim.ioctl_outcomes import Deferred, Fail, Inline, IoctlCall
 from sim.ioctls import HANDLERS, unknown

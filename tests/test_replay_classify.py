@@ -1,12 +1,12 @@
 """A replay's divergences named by argument (harness/replay/params.py), compared on their defined
-bytes only (harness/replay/undefined.py), and classified by a deviation's `replay` signatures
+bytes only (harness/replay/uncompared.py), and classified by a deviation's `replay` signatures
 (harness/conformance/deviations.py, harness/replay/classify.py). Runs without Wine."""
 import pytest
 
 from harness.conformance import deviations as D
 from harness.replay import classify, params
 from harness.replay.replayer import Divergence, ReplayResult
-from harness.replay.undefined import undefined_ranges
+from harness.replay.uncompared import uncompared_ranges
 
 CONNECTEX = {"op": "call", "fn": "ConnectEx", "ext": True, "ret": 0,
              "args": [["handle", 1], ["alloc", 6, 0], 16, 0, 0, ["alloc", 7, 32], ["alloc", 8, 0]]}
@@ -103,8 +103,8 @@ def test_signatures_classify_word_by_word_and_split_a_divergence(tmp_path, monke
 
 def test_connectex_bytes_sent_is_undefined_unless_it_succeeded():
     owner = params.attribute("alloc7+32", [_regions(CONNECTEX)])
-    assert undefined_ranges(owner, {}) == [(0, 4)]
-    assert undefined_ranges({**owner, "ret": 1}, {}) == []
+    assert uncompared_ranges(owner, {}) == [(0, 4)]
+    assert uncompared_ranges({**owner, "ret": 1}, {}) == []
 
 
 def test_acceptex_buffer_is_undefined_beyond_the_data_and_the_addresses():
@@ -118,5 +118,14 @@ def test_acceptex_buffer_is_undefined_beyond_the_data_and_the_addresses():
     image[5][8:16] = (5).to_bytes(8, "little")                   # InternalHigh: 5 bytes received
     image[3][32 + 64:32 + 68] = (16).to_bytes(4, "little")       # the local slot holds a 16-byte sockaddr
     image[3][32 + 96:32 + 100] = (28).to_bytes(4, "little")      # the remote one a 28-byte one
-    assert undefined_ranges(owner, image) == [(5, 64), (64 + 4 + 16, 96), (96 + 4 + 28, 128)]
-    assert undefined_ranges({**owner, "args": {**owner["args"], "dwLocalAddressLength": -1}}, image) == []
+    assert uncompared_ranges(owner, image) == [(5, 64), (64 + 4 + 16, 96), (96 + 4 + 28, 128)]
+    assert uncompared_ranges({**owner, "args": {**owner["args"], "dwLocalAddressLength": -1}}, image) == []
+
+
+def test_what_the_interface_ioctls_report_is_the_hosts():
+    from harness.winsock import constants as C
+    owner = {"fn": "WSAIoctl", "param": "lpvOutBuffer", "field": "", "ret": 0, "pointer": 32,
+             "args": {"dwIoControlCode": C.SIO_ADDRESS_LIST_QUERY, "cbOutBuffer": 40}}
+    assert uncompared_ranges(owner, {}) == [(0, 40)]
+    assert uncompared_ranges({**owner, "param": "lpcbBytesReturned"}, {}) == [(0, 4)]
+    assert uncompared_ranges({**owner, "args": {**owner["args"], "dwIoControlCode": C.FIONREAD}}, {}) == []

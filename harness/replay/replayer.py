@@ -20,7 +20,7 @@ from .recorder import EXT_SIGNATURES, SIGNATURES, VOLATILE_RETURNS, MemoryTracke
 from harness.wording import plain, plural
 
 from . import msgname, names, params as arguments, polls
-from .undefined import undefined_ranges
+from .uncompared import uncompared_ranges
 from .asyncwrites import AsyncWrites, overlapped_pending, target_pending
 from .hostvalues import HostValues
 from .ports import TracePorts, translate
@@ -330,9 +330,9 @@ class Replayer:
 
     def _differs_where_defined(self, key: str, owner: dict) -> bool:
         """Whether the word's two sides differ outside the bytes its call leaves undefined
-        (harness.replay.undefined); both sides are read as they are now."""
+        (harness.replay.uncompared); both sides are read as they are now."""
         session = self.session
-        ranges = undefined_ranges(owner, session.recorded_memory)
+        ranges = uncompared_ranges(owner, session.recorded_memory)
         if not ranges:
             return True
         alloc, offset = (int(part) for part in key[5:].split("+"))

@@ -171,9 +171,23 @@ TIMEVAL = Layout("TIMEVAL", 8, (Field("tv_sec", 0, I32), Field("tv_usec", 4, I32
 WSANETWORKEVENTS = Layout("WSANETWORKEVENTS", 44, (
     Field("lNetworkEvents", 0, I32), Field("iErrorCode", 4, I32, "iErrorCode[0]")))
 
+# SIO_ADDRESS_LIST_QUERY's answer (ws2def.h): a count, then iAddressCount SOCKET_ADDRESSes (each a
+# pointer and a length); the sockaddrs the pointers name follow in the same buffer (the IOCTL's page).
+SOCKET_ADDRESS = Layout("SOCKET_ADDRESS", 16, (Field("lpSockaddr", 0, PTR), Field("iSockaddrLength", 8, I32)),
+                        header="ws2def.h")
+SOCKET_ADDRESS_LIST = Layout("SOCKET_ADDRESS_LIST", 24, (
+    Field("iAddressCount", 0, I32), Field("Address", 8, "16s", "Address[0]")), header="ws2def.h")
+
+# SIO_GET_INTERFACE_LIST's array element (ws2ipdef.h): flags, then three sockaddr_gen unions of 24 bytes
+# (sockaddr, sockaddr_in, sockaddr_in6_old); an IPv4 interface fills their sockaddr_in.
+INTERFACE_INFO = Layout("INTERFACE_INFO", 76, (
+    Field("iiFlags", 0, U32), Field("iiAddress", 4, "24s"), Field("iiBroadcastAddress", 28, "24s"),
+    Field("iiNetmask", 52, "24s")), header="ws2ipdef.h")
+
 ALL_LAYOUTS = (GUID, WSAOVERLAPPED, OVERLAPPED_ENTRY, WSABUF, WSAMSG, WSACMSGHDR, SOCKADDR, SOCKADDR_IN,
                SOCKADDR_IN6, SOCKADDR_STORAGE, IN_PKTINFO, IN6_PKTINFO, WSADATA,
-               WSATHREADID, TCP_KEEPALIVE, LINGER, WSAPOLLFD, FD_SET, TIMEVAL, WSANETWORKEVENTS)
+               WSATHREADID, TCP_KEEPALIVE, LINGER, WSAPOLLFD, FD_SET, TIMEVAL, WSANETWORKEVENTS,
+               SOCKET_ADDRESS, SOCKET_ADDRESS_LIST, INTERFACE_INFO)
 
 POINTER_SIZE = 8
 
