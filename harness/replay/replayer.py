@@ -275,6 +275,7 @@ class Replayer:
                     continue
                 if step["op"] == "session" or not started:
                     self._flush_async()
+                    self._close_owned()         # a session's provider (an agent and its pipes) ends with it
                     api = self._new_api(not started)
                     started = True
                     if getattr(api, "world", None) is None and _has_threads(steps, index + (step["op"] == "session")):
@@ -293,11 +294,15 @@ class Replayer:
                 self.result.steps.append(self._execute(step, index, ""))
             self._flush_async()
         finally:
-            for api in self._owned:
-                close = getattr(api, "close", None)
-                if callable(close):
-                    close()
+            self._close_owned()
         return self.result
+
+    def _close_owned(self) -> None:
+        owned, self._owned = self._owned, []
+        for api in owned:
+            close = getattr(api, "close", None)
+            if callable(close):
+                close()
 
     def _flush_async(self) -> None:
         """At a session's end: what pending operations wrote on one side only, or differently, where an

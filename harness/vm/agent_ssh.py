@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import sys
 import threading
 import time
@@ -37,7 +36,7 @@ from pathlib import Path
 import paramiko
 
 from harness.vm.errors import AuthenticationFailed, HostKeyMismatch, KeyLoadError, SshError
-from harness.vm.ssh import GuestSsh, SshEndpoint
+from harness.vm.ssh import GuestSsh, SshEndpoint, wait_readable
 
 __all__ = ["write_endpoint", "read_drop", "main"]
 
@@ -105,7 +104,7 @@ def relay(chan, transport) -> int | None:
     threading.Thread(target=_pump_stdin, args=(chan,), daemon=True).start()
     while True:
         try:
-            select.select([chan], [], [], 0.5)
+            wait_readable(chan, 0.5)
         except (OSError, ValueError):
             time.sleep(0.05)        # the channel's wake-up pipe went with the channel: judged below
         while chan.recv_ready():

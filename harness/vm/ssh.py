@@ -37,7 +37,7 @@ import os
 import posixpath
 import re
 import secrets
-import select
+import selectors
 import shlex
 import socket
 import stat as stat_mod
@@ -118,6 +118,15 @@ def parse_public_key(line: str) -> paramiko.PKey:
                 raise ValueError(f"pinned host key: cannot load {tok} key: {exc}") from exc
     raise ValueError("pinned host key: no supported key type found "
                      f"(expected one of {', '.join(_KEY_TYPES)})")
+
+
+def wait_readable(chan, timeout: float) -> None:
+    """Wait up to `timeout` seconds for a paramiko channel to have data or close. A selector, not
+    select.select: a controller with more than FD_SETSIZE (1024) files open hands out descriptor
+    numbers select() refuses ("filedescriptor out of range")."""
+    with selectors.DefaultSelector() as sel:
+        sel.register(chan, selectors.EVENT_READ)
+        sel.select(timeout)
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -621,7 +630,7 @@ class GuestSsh:
                         if remaining <= 0:
                             hung = True
                             break
-                        select.select([chan], [], [], min(0.5, remaining))
+                        wait_readable(chan, min(0.5, remaining))
                         self._drain(chan, marker, red_out, red_err, out, err)
                         if chan.closed or (chan.eof_received and chan.exit_status_ready()):
                             self._drain(chan, marker, red_out, red_err, out, err)
