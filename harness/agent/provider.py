@@ -154,9 +154,11 @@ class AgentMemory(AllocationTable, MemoryHelpers):
             return self._invalid
 
     def close(self) -> None:
-        """Decommit every allocation, keeping the ranges reserved: an overlapped operation still in
-        flight (aborted by WSACleanup) may write after this, and into a reserved range the write
-        faults harmlessly where a released one could have been reused by another allocation."""
+        """Decommit every allocation, keeping the ranges reserved until the next provider closes:
+        an overlapped operation still in flight (aborted by WSACleanup) may write after this, and
+        into a reserved range the write faults harmlessly where a released one could have been
+        reused by another allocation. (The agent releases them at the next RETIRE, so a pooled
+        agent's mappings stay bounded.)"""
         with self._lock:
             if self._closed:
                 return

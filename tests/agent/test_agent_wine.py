@@ -1,6 +1,7 @@
 """The winsock-agent under wine64: handshake, the whole C surface, memory, faults,
 overlapped I/O, completion routines and ports, threads, and death of the agent."""
 import os
+import re
 import signal
 import struct
 import threading
@@ -480,6 +481,55 @@ def test_closed_provider_leaves_a_clean_agent_for_the_next(wine_available):
         assert second.WSAStartup(0x0202, second.memory.alloc(408)) == 0
     finally:
         second.close()
+
+
+def _mappings(session) -> int:
+    """The Linux mappings of the agent's wine process (a reservation is at least two)."""
+    with open(f"/proc/{session.pid}/maps") as maps:
+        return sum(1 for _ in maps)
+
+
+def test_a_pooled_agent_keeps_retired_memory_reserved_one_provider_then_releases_it(wine_available):
+    # Keeping every closed provider's ranges reserved ran a long-lived agent out of Linux mappings
+    # (vm.max_map_count, 65,530) after about 32,000 retired allocations: VirtualAlloc error 5.
+    session, retired, counts = None, [], []
+    for _ in range(6):
+        api = make_agent_api("wine")
+        session = session or api.session
+        assert api.session is session
+        starts = [api.memory.alloc(100) for _ in range(500)]
+        # the previous provider's ranges are still reserved: none of them is handed out again
+        assert not [p for p in starts if any(base <= p < base + 0x10000 for base in retired)]
+        retired = [p & ~0xFFFF for p in starts]
+        api.close()
+        counts.append(_mappings(session))
+    assert counts[-1] - counts[1] < 200, counts       # it grew by 1,000 mappings per provider
+
+
+def test_a_refused_allocation_is_an_error_naming_the_call_and_the_agent_goes_on(wine_available):
+    import resource
+    from harness.agent import launch
+    session = launch.start_wine()                     # its own agent: its address space is limited
+    api = AgentWinsock(session)
+    try:
+        with open(f"/proc/{session.pid}/status") as status:
+            size = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+        resource.prlimit(session.pid, resource.RLIMIT_AS, (size + (256 << 20), size + (256 << 20)))
+        big = []
+        with pytest.raises(AgentRequestError) as info:
+            while len(big) < 1000:
+                big.append(api.memory.alloc(64 << 20))
+        assert re.fullmatch(r"memory\.alloc\(67108864, 'rw'\): the agent refused: VirtualAlloc\(MEM_(RESERVE|COMMIT), "
+                            r"\d+\) failed: error \d+ \(%d allocations live, \d+ retired\)" % len(big),
+                            str(info.value)), str(info.value)
+        assert len(big) < 1000 and session.alive
+        api.memory.free(big.pop())
+        ptr = _bytes(api, b"still here")
+        assert api.memory.read(ptr, 10) == b"still here"
+        assert api.socket(C.AF_INET, C.SOCK_STREAM, 0) != C.INVALID_SOCKET
+    finally:
+        api.close()
+        session.close()
 
 
 def test_agent_api_type(wapi):

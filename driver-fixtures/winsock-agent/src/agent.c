@@ -649,6 +649,9 @@ static void op_end_thread(uint32_t id, uint16_t op, struct in *in)
 struct region { uint64_t base, reserved, committed, start, size; uint8_t prot; };
 static struct region *regions;
 static size_t n_regions, cap_regions;
+/* Bases the last RETIRE decommitted, still reserved (see op_retire). */
+static uint64_t *retired;
+static size_t n_retired, cap_retired;
 static uint64_t invalid_range;
 static struct guard reader_guard;
 static DWORD page_size = 4096;
@@ -697,13 +700,18 @@ static void op_alloc(uint32_t id, uint16_t op, struct in *in)
     uint64_t committed = (span + page_size - 1) / page_size * page_size;
     uint64_t reserved = committed + page_size;
     uint8_t *base = VirtualAlloc(NULL, reserved, MEM_RESERVE, PAGE_NOACCESS);
-    if (!base) { reply_error(id, 0, op, "VirtualAlloc(MEM_RESERVE, %llu) failed: %lu", (unsigned long long)reserved, GetLastError()); return; }
+    if (!base) {
+        reply_error(id, 0, op, "VirtualAlloc(MEM_RESERVE, %llu) failed: error %lu (%zu allocations live, %zu retired)",
+                    (unsigned long long)reserved, GetLastError(), n_regions, n_retired);
+        return;
+    }
     DWORD old;
     if (!VirtualAlloc(base, committed, MEM_COMMIT, PAGE_READWRITE)
             || (prot != PROT_RW && !VirtualProtect(base, committed, win_prot(prot), &old))) {
         DWORD err = GetLastError();
         VirtualFree(base, 0, MEM_RELEASE);
-        reply_error(id, 0, op, "VirtualAlloc(MEM_COMMIT, %llu) failed: %lu", (unsigned long long)committed, err);
+        reply_error(id, 0, op, "VirtualAlloc(MEM_COMMIT, %llu) failed: error %lu (%zu allocations live, %zu retired)",
+                    (unsigned long long)committed, err, n_regions, n_retired);
         return;
     }
     if (n_regions == cap_regions) {
@@ -739,19 +747,31 @@ static void op_free(uint32_t id, uint16_t op, struct in *in)
 
 /* RETIRE (a client closing): decommit every listed allocation but keep its
  * range reserved, so a late write of an aborted overlapped operation faults
- * instead of landing in a later allocation. Unknown starts are skipped and
- * counted in the reply. */
+ * instead of landing in a later allocation. The ranges stay reserved until the
+ * next RETIRE (a whole client later) and are released then: under Wine each
+ * reservation is two Linux mappings, and keeping every one would exhaust
+ * vm.max_map_count (65530), after which VirtualAlloc fails with error 5.
+ * Unknown starts are skipped and counted in the reply. */
 static void op_retire(uint32_t id, uint16_t op, struct in *in)
 {
     uint32_t count = get_u32(in), unknown = 0;
-    for (uint32_t i = 0; i < count && !in->bad; i++) {
-        uint64_t start = get_u64(in);
-        struct region *r = in->bad ? NULL : region_of_start(start);
+    if (in->bad || in->left != (size_t)count * 8) { reply_error(id, 0, op, "malformed RETIRE request"); return; }
+    for (size_t i = 0; i < n_retired; i++)
+        VirtualFree((void *)(uintptr_t)retired[i], 0, MEM_RELEASE);
+    n_retired = 0;
+    if (count > cap_retired) {
+        uint64_t *p = realloc(retired, (size_t)count * sizeof *p);
+        if (!p) die("out of memory");
+        retired = p;
+        cap_retired = count;
+    }
+    for (uint32_t i = 0; i < count; i++) {
+        struct region *r = region_of_start(get_u64(in));
         if (!r) { unknown++; continue; }
         VirtualFree((void *)(uintptr_t)r->base, r->committed, MEM_DECOMMIT);
+        retired[n_retired++] = r->base;
         drop_region(r);
     }
-    if (in->bad) { reply_error(id, 0, op, "malformed RETIRE request"); return; }
     reply_u64(id, op, unknown);
 }
 
