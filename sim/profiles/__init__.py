@@ -137,6 +137,9 @@ def load_file(path, _seen=()) -> Profile:
             raise ProfileError(path, line, "inherit", f"{parent} inherits back to this profile (a cycle)")
         if len(chain) > 2 * MAX_INHERIT:
             raise ProfileError(path, line, "inherit", f"more than {MAX_INHERIT} profiles deep")
+        if parent not in BUILTIN and not (Path(parent).suffix == ".toml" or Path(parent).exists()):
+            raise ProfileError(path, line, "inherit", f"{parent!r} is neither a built-in profile "
+                                                      f"({', '.join(BUILTIN)}) nor a profile file")
         assignments.update(load(parent, chain).assignments)
     unknown = set(data) - {"name", "description", "inherit", "decisions"}
     if unknown:

@@ -140,3 +140,12 @@ def test_an_inherit_cycle_through_files_is_refused(tmp_path):
     b.write_text(f'name = "b"\ninherit = "{a}"\n')
     code, err = _run(["profile", "show", str(a)])
     assert code == 2 and "inherit" in err and "cycle" in err
+
+
+def test_an_unknown_inherited_profile_names_the_inheriting_file(tmp_path):
+    """Found by the mutation test: `inherit = "eocumented"` answered with the parent's name only."""
+    path = tmp_path / "p.toml"
+    path.write_text('name = "p"\n\ninherit = "eocumented"\n', encoding="utf-8")
+    code, err = _run(["profile", "show", str(path)])
+    assert code == 2 and err.strip() == (f"wfp-harness: {path}:3: inherit: 'eocumented' is neither a built-in "
+                                         "profile (documented, windows-observed, wine-8.0) nor a profile file")
