@@ -81,6 +81,18 @@ def listener(api, family=C.AF_INET, ip=None):
     return s, local_name(api, s)[1]
 
 
+def refusing_port(api, family=C.AF_INET):
+    """(socket, port): a TCP socket bound to loopback and not listening, so a connection to the port is
+    refused (RFC 9293 §3.10.7.1: a SYN to a port with no listener is answered with a reset) and, while
+    the socket is open, no other socket or process on the machine can take the port (a closed
+    listener's port can be handed to anyone: a race on a busy machine)."""
+    s = api.socket(family, C.SOCK_STREAM, C.IPPROTO_TCP)
+    assert s != C.INVALID_SOCKET, api.WSAGetLastError()
+    ptr, n = sockaddr(api, loopback(family), 0)
+    assert api.bind(s, ptr, n) == 0, api.WSAGetLastError()
+    return s, local_name(api, s)[1]
+
+
 def tcp_pair(api, family=C.AF_INET):
     """(client, accepted server socket, listener) connected over loopback."""
     lst, port = listener(api, family)

@@ -15,6 +15,7 @@ from harness.conformance.support import (
     Guarded,
     dequeue,
     dword,
+    from_text,
     get_extension,
     internal,
     listener,
@@ -22,9 +23,9 @@ from harness.conformance.support import (
     loopback,
     make_iocp,
     overlapped,
-    from_text,
-    to_text,
+    refusing_port,
     sockaddr,
+    to_text,
 )
 from harness.winsock import constants as C
 from harness.winsock.layouts import SOCKADDR_IN
@@ -528,8 +529,7 @@ def test_connectex_completes_through_the_event_and_sends_the_data(api):
 def test_connectex_refused_through_the_completion(api):
     """LPFN_CONNECTEX page: WSAECONNREFUSED is reported when the overlapped operation completes
     (Wine test_connect: GetOverlappedResult gives ERROR_CONNECTION_REFUSED)."""
-    closed, port = listener(api)
-    assert api.closesocket(closed) == 0                    # nothing listens on `port` any more
+    _held, port = refusing_port(api)                       # nothing listens on `port`
     s = _bound(api)
     iocp = make_iocp(api, s, key=5)
     rc, err, _sent, ovl = _connectex(api, s, port)

@@ -18,7 +18,7 @@ import struct
 import pytest
 
 from harness.conformance.support import (POISON, Guarded, RoutineLog, dequeue, dword, get_extension, internal,
-                                         listener, make_iocp, overlapped, sockaddr, udp_socket, wsabuf)
+                                         listener, make_iocp, overlapped, refusing_port, sockaddr, udp_socket, wsabuf)
 from harness.winsock import constants as C
 from harness.winsock.layouts import SOCKADDR_IN, WSABUF, WSAMSG
 
@@ -347,8 +347,7 @@ class TestConnectAndAccept:
         """Wine test_connect_completion_port ("Connect to an invalid address"): with
         FILE_SKIP_COMPLETION_PORT_ON_SUCCESS, a refused ConnectEx goes pending and its failure is
         queued: FALSE with ERROR_CONNECTION_REFUSED, key, 0 bytes, the OVERLAPPED."""
-        closed, port = listener(api)
-        assert api.closesocket(closed) == 0
+        _held, port = refusing_port(api)
         s = _bound(api)
         iocp = make_iocp(api, s, key=0)
         assert api.SetFileCompletionNotificationModes(s, C.FILE_SKIP_COMPLETION_PORT_ON_SUCCESS) == C.TRUE

@@ -10,7 +10,7 @@ import struct
 import pytest
 
 from harness.conformance.support import (POISON, Guarded, dword, get_extension, listener, local_name, loopback,
-                                         to_text, sockaddr, tcp_pair, udp_socket)
+                                         refusing_port, to_text, sockaddr, tcp_pair, udp_socket)
 from harness.winsock import constants as C
 from harness.winsock.layouts import IN_PKTINFO, WSABUF, WSAMSG, WSA_CMSG_SPACE, iter_cmsgs
 
@@ -62,8 +62,7 @@ def test_fin_and_reset(api):
 
 def test_connect_refused(api):
     """connect page: WSAECONNREFUSED when nothing listens."""
-    lst, port = listener(api)
-    api.closesocket(lst)
+    _held, port = refusing_port(api)
     s = api.socket(C.AF_INET, C.SOCK_STREAM, 0)
     ptr, n = sockaddr(api, "127.0.0.1", port)
     assert api.connect(s, ptr, n) == C.SOCKET_ERROR and api.WSAGetLastError() == C.WSAECONNREFUSED
