@@ -83,7 +83,7 @@ def listener(api, family=C.AF_INET, ip=None):
 
 def refusing_port(api, family=C.AF_INET):
     """(socket, port): a TCP socket bound to loopback and not listening, so a connection to the port is
-    refused (RFC 9293 §3.10.7.1: a SYN to a port with no listener is answered with a reset) and, while
+    refused (RFC 9293 section 3.10.7.1: a SYN to a port with no listener is answered with a reset) and, while
     the socket is open, no other socket or process on the machine can take the port (a closed
     listener's port can be handed to anyone: a race on a busy machine)."""
     s = api.socket(family, C.SOCK_STREAM, C.IPPROTO_TCP)
