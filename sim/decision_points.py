@@ -121,6 +121,14 @@ DECISIONS: dict[str, DecisionPoint] = {d.name: d for d in (
         read_in="sim/kernel32.py",
         ERROR_INVALID_PARAMETER="FALSE with ERROR_INVALID_PARAMETER; nothing is removed",
         empty_success="TRUE, *ulNumEntriesRemoved 1, no entry written and nothing removed"),
+    _dp("ipv6_protection_level_default", "winsock",
+        "The IPV6_PROTECTION_LEVEL a new IPv6 socket reads (Wine test_sockopt_validity, on Windows: the "
+        "option exists on TCP and UDP; no Windows-run test reads its value).",
+        read_in="sim/sockopt.py",
+        unspecified="PROTECTION_LEVEL_DEFAULT, (UINT)-1 (the .NET IPProtectionLevel page: Windows 7 and "
+                    "Server 2008 R2)",
+        unrestricted="PROTECTION_LEVEL_UNRESTRICTED, 10 (the same page: Vista and Server 2008)",
+        edge_restricted="PROTECTION_LEVEL_EDGERESTRICTED, 20 (the same page: XP and Server 2003)"),
     _dp("gqcsex_count_when_empty", "kernel",
         "What GetQueuedCompletionStatusEx writes to *ulNumEntriesRemoved when it returns FALSE having removed "
         "nothing (the wait timed out, or APCs ran): Wine dlls/ntdll/tests/file.c test_set_io_completion, run "

@@ -62,6 +62,15 @@ _WFP_SOCKOPT_ON_TCP_ERROR = {DECISIONS["wfp_sockopt_on_tcp"].choice("WSAEINVAL")
 _NEGATIVE_LENGTH_ERROR = {DECISIONS["sockopt_negative_length"].choice("WSAENOBUFS"): C.WSAENOBUFS,
                           DECISIONS["sockopt_negative_length"].choice("WSAEFAULT"): C.WSAEFAULT}
 _KEEPCNT_ABSENT = DECISIONS["tcp_keepcnt_keepintvl"].choice("WSAENOPROTOOPT")
+# Decision point ipv6_protection_level_default: the level a new socket reads.
+_PROTECTION_DEFAULTS = {DECISIONS["ipv6_protection_level_default"].choice("unspecified"): C.PROTECTION_LEVEL_DEFAULT,
+                        DECISIONS["ipv6_protection_level_default"].choice("unrestricted"): C.PROTECTION_LEVEL_UNRESTRICTED,
+                        DECISIONS["ipv6_protection_level_default"].choice("edge_restricted"): C.PROTECTION_LEVEL_EDGERESTRICTED}
+# The IPV6_PROTECTION_LEVEL socket option page and ws2ipdef.h name these four; another value is
+# WSAEINVAL (assumed: no page lists the error).
+_PROTECTION_LEVELS = frozenset({C.PROTECTION_LEVEL_UNRESTRICTED, C.PROTECTION_LEVEL_EDGERESTRICTED,
+                                C.PROTECTION_LEVEL_RESTRICTED, C.PROTECTION_LEVEL_DEFAULT})
+_PROTECTION = (C.IPPROTO_IPV6, C.IPV6_PROTECTION_LEVEL)
 
 _LEVELS = (C.SOL_SOCKET, C.IPPROTO_IP, C.IPPROTO_IPV6, C.IPPROTO_TCP, C.IPPROTO_UDP)
 
@@ -132,6 +141,9 @@ OPTIONS = {
     (C.IPPROTO_IPV6, C.IPV6_RECVTCLASS): _DGRAM_BOOL,
     (C.IPPROTO_IPV6, C.IPV6_V6ONLY): Opt(1, width=1, boolean=True),
     (C.IPPROTO_IPV6, C.IPV6_UNICAST_IF): Opt(),
+    # Wine test_sockopt_validity (on Windows): it exists on IPv6 TCP and UDP sockets; the default
+    # is decision point ipv6_protection_level_default (_read).
+    (C.IPPROTO_IPV6, C.IPV6_PROTECTION_LEVEL): Opt(),
 }
 _WFP = {(C.IPPROTO_IP, C.IP_WFP_REDIRECT_RECORDS), (C.IPPROTO_IP, C.IP_WFP_REDIRECT_CONTEXT),
         (C.IPPROTO_IPV6, C.IPV6_WFP_REDIRECT_RECORDS), (C.IPPROTO_IPV6, C.IPV6_WFP_REDIRECT_CONTEXT)}
@@ -187,6 +199,8 @@ def _read(sock, key, spec) -> int:
         return sock.type
     if key == (C.SOL_SOCKET, C.SO_ACCEPTCONN):
         return 1 if sock.state == "listening" else 0
+    if key == _PROTECTION and key not in sock.options:
+        return _PROTECTION_DEFAULTS[sock.process.profile.ipv6_protection_level_default]
     default = spec.tcp_default if sock.is_tcp and spec.tcp_default is not None else spec.default
     return sock.options.get(key, default)
 
@@ -237,6 +251,8 @@ def setsockopt(sock, mem, level: int, name: int, optval: int, optlen: int) -> No
         raise WsaError(C.WSAEFAULT)
     value = int.from_bytes(mem.kread(optval, take), "little")
     if spec.maximum is not None and value > spec.maximum:
+        raise WsaError(C.WSAEINVAL)
+    if key == _PROTECTION and value not in _PROTECTION_LEVELS:
         raise WsaError(C.WSAEINVAL)
     if key == (C.IPPROTO_IPV6, C.IPV6_V6ONLY) and sock.local is not None:
         raise WsaError(C.WSAEINVAL)          # cannot change after bind

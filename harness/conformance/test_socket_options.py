@@ -168,12 +168,12 @@ IP6_TCP = [(-1, C.WSAENOPROTOOPT, 0), (C.IPV6_HDRINCL, C.WSAEINVAL, 0), (C.IPV6_
            (C.IPV6_MULTICAST_LOOP, C.WSAEINVAL, 0), (C.IPV6_ADD_MEMBERSHIP, C.WSAENOPROTOOPT, 0),
            (C.IPV6_DROP_MEMBERSHIP, C.WSAENOPROTOOPT, 0), (C.IPV6_DONTFRAG, 0, 0), (C.IPV6_PKTINFO, C.WSAEINVAL, 0),
            (C.IPV6_HOPLIMIT, C.WSAEINVAL, 0), (C.IPV6_V6ONLY, 0, 0), (C.IPV6_UNICAST_IF, 0, 0),
-           (C.IPV6_RECVTCLASS, C.WSAEINVAL, 0)]
+           (C.IPV6_RECVTCLASS, C.WSAEINVAL, 0), (C.IPV6_PROTECTION_LEVEL, 0, 0)]
 IP6_UDP = [(-1, C.WSAENOPROTOOPT, 0), (C.IPV6_HDRINCL, C.WSAEINVAL, 0), (C.IPV6_UNICAST_HOPS, 0, 0),
            (C.IPV6_MULTICAST_IF, 0, 0), (C.IPV6_MULTICAST_HOPS, 0, 0), (C.IPV6_MULTICAST_LOOP, 0, 0),
            (C.IPV6_ADD_MEMBERSHIP, C.WSAENOPROTOOPT, 0), (C.IPV6_DROP_MEMBERSHIP, C.WSAENOPROTOOPT, 0),
            (C.IPV6_DONTFRAG, 0, 0), (C.IPV6_PKTINFO, 0, 0), (C.IPV6_HOPLIMIT, 0, 0), (C.IPV6_V6ONLY, 0, 0),
-           (C.IPV6_UNICAST_IF, 0, 0), (C.IPV6_RECVTCLASS, 0, 0)]
+           (C.IPV6_UNICAST_IF, 0, 0), (C.IPV6_RECVTCLASS, 0, 0), (C.IPV6_PROTECTION_LEVEL, 0, 0)]
 VALIDITY = [(V4, TCP, IP, t) for t in IP_TCP] + [(V4, UDP, IP, t) for t in IP_UDP] + \
            [(V6, TCP, IP6, t) for t in IP6_TCP] + [(V6, UDP, IP6, t) for t in IP6_UDP]
 
@@ -273,6 +273,20 @@ def test_dont_fragment_defaults_by_socket_type(api, family):
     assert _get(api, t, level, name, 4, fill=0xdead)[:3] == (0, 0, 1)
     assert _set(api, t, level, name, 0, 4) == (0, 0)
     assert _get(api, t, level, name, 4, fill=0xdead)[:3] == (0, 0, 0)
+
+
+@pytest.mark.ipv6
+@pytest.mark.parametrize("type_", [pytest.param(TCP, id="tcp"), pytest.param(UDP, id="udp")])
+def test_ipv6_protection_level_reads_its_default_and_takes_a_level(api, decide, type_):
+    """The IPV6_PROTECTION_LEVEL socket option (Wine test_sockopt_validity, on Windows: it exists on
+    IPv6 TCP and UDP sockets): a UINT; a new socket reads the default of decision point
+    ipv6_protection_level_default, all four bytes; a level set reads back."""
+    default = {"unspecified": C.PROTECTION_LEVEL_DEFAULT, "unrestricted": C.PROTECTION_LEVEL_UNRESTRICTED,
+               "edge_restricted": C.PROTECTION_LEVEL_EDGERESTRICTED}[decide("ipv6_protection_level_default")]
+    s = _sock(api, V6, type_)
+    assert _get(api, s, IP6, C.IPV6_PROTECTION_LEVEL, 4) == (0, 0, default, 4)
+    assert _set(api, s, IP6, C.IPV6_PROTECTION_LEVEL, C.PROTECTION_LEVEL_RESTRICTED, 4) == (0, 0)
+    assert _get(api, s, IP6, C.IPV6_PROTECTION_LEVEL, 4) == (0, 0, C.PROTECTION_LEVEL_RESTRICTED, 4)
 
 
 def test_so_error_can_be_set(api):

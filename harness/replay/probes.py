@@ -398,6 +398,19 @@ def probe_gqcsex_zero_count(api):
     return _choose({C.ERROR_INVALID_PARAMETER: "ERROR_INVALID_PARAMETER"}, err if rc == 0 and kept else None, ev)
 
 
+def probe_ipv6_protection_level_default(api):
+    s = api.socket(C.AF_INET6, C.SOCK_STREAM, C.IPPROTO_TCP)
+    if s == C.INVALID_SOCKET:
+        raise NotProbed(f"no IPv6 TCP socket: {_name(api.WSAGetLastError())}")
+    value, length = _u32(api, 0), _u32(api, 4)
+    rc = api.getsockopt(s, C.IPPROTO_IPV6, C.IPV6_PROTECTION_LEVEL, value, length)
+    level = api.memory.read_u32(value)
+    ev = (f"getsockopt(IPPROTO_IPV6, IPV6_PROTECTION_LEVEL) on a TCP socket -> {rc}"
+          + (f", value {level}" if rc == 0 else f", {_name(_err(api))}"))
+    return _choose({C.PROTECTION_LEVEL_DEFAULT: "unspecified", C.PROTECTION_LEVEL_UNRESTRICTED: "unrestricted",
+                    C.PROTECTION_LEVEL_EDGERESTRICTED: "edge_restricted"}, level if rc == 0 else None, ev)
+
+
 def probe_gqcsex_count_when_empty(api):
     port = api.CreateIoCompletionPort(C.INVALID_HANDLE_VALUE, 0, 0, 0)
     if not port:
