@@ -111,9 +111,6 @@ _KNOWN_OPTIONS = sorted(OPTIONS) + _WFP_OPTIONS
 # - IPV6_MULTICAST_IF set to an interface the host lacks (Linux refuses it);
 # - setsockopt of the membership and source-filter names (IP 12, 13, 15-18; IPv6 12, 13) with a DWORD:
 #   the simulator WSAENOPROTOOPT (Wine test_sockopt_validity gives that for getsockopt only), Wine WSAEINVAL;
-# - IPV6_PROTECTION_LEVEL (23): Wine ignores it and writes one byte of its answer (a known Wine
-#   deviation, harness/conformance/wine-deviations.toml; the default is decision point
-#   ipv6_protection_level_default), a divergence at most lengths known.toml does not describe yet;
 # - a length below 4 where the option does not exist on the socket or at all (Wine 8.0 checks the
 #   length first: WSAEFAULT where the simulator answers WSAEINVAL or WSAENOPROTOOPT);
 # - a multicast hop limit of 0 or 0xFFFFFFFF (Linux, and so Wine 8.0, refuse 0 and take -1 as its
@@ -126,7 +123,7 @@ _UNCLASSIFIED = {(C.SOL_SOCKET, C.SO_RCVBUF), (C.SOL_SOCKET, C.SO_SNDBUF), (C.IP
                  (C.IPPROTO_IP, C.IP_OPTIONS), (C.IPPROTO_IP, C.IP_DONTFRAGMENT), (C.IPPROTO_IP, C.IP_UNICAST_IF),
                  (C.IPPROTO_IPV6, C.IPV6_UNICAST_IF), (C.IPPROTO_IP, C.IP_MULTICAST_IF), (C.IPPROTO_TCP, C.TCP_NODELAY),
                  (C.IPPROTO_IPV6, C.IPV6_V6ONLY), (C.IPPROTO_IP, C.IP_TOS), (C.IPPROTO_IPV6, C.IPV6_MULTICAST_IF),
-                 *((C.IPPROTO_IP, n) for n in (12, 13, 15, 16, 17, 18)), *((C.IPPROTO_IPV6, n) for n in (12, 13, 23))}
+                 *((C.IPPROTO_IP, n) for n in (12, 13, 15, 16, 17, 18)), *((C.IPPROTO_IPV6, n) for n in (12, 13))}
 # Options both sides answer alike at every length (the others get lengths of 4 and more only).
 _ANY_LENGTH = {(C.SOL_SOCKET, C.SO_ACCEPTCONN), (C.SOL_SOCKET, C.SO_REUSEADDR), (C.SOL_SOCKET, C.SO_KEEPALIVE),
                (C.SOL_SOCKET, C.SO_BROADCAST), (C.SOL_SOCKET, C.SO_OOBINLINE), (C.SOL_SOCKET, C.SO_SNDTIMEO),
