@@ -66,6 +66,17 @@ def _reset_by_peer(api, peer, s):
     _readable(api, s)
 
 
+def _reset_server_on_a_port(api, pair):
+    """(server, its completion port, an event, an OVERLAPPED with that event): the server of `pair`,
+    non-blocking and on a port, once its peer has reset the connection."""
+    client, server, _ = pair
+    port = make_iocp(api, server, key=KEY)
+    _nonblocking(api, server)
+    _reset_by_peer(api, client, server)
+    event = api.WSACreateEvent()
+    return server, port, event, overlapped(api, event)
+
+
 def _readable(api, s):
     fds = api.memory.alloc(16)
     api.memory.write(fds, struct.pack("<QQ", 1, s))
@@ -113,12 +124,7 @@ class TestReceiveAndSend:
         """Wine test_completion_port ("IOCP response on hard shutdown"): a WSARecv on a socket
         whose connection was reset fails at once with WSAECONNRESET (not pending), leaves
         *lpNumberOfBytesRecvd alone, and queues no packet."""
-        client, server, _ = pair
-        port = make_iocp(api, server, key=KEY)
-        _nonblocking(api, server)
-        _reset_by_peer(api, client, server)
-        event = api.WSACreateEvent()
-        ovl = overlapped(api, event)
+        server, port, event, ovl = _reset_server_on_a_port(api, pair)
         rc, err, n, _buf = _recv(api, server, ovl)
         assert (rc, err, n) == (C.SOCKET_ERROR, C.WSAECONNRESET, POISON)
         assert _nothing_queued(api, port)
@@ -128,12 +134,7 @@ class TestReceiveAndSend:
         """Wine test_completion_port (second section): a WSASend on a socket whose connection was
         reset fails at once with WSAECONNRESET, leaves *lpNumberOfBytesSent alone, and queues no
         packet."""
-        client, server, _ = pair
-        port = make_iocp(api, server, key=KEY)
-        _nonblocking(api, server)
-        _reset_by_peer(api, client, server)
-        event = api.WSACreateEvent()
-        ovl = overlapped(api, event)
+        server, port, event, ovl = _reset_server_on_a_port(api, pair)
         assert _send_ovl(api, server, ovl) == (C.SOCKET_ERROR, C.WSAECONNRESET, POISON)
         assert _nothing_queued(api, port)
         assert not _signalled(api, event)

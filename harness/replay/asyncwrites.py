@@ -75,8 +75,7 @@ class AsyncWrites:
 
 def overlapped_pending(memory_image: dict, ovl) -> bool:
     """Whether the recording's OVERLAPPED (symbol ["alloc", i, off]) reads STATUS_PENDING."""
-    mem = memory_image.get(ovl[1], b"")[ovl[2]:ovl[2] + 8]
-    return len(mem) == 8 and int.from_bytes(mem, "little") == C.STATUS_PENDING
+    return names.recorded_int(memory_image, ovl, 0, 8) == C.STATUS_PENDING
 
 
 def target_pending(memory, symbols, ovl) -> bool:

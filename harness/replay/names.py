@@ -29,11 +29,16 @@ NAME_OUTPUTS = {"getpeername": (1, 2), "getsockname": (1, 2), "accept": (1, 2), 
 MSG_NAME_OUTPUTS = frozenset({"WSARecvMsg"})        # the name of the WSAMSG they are handed
 
 
-def _dword(image: dict, sym) -> int | None:
-    mem = image.get(sym[1])
-    if mem is None or sym[2] < 0 or sym[2] + 4 > len(mem):
+def recorded_int(image: dict, sym, offset: int = 0, size: int = 4) -> int | None:
+    """The little-endian integer the recording's bytes hold at a pointer symbol ["alloc", i, off] plus
+    `offset`, or None where the symbol names no recorded allocation or the bytes lie outside it."""
+    if not (isinstance(sym, list) and len(sym) == 3 and sym[0] == "alloc"):
         return None
-    return int.from_bytes(mem[sym[2]:sym[2] + 4], "little")
+    mem = image.get(sym[1])
+    at = sym[2] + offset
+    if mem is None or at < 0 or at + size > len(mem):
+        return None
+    return int.from_bytes(mem[at:at + size], "little")
 
 
 def name_output(step: dict, image: dict, syms: dict | None = None):
@@ -52,7 +57,7 @@ def name_output(step: dict, image: dict, syms: dict | None = None):
         name, length = step["args"][where[0]], step["args"][where[1]]
     if not all(isinstance(s, list) and s[0] == "alloc" for s in (name, length)):
         return None
-    size = _dword(image, length)
+    size = recorded_int(image, length)
     if size is None or not 0 < size < (1 << 31):
         return None
     return name, length, size
@@ -62,7 +67,7 @@ def undefined_region(output, image: dict):
     """After the call (the recording's bytes updated): (alloc index, start, end) of the name buffer's
     bytes beyond the returned length, or None when there are none."""
     name, length, size = output
-    returned = _dword(image, length)
+    returned = recorded_int(image, length)
     if returned is None or returned >= size:
         return None
     return name[1], name[2] + returned, name[2] + size

@@ -324,7 +324,7 @@ class Replayer:
                 owner = arguments.attribute(key, calls)
                 if owner is None:
                     continue
-                if not self._differs_where_defined(key, owner):
+                if not self._differs_where_compared(key, owner):
                     recorded, replayed = ({k: v for k, v in side.items() if k != key} for side in (recorded, replayed))
                     continue
                 words[key] = owner
@@ -333,9 +333,9 @@ class Replayer:
         self.result.divergences.append(Divergence(index, path, fn, fld, recorded, replayed,
                                                   self.session.name if self.session else "", args or {}, words))
 
-    def _differs_where_defined(self, key: str, owner: dict) -> bool:
-        """Whether the word's two sides differ outside the bytes its call leaves undefined
-        (harness.replay.uncompared); both sides are read as they are now."""
+    def _differs_where_compared(self, key: str, owner: dict) -> bool:
+        """Whether the word's two sides differ outside the bytes a replay does not compare (undefined,
+        or the host's: harness.replay.uncompared); both sides are read as they are now."""
         session = self.session
         ranges = uncompared_ranges(owner, session.recorded_memory)
         if not ranges:
@@ -536,8 +536,8 @@ class Replayer:
                         session.outstanding.append((sym[1], sym[2]))
         done = []
         for alloc, offset in session.outstanding:
-            recorded = session.recorded_memory.get(alloc, b"")[offset:offset + 8]
-            if len(recorded) == 8 and int.from_bytes(recorded, "little") != C.STATUS_PENDING:
+            status = names.recorded_int(session.recorded_memory, ["alloc", alloc, offset], 0, 8)
+            if status is not None and status != C.STATUS_PENDING:
                 done.append((alloc, offset))
         if not done:
             return

@@ -26,18 +26,10 @@ from __future__ import annotations
 
 from harness.winsock import constants as C
 
+from .names import recorded_int
+
 _SLOT_LENGTH = 4        # the int before the sockaddr in an address slot (sim/mswsock.py _address_slot)
 _HOST_DESCRIBED = frozenset({C.SIO_ROUTING_INTERFACE_QUERY, C.SIO_ADDRESS_LIST_QUERY, C.SIO_GET_INTERFACE_LIST})
-
-
-def _u(image: dict, sym, offset: int, size: int) -> int | None:
-    if not (isinstance(sym, list) and len(sym) == 3 and sym[0] == "alloc"):
-        return None
-    mem = image.get(sym[1])
-    at = sym[2] + offset
-    if mem is None or at < 0 or at + size > len(mem):
-        return None
-    return int.from_bytes(mem[at:at + size], "little")
 
 
 def _acceptex_buffer(args: dict, image: dict) -> list:
@@ -46,12 +38,12 @@ def _acceptex_buffer(args: dict, image: dict) -> list:
         return []
     receive, local, remote = lengths
     out = []
-    received = _u(image, args.get("lpOverlapped"), 8, 8)      # InternalHigh, as the recording completed it
+    received = recorded_int(image, args.get("lpOverlapped"), 8, 8)      # InternalHigh, as the recording completed it
     if received is not None and received <= receive:
         out.append((received, receive))
     buffer = args.get("lpOutputBuffer")
     for start, size in ((receive, local), (receive + local, remote)):
-        held = _u(image, buffer, start, _SLOT_LENGTH) if size >= _SLOT_LENGTH else None
+        held = recorded_int(image, buffer, start, _SLOT_LENGTH) if size >= _SLOT_LENGTH else None
         if held is not None and held <= size - _SLOT_LENGTH:
             out.append((start + _SLOT_LENGTH + held, start + size))
     return out
